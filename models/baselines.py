@@ -1,0 +1,212 @@
+"""Reference recommenders: global popularity and item-based nearest neighbours.
+
+Both treat every interaction as an implicit positive signal, whatever its type or rating.
+
+>>> from models.data import Interaction, Item
+>>> items = {i: Item(i, i, i, (), {}, None) for i in "abcd"}
+>>> catalog = ItemCatalog(items)
+>>> log = [Interaction(u, i, ts=t, type="click") for t, (u, i) in enumerate(
+...     [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b"), ("u3", "c"), ("u3", "d"), ("u4", "c")])]
+>>> pop = Pop(); pop.fit(log, catalog)
+>>> pop.score("anyone").tolist()
+[2.0, 2.0, 2.0, 1.0]
+>>> knn = ItemKNN(k=2, shrink=0.0); knn.fit(log, catalog)
+>>> knn.learn_one(Interaction("u9", "a", ts=10, type="click"))
+>>> s = knn.score("u9")
+>>> int(s.argmax()), bool(s[1] > s[2])   # "b" co-occurs with "a", "c" does not
+(1, True)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Sequence
+
+import numpy as np
+
+from models.base import ItemCatalog, Recommender
+from models.data import Interaction
+
+__all__ = ["ItemKNN", "Pop"]
+
+
+class _TrainingEvents:
+    """Remembers the training events so that replaying them through ``learn_one`` does not
+    count them a second time."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self, train: Sequence[Interaction]):
+        self._pending: Counter[Interaction] = Counter(train)
+
+    def consume(self, ev: Interaction) -> bool:
+        """True when ``ev`` is a training event not yet seen in the stream."""
+        n = self._pending.get(ev, 0)
+        if n <= 0:
+            return False
+        if n == 1:
+            del self._pending[ev]
+        else:
+            self._pending[ev] = n - 1
+        return True
+
+
+class Pop(Recommender):
+    """Most popular items first: the number of interactions per item.
+
+    ``fit`` counts the training log; ``learn_one`` adds each new event (events that were
+    already in the training log are not counted twice). Every user gets the same scores.
+
+    >>> from models.data import Interaction, Item
+    >>> catalog = ItemCatalog({i: Item(i, i, i, (), {}, None) for i in "xyz"})
+    >>> train = [Interaction("u1", "y", 1, "click"), Interaction("u2", "y", 2, "rating", 4.0)]
+    >>> pop = Pop(); pop.fit(train, catalog)
+    >>> pop.learn_one(train[0])                               # replayed, already counted
+    >>> pop.learn_one(Interaction("u3", "z", 3, "favorite"))  # new
+    >>> pop.score("u1").tolist()
+    [0.0, 2.0, 1.0]
+    """
+
+    name = "Pop"
+
+    def __init__(self) -> None:
+        self.catalog: ItemCatalog | None = None
+        self.counts = np.zeros(0)
+
+    def fit(self, train: Sequence[Interaction], items: ItemCatalog) -> None:
+        self.catalog = items
+        idx = [items.get(ev.item_id) for ev in train]
+        idx = np.asarray([i for i in idx if i is not None], dtype=np.int64)
+        self.counts = np.bincount(idx, minlength=len(items)).astype(np.float64)
+        self._train = _TrainingEvents(train)
+
+    def learn_one(self, ev: Interaction) -> None:
+        if self._train.consume(ev):
+            return
+        i = self.catalog.get(ev.item_id)
+        if i is not None:
+            self.counts[i] += 1.0
+
+    def score(self, user_id: str) -> np.ndarray:
+        return self.counts
+
+
+class ItemKNN(Recommender):
+    """Item-based k-nearest neighbours on the implicit user-item matrix.
+
+    ``fit`` builds the binary user-item matrix of the training log and the shrunk cosine
+    similarity ``sim(i, j) = c_ij / (sqrt(n_i * n_j) + shrink)``, where ``c_ij`` counts
+    users who interacted with both items and ``n_i`` users who interacted with ``i``.
+    Each item keeps only its ``k`` most similar items as neighbours. A user's score for
+    item ``j`` is the sum of ``sim(i, j)`` over the items ``i`` of the user's history that
+    are neighbours of ``j``. ``learn_one`` adds the event's item to the user's history
+    (the similarities stay fixed). Items are tie-broken by training popularity, scaled far
+    below any similarity, so a user without history gets a popularity ranking.
+
+    >>> from models.data import Interaction, Item
+    >>> catalog = ItemCatalog({i: Item(i, i, i, (), {}, None) for i in "pqr"})
+    >>> train = [Interaction(u, i, 0, "click") for u, i in
+    ...          [("u1", "p"), ("u1", "q"), ("u2", "p"), ("u2", "q"), ("u3", "r")]]
+    >>> knn = ItemKNN(k=1, shrink=0.0); knn.fit(train, catalog)
+    >>> knn.neighbours("p")
+    [('q', 1.0)]
+    >>> knn.learn_one(Interaction("u4", "q", 1, "click"))
+    >>> [round(float(x), 3) for x in knn.score("u4")]
+    [1.0, 0.0, 0.0]
+    """
+
+    name = "ItemKNN"
+
+    def __init__(self, k: int = 100, shrink: float = 10.0, block_size: int = 1024,
+                 prior_weight: float = 1e-6):
+        if k < 1:
+            raise ValueError("k must be >= 1")
+        if shrink < 0:
+            raise ValueError("shrink must be >= 0")
+        self.k = int(k)
+        self.shrink = float(shrink)
+        self.block_size = int(block_size)
+        self.prior_weight = float(prior_weight)
+        self.catalog: ItemCatalog | None = None
+
+    def __repr__(self) -> str:
+        return f"ItemKNN(k={self.k}, shrink={self.shrink})"
+
+    # -- parameters --------------------------------------------------------------------
+
+    def fit(self, train: Sequence[Interaction], items: ItemCatalog) -> None:
+        self.catalog = items
+        n_items = len(items)
+        users: dict[str, int] = {}
+        rows, cols = [], []
+        for ev in train:
+            j = items.get(ev.item_id)
+            if j is None:
+                continue
+            rows.append(users.setdefault(ev.user_id, len(users)))
+            cols.append(j)
+        x = np.zeros((max(len(users), 1), n_items), dtype=np.float32)
+        if rows:
+            x[np.asarray(rows), np.asarray(cols)] = 1.0
+        n = x.sum(axis=0, dtype=np.float64)            # users per item
+        norm = np.sqrt(n)
+        k = min(self.k, max(n_items - 1, 1))
+
+        # For each candidate item j (a row block), keep its k most similar items i.
+        nbr_i = np.zeros((n_items, k), dtype=np.int64)
+        nbr_v = np.zeros((n_items, k), dtype=np.float64)
+        for start in range(0, n_items, self.block_size):
+            stop = min(start + self.block_size, n_items)
+            co = (x[:, start:stop].T @ x).astype(np.float64)   # (block, n_items) co-counts
+            denom = norm[start:stop, None] * norm[None, :] + self.shrink
+            sim = np.divide(co, denom, out=np.zeros_like(co), where=denom > 0)
+            sim[np.arange(stop - start), np.arange(start, stop)] = 0.0
+            if k < n_items:
+                part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+            else:
+                part = np.broadcast_to(np.arange(n_items), sim.shape)
+            nbr_i[start:stop] = part
+            nbr_v[start:stop] = np.take_along_axis(sim, part, axis=1)
+
+        # Transpose to "history item i -> (candidate j, sim)" rows for incremental updates.
+        cand = np.repeat(np.arange(n_items), k)
+        hist = nbr_i.ravel()
+        vals = nbr_v.ravel()
+        keep = vals > 0
+        cand, hist, vals = cand[keep], hist[keep], vals[keep]
+        order = np.argsort(hist, kind="stable")
+        self._cand = cand[order]
+        self._vals = vals[order]
+        self._indptr = np.concatenate([[0], np.cumsum(np.bincount(hist, minlength=n_items))])
+
+        top = n.max() if n.size and n.max() > 0 else 1.0
+        self._prior = self.prior_weight * (n / top)
+        self._history: dict[str, set[int]] = {}
+        self._acc: dict[str, np.ndarray] = {}
+
+    def neighbours(self, item_id: str) -> list[tuple[str, float]]:
+        """Items whose neighbour list contains ``item_id``, with similarities, best first."""
+        i = self.catalog.index(item_id)
+        lo, hi = self._indptr[i], self._indptr[i + 1]
+        pairs = sorted(zip(self._cand[lo:hi].tolist(), self._vals[lo:hi].tolist()), key=lambda p: (-p[1], p[0]))
+        return [(self.catalog.ids[j], round(v, 12)) for j, v in pairs]
+
+    # -- user state ----------------------------------------------------------------------
+
+    def learn_one(self, ev: Interaction) -> None:
+        i = self.catalog.get(ev.item_id)
+        if i is None:
+            return
+        seen = self._history.setdefault(ev.user_id, set())
+        if i in seen:
+            return
+        seen.add(i)
+        acc = self._acc.get(ev.user_id)
+        if acc is None:
+            acc = self._acc[ev.user_id] = self._prior.copy()
+        lo, hi = self._indptr[i], self._indptr[i + 1]
+        acc[self._cand[lo:hi]] += self._vals[lo:hi]
+
+    def score(self, user_id: str) -> np.ndarray:
+        acc = self._acc.get(user_id)
+        return self._prior if acc is None else acc

@@ -1,0 +1,195 @@
+"""Attention fusion: several interest dimensions -> one user vector, with weights that explain it.
+
+For a user with dimension means x_d (each in its own space: text, cf or category):
+
+    h_d   = W_d x_d + c_d                           # (B, n_dims, D)  each dimension in a shared space
+    q     = q_0 + W_q mean_d(h_d)                   # (B, A)          what this user's profile asks for
+    a_d   = softmax_d(q . W_k h_d / sqrt(A) + b_d)  # (B, n_dims)     masked where a dimension is empty
+    u     = sum_d a_d h_d                           # (B, D)          the fused interest vector
+    e_i   = V_text t_i + V_cat g_i + V_cf f_i + E_id[i]              # (N, D) item tower
+    score = u . e_i + bias_i                        # (B, N)
+
+so score_i = bias_i + sum_d a_d (h_d . e_i): the per-dimension terms are the reasons for item i,
+and a_d are the dimension weights. Trained by maximum likelihood: cross-entropy of the observed
+next item against the whole catalogue (``models.train``).
+
+``FusionModule`` is the torch form used for training; ``FusedScorer`` is the same arithmetic in
+numpy, used by the stream worker and by offline evaluation alike (one serving path).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import orjson
+import torch
+from torch import nn
+
+from models.dimensions import Dimension
+from models.items import ItemVectors
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    dims: tuple[Dimension, ...]
+    space_dims: Mapping[str, int] = field(default_factory=lambda: {"text": 384, "cf": 64, "category": 256})
+    d_model: int = 64  # D
+    d_attn: int = 32  # A
+    item_spaces: tuple[str, ...] = ("text", "category", "cf")  # what the item tower reads
+    item_ids: tuple[str, ...] = ()  # items that get a learned id embedding and bias
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["dims"] = [asdict(x) for x in self.dims]
+        d["space_dims"] = dict(self.space_dims)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FusionConfig":
+        d = dict(d)
+        d["dims"] = tuple(Dimension(**x) for x in d["dims"])
+        d["item_spaces"] = tuple(d["item_spaces"])
+        d["item_ids"] = tuple(d["item_ids"])
+        return cls(**d)
+
+
+class FusionModule(nn.Module):
+    def __init__(self, cfg: FusionConfig):
+        super().__init__()
+        self.cfg = cfg
+        D, A = cfg.d_model, cfg.d_attn
+        self.proj = nn.ModuleDict({d.name: nn.Linear(cfg.space_dims[d.space], D) for d in cfg.dims})
+        self.w_q = nn.Linear(D, A)
+        self.w_k = nn.Linear(D, A, bias=False)
+        self.dim_bias = nn.Parameter(torch.zeros(len(cfg.dims)))
+        self.item_proj = nn.ModuleDict({s: nn.Linear(cfg.space_dims[s], D, bias=False) for s in cfg.item_spaces})
+        n = len(cfg.item_ids)
+        self.item_emb = nn.Parameter(torch.zeros(n, D))
+        self.item_bias = nn.Parameter(torch.zeros(n))
+
+    def user(self, x: Mapping[str, torch.Tensor], mask: torch.Tensor):
+        """x: name -> (B, space_dim); mask: (B, n_dims) bool, True where the dimension has evidence."""
+        h = torch.stack([self.proj[d.name](x[d.name]) for d in self.cfg.dims], dim=1)  # (B, n, D)
+        m = mask.to(h.dtype).unsqueeze(-1)  # (B, n, 1)
+        ctx = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, D)
+        q = self.w_q(ctx)  # (B, A)
+        k = self.w_k(h)  # (B, n, A)
+        logits = (k @ q.unsqueeze(-1)).squeeze(-1) / math.sqrt(self.cfg.d_attn) + self.dim_bias  # (B, n)
+        logits = logits.masked_fill(~mask, -1e9)
+        alpha = torch.softmax(logits, dim=-1) * mask.any(-1, keepdim=True)  # (B, n); all-empty -> 0
+        u = (alpha.unsqueeze(-1) * h).sum(1)  # (B, D)
+        return u, alpha, h
+
+    def items(self, feats: Mapping[str, torch.Tensor]):
+        """feats: space -> (N, space_dim) for the training catalogue, rows aligned with item_ids."""
+        e = sum(self.item_proj[s](feats[s]) for s in self.cfg.item_spaces) + self.item_emb  # (N, D)
+        return e, self.item_bias
+
+    def forward(self, x, mask, feats):
+        u, alpha, _ = self.user(x, mask)
+        e, b = self.items(feats)
+        return u @ e.T + b  # (B, N)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float32)
+
+
+class FusedScorer:
+    """Numpy serving form of ``FusionModule``: user vector, scores over the catalogue, reasons."""
+
+    def __init__(self, cfg: FusionConfig, weights: Mapping[str, np.ndarray], version: str = "default"):
+        self.cfg = cfg
+        self.w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+        self.version = version
+        self.dim_names = [d.name for d in cfg.dims]
+        self._id_row = {iid: i for i, iid in enumerate(cfg.item_ids)}
+        self._cache: tuple[int, int, np.ndarray, np.ndarray] | None = None
+
+    @classmethod
+    def from_module(cls, module: FusionModule, version: str) -> "FusedScorer":
+        return cls(module.cfg, {k: _np(v) for k, v in module.state_dict().items()}, version)
+
+    @classmethod
+    def default(cls, dims: Sequence[Dimension], space_dims: Mapping[str, int]) -> "FusedScorer":
+        """Untrained fallback: every text-space dimension is the identity into the encoder space,
+        other spaces are ignored, and the attention is uniform over dimensions with evidence."""
+        D = space_dims["text"]
+        cfg = FusionConfig(dims=tuple(dims), space_dims=dict(space_dims), d_model=D, d_attn=1,
+                           item_spaces=("text",))
+        w: dict[str, np.ndarray] = {}
+        for d in dims:
+            W = np.eye(D, dtype=np.float32) if d.space == "text" else np.zeros((D, space_dims[d.space]), np.float32)
+            w[f"proj.{d.name}.weight"], w[f"proj.{d.name}.bias"] = W, np.zeros(D, np.float32)
+        w["w_q.weight"], w["w_q.bias"] = np.zeros((1, D), np.float32), np.zeros(1, np.float32)
+        w["w_k.weight"] = np.zeros((1, D), np.float32)
+        w["dim_bias"] = np.array([0.0 if d.space == "text" else -1e9 for d in dims], np.float32)
+        w["item_proj.text.weight"] = np.eye(D, dtype=np.float32)
+        w["item_emb"], w["item_bias"] = np.zeros((0, D), np.float32), np.zeros(0, np.float32)
+        return cls(cfg, w, version="default-untrained")
+
+    # -- user side ---------------------------------------------------------------------------
+    def user(self, means: Mapping[str, np.ndarray], norms: Mapping[str, float]):
+        """-> u (D,), alpha (n_dims,), h (n_dims, D)."""
+        w = self.w
+        h = np.stack([w[f"proj.{n}.weight"] @ means[n].astype(np.float32) + w[f"proj.{n}.bias"]
+                      for n in self.dim_names])  # (n, D)
+        mask = np.array([norms[n] > 0 for n in self.dim_names])  # (n,)
+        if not mask.any():
+            return np.zeros(h.shape[1], np.float32), np.zeros(len(mask), np.float32), h
+        ctx = h[mask].mean(0)  # (D,)
+        q = w["w_q.weight"] @ ctx + w["w_q.bias"]  # (A,)
+        k = h @ w["w_k.weight"].T  # (n, A)
+        logits = k @ q / math.sqrt(self.cfg.d_attn) + w["dim_bias"]
+        logits = np.where(mask, logits, -np.inf)
+        alpha = np.exp(logits - logits[mask].max())
+        alpha = (alpha / alpha.sum()).astype(np.float32)  # (n,)
+        return alpha @ h, alpha, h
+
+    # -- item side ---------------------------------------------------------------------------
+    def item_matrix(self, items: ItemVectors) -> tuple[np.ndarray, np.ndarray]:
+        """-> E (N, D), bias (N,), cached until the catalogue changes."""
+        key = (id(items), items.version)
+        if self._cache is not None and self._cache[:2] == key:
+            return self._cache[2], self._cache[3]
+        w = self.w
+        E = sum(items.space(s) @ w[f"item_proj.{s}.weight"].T for s in self.cfg.item_spaces)
+        E = np.array(E, dtype=np.float32, copy=True)
+        bias = np.zeros(len(items), np.float32)
+        if len(self._id_row):
+            rows = np.array([self._id_row.get(i, -1) for i in items.ids])
+            known = rows >= 0
+            E[known] += w["item_emb"][rows[known]]
+            bias[known] = w["item_bias"][rows[known]]
+            bias[~known] = float(np.median(w["item_bias"]))  # new items: a typical prior
+        self._cache = (key[0], key[1], E, bias)
+        return E, bias
+
+    def scores(self, means, norms, items: ItemVectors) -> np.ndarray:
+        u, _, _ = self.user(means, norms)
+        E, b = self.item_matrix(items)
+        return E @ u + b  # (N,)
+
+    def explain(self, alpha: np.ndarray, h: np.ndarray, E_rows: np.ndarray) -> np.ndarray:
+        """Per-dimension contribution a_d (h_d . e_i) for a few items. -> (k, n_dims)"""
+        return (E_rows @ h.T) * alpha  # (k, n)
+
+    # -- checkpoint --------------------------------------------------------------------------
+    def save(self, out_dir: str | Path, extra: Mapping | None = None) -> Path:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out / "fusion.npz", **self.w)
+        meta = {"version": self.version, "config": self.cfg.to_dict(), **(extra or {})}
+        (out / "config.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FusedScorer":
+        path = Path(path)
+        meta = orjson.loads((path / "config.json").read_bytes())
+        with np.load(path / "fusion.npz") as z:
+            weights = {k: z[k] for k in z.files}
+        return cls(FusionConfig.from_dict(meta["config"]), weights, version=meta["version"])

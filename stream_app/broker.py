@@ -1,0 +1,201 @@
+"""A genuine single-node Apache Kafka 4.x broker (KRaft) run from Maven Central jars.
+
+Used by the tests and by the demo when ``KAFKA_BOOTSTRAP_SERVERS`` is unset. The jars are
+resolved once with Maven into a cache outside the repository (``~/.cache/stream-reco/kafka/<version>``)
+and reused afterwards; each broker gets a fresh temporary log dir and free loopback ports.
+
+    with LocalKafka() as kafka:
+        print(kafka.bootstrap_servers)   # "127.0.0.1:<port>"
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+KAFKA_VERSION = os.environ.get("STREAM_RECO_KAFKA_VERSION", "4.1.1")
+# Kafka 4.1 ships log4j-core 2.24.3 and slf4j-api 1.7.x, so the matching binding is log4j-slf4j-impl.
+LOG4J_VERSION = "2.24.3"
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.stream-reco</groupId><artifactId>kafka-runtime</artifactId><version>1</version>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>{kafka}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>{log4j}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>{log4j}</version></dependency>
+  </dependencies>
+</project>
+"""
+
+_LOG4J2 = """status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.apache.name = org.apache.kafka
+logger.apache.level = WARN
+"""
+
+
+def cache_root() -> Path:
+    base = os.environ.get("STREAM_RECO_CACHE") or os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "stream-reco"
+
+
+def ensure_jars(version: str = KAFKA_VERSION) -> Path:
+    """Resolve the broker's runtime classpath into the cache once; return the libs folder."""
+    root = cache_root() / "kafka" / version
+    libs = root / "libs"
+    marker = root / ".complete"
+    if marker.exists():
+        return libs
+    if shutil.which("mvn") is None:
+        raise RuntimeError("Maven (mvn) is needed once to fetch the Kafka jars; install it or set KAFKA_BOOTSTRAP_SERVERS")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pom.xml").write_text(_POM.format(kafka=version, log4j=LOG4J_VERSION))
+    log.info("fetching Apache Kafka %s jars from Maven Central into %s", version, libs)
+    tmp_libs = root / "libs.partial"
+    shutil.rmtree(tmp_libs, ignore_errors=True)
+    subprocess.run(
+        ["mvn", "-q", "-B", "-f", str(root / "pom.xml"), "dependency:copy-dependencies",
+         "-DincludeScope=runtime", f"-DoutputDirectory={tmp_libs}"],
+        check=True,
+    )
+    shutil.rmtree(libs, ignore_errors=True)
+    tmp_libs.rename(libs)
+    marker.write_text(version)
+    return libs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class LocalKafka:
+    """A throw-away KRaft broker+controller on loopback. Use as a context manager."""
+
+    version: str = KAFKA_VERSION
+    partitions: int = 4
+    heap: str = "512m"
+    start_timeout: float = 90.0
+    port: int = 0
+    workdir: Path | None = None
+    _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    _owns_dir: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "LocalKafka":
+        libs = ensure_jars(self.version)
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="stream-reco-kafka-"))
+            self._owns_dir = True
+        self.port = self.port or free_port()
+        controller = free_port()
+        logs = self.workdir / "data"
+        props = self.workdir / "server.properties"
+        props.write_text("\n".join([
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{controller}",
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={logs}",
+            f"num.partitions={self.partitions}",
+            "auto.create.topics.enable=true",
+            "group.initial.rebalance.delay.ms=0",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "log.cleaner.dedupe.buffer.size=1048577",
+            "message.max.bytes=1048588",
+            "",
+        ]))
+        log4j = self.workdir / "log4j2.properties"
+        log4j.write_text(_LOG4J2)
+        java = shutil.which("java") or "java"
+        cp = f"{libs}/*"
+        env = {**os.environ, "KAFKA_HEAP_OPTS": ""}
+        jvm = [java, "-Xms128m", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+               f"-Dlog4j2.configurationFile={log4j}", "-cp", cp]
+        subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)],
+                       check=True, capture_output=True, env=env)
+        self._logfile = open(self.workdir / "broker.log", "wb")
+        self._proc = subprocess.Popen(jvm + ["kafka.Kafka", str(props)], stdout=self._logfile,
+                                      stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self._wait_ready()
+        log.info("Kafka %s ready at %s", self.version, self.bootstrap_servers)
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        log_path = self.workdir / "broker.log"
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"Kafka exited with {self._proc.returncode}:\n{log_path.read_text()[-4000:]}")
+            if _answers("127.0.0.1", self.port) and b"Kafka Server started" in log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"Kafka did not start within {self.start_timeout}s:\n{log_path.read_text()[-4000:]}")
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+        if getattr(self, "_logfile", None):
+            self._logfile.close()
+        if self._owns_dir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "LocalKafka":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, url-safe base64 without padding (22 chars)."""
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
