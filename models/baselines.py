@@ -149,7 +149,8 @@ class ItemKNN(Recommender):
         if rows:
             x[np.asarray(rows), np.asarray(cols)] = 1.0
         n = x.sum(axis=0, dtype=np.float64)            # users per item
-        norm = np.sqrt(n)
+        n_safe = np.where(n > 0, n, 1.0)                # c_ij = 0 whenever n_i = 0
+        norm = np.sqrt(n_safe).astype(np.float32)
         k = min(self.k, max(n_items - 1, 1))
 
         # For each candidate item j (a row block), keep its k most similar items i.
@@ -157,16 +158,23 @@ class ItemKNN(Recommender):
         nbr_v = np.zeros((n_items, k), dtype=np.float64)
         for start in range(0, n_items, self.block_size):
             stop = min(start + self.block_size, n_items)
-            co = (x[:, start:stop].T @ x).astype(np.float64)   # (block, n_items) co-counts
-            denom = norm[start:stop, None] * norm[None, :] + self.shrink
-            sim = np.divide(co, denom, out=np.zeros_like(co), where=denom > 0)
+            co = x[:, start:stop].T @ x                    # (block, n_items) co-counts, exact
+            sim = np.multiply.outer(norm[start:stop], norm)
+            sim += np.float32(self.shrink)
+            np.divide(co, sim, out=sim)
             sim[np.arange(stop - start), np.arange(start, stop)] = 0.0
             if k < n_items:
-                part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+                np.negative(sim, out=sim)
+                part = np.argpartition(sim, k - 1, axis=1)[:, :k]
             else:
                 part = np.broadcast_to(np.arange(n_items), sim.shape)
+            del sim
+            own = np.arange(start, stop)[:, None]
+            # Recompute the kept similarities in float64 from the exact counts.
+            vals = np.take_along_axis(co, part, axis=1) / (np.sqrt(n_safe[own] * n_safe[part]) + self.shrink)
+            vals[part == own] = 0.0
             nbr_i[start:stop] = part
-            nbr_v[start:stop] = np.take_along_axis(sim, part, axis=1)
+            nbr_v[start:stop] = vals
 
         # Transpose to "history item i -> (candidate j, sim)" rows for incremental updates.
         cand = np.repeat(np.arange(n_items), k)

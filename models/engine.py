@@ -70,11 +70,12 @@ class InterestModel:
         return self.items.upsert(item_id, text=text_vector, category=cat)
 
     def apply(self, state: UserState, item_id: str, event_type: str, value: float | None, ts: int,
-              offset: int, text_sentiment: float | None = None) -> bool:
-        """Fold one event into the user's state. Raises KeyError for an unknown item."""
+              offset: int, text_sentiment: float | None = None, text_vector: np.ndarray | None = None) -> bool:
+        """Fold one event into the user's state. Raises KeyError for an unknown item.
+        ``text_vector``: the encoded review/comment text of the event, if any."""
         row = self.items.index[item_id]
         return state.apply(self.dims, self.items, row, item_id, strength(event_type, value),
-                           valence(event_type, value, text_sentiment), ts, offset)
+                           valence(event_type, value, text_sentiment), ts, offset, text_vector)
 
     def scores(self, state: UserState) -> np.ndarray:
         """(N,) scores over the catalogue in ``items.ids`` order (seen items not yet excluded)."""

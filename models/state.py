@@ -49,9 +49,11 @@ class UserState:
                    norm={d.name: 0.0 for d in dims})
 
     def apply(self, dims: Sequence[Dimension], items: ItemVectors, row: int, item_id: str,
-              strength: float, valence: float, ts: int, offset: int) -> bool:
+              strength: float, valence: float, ts: int, offset: int,
+              text_vector: np.ndarray | None = None) -> bool:
         """Fold one event into every dimension. Returns False (and changes nothing) when the
-        event's offset was already applied, so a replayed batch after a crash is harmless."""
+        event's offset was already applied, so a replayed batch after a crash is harmless.
+        ``text_vector`` (the event's own review text, encoded) is blended into text-space dimensions."""
         if offset <= self.last_offset:
             return False
         dt = float(ts - self.last_ts) if self.last_ts >= 0 else 0.0
@@ -63,7 +65,10 @@ class UserState:
             if new_norm <= 0.0:
                 self.norm[d.name] = 0.0
                 continue
-            acc = self.mean[d.name].astype(np.float32) * old_norm + w * items.vector(d.space, row)
+            x = items.vector(d.space, row)
+            if text_vector is not None and d.space == "text":
+                x = 0.5 * (x + text_vector)
+            acc = self.mean[d.name].astype(np.float32) * old_norm + w * x
             self.mean[d.name] = (acc / new_norm).astype(np.float16)
             self.norm[d.name] = float(np.float32(new_norm))
         self.last_ts = max(self.last_ts, int(ts))

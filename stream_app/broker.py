@@ -199,3 +199,15 @@ def _cluster_id() -> str:
     import base64
 
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def serve_forever(port: int = 9092) -> int:
+    """Run a local broker in the foreground until interrupted (``stream-app broker``)."""
+    with LocalKafka(port=port) as kafka:
+        print(f"Kafka {kafka.version} on {kafka.bootstrap_servers}; Ctrl-C stops it", flush=True)
+        try:
+            while kafka._proc is not None and kafka._proc.poll() is None:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    return 0

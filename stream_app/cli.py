@@ -1,0 +1,88 @@
+"""``stream-app``: a thin command line over the library.
+
+    stream-app worker                      run a Faust worker (KAFKA_BOOTSTRAP_SERVERS)
+    stream-app broker                      run a local Apache Kafka (KRaft) until Ctrl-C
+    stream-app replay --dataset PATH       replay a data set into Kafka, print recommendations
+    stream-app demo --dataset PATH         local broker + worker + replay, then stop everything
+    stream-app train --dataset PATH --out DIR
+    stream-app evaluate --dataset PATH --out DIR
+    stream-app bench --dataset PATH
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from stream_app.settings import Settings
+
+
+def _dataset_default(settings: Settings) -> str:
+    return str(Path(settings.data_root) / "ml-100k")
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings.from_env()
+    p = argparse.ArgumentParser(prog="stream-app", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("worker", help="run a Faust worker")
+    b = sub.add_parser("broker", help="run a local Apache Kafka broker until interrupted")
+    b.add_argument("--port", type=int, default=9092)
+    for name in ("replay", "demo"):
+        r = sub.add_parser(name)
+        r.add_argument("--dataset", default=_dataset_default(settings), help="data set folder")
+        r.add_argument("--limit", type=int, default=0, help="replay at most this many events (0: all)")
+        r.add_argument("--rate", type=float, default=0.0, help="events/s (0: as fast as possible)")
+        r.add_argument("--show-users", type=int, default=3, help="print live recommendations of this many users")
+    t = sub.add_parser("train", help="train the fusion module; writes a versioned checkpoint")
+    t.add_argument("--dataset", required=True)
+    t.add_argument("--out", required=True)
+    t.add_argument("--seed", type=int, default=0)
+    e = sub.add_parser("evaluate", help="offline evaluation with baselines and ablations")
+    e.add_argument("--dataset", required=True)
+    e.add_argument("--out", required=True)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--models", default="", help="comma-separated subset of model names")
+    be = sub.add_parser("bench", help="throughput, latency, encoder and state-size benchmark")
+    be.add_argument("--dataset", default=_dataset_default(settings))
+    be.add_argument("--events", type=int, default=100_000)
+    be.add_argument("--out", default="", help="also write the tables as JSON here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if args.cmd == "worker":
+        from stream_app.worker import run_worker
+
+        run_worker(settings)
+        return 0
+    if args.cmd == "broker":
+        from stream_app.broker import serve_forever
+
+        return serve_forever(args.port)
+    if args.cmd in ("replay", "demo"):
+        from stream_app import replay
+
+        fn = replay.run_replay if args.cmd == "replay" else replay.run_demo
+        return fn(settings, args.dataset, limit=args.limit, rate=args.rate, show_users=args.show_users)
+    if args.cmd == "train":
+        from models.train import train_checkpoint
+
+        train_checkpoint(args.dataset, args.out, seed=args.seed)
+        return 0
+    if args.cmd == "evaluate":
+        from models.evaluate import run_evaluation
+
+        run_evaluation(args.dataset, args.out, seed=args.seed,
+                       only=[m for m in args.models.split(",") if m] or None)
+        return 0
+    if args.cmd == "bench":
+        from stream_app.bench import run_bench
+
+        return run_bench(settings, args.dataset, n_events=args.events, out=args.out or None)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Bytes on the wire <-> checked messages. Anything that fails becomes a dead letter with the reason.
+
+>>> codec = Codec.load()
+>>> ok = codec.decode("interaction", b'{"event_id":"e1","type":"click","user_id":"u1","item_id":"i1","ts":1}')
+>>> ok["user_id"]
+'u1'
+>>> bad = codec.decode("interaction", b'{"event_id":"e1","type":"rating","user_id":"u1","item_id":"i1","ts":1}')
+>>> bad.error_type, "value" in bad.error
+('schema_violation', True)
+>>> codec.decode("interaction", b"{not json").error_type
+'malformed_json'
+"""
+from __future__ import annotations
+
+import base64
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema_rs
+import orjson
+
+SCHEMAS_DIR = Path(os.environ.get("STREAM_RECO_SCHEMAS_DIR", Path(__file__).resolve().parents[1] / "schemas"))
+SCHEMA_FILES = {
+    "interaction": "interaction.v1.json",
+    "catalog_item": "catalog_item.v1.json",
+    "recommendation": "recommendation.v1.json",
+    "dead_letter": "dead_letter.v1.json",
+}
+
+
+@dataclass
+class Rejected:
+    """Why a message could not be used; becomes a dead letter."""
+
+    error_type: str  # malformed_json | schema_violation | unknown_item | oversized | processing_error
+    error: str
+    schema_id: str | None = None
+
+
+class Codec:
+    def __init__(self, schemas: dict[str, dict], max_bytes: int = 65_536):
+        self.schemas = schemas
+        self.ids = {name: s.get("$id", name) for name, s in schemas.items()}
+        self.validators = {name: jsonschema_rs.validator_for(s) for name, s in schemas.items()}
+        self.max_bytes = max_bytes
+
+    @classmethod
+    def load(cls, directory: str | Path = SCHEMAS_DIR, max_bytes: int = 65_536) -> "Codec":
+        d = Path(directory)
+        return cls({n: orjson.loads((d / f).read_bytes()) for n, f in SCHEMA_FILES.items()}, max_bytes)
+
+    def decode(self, kind: str, raw: bytes | None) -> dict | Rejected:
+        sid = self.ids[kind]
+        if raw is None:
+            return Rejected("malformed_json", "empty message value (null)", sid)
+        if len(raw) > self.max_bytes:
+            return Rejected("oversized", f"message is {len(raw)} bytes; the limit is {self.max_bytes}", sid)
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return Rejected("malformed_json", f"not valid JSON: {exc}", sid)
+        errors = list(self.validators[kind].iter_errors(obj))
+        if errors:
+            msg = "; ".join(f"{'/'.join(map(str, e.instance_path)) or '<root>'}: {e.message}" for e in errors[:5])
+            return Rejected("schema_violation", msg, sid)
+        return obj
+
+    def check(self, kind: str, obj: dict) -> None:
+        """Raise ValueError if an outgoing message breaks its own schema."""
+        self.validators[kind].validate(obj)
+
+
+def dead_letter(raw: bytes | None, reason: Rejected, topic: str, partition: int, offset: int,
+                key: bytes | None) -> dict:
+    raw = raw or b""
+    try:
+        original, encoding = raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        original, encoding = base64.b64encode(raw).decode(), "base64"
+    if key is None:
+        key_text = None
+    else:
+        try:
+            key_text = key.decode("utf-8")
+        except UnicodeDecodeError:
+            key_text = base64.b64encode(key).decode()
+    return {"schema": "dead_letter/v1", "original": original, "original_encoding": encoding,
+            "topic": topic, "partition": partition, "offset": offset, "key": key_text,
+            "error": reason.error, "error_type": reason.error_type, "schema_id": reason.schema_id,
+            "received_at": int(time.time() * 1000)}

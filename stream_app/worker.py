@@ -1,0 +1,34 @@
+"""Build the processor (encoder, model, schemas) and run the Faust worker."""
+from __future__ import annotations
+
+import logging
+
+from stream_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_processor(settings: Settings):
+    from models.encoder import EncoderConfig, TextEncoder
+    from models.engine import InterestModel
+    from models.features import TextSentiment
+    from stream_app.codec import Codec
+    from stream_app.processor import Processor
+
+    encoder = TextEncoder(EncoderConfig(device=settings.device, batch_size=settings.encoder_batch))
+    model = InterestModel.load(settings.checkpoint or None)
+    log.info("encoder on %s; model %s", encoder.device, model.version)
+    return Processor(model, encoder, TextSentiment(), Codec.load(max_bytes=settings.max_message_bytes),
+                     top_k=settings.top_k)
+
+
+def run_worker(settings: Settings) -> None:
+    """Blocks until the worker is stopped (SIGTERM / SIGINT)."""
+    import faust
+
+    from stream_app.app import create_app
+
+    if not settings.bootstrap_servers:
+        raise SystemExit("KAFKA_BOOTSTRAP_SERVERS is not set (use `stream-app demo` for a local broker)")
+    app = create_app(settings, build_processor(settings))
+    faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
