@@ -80,11 +80,11 @@ def _cell(value: Any) -> str:
 
 def format_table(metrics: Mapping[str, Any]) -> str:
     """The fixed-width table: one row per model, one column per :data:`TABLE_COLUMNS`."""
-    widths = [20] + [max(10, len(c)) for c in TABLE_COLUMNS]
+    names = [str(name) for name in metrics["models"]]
+    widths = [max([20, *map(len, names)])] + [max(10, len(c)) for c in TABLE_COLUMNS]
     header = f"{'model':<{widths[0]}}" + "".join(f"  {c:>{w}}" for c, w in zip(TABLE_COLUMNS, widths[1:]))
     lines = [header, "-" * len(header)]
-    for name, values in metrics["models"].items():
-        label = name if len(name) <= widths[0] else name[: widths[0] - 1] + "~"
+    for label, values in zip(names, metrics["models"].values()):
         cells = "".join(f"  {_cell(values.get(c)):>{w}}" for c, w in zip(TABLE_COLUMNS, widths[1:]))
         lines.append(f"{label:<{widths[0]}}{cells}")
     return "\n".join(lines)

@@ -52,6 +52,7 @@ def create_app(settings: Settings, processor: Processor) -> faust.App:
         topic_partitions=settings.partitions,
         topic_allow_declare=True,
         table_standby_replicas=0,
+        topic_replication_factor=settings.replication_factor,
         web_enabled=True,
         web_port=settings.web_port,
         web_bind=settings.web_host,
@@ -64,17 +65,18 @@ def create_app(settings: Settings, processor: Processor) -> faust.App:
     )
 
     # -- topics ----------------------------------------------------------------------------
-    raw = {"key_serializer": "raw", "value_serializer": "raw", "partitions": settings.partitions}
+    # internal=True: the worker creates its topics (with the tables' partition count) at start.
+    raw = {"key_serializer": "raw", "value_serializer": "raw", "partitions": settings.partitions,
+           "internal": True, "replicas": settings.replication_factor}
     interactions = app.topic(settings.topic("interactions"), **raw)
     catalog = app.topic(settings.topic("catalog"), **raw)
     recommendations = app.topic(settings.topic("recommendations"), **raw)
     dead_letters = app.topic(settings.topic("dead_letters"), **raw)
 
     # -- tables ----------------------------------------------------------------------------
-    users = app.Table("user-state", key_type=bytes, value_type=bytes, partitions=settings.partitions,
-                      key_serializer="raw", value_serializer="raw")
-    items = app.GlobalTable("catalog-items", key_type=bytes, value_type=bytes, partitions=settings.partitions,
-                            key_serializer="raw", value_serializer="raw")
+    # Keys and values are bytes we encode ourselves (key_type=bytes selects the raw codec).
+    users = app.Table("user-state", key_type=bytes, value_type=bytes, partitions=settings.partitions)
+    items = app.GlobalTable("catalog-items", key_type=bytes, value_type=bytes, partitions=settings.partitions)
 
     # One thread for all model work: it keeps the loop free and the catalogue single-writer.
     model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")

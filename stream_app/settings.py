@@ -28,6 +28,7 @@ class Settings:
     app_id: str = "stream-reco"  # consumer group and prefix of the changelog topics
     topic_prefix: str = ""  # prepended to every topic name (tests run isolated apps side by side)
     partitions: int = 4  # partitions of the topics and tables this app creates
+    replication_factor: int = 1  # of the topics and changelogs this app creates
     top_k: int = 10
     batch_max: int = 1000  # micro-batch: at most this many events ...
     batch_within_s: float = 0.05  # ... or whatever arrived within this many seconds
