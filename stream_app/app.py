@@ -62,6 +62,12 @@ def create_app(settings: Settings, processor: Processor) -> faust.App:
         stream_buffer_maxsize=max(4096, 2 * settings.batch_max),
         consumer_max_fetch_size=4 * 1024 * 1024,
         broker_commit_interval=1.0,
+        # A worker that dies without leaving the group blocks a rebalance until this expires.
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 3),
+        # Do not wait on shutdown for buffered-but-unprocessed events to be acked (take_events
+        # never acks those): they are re-read after restart and the state update is idempotent.
+        stream_wait_empty=False,
     )
 
     # -- topics ----------------------------------------------------------------------------

@@ -7,13 +7,14 @@ that needs the broker never skips: failing to start one is an error.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
+from stream_app.local import LocalWorker
+from stream_app.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("STREAM_RECO_DATA_ROOT", REPO.parent / "shared" / "data"))
@@ -55,61 +56,18 @@ def kafka_bootstrap():
         kafka.stop()
 
 
-class WorkerProcess:
+class WorkerProcess(LocalWorker):
     """``stream-app worker`` in a subprocess with its own topics, group and web port."""
 
     def __init__(self, bootstrap: str, prefix: str, tmp: Path, extra_env: dict | None = None):
-        from stream_app.broker import free_port
-
+        settings = replace(Settings.from_env(), bootstrap_servers=bootstrap, app_id=prefix + "app",
+                           topic_prefix=prefix, partitions=4, log_level="info", batch_within_s=0.05)
+        super().__init__(settings, log_path=tmp / f"worker-{prefix}-{uuid.uuid4().hex[:6]}.log",
+                         extra_env=extra_env)
         self.prefix = prefix
-        self.port = free_port()
-        self.env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "STREAM_RECO_APP_ID": prefix + "app",
-                    "STREAM_RECO_TOPIC_PREFIX": prefix, "STREAM_RECO_WEB_PORT": str(self.port),
-                    "STREAM_RECO_PARTITIONS": "4", "STREAM_RECO_LOG_LEVEL": "info",
-                    "STREAM_RECO_BATCH_WITHIN_S": "0.05", **(extra_env or {})}
-        self.log_path = tmp / f"worker-{prefix}-{uuid.uuid4().hex[:6]}.log"
-        self.proc: subprocess.Popen | None = None
 
     def topic(self, name: str) -> str:
-        return self.prefix + {"dead_letters": "dead-letters"}.get(name, name)
-
-    def start(self, timeout: float = 120.0) -> "WorkerProcess":
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], cwd=REPO,
-                                     env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited {self.proc.returncode}:\n{self.log()[-5000:]}")
-            if self.stats() is not None and b"Ready" in self.log_path.read_bytes():
-                return self
-            time.sleep(0.5)
-        raise TimeoutError(f"worker not ready in {timeout}s:\n{self.log()[-5000:]}")
-
-    def stats(self) -> dict | None:
-        import urllib.request
-
-        import orjson
-
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=1) as r:
-                return orjson.loads(r.read())
-        except Exception:
-            return None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if getattr(self, "_log", None):
-            self._log.close()
+        return self.settings.topic(name)
 
 
 @pytest.fixture(scope="module")

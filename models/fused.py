@@ -1,0 +1,127 @@
+"""The fused multi-dimension recommender, offline form: the same ``InterestModel`` the worker
+serves, wrapped in the evaluation's ``Recommender`` interface.
+
+``FusedRecommender("fused")`` uses every dimension; ``dims=("content",)`` gives the
+single-dimension ablations ("only:content", ...); ``text=False`` builds the semantic dimensions
+and the item tower on collaborative factors instead of the transformer's vectors.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from models.base import ItemCatalog, Recommender
+from models.cf import item_factors, save_factors
+from models.data import Dataset, Interaction
+from models.dimensions import default_dimensions
+from models.engine import InterestModel
+from models.features import CATEGORY_BUCKETS
+from models.fusion import FusedScorer
+from models.items import ItemVectors
+from models.state import UserState
+from models.train import TrainConfig, build_examples, train_fusion
+
+log = logging.getLogger(__name__)
+
+_ENCODER = None
+
+
+def encoder():
+    """One shared transformer encoder per process (loading costs seconds)."""
+    global _ENCODER
+    if _ENCODER is None:
+        from models.encoder import CachedEncoder, EncoderConfig, TextEncoder
+
+        cache = Path.home() / ".cache" / "stream-reco" / "vectors"
+        _ENCODER = CachedEncoder(TextEncoder(EncoderConfig(batch_size=128)), cache)
+    return _ENCODER
+
+
+def item_text_vectors(catalog: ItemCatalog) -> np.ndarray:
+    """(N, 384) encoder vectors of the items' text, in catalogue order."""
+    return encoder().encode([it.text or it.title for it in catalog.items])
+
+
+def dataset_text_features(ds: Dataset) -> dict[str, tuple[float, np.ndarray]]:
+    """Sentiment and encoder vector of every distinct event text (reviews, comments, tags)."""
+    from models.features import TextSentiment
+
+    texts = sorted({ev.text for ev in ds.interactions if ev.text})
+    if not texts:
+        return {}
+    senti = TextSentiment()
+    vecs = encoder().encode(texts)
+    return {t: (senti(t), v) for t, v in zip(texts, vecs)}
+
+
+class FusedRecommender(Recommender):
+    def __init__(self, name: str = "fused", dims: Sequence[str] | None = None, text: bool = True,
+                 text_features: Mapping | None = None, item_vectors: np.ndarray | None = None,
+                 config: TrainConfig = TrainConfig(), seed: int = 0, cf_dim: int = 64, progress: bool = True):
+        self.name = name
+        self.text = text
+        self.dim_filter = tuple(dims) if dims else None
+        self.text_features = dict(text_features or {})
+        self.item_vectors = item_vectors
+        self.config = TrainConfig(**{**config.__dict__, "seed": seed})
+        self.cf_dim = cf_dim
+        self.progress = progress
+        self.model: InterestModel | None = None
+        self.scorer: FusedScorer | None = None
+        self.info: dict = {}
+        self._states: dict[str, UserState] = {}
+        self._offset = 0
+        self._cf_ids: list[str] = []
+        self._cf: np.ndarray | None = None
+
+    def _dims(self):
+        dims = default_dimensions(text=self.text)
+        if self.dim_filter:
+            dims = tuple(d for d in dims if d.name in self.dim_filter)
+        return dims
+
+    def fit(self, train: Sequence[Interaction], items: ItemCatalog) -> None:
+        self._cf_ids, self._cf = item_factors(((e.user_id, e.item_id) for e in train), k=self.cf_dim,
+                                              seed=self.config.seed)
+        cf = dict(zip(self._cf_ids, self._cf))
+        text_vecs = self.item_vectors if self.item_vectors is not None else item_text_vectors(items)
+        dims = self._dims()
+        space = {"text": text_vecs.shape[1], "cf": self._cf.shape[1], "category": CATEGORY_BUCKETS}
+        model = InterestModel(FusedScorer.default(dims, space), ItemVectors(space["text"], space["cf"],
+                                                                           space["category"], cf_factors=cf))
+        for i, item_id in enumerate(items.ids):  # catalogue order = score order
+            it = items.item(i)
+            model.add_item(item_id, text_vecs[i], it.categories, it.attributes)
+        events = sorted(train, key=lambda e: e.ts)
+        train_ex, holdout = build_examples(model, events, self.text_features, progress=self.progress)
+        item_spaces = ("text", "category", "cf") if self.text else ("category", "cf")
+        self.scorer, self.info = train_fusion(model, train_ex, holdout, self.config, self.name,
+                                              item_spaces=item_spaces, progress=self.progress)
+        self.model = InterestModel(self.scorer, model.items)
+        self._states = {}
+
+    def learn_one(self, ev: Interaction) -> None:
+        st = self._states.get(ev.user_id)
+        if st is None:
+            st = self._states[ev.user_id] = self.model.new_state()
+        senti, tvec = self.text_features.get(ev.text, (None, None)) if ev.text else (None, None)
+        self._offset += 1
+        if ev.item_id in self.model.items:
+            self.model.apply(st, ev.item_id, ev.type, ev.rating, ev.ts, self._offset,
+                             text_sentiment=senti, text_vector=tvec)
+
+    def score(self, user_id: str) -> np.ndarray:
+        st = self._states.get(user_id) or self.model.new_state()
+        return self.model.scores(st)
+
+    def state(self, user_id: str) -> UserState | None:
+        return self._states.get(user_id)
+
+    def save(self, out_dir: str | Path) -> Path:
+        """A checkpoint the worker loads with STREAM_RECO_CHECKPOINT=<folder>."""
+        out = self.scorer.save(out_dir, extra={"training": self.info, "train_config": self.config.__dict__})
+        save_factors(out / "cf.npz", self._cf_ids, self._cf)
+        return out

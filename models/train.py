@@ -1,0 +1,177 @@
+"""Maximum-likelihood training of the attention fusion on logged behaviour.
+
+Examples come from replaying each user's training events through the *same* incremental
+``InterestModel.apply`` the stream worker runs: before each event we snapshot the user's
+dimension means, and the event's item is the label. The loss is the full-softmax
+cross-entropy of that item against the whole catalogue:
+
+    L(theta) = - sum_i log softmax(score(state_i))[item_i]
+
+Each user's last training event is held out for early stopping (the evaluation protocol's own
+validation and test targets are never seen here).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.engine import InterestModel
+from models.fusion import FusedScorer, FusionConfig, FusionModule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    d_model: int = 64
+    d_attn: int = 32
+    epochs: int = 30
+    batch_size: int = 512
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    id_l2: float = 1e-4  # extra L2 on the per-item embeddings and biases
+    patience: int = 3
+    max_examples: int = 150_000
+    seed: int = 0
+    threads: int = 2
+
+
+@dataclass
+class Examples:
+    x: dict[str, np.ndarray]  # dimension -> (M, space_dim) means before the event
+    mask: np.ndarray  # (M, n_dims) bool
+    target: np.ndarray  # (M,) catalogue row of the event's item
+    seen: list[np.ndarray]  # rows the user had seen before each example (for masked evaluation)
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def take(self, idx: np.ndarray) -> "Examples":
+        return Examples({k: v[idx] for k, v in self.x.items()}, self.mask[idx], self.target[idx],
+                        [self.seen[i] for i in idx])
+
+
+def build_examples(model: InterestModel, events: Sequence, text_features: Mapping | None = None,
+                   progress: bool = True) -> tuple[Examples, Examples]:
+    """Replay ``events`` (time-ordered Interactions) through ``model``; return (train, holdout)
+    examples, the holdout being each user's last event. Only consumption events are labels."""
+    text_features = text_features or {}
+    states: dict[str, object] = {}
+    last_of_user = {ev.user_id: i for i, ev in enumerate(events) if ev.type != "review"}
+    rows: dict[str, list] = {n: [] for n in model.dim_names}
+    masks, targets, seen, is_holdout = [], [], [], []
+    for i, ev in enumerate(tqdm(events, desc="replay train log", disable=not progress, mininterval=1.0)):
+        st = states.get(ev.user_id)
+        if st is None:
+            st = states[ev.user_id] = model.new_state()
+        if ev.type != "review" and st.events > 0 and ev.item_id in model.items:
+            for n in model.dim_names:
+                rows[n].append(st.mean[n])
+            masks.append([st.norm[n] > 0 for n in model.dim_names])
+            targets.append(model.items.index[ev.item_id])
+            seen.append(np.array([model.items.index[s] for s in st.seen], dtype=np.int64))
+            is_holdout.append(last_of_user[ev.user_id] == i)
+        senti, tvec = text_features.get(ev.text, (None, None)) if ev.text else (None, None)
+        model.apply(st, ev.item_id, ev.type, ev.rating, ev.ts, offset=i, text_sentiment=senti, text_vector=tvec)
+    x = {n: np.stack(v).astype(np.float32) for n, v in rows.items()}
+    all_ex = Examples(x, np.array(masks, dtype=bool), np.array(targets, dtype=np.int64), seen)
+    hold = np.array(is_holdout)
+    return all_ex.take(np.flatnonzero(~hold)), all_ex.take(np.flatnonzero(hold))
+
+
+def _tensors(ex: Examples, idx: np.ndarray):
+    return ({k: torch.from_numpy(v[idx]) for k, v in ex.x.items()}, torch.from_numpy(ex.mask[idx]),
+            torch.from_numpy(ex.target[idx]))
+
+
+def masked_ndcg(module: FusionModule, feats, ex: Examples, k: int = 10, batch: int = 1024) -> float:
+    """NDCG@k of the label with already-seen items excluded (the holdout metric)."""
+    module.eval()
+    total = 0.0
+    with torch.inference_mode():
+        for s in range(0, len(ex), batch):
+            idx = np.arange(s, min(s + batch, len(ex)))
+            x, m, y = _tensors(ex, idx)
+            scores = module(x, m, feats)  # (B, N)
+            for j, i in enumerate(idx):
+                if ex.seen[i].size:
+                    scores[j, torch.from_numpy(ex.seen[i])] = -torch.inf
+            tgt = scores.gather(1, y.unsqueeze(1))  # (B, 1)
+            rank = (scores > tgt).sum(1)  # (B,)
+            total += float(torch.where(rank < k, 1.0 / torch.log2(rank.float() + 2.0), 0.0).sum())
+    return total / max(1, len(ex))
+
+
+def train_fusion(model: InterestModel, train_ex: Examples, holdout: Examples, cfg: TrainConfig,
+                 version: str, item_spaces: Sequence[str] = ("text", "category", "cf"),
+                 progress: bool = True) -> tuple[FusedScorer, dict]:
+    """Fit a FusionModule for ``model``'s dimensions and catalogue; returns its numpy scorer."""
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    space_dims = dict(model.items.dims)
+    item_spaces = tuple(item_spaces)
+    fcfg = FusionConfig(dims=model.dims, space_dims=space_dims, d_model=cfg.d_model, d_attn=cfg.d_attn,
+                        item_spaces=item_spaces, item_ids=tuple(model.items.ids))
+    module = FusionModule(fcfg)
+    feats = {s: torch.from_numpy(np.ascontiguousarray(model.items.space(s))) for s in item_spaces}
+    if len(train_ex) > cfg.max_examples:
+        train_ex = train_ex.take(np.sort(rng.choice(len(train_ex), cfg.max_examples, replace=False)))
+    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best, best_state, bad, history = -1.0, None, 0, []
+    t0 = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        module.train()
+        order = rng.permutation(len(train_ex))
+        total = 0.0
+        for s in tqdm(range(0, len(order), cfg.batch_size), desc=f"{version} epoch {epoch + 1}",
+                      disable=not progress, leave=False, mininterval=1.0):
+            x, m, y = _tensors(train_ex, order[s:s + cfg.batch_size])
+            logits = module(x, m, feats)  # (B, N)
+            loss = torch.nn.functional.cross_entropy(logits, y)
+            reg = cfg.id_l2 * (module.item_emb.pow(2).sum(1).mean() + module.item_bias.pow(2).mean())
+            opt.zero_grad()
+            (loss + reg).backward()
+            opt.step()
+            total += float(loss.detach()) * len(y)
+        score = masked_ndcg(module, feats, holdout)
+        history.append({"epoch": epoch + 1, "loss": total / len(order), "holdout_ndcg@10": score})
+        log.info("%s epoch %d loss %.4f holdout ndcg@10 %.4f", version, epoch + 1, total / len(order), score)
+        if score > best:
+            best, bad = score, 0
+            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    module.load_state_dict(best_state)
+    info = {"history": history, "best_holdout_ndcg@10": best, "train_examples": len(train_ex),
+            "holdout_examples": len(holdout), "train_seconds": round(time.perf_counter() - t0, 1)}
+    return FusedScorer.from_module(module, version), info
+
+
+def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0) -> Path:
+    """``stream-app train``: fit CF factors and the fusion on the whole log; write a versioned
+    checkpoint folder (fusion weights, config, CF factors) that the worker loads by setting."""
+    from models.fused import FusedRecommender, dataset_text_features
+    from models.base import ItemCatalog
+    from models.data import load_dataset
+
+    ds = load_dataset(dataset, max_item_tags=0)
+    catalog = ItemCatalog.from_dataset(ds)
+    events = sorted(ds.interactions, key=lambda e: e.ts)
+    rec = FusedRecommender("fused", text_features=dataset_text_features(ds), seed=seed)
+    rec.fit(events, catalog)
+    version = f"fusion-{ds.name}-{time.strftime('%Y%m%d%H%M%S')}-s{seed}"
+    rec.scorer.version = version
+    path = rec.save(Path(out) / version)
+    log.info("wrote checkpoint %s", path)
+    print(path)
+    return path

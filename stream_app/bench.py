@@ -1,0 +1,310 @@
+"""``stream-app bench``: throughput, latency, encoder speed and state size, in one run.
+
+Sections (each printed as a markdown table, all optionally written as JSON):
+
+a. **raw passthrough** -- the ceiling of plain aiokafka on this machine: n events are produced to a
+   fresh topic, then a consumer (large ``getmany`` batches) -> orjson loads/dumps -> producer copies
+   them to another topic.
+b. **pipeline** -- a worker process on fresh topics: the catalogue is loaded, n events are replayed
+   as fast as possible (sustained events/s from the first produce to the recommendation that
+   answers the last event, latency percentiles), then again on fresh topics with a new worker at
+   half that rate (latency at half load).
+c. **encoder** -- texts/s of the text encoder at batch sizes 1, 32 and 128 on the data set's item
+   texts, on cpu and on cuda when present.
+d. **state size** -- the data set replayed offline through the interest model; bytes of each
+   user's serialised state.
+
+A broker is started for a and b unless ``KAFKA_BOOTSTRAP_SERVERS`` is set; every topic and
+consumer group is new for each run.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import orjson
+
+from stream_app.replay import PRODUCER_OPTIONS, ReplayResult, ensure_topics, load_catalog, prepare, replay_events
+from stream_app.settings import Settings
+
+ENCODER_BATCHES = (1, 32, 128)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-flavoured markdown table (numbers right-aligned).
+
+    >>> print(markdown_table(["a", "b"], [["x", 1.5]]))
+    | a | b |
+    |---|--:|
+    | x | 1.5 |
+    """
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.3g}" if v == v else "n/a"
+        return f"{v:,}" if isinstance(v, int) else str(v)
+
+    numeric = [all(isinstance(r[i], (int, float)) for r in rows) for i in range(len(headers))]
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join("--:" if n else "---" for n in numeric) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+# -- a. raw aiokafka passthrough -----------------------------------------------------------------
+
+async def raw_passthrough(settings: Settings, events: Sequence[dict]) -> dict:
+    """Produce ``events`` to a fresh topic, then time consume -> orjson loads/dumps -> produce."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    run = _run_id()
+    src, dst = f"bench-raw-{run}-in", f"bench-raw-{run}-out"
+    await ensure_topics(settings.bootstrap_servers, [src, dst], settings.partitions, settings.replication_factor)
+    values = [(ev["user_id"].encode(), orjson.dumps(ev)) for ev in events]
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, **PRODUCER_OPTIONS)
+    await producer.start()
+    try:
+        t0 = time.perf_counter()
+        for i, (key, value) in enumerate(values):
+            await producer.send(src, key=key, value=value)
+            if i % 1024 == 1023:
+                await asyncio.sleep(0)
+        await producer.flush()
+        produce_s = time.perf_counter() - t0
+
+        consumer = AIOKafkaConsumer(src, bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                                    auto_offset_reset="earliest", enable_auto_commit=False,
+                                    max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
+        await consumer.start()
+        try:
+            done, t0 = 0, time.perf_counter()
+            while done < len(values):
+                batch = await consumer.getmany(timeout_ms=1000, max_records=20_000)
+                for records in batch.values():
+                    for m in records:
+                        await producer.send(dst, key=m.key, value=orjson.dumps(orjson.loads(m.value)))
+                    done += len(records)
+                if not batch and time.perf_counter() - t0 > 120:
+                    raise TimeoutError(f"raw passthrough read only {done} of {len(values)} events")
+            await producer.flush()
+            pass_s = time.perf_counter() - t0
+        finally:
+            await consumer.stop()
+    finally:
+        await producer.stop()
+    n = len(values)
+    return {"events": n, "produce_s": produce_s, "produce_events_per_s": n / produce_s,
+            "passthrough_s": pass_s, "passthrough_events_per_s": n / pass_s}
+
+
+# -- b. the pipeline -----------------------------------------------------------------------------
+
+def pipeline_run(settings: Settings, catalog: list[dict], events: list[dict], rate: float, label: str,
+                 progress: bool = True) -> tuple[ReplayResult, dict]:
+    """One worker on fresh topics and app id: load the catalogue, replay ``events`` at ``rate``
+    (0 = as fast as possible). Returns the replay's result and facts about the worker run."""
+    from stream_app.local import LocalWorker
+
+    run = _run_id()
+    s = replace(settings, topic_prefix=f"{settings.topic_prefix}bench-{run}-", app_id=f"{settings.app_id}-bench-{run}")
+    t0 = time.monotonic()
+    with LocalWorker(s) as worker:
+        start_s = time.monotonic() - t0
+
+        async def go() -> tuple[float, ReplayResult]:
+            catalog_s = await load_catalog(worker.settings, catalog)
+            return catalog_s, await replay_events(worker.settings, events, rate=rate, progress=progress,
+                                                  idle_timeout=60.0)
+
+        catalog_s, result = asyncio.run(go())
+        stats = worker.stats() or {}
+    info = {"label": label, "worker_start_s": start_s, "catalog_s": catalog_s, "worker_log": str(worker.log_path),
+            "worker_events": stats.get("events"), "worker_batches": stats.get("batches"),
+            "worker_recommendations": stats.get("recommendations"),
+            "events_per_batch": (stats["events"] / stats["batches"]) if stats.get("batches") else None}
+    return result, info
+
+
+# -- c. encoder ----------------------------------------------------------------------------------
+
+def encoder_speed(texts: Sequence[str], device: str, batches: Sequence[int] = ENCODER_BATCHES,
+                  seconds: float = 8.0) -> tuple[list[dict], np.ndarray | None]:
+    """texts/s per batch size: consecutive batches of real texts until ``seconds`` have passed (or
+    the texts run out). The largest batch size encodes every text; those vectors are returned."""
+    from models.encoder import EncoderConfig, TextEncoder
+
+    enc = TextEncoder(EncoderConfig(device=device))
+    enc.encode(list(texts[:64]), batch_size=32)  # warm-up
+    rows, all_vectors = [], None
+    for bs in batches:
+        sync = enc._torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        whole = bs == max(batches)
+        n, vecs, t0 = 0, [], time.perf_counter()
+        while n < len(texts) and (whole or n == 0 or time.perf_counter() - t0 < seconds):
+            chunk = list(texts[n:n + bs])
+            vecs.append(enc.encode(chunk, batch_size=bs))
+            n += len(chunk)
+        sync()
+        dt = time.perf_counter() - t0
+        if whole:
+            all_vectors = np.concatenate(vecs)
+        rows.append({"device": device, "batch": bs, "texts": n, "seconds": dt, "texts_per_s": n / dt,
+                     "ms_per_batch": 1000 * dt / max(1, -(-n // bs))})
+    return rows, all_vectors
+
+
+# -- d. state size -------------------------------------------------------------------------------
+
+def state_sizes(catalog: Sequence[dict], vectors: np.ndarray, events: Sequence[dict], encoder=None) -> dict:
+    """Replay ``events`` offline through an untrained InterestModel; bytes of each user's final state."""
+    from models.engine import InterestModel
+
+    model = InterestModel.untrained(text_dim=vectors.shape[1])
+    for it, v in zip(catalog, vectors):
+        model.add_item(it["item_id"], v, it.get("categories", ()), it.get("attributes"))
+    texts = [ev["text"] for ev in events if ev.get("text")]
+    text_vecs = iter(encoder.encode(texts) if texts and encoder is not None else ())
+    sentiment = None
+    if texts:
+        from models.features import TextSentiment
+
+        sentiment = TextSentiment()
+    states = {}
+    t0 = time.perf_counter()
+    for offset, ev in enumerate(events):
+        st = states.get(ev["user_id"])
+        if st is None:
+            st = states[ev["user_id"]] = model.new_state()
+        text = ev.get("text")
+        model.apply(st, ev["item_id"], ev["type"], ev.get("value"), ev["ts"], offset,
+                    text_sentiment=sentiment(text) if text else None,
+                    text_vector=next(text_vecs, None) if text and encoder is not None else None)
+    apply_s = time.perf_counter() - t0
+    sizes = np.array([len(st.to_bytes()) for st in states.values()], dtype=np.float64)
+    events_per_user = np.array([st.events for st in states.values()], dtype=np.float64)
+    return {"users": len(states), "events": len(events), "apply_events_per_s": len(events) / apply_s,
+            "mean_bytes": float(sizes.mean()), "p50_bytes": float(np.percentile(sizes, 50)),
+            "p99_bytes": float(np.percentile(sizes, 99)), "max_bytes": float(sizes.max()),
+            "total_bytes": float(sizes.sum()), "max_events_per_user": int(events_per_user.max())}
+
+
+# -- the whole benchmark -------------------------------------------------------------------------
+
+def _machine() -> dict:
+    import torch
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+            "loadavg_1m": round(load[0], 2)}
+
+
+def run_bench(settings: Settings, dataset_path: str | Path, n_events: int = 100_000, out: str | Path | None = None,
+              progress: bool = True, sections: str = "abcd") -> int:
+    """Run the sections (a: raw, b: pipeline, c: encoder, d: state), print their tables and
+    optionally write everything as JSON to ``out``. Returns 0."""
+    from stream_app.processor import Processor
+
+    t_all = time.monotonic()
+    ds, catalog, events = prepare(dataset_path, n_events)
+    report: dict = {"dataset": ds.name, "events": len(events), "items": len(catalog),
+                    "settings": {"batch_max": settings.batch_max, "batch_within_s": settings.batch_within_s,
+                                 "partitions": settings.partitions, "encoder_batch": settings.encoder_batch,
+                                 "top_k": settings.top_k},
+                    "machine_before": _machine()}
+    print(f"# stream-app bench: {ds.name}, {len(events):,} events, {len(catalog):,} items\n", flush=True)
+
+    if "a" in sections or "b" in sections:
+        from stream_app.broker import LocalKafka
+
+        with ExitStack() as stack:
+            if not settings.bootstrap_servers:
+                kafka = LocalKafka(partitions=settings.partitions)
+                stack.callback(kafka.stop)
+                kafka.start()
+                settings = replace(settings, bootstrap_servers=kafka.bootstrap_servers)
+            if "a" in sections:
+                raw = asyncio.run(raw_passthrough(settings, events))
+                report["raw"] = raw
+                print("## a. raw aiokafka passthrough (consume -> orjson loads/dumps -> produce)\n")
+                print(markdown_table(["events", "produce only ev/s", "passthrough ev/s", "passthrough s"],
+                                     [[raw["events"], raw["produce_events_per_s"], raw["passthrough_events_per_s"],
+                                       raw["passthrough_s"]]]) + "\n", flush=True)
+            if "b" in sections:
+                full, full_info = pipeline_run(settings, catalog, events, 0.0, "full speed", progress)
+                half_rate = max(1.0, full.events_per_s / 2)
+                half, half_info = pipeline_run(settings, catalog, events, half_rate, "half rate", progress)
+                runs = []
+                for r, info in ((full, full_info), (half, half_info)):
+                    runs.append({**r.summary(), **info})
+                report["pipeline"] = runs
+                raw_rate = report.get("raw", {}).get("passthrough_events_per_s")
+                if raw_rate:
+                    report["pipeline_over_raw"] = full.events_per_s / raw_rate
+                print("## b. pipeline (replay -> worker -> recommendations)\n")
+                print(markdown_table(
+                    ["run", "offered ev/s", "events", "answered", "recs", "dead letters", "sustained ev/s",
+                     "p50 ms", "p95 ms", "p99 ms", "events/batch", "catalog s"],
+                    [[i["label"], r["rate"] or "max", r["events_produced"], r["events_covered"],
+                      r["recommendations"], r["dead_letters"], r["events_per_s"], r["latency_p50_ms"],
+                      r["latency_p95_ms"], r["latency_p99_ms"], i["events_per_batch"] or float("nan"),
+                      i["catalog_s"]] for r, i in zip(runs, (full_info, half_info))]))
+                if raw_rate:
+                    print(f"\npipeline / raw passthrough: {report['pipeline_over_raw']:.3f} "
+                          f"({full.events_per_s:,.0f} / {raw_rate:,.0f} events/s)")
+                print(flush=True)
+
+    vectors = None
+    text_encoder = None
+    if "c" in sections or "d" in sections:
+        import torch
+
+        texts = [Processor.item_text(it) for it in catalog]
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        rows: list[dict] = []
+        for device in devices if "c" in sections else ["cpu"]:
+            got, vecs = encoder_speed(texts, device, ENCODER_BATCHES if "c" in sections else (128,))
+            rows += got
+            if device == "cpu":
+                vectors = vecs
+        if "c" in sections:
+            report["encoder"] = rows
+            print("## c. text encoder (all-MiniLM-L6-v2), item texts of the data set\n")
+            print(markdown_table(["device", "batch", "texts", "texts/s", "ms/batch"],
+                                 [[r["device"], r["batch"], r["texts"], r["texts_per_s"], r["ms_per_batch"]]
+                                  for r in rows]) + "\n", flush=True)
+        if any(ev.get("text") for ev in events):
+            from models.encoder import EncoderConfig, TextEncoder
+
+            text_encoder = TextEncoder(EncoderConfig(device="auto", batch_size=128))
+
+    if "d" in sections and vectors is not None:
+        st = state_sizes(catalog, vectors, events, text_encoder)
+        report["state"] = st
+        print("## d. serialised user state (untrained default model, offline replay)\n")
+        print(markdown_table(["users", "events", "mean B", "p50 B", "p99 B", "max B", "total MB", "apply ev/s"],
+                             [[st["users"], st["events"], st["mean_bytes"], st["p50_bytes"], st["p99_bytes"],
+                               st["max_bytes"], st["total_bytes"] / 1e6, st["apply_events_per_s"]]]) + "\n",
+              flush=True)
+
+    report["machine_after"] = _machine()
+    report["wall_s"] = time.monotonic() - t_all
+    print(f"bench finished in {report['wall_s']:.0f} s; load average {report['machine_before']['loadavg_1m']} "
+          f"before, {report['machine_after']['loadavg_1m']} after ({report['machine_before']['cpus']} cpus)")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+        print(f"wrote {out}")
+    return 0

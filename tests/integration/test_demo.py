@@ -1,0 +1,62 @@
+"""The replay path end to end: a tiny data set through a real broker and worker to recommendations."""
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+
+from models.data import Dataset, Interaction, Item, write_jsonl_dataset
+from stream_app.replay import replay_dataset
+
+pytestmark = pytest.mark.broker
+
+ITEMS = {
+    "sw4": ("Star Wars", "Space opera: rebels fight the Empire with starships.", ("Sci-Fi", "Action")),
+    "trek": ("Star Trek", "A starship crew explores space and battles the Borg.", ("Sci-Fi",)),
+    "pride": ("Pride and Prejudice", "Period romance: manners and marriage in England.", ("Romance", "Drama")),
+    "emma": ("Emma", "Comedy of manners: a young matchmaker meddles in romance.", ("Romance", "Comedy")),
+    "heat": ("Heat", "Crime thriller: a detective hunts a crew of bank robbers.", ("Crime", "Thriller")),
+}
+USERS = ["ann", "ben", "cat", "dan", "eve", "fay"]
+
+
+def tiny_dataset() -> Dataset:
+    items = {i: Item(i, t, x, c, {"year": 1990 + n}, None) for n, (i, (t, x, c)) in enumerate(ITEMS.items())}
+    ids = list(ITEMS)
+    events = []
+    for n in range(30):  # 6 users x 5 events, interleaved; one review and some clicks
+        user = USERS[n % len(USERS)]
+        item = ids[(n // len(USERS) + USERS.index(user)) % len(ids)]
+        if n == 7:
+            events.append(Interaction(user, item, 1_000 * n, "review", None, "Loved every minute of it"))
+        elif n % 5 == 0:
+            events.append(Interaction(user, item, 1_000 * n, "click"))
+        else:
+            events.append(Interaction(user, item, 1_000 * n, "rating", float(1 + n % 5)))
+    return Dataset("tiny", items, events)
+
+
+def test_replay_answers_every_event_and_user(worker_factory, tmp_path):
+    folder = write_jsonl_dataset(tiny_dataset(), tmp_path / "tiny")
+    worker = worker_factory().start()
+    out = io.StringIO()
+    result = replay_dataset(worker.settings, folder, show_users=2, progress=False, idle_timeout=20, out=out)
+    text = out.getvalue()
+
+    assert result.complete, (text, worker.log()[-3000:])
+    assert result.events_produced == 30 and result.events_covered == 30
+    assert result.users == len(USERS)  # a recommendation for every user
+    assert 1 <= result.recommendations <= 30
+    assert result.dead_letters == 0
+    assert result.latencies_ms.size == result.recommendations
+    assert all(v >= 0 and math.isfinite(v) for v in result.latencies_ms)
+    s = result.summary()
+    assert s["latency_p50_ms"] <= s["latency_p95_ms"] <= s["latency_p99_ms"] <= s["latency_max_ms"]
+    assert s["events_per_s"] > 0 and s["duration_s"] >= s["produce_s"]
+
+    assert "== replay summary ==" in text and "events recommended on     30 of 30" in text
+    assert "live recommendations" in text and "top reason:" in text
+    assert any(title in text for title, _, _ in ITEMS.values())  # titles, not ids
+    stats = worker.stats()
+    assert stats["items"] == len(ITEMS) and stats["users"] == len(USERS) and stats["events"] == 30
