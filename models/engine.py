@@ -71,8 +71,10 @@ class InterestModel:
 
     def apply(self, state: UserState, item_id: str, event_type: str, value: float | None, ts: int,
               offset: int, text_sentiment: float | None = None, text_vector: np.ndarray | None = None) -> bool:
-        """Fold one event into the user's state. Raises KeyError for an unknown item.
+        """Fold one event into the user's state. Raises KeyError for an unknown or retired item.
         ``text_vector``: the encoded review/comment text of the event, if any."""
+        if item_id not in self.items:
+            raise KeyError(item_id)
         row = self.items.index[item_id]
         return state.apply(self.dims, self.items, row, item_id, strength(event_type, value),
                            valence(event_type, value, text_sentiment), ts, offset, text_vector)
@@ -87,6 +89,7 @@ class InterestModel:
         s = E @ u + b  # (N,)
         seen = [self.items.index[i] for i in state.seen if i in self.items.index]
         s[seen] = -np.inf
+        s[self.items.deleted] = -np.inf
         top = top_k(s, k)
         contrib = self.scorer.explain(alpha, h, E[top])  # (k, n_dims)
         ranked = [Ranked(self.items.ids[r], float(s[r]),

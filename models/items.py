@@ -25,13 +25,29 @@ class ItemVectors:
         self.ids: list[str] = []
         self.index: dict[str, int] = {}
         self.cf_factors = dict(cf_factors or {})
+        self._deleted = np.zeros(capacity, dtype=bool)
         self.version = 0  # bumped on every change; scorers cache item embeddings by it
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __contains__(self, item_id: str) -> bool:
-        return item_id in self.index
+        row = self.index.get(item_id)
+        return row is not None and not self._deleted[row]
+
+    def delete(self, item_id: str) -> bool:
+        """Retire an item: it keeps its row (states stay valid) but is never recommended again."""
+        row = self.index.get(item_id)
+        if row is None or self._deleted[row]:
+            return False
+        self._deleted[row] = True
+        self.version += 1
+        return True
+
+    @property
+    def deleted(self) -> np.ndarray:
+        """(N,) True for retired items."""
+        return self._deleted[: len(self.ids)]
 
     def upsert(self, item_id: str, text: np.ndarray, category: np.ndarray,
                cf: np.ndarray | None = None) -> int:
@@ -40,6 +56,7 @@ class ItemVectors:
             row = len(self.ids)
             if row == self._rows["text"].shape[0]:
                 self._rows = {s: np.concatenate([a, np.zeros_like(a)]) for s, a in self._rows.items()}
+                self._deleted = np.concatenate([self._deleted, np.zeros_like(self._deleted)])
             self.ids.append(item_id)
             self.index[item_id] = row
         if cf is None:
@@ -47,6 +64,7 @@ class ItemVectors:
         self._rows["text"][row] = text
         self._rows["category"][row] = category
         self._rows["cf"][row] = 0.0 if cf is None else cf
+        self._deleted[row] = False
         self.version += 1
         return row
 

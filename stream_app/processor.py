@@ -71,6 +71,9 @@ class Processor:
     def index_items(self, items: Sequence[dict]) -> list[tuple[str, bytes]]:
         """Encode all item texts in one batched pass, add them to the catalogue vectors and
         return (item_id, record) pairs for the catalogue table (record = item + its vector)."""
+        for it in items:
+            if it.get("deleted"):
+                self.model.items.delete(it["item_id"])
         live = [it for it in items if not it.get("deleted")]
         vecs = self.encoder.encode([self.item_text(it) for it in live]) if live else np.zeros((0, 0))
         out = []
