@@ -38,6 +38,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     id_l2: float = 1e-4  # extra L2 on the per-item embeddings and biases
     patience: int = 3
+    mask_seen: bool = True  # softmax over items the user has not seen yet (what serving ranks)
     max_examples: int = 150_000
     seed: int = 0
     threads: int = 2
@@ -91,6 +92,19 @@ def _tensors(ex: Examples, idx: np.ndarray):
             torch.from_numpy(ex.target[idx]))
 
 
+def _seen_coords(ex: Examples, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, col) of every already-seen item in a batch, the label itself excepted."""
+    rows, cols = [], []
+    for j, i in enumerate(idx):
+        s = ex.seen[i]
+        s = s[s != ex.target[i]]
+        rows.append(np.full(s.size, j))
+        cols.append(s)
+    if not rows:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    return torch.from_numpy(np.concatenate(rows)).long(), torch.from_numpy(np.concatenate(cols)).long()
+
+
 def masked_ndcg(module: FusionModule, feats, ex: Examples, k: int = 10, batch: int = 1024) -> float:
     """NDCG@k of the label with already-seen items excluded (the holdout metric)."""
     module.eval()
@@ -100,9 +114,8 @@ def masked_ndcg(module: FusionModule, feats, ex: Examples, k: int = 10, batch: i
             idx = np.arange(s, min(s + batch, len(ex)))
             x, m, y = _tensors(ex, idx)
             scores = module(x, m, feats)  # (B, N)
-            for j, i in enumerate(idx):
-                if ex.seen[i].size:
-                    scores[j, torch.from_numpy(ex.seen[i])] = -torch.inf
+            r, c = _seen_coords(ex, idx)
+            scores[r, c] = -torch.inf
             tgt = scores.gather(1, y.unsqueeze(1))  # (B, 1)
             rank = (scores > tgt).sum(1)  # (B,)
             total += float(torch.where(rank < k, 1.0 / torch.log2(rank.float() + 2.0), 0.0).sum())
@@ -133,8 +146,12 @@ def train_fusion(model: InterestModel, train_ex: Examples, holdout: Examples, cf
         total = 0.0
         for s in tqdm(range(0, len(order), cfg.batch_size), desc=f"{version} epoch {epoch + 1}",
                       disable=not progress, leave=False, mininterval=1.0):
-            x, m, y = _tensors(train_ex, order[s:s + cfg.batch_size])
+            idx = order[s:s + cfg.batch_size]
+            x, m, y = _tensors(train_ex, idx)
             logits = module(x, m, feats)  # (B, N)
+            if cfg.mask_seen:
+                r, c = _seen_coords(train_ex, idx)
+                logits = logits.index_put((r, c), torch.tensor(-1e9))
             loss = torch.nn.functional.cross_entropy(logits, y)
             reg = cfg.id_l2 * (module.item_emb.pow(2).sum(1).mean() + module.item_bias.pow(2).mean())
             opt.zero_grad()

@@ -308,6 +308,8 @@ async def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int, r
                      if t["error_code"] == 0 and t["partitions"]
                      and all(p["error_code"] == 0 and p["leader"] >= 0 for p in t["partitions"])}
             if len(ready) == len(set(names)):
+                if missing:
+                    await asyncio.sleep(0.5)  # new partitions: let their leaders start serving
                 return ready
             if time.monotonic() > deadline:
                 raise ReplayError(f"topics {sorted(set(names) - set(ready))} have no leaders after {timeout:.0f}s")
@@ -392,7 +394,7 @@ async def replay_events(settings: Settings, events: Sequence[dict], rate: float 
                 last_heard[0] = now
             if coverage.covered != before:
                 bar.update(coverage.covered - before)
-                bar.set_postfix(produced=result.events_produced, recs=result.recommendations, refresh=False)
+                bar.set_postfix_str(f"produced={result.events_produced} recs={result.recommendations}", refresh=False)
                 if view is not None:
                     view.progress(coverage.covered / max(1, coverage.total))
             if coverage.complete and result.events_produced == len(events):

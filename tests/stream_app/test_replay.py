@@ -128,3 +128,16 @@ def test_live_view_and_summary_render():
     text = format_summary(r)
     assert "sustained events/s" in text and "latency p50" in text
     assert r.summary()["latency_p50_ms"] == 25.0
+
+
+def test_demo_settings_isolate_each_run_on_a_given_cluster():
+    from stream_app.replay import demo_settings
+    from stream_app.settings import Settings
+
+    base = Settings(bootstrap_servers="k:9092", topic_prefix="x-")
+    a, b = demo_settings(base), demo_settings(base)
+    assert a.topic_prefix != b.topic_prefix and a.app_id != b.app_id
+    assert a.topic_prefix.startswith("x-demo-") and a.topic("interactions").endswith("-interactions")
+    assert a.bootstrap_servers == "k:9092"
+    local = demo_settings(Settings(), "127.0.0.1:1234")
+    assert local.bootstrap_servers == "127.0.0.1:1234" and local.topic_prefix == ""
