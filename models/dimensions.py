@@ -3,7 +3,9 @@
 Every dimension keeps a weighted, time-decayed mean of some item vector in one *space*:
 
 - ``text``: the encoder's item vectors (semantics); ``cf``: collaborative item factors learned
-  from the interaction log; ``category``: hashed category/brand/price-band distribution.
+  from the interaction log; ``hybrid``: both side by side, so a trained fusion can weigh what the
+  text says against what co-engagement says; ``category``: hashed category/brand/price-band
+  distribution.
 
 Update for an event at time t with item vector x and weight w (all dimensions share it):
 
@@ -30,7 +32,7 @@ DAY_MS = 86_400_000.0
 @dataclass(frozen=True)
 class Dimension:
     name: str
-    space: str  # "text" | "cf" | "category"
+    space: str  # "text" | "cf" | "hybrid" | "category"
     weight: str = "strength"  # "strength" | "valence" | "liked" (strength of positive events only)
     half_life_ms: float = 0.0  # 0 = no time decay
     per_event_decay: float = 1.0  # < 1 forgets older events by count: short-term interest
@@ -76,8 +78,9 @@ def collaborative() -> Dimension:
     return Dimension("collaborative", "cf", "strength", half_life_ms=365 * DAY_MS)
 
 
-def default_dimensions(text: bool = True) -> tuple[Dimension, ...]:
-    """The product's dimensions. ``text=False`` builds the semantic ones on CF factors instead of
-    the transformer's vectors (the ablation that shows what the large model adds)."""
-    space = "text" if text else "cf"
+def default_dimensions(space: str = "text") -> tuple[Dimension, ...]:
+    """The product's dimensions; ``space`` is where content, sentiment and recency live:
+    ``"text"`` (transformer vectors only: the untrained default, which has no CF factors),
+    ``"hybrid"`` (text + CF factors: trained models), ``"cf"`` (no text: the ablation that shows
+    what the large model adds)."""
     return (content(space), sentiment(space), recency(space), category(), collaborative())

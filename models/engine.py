@@ -43,7 +43,7 @@ class InterestModel:
 
     @classmethod
     def untrained(cls, text_dim: int = 384, cf_dim: int = 64) -> "InterestModel":
-        space = {"text": text_dim, "cf": cf_dim, "category": CATEGORY_BUCKETS}
+        space = {"text": text_dim, "cf": cf_dim, "category": CATEGORY_BUCKETS, "hybrid": text_dim + cf_dim}
         return cls(FusedScorer.default(default_dimensions(), space), ItemVectors(text_dim, cf_dim, CATEGORY_BUCKETS))
 
     @classmethod

@@ -1,9 +1,10 @@
 """The fused multi-dimension recommender, offline form: the same ``InterestModel`` the worker
 serves, wrapped in the evaluation's ``Recommender`` interface.
 
-``FusedRecommender("fused")`` uses every dimension; ``dims=("content",)`` gives the
-single-dimension ablations ("only:content", ...); ``text=False`` builds the semantic dimensions
-and the item tower on collaborative factors instead of the transformer's vectors.
+``FusedRecommender("fused")`` uses every dimension, its semantic ones (content, sentiment,
+recency) over transformer vectors and collaborative factors side by side; ``dims=("content",)``
+gives the single-dimension ablations ("only:content", ...); ``text=False`` drops the
+transformer's vectors everywhere (semantic dimensions and item tower on collaborative factors).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def encoder():
         from models.encoder import CachedEncoder, EncoderConfig, TextEncoder
 
         cache = Path.home() / ".cache" / "stream-reco" / "vectors"
-        _ENCODER = CachedEncoder(TextEncoder(EncoderConfig(batch_size=128)), cache)
+        _ENCODER = CachedEncoder(TextEncoder(EncoderConfig(batch_size=128, threads=1)), cache)
     return _ENCODER
 
 
@@ -78,7 +79,7 @@ class FusedRecommender(Recommender):
         self._cf: np.ndarray | None = None
 
     def _dims(self):
-        dims = default_dimensions(text=self.text)
+        dims = default_dimensions("hybrid" if self.text else "cf")
         if self.dim_filter:
             dims = tuple(d for d in dims if d.name in self.dim_filter)
         return dims
@@ -89,7 +90,8 @@ class FusedRecommender(Recommender):
         cf = dict(zip(self._cf_ids, self._cf))
         text_vecs = self.item_vectors if self.item_vectors is not None else item_text_vectors(items)
         dims = self._dims()
-        space = {"text": text_vecs.shape[1], "cf": self._cf.shape[1], "category": CATEGORY_BUCKETS}
+        space = {"text": text_vecs.shape[1], "cf": self._cf.shape[1], "category": CATEGORY_BUCKETS,
+                 "hybrid": text_vecs.shape[1] + self._cf.shape[1]}
         model = InterestModel(FusedScorer.default(dims, space), ItemVectors(space["text"], space["cf"],
                                                                            space["category"], cf_factors=cf))
         for i, item_id in enumerate(items.ids):  # catalogue order = score order

@@ -35,7 +35,8 @@ from models.items import ItemVectors
 @dataclass(frozen=True)
 class FusionConfig:
     dims: tuple[Dimension, ...]
-    space_dims: Mapping[str, int] = field(default_factory=lambda: {"text": 384, "cf": 64, "category": 256})
+    space_dims: Mapping[str, int] = field(
+        default_factory=lambda: {"text": 384, "cf": 64, "category": 256, "hybrid": 448})
     d_model: int = 64  # D
     d_attn: int = 32  # A
     item_spaces: tuple[str, ...] = ("text", "category", "cf")  # what the item tower reads

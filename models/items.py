@@ -7,8 +7,8 @@ catalog upserts arrive. Row order is arrival order; ``index[item_id]`` finds a r
 0
 >>> items.upsert("b", text=np.array([0.0, 1.0]), category=np.array([1.0, 0.0]))
 1
->>> len(items), items.space("text").shape, items.index["b"]
-(2, (2, 2), 1)
+>>> len(items), items.space("text").shape, items.space("hybrid").shape, items.index["b"]
+(2, (2, 2), (2, 4), 1)
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 class ItemVectors:
     def __init__(self, text_dim: int = 384, cf_dim: int = 64, category_dim: int = 256,
                  cf_factors: Mapping[str, np.ndarray] | None = None, capacity: int = 1024):
-        self.dims = {"text": text_dim, "cf": cf_dim, "category": category_dim}
+        self.dims = {"text": text_dim, "cf": cf_dim, "category": category_dim, "hybrid": text_dim + cf_dim}
         self._rows = {s: np.zeros((capacity, d), dtype=np.float32) for s, d in self.dims.items()}
         self.ids: list[str] = []
         self.index: dict[str, int] = {}
@@ -64,6 +64,7 @@ class ItemVectors:
         self._rows["text"][row] = text
         self._rows["category"][row] = category
         self._rows["cf"][row] = 0.0 if cf is None else cf
+        self._rows["hybrid"][row] = np.concatenate([self._rows["text"][row], self._rows["cf"][row]])
         self._deleted[row] = False
         self.version += 1
         return row

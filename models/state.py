@@ -66,8 +66,10 @@ class UserState:
                 self.norm[d.name] = 0.0
                 continue
             x = items.vector(d.space, row)
-            if text_vector is not None and d.space == "text":
-                x = 0.5 * (x + text_vector)
+            if text_vector is not None and d.space in ("text", "hybrid"):
+                n = text_vector.shape[0]  # the text part of the space comes first
+                x = x.copy()
+                x[:n] = 0.5 * (x[:n] + text_vector)
             acc = self.mean[d.name].astype(np.float32) * old_norm + w * x
             self.mean[d.name] = (acc / new_norm).astype(np.float16)
             self.norm[d.name] = float(np.float32(new_norm))

@@ -123,14 +123,18 @@ def pipeline_run(settings: Settings, catalog: list[dict], events: list[dict], ra
     with LocalWorker(s) as worker:
         start_s = time.monotonic() - t0
 
-        async def go() -> tuple[float, ReplayResult]:
+        async def go() -> tuple[float, ReplayResult, float | None]:
             catalog_s = await load_catalog(worker.settings, catalog)
-            return catalog_s, await replay_events(worker.settings, events, rate=rate, progress=progress,
-                                                  idle_timeout=60.0)
+            cpu0 = worker.cpu_seconds()
+            result = await replay_events(worker.settings, events, rate=rate, progress=progress, idle_timeout=60.0)
+            cpu1 = worker.cpu_seconds()
+            return catalog_s, result, (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None
 
-        catalog_s, result = asyncio.run(go())
+        catalog_s, result, cpu_s = asyncio.run(go())
         stats = worker.stats() or {}
     info = {"label": label, "worker_start_s": start_s, "catalog_s": catalog_s, "worker_log": str(worker.log_path),
+            "worker_cpu_s": cpu_s,
+            "worker_cpu_us_per_event": 1e6 * cpu_s / len(events) if cpu_s is not None and events else None,
             "worker_events": stats.get("events"), "worker_batches": stats.get("batches"),
             "worker_recommendations": stats.get("recommendations"),
             "events_per_batch": (stats["events"] / stats["batches"]) if stats.get("batches") else None}
@@ -256,11 +260,12 @@ def run_bench(settings: Settings, dataset_path: str | Path, n_events: int = 100_
                 print("## b. pipeline (replay -> worker -> recommendations)\n")
                 print(markdown_table(
                     ["run", "offered ev/s", "events", "answered", "recs", "dead letters", "sustained ev/s",
-                     "p50 ms", "p95 ms", "p99 ms", "events/batch", "catalog s"],
+                     "p50 ms", "p95 ms", "p99 ms", "events/batch", "worker CPU µs/event", "catalog s"],
                     [[i["label"], r["rate"] or "max", r["events_produced"], r["events_covered"],
                       r["recommendations"], r["dead_letters"], r["events_per_s"], r["latency_p50_ms"],
                       r["latency_p95_ms"], r["latency_p99_ms"], i["events_per_batch"] or float("nan"),
-                      i["catalog_s"]] for r, i in zip(runs, (full_info, half_info))]))
+                      i["worker_cpu_us_per_event"] or float("nan"), i["catalog_s"]]
+                     for r, i in zip(runs, (full_info, half_info))]))
                 if raw_rate:
                     print(f"\npipeline / raw passthrough: {report['pipeline_over_raw']:.3f} "
                           f"({full.events_per_s:,.0f} / {raw_rate:,.0f} events/s)")

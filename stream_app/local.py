@@ -104,6 +104,16 @@ class LocalWorker:
         except FileNotFoundError:
             return ""
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time the worker process has used so far (Linux), else None."""
+        if self.proc is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
+
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

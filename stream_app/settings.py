@@ -36,6 +36,7 @@ class Settings:
     checkpoint: str = ""  # trained fusion checkpoint folder (stream-app train); empty: untrained default
     device: str = "auto"  # encoder device: auto | cpu | cuda
     encoder_batch: int = 64
+    torch_threads: int = 1  # intra-op threads of the encoder; the broker and event loop share the cores
     session_timeout_s: float = 10.0  # consumer-group session timeout (failover speed)
     web_port: int = 6066
     web_host: str = "127.0.0.1"  # 0.0.0.0 in a container

@@ -15,7 +15,8 @@ def build_processor(settings: Settings):
     from stream_app.codec import Codec
     from stream_app.processor import Processor
 
-    encoder = TextEncoder(EncoderConfig(device=settings.device, batch_size=settings.encoder_batch))
+    encoder = TextEncoder(EncoderConfig(device=settings.device, batch_size=settings.encoder_batch,
+                                          threads=settings.torch_threads))
     model = InterestModel.load(settings.checkpoint or None)
     log.info("encoder on %s; model %s", encoder.device, model.version)
     return Processor(model, encoder, TextSentiment(), Codec.load(max_bytes=settings.max_message_bytes),
