@@ -99,8 +99,12 @@ class FusedRecommender(Recommender):
             model.add_item(item_id, text_vecs[i], it.categories, it.attributes)
         events = sorted(train, key=lambda e: e.ts)
         train_ex, holdout = build_examples(model, events, self.text_features, progress=self.progress)
+        cfg = self.config
+        if len(items) > 5000:  # the catalogue-wide softmax dominates the cost: subsample, larger steps
+            cfg = TrainConfig(**{**cfg.__dict__, "batch_size": 1024, "lr": cfg.lr * 1.5,
+                                 "max_examples": min(cfg.max_examples, 40_000)})
         item_spaces = ("text", "category", "cf") if self.text else ("category", "cf")
-        self.scorer, self.info = train_fusion(model, train_ex, holdout, self.config, self.name,
+        self.scorer, self.info = train_fusion(model, train_ex, holdout, cfg, self.name,
                                               item_spaces=item_spaces, progress=self.progress)
         self.model = InterestModel(self.scorer, model.items)
         self._states = {}

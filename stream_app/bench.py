@@ -144,12 +144,13 @@ def pipeline_run(settings: Settings, catalog: list[dict], events: list[dict], ra
 # -- c. encoder ----------------------------------------------------------------------------------
 
 def encoder_speed(texts: Sequence[str], device: str, batches: Sequence[int] = ENCODER_BATCHES,
-                  seconds: float = 8.0) -> tuple[list[dict], np.ndarray | None]:
+                  seconds: float = 8.0, threads: int | None = None) -> tuple[list[dict], np.ndarray | None]:
     """texts/s per batch size: consecutive batches of real texts until ``seconds`` have passed (or
     the texts run out). The largest batch size encodes every text; those vectors are returned."""
     from models.encoder import EncoderConfig, TextEncoder
 
-    enc = TextEncoder(EncoderConfig(device=device))
+    enc = TextEncoder(EncoderConfig(device=device, threads=threads))
+    threads = enc._torch.get_num_threads()
     enc.encode(list(texts[:64]), batch_size=32)  # warm-up
     rows, all_vectors = [], None
     for bs in batches:
@@ -164,8 +165,8 @@ def encoder_speed(texts: Sequence[str], device: str, batches: Sequence[int] = EN
         dt = time.perf_counter() - t0
         if whole:
             all_vectors = np.concatenate(vecs)
-        rows.append({"device": device, "batch": bs, "texts": n, "seconds": dt, "texts_per_s": n / dt,
-                     "ms_per_batch": 1000 * dt / max(1, -(-n // bs))})
+        rows.append({"device": device, "threads": threads, "batch": bs, "texts": n, "seconds": dt,
+                     "texts_per_s": n / dt, "ms_per_batch": 1000 * dt / max(1, -(-n // bs))})
     return rows, all_vectors
 
 
@@ -279,21 +280,26 @@ def run_bench(settings: Settings, dataset_path: str | Path, n_events: int = 100_
         texts = [Processor.item_text(it) for it in catalog]
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         rows: list[dict] = []
-        for device in devices if "c" in sections else ["cpu"]:
-            got, vecs = encoder_speed(texts, device, ENCODER_BATCHES if "c" in sections else (128,))
+        # cpu: with the worker's intra-op threads (settings.torch_threads) and with every core
+        encoder_runs = [("cpu", t) for t in dict.fromkeys([settings.torch_threads, os.cpu_count() or 1])]
+        encoder_runs += [(d, None) for d in devices if d != "cpu"]
+        for device, threads in encoder_runs if "c" in sections else [("cpu", settings.torch_threads)]:
+            got, vecs = encoder_speed(texts, device, ENCODER_BATCHES if "c" in sections else (128,),
+                                      threads=threads)
             rows += got
-            if device == "cpu":
+            if vectors is None:
                 vectors = vecs
         if "c" in sections:
             report["encoder"] = rows
             print("## c. text encoder (all-MiniLM-L6-v2), item texts of the data set\n")
-            print(markdown_table(["device", "batch", "texts", "texts/s", "ms/batch"],
-                                 [[r["device"], r["batch"], r["texts"], r["texts_per_s"], r["ms_per_batch"]]
-                                  for r in rows]) + "\n", flush=True)
+            print(markdown_table(["device", "threads", "batch", "texts", "texts/s", "ms/batch"],
+                                 [[r["device"], r["threads"], r["batch"], r["texts"], r["texts_per_s"],
+                                   r["ms_per_batch"]] for r in rows]) + "\n", flush=True)
         if any(ev.get("text") for ev in events):
             from models.encoder import EncoderConfig, TextEncoder
 
-            text_encoder = TextEncoder(EncoderConfig(device="auto", batch_size=128))
+            text_encoder = TextEncoder(EncoderConfig(device="auto", batch_size=128,
+                                                     threads=settings.torch_threads))
 
     if "d" in sections and vectors is not None:
         st = state_sizes(catalog, vectors, events, text_encoder)

@@ -203,6 +203,12 @@ def _cluster_id() -> str:
 
 def serve_forever(port: int = 9092) -> int:
     """Run a local broker in the foreground until interrupted (``stream-app broker``)."""
+    import signal
+
+    def _stop(signum, frame):  # SIGTERM stops the broker like Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     with LocalKafka(port=port) as kafka:
         print(f"Kafka {kafka.version} on {kafka.bootstrap_servers}; Ctrl-C stops it", flush=True)
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,10 @@ def _dataset_default(settings: Settings) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # One BLAS thread: the model work is many small matrix-vector products, and a second BLAS
+    # thread fighting the broker and the event loop for 2 cores made them 3x slower (BENCHMARKS.md).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     settings = Settings.from_env()
     p = argparse.ArgumentParser(prog="stream-app", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -253,7 +253,7 @@ async def _wait_for_stats(settings: Settings, check: Callable[[dict], bool], tim
     deadline = time.monotonic() + timeout
     stats = None
     while time.monotonic() < deadline:
-        stats = await asyncio.to_thread(fetch_stats, "127.0.0.1", settings.web_port)
+        stats = await asyncio.to_thread(fetch_stats, settings.worker_host, settings.web_port)
         if stats is not None and check(stats):
             return stats
         await asyncio.sleep(0.25)
@@ -266,8 +266,8 @@ async def load_catalog(settings: Settings, catalog: Sequence[dict], timeout: flo
     from aiokafka import AIOKafkaProducer
 
     timeout = timeout if timeout is not None else 120.0 + 0.1 * len(catalog)
-    url = f"http://127.0.0.1:{settings.web_port}/stats"
-    if await asyncio.to_thread(fetch_stats, "127.0.0.1", settings.web_port) is None:
+    url = f"http://{settings.worker_host}:{settings.web_port}/stats"
+    if await asyncio.to_thread(fetch_stats, settings.worker_host, settings.web_port) is None:
         raise ReplayError(f"no worker answers at {url}; start `stream-app worker` with the same settings "
                           f"(STREAM_RECO_WEB_PORT, STREAM_RECO_TOPIC_PREFIX) or use `stream-app demo`")
     t0 = time.monotonic()

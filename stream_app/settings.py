@@ -40,6 +40,7 @@ class Settings:
     session_timeout_s: float = 10.0  # consumer-group session timeout (failover speed)
     web_port: int = 6066
     web_host: str = "127.0.0.1"  # 0.0.0.0 in a container
+    worker_host: str = "127.0.0.1"  # where `replay` finds a worker's web endpoint (compose: worker)
     data_root: str = str(Path(__file__).resolve().parents[1].parent / "shared" / "data")
     log_level: str = "info"
     topics: Topics = field(default_factory=Topics)

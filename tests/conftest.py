@@ -17,7 +17,6 @@ from stream_app.local import LocalWorker
 from stream_app.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("STREAM_RECO_DATA_ROOT", REPO.parent / "shared" / "data"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 

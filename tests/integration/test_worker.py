@@ -46,7 +46,7 @@ def recs_for(msgs, user):
 
 def load_catalog(w, kafka_bootstrap):
     produce_json(kafka_bootstrap, w.topic("catalog"), CATALOG, "item_id")
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (w.stats() or {}).get("items", 0) < len(CATALOG):
         time.sleep(0.2)
     assert w.stats()["items"] == len(CATALOG), w.log()[-3000:]
@@ -142,7 +142,7 @@ def test_state_is_recovered_from_the_changelog_after_restart(worker_factory, kaf
     w.stop()
 
     w2 = worker_factory(prefix=w.prefix).start()  # same app id and topics: recovers from changelogs
-    deadline = time.monotonic() + 60  # the catalogue comes back from its changelog, not re-encoded
+    deadline = time.monotonic() + 120  # the catalogue comes back from its changelog, not re-encoded
     while time.monotonic() < deadline and (w2.stats() or {}).get("items", 0) < len(CATALOG):
         time.sleep(0.2)
     produce_json(kafka_bootstrap, w2.topic("interactions"), [ev("r9", "dave", "heat", 9_000, "click")], "user_id")

@@ -21,7 +21,8 @@ def validator(name: str) -> jsonschema.Draft202012Validator:
 @pytest.fixture
 def tiny() -> Dataset:
     items = {
-        "1": Item("1", "Alpha", "Alpha (1995). Genres: Drama", ("Drama", "Drama", "Comedy"), {"year": 1995}, 788918400000),
+        "1": Item("1", "Alpha", "Alpha (1995). Genres: Drama", ("Drama", "Drama", "Comedy"), {"year": 1995},
+                  788918400000),
         "2": Item("2", "Beta", "Beta", (), {"price": 12.5, "brand": 7}, None),
         "3": Item("3", "Gamma", "", ("Sci-Fi",), {"price": -1}, None),
     }
