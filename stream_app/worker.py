@@ -31,5 +31,8 @@ def run_worker(settings: Settings) -> None:
 
     if not settings.bootstrap_servers:
         raise SystemExit("KAFKA_BOOTSTRAP_SERVERS is not set (use `stream-app demo` for a local broker)")
+    from stream_app.topics import ensure_topics
+
+    ensure_topics(settings)
     app = create_app(settings, build_processor(settings))
     faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
