@@ -11,11 +11,13 @@ Nothing runs on import: ``create_app(settings)`` builds everything; ``stream-app
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import logging
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import faust
 import faust.streams
@@ -45,10 +47,14 @@ def event_context(event):
 
 
 def create_app(settings: Settings, processor: Processor) -> faust.App:
+    datadir = Path(tempfile.gettempdir()) / "stream-reco-faust" / settings.app_id
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
         store="memory://",
+        # Faust's per-app working folder; kept out of the current directory.
+        datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_allow_declare=True,
         table_standby_replicas=0,
