@@ -149,7 +149,7 @@ def create_app(settings: Settings, processor: Processor) -> faust.App:
     async def score_interactions(stream):
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             await sync_catalog()
-            good, last = [], {}
+            good, good_events, last = [], [], {}
             for event in batch:
                 src = source(event)
                 parsed = processor.parse_event(src)
@@ -160,6 +160,7 @@ def create_app(settings: Settings, processor: Processor) -> faust.App:
                     await interactions.send(key=parsed.event["user_id"].encode(), value=src.value)
                 else:
                     good.append((parsed, src.offset))
+                    good_events.append(event)
                     last[parsed["user_id"]] = event
             stats["events"] += len(batch)
             stats["batches"] += 1
@@ -170,7 +171,7 @@ def create_app(settings: Settings, processor: Processor) -> faust.App:
                 result = await run_model(processor.apply_batch, good, stored)
             except Exception as exc:
                 log.exception("interaction batch failed")
-                for event in batch:
+                for event in good_events:  # the others were already dead-lettered or re-routed
                     await reject(source(event), Rejected("processing_error", repr(exc)))
                 continue
             for user, st in result.states.items():
