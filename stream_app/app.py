@@ -93,7 +93,7 @@ def create_app(settings: Settings, processor: Processor) -> faust.App:
     # One thread for all model work: it keeps the loop free and the catalogue single-writer.
     model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
     stats = {"events": 0, "batches": 0, "recommendations": 0, "dead_letters": 0, "rerouted": 0,
-             "items": 0, "started_at": time.time()}
+             "started_at": time.time()}
 
     async def run_model(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(model_thread, fn, *args)
@@ -104,7 +104,6 @@ def create_app(settings: Settings, processor: Processor) -> faust.App:
         if len(items) > len(processor.model.items):
             missing = [v for k, v in items.items() if k.decode() not in processor.model.items]
             await run_model(lambda: [processor.restore_item(v) for v in missing])
-            stats["items"] = len(processor.model.items)
 
     async def reject(src: Source, reason: Rejected) -> None:
         stats["dead_letters"] += 1
@@ -143,7 +142,6 @@ def create_app(settings: Settings, processor: Processor) -> faust.App:
             for item_id in {it["item_id"] for it in good if it.get("deleted")}:
                 with event_context(last[item_id]):
                     items.pop(item_id.encode(), None)
-            stats["items"] = len(processor.model.items)
 
     @app.agent(interactions)
     async def score_interactions(stream):

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -212,22 +211,6 @@ def test_replay_is_an_optional_demo_service():
     assert mount["source"] == "${DATA_DIR:-../shared/data}"
     assert mount["target"] == "/data"
     assert mount["read_only"] is True
-
-
-@pytest.mark.skipif(
-    shutil.which("docker") is None
-    or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,
-    reason="docker compose is not installed",
-)
-def test_docker_compose_config_accepts_file():
-    result = subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE_FILE), "--profile", "demo", "config", "--quiet"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
 
 
 # --------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,22 +10,7 @@ from models.base import ItemCatalog
 from models.baselines import ItemKNN, Pop
 from models.data import Dataset, Interaction, Item, load_dataset
 from models.protocol import replay_evaluate, split_leave_one_out, tune
-
-
-def data_root() -> Path:
-    env = os.environ.get("STREAM_RECO_DATA_ROOT")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-
-
-def dataset_dir(name: str) -> Path:
-    path = data_root() / name
-    if not path.is_dir():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"data set folder {path} is missing")
-        pytest.skip(f"data set folder {path} is missing")
-    return path
+from tests.data_paths import dataset_dir
 
 
 def _catalog(ids) -> ItemCatalog:

@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from models.data import Dataset, Interaction, Item, load_dataset, write_jsonl_dataset
-
-
-def data_root() -> Path:
-    env = os.environ.get("STREAM_RECO_DATA_ROOT")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-
-
-def dataset_dir(name: str) -> Path:
-    path = data_root() / name
-    if not path.is_dir():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"data set folder {path} is missing")
-        pytest.skip(f"data set folder {path} is missing")
-    return path
+from tests.data_paths import dataset_dir
 
 
 def _ms(year: int) -> int:
