@@ -23,7 +23,7 @@ env: $(STAMP)
 
 # Apache Kafka jars from Maven Central into ~/.cache/stream-reco/kafka/<version> (once).
 jars: env
-	$(PY) -c "from stream_app.broker import ensure_jars; print(ensure_jars())"
+	$(PY) -c "from stream_app.dev.broker import ensure_jars; print(ensure_jars())"
 
 demo: jars
 	$(PY) -m stream_app.cli demo --dataset $(DATA)/ml-100k

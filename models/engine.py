@@ -1,23 +1,50 @@
-"""The interest model as one object: catalogue vectors + dimensions + fusion scorer.
+"""The interest model as one object: the catalogue, the dimensions and the fusion scorer.
 
 This is the single code path for "event in, top-K out". The stream worker and the offline
-evaluation both call ``add_item``, ``apply`` and ``recommend`` on it, so what is measured offline is
-what is served.
+evaluation both call ``add_item``, ``replay`` and ``recommend`` on it, so what is measured offline
+is what is served. The model owns the catalogue (``items``); a ``UserState`` only ever receives
+the vectors of the item an event is about.
+
+>>> import numpy as np
+>>> model = InterestModel.untrained(text_dim=2, cf_dim=2)
+>>> _ = model.add_item("a", np.array([1.0, 0.0])); _ = model.add_item("b", np.array([0.9, 0.1]))
+>>> _ = model.add_item("c", np.array([0.0, 1.0]))
+>>> states = {}
+>>> for _ in model.replay([Event("u1", "a", "rating", 5.0, 1000, "e1")], states):
+...     pass
+>>> [r.item_id for r in model.recommend(states["u1"], k=2).items]
+['b', 'c']
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, MutableMapping, NamedTuple, Sequence
 
 import numpy as np
 
 from models.cf import load_factors
 from models.dimensions import Dimension, default_dimensions
 from models.features import CATEGORY_BUCKETS, category_tokens, category_vector, strength, valence
-from models.fusion import FusedScorer
 from models.items import ItemVectors
+from models.scorer import FusedScorer
 from models.state import UserState
+
+
+class Event(NamedTuple):
+    """One behaviour event, as the model sees it (worker messages and data sets both map to it)."""
+
+    user_id: str
+    item_id: str
+    type: str  # click | favorite | rating | review
+    value: float | None  # the rating, if any
+    ts: int  # event time, ms
+    event_id: str  # identity for de-duplication
+    text: str | None = None  # review / comment text, if any
+
+
+# text -> (sentiment in [-1, 1], encoder vector); built once per batch (worker) or data set (offline)
+TextFeatures = Mapping[str, tuple[float, np.ndarray]]
 
 
 @dataclass
@@ -61,24 +88,43 @@ class InterestModel:
     def version(self) -> str:
         return self.scorer.version
 
-    def new_state(self) -> UserState:
-        return UserState.empty(self.dims, self.items.dims)
-
+    # -- catalogue ---------------------------------------------------------------------------
     def add_item(self, item_id: str, text_vector: np.ndarray, categories: Sequence[str] = (),
                  attributes: Mapping | None = None) -> int:
         cat = category_vector(category_tokens(categories, attributes), self.items.dims["category"])
         return self.items.upsert(item_id, text=text_vector, category=cat)
 
-    def apply(self, state: UserState, item_id: str, event_type: str, value: float | None, ts: int,
-              offset: int, text_sentiment: float | None = None, text_vector: np.ndarray | None = None) -> bool:
-        """Fold one event into the user's state. Raises KeyError for an unknown or retired item.
-        ``text_vector``: the encoded review/comment text of the event, if any."""
-        if item_id not in self.items:
-            raise KeyError(item_id)
-        row = self.items.index[item_id]
-        return state.apply(self.dims, self.items, row, item_id, strength(event_type, value),
-                           valence(event_type, value, text_sentiment), ts, offset, text_vector)
+    def delete_item(self, item_id: str) -> bool:
+        return self.items.delete(item_id)
 
+    # -- users -------------------------------------------------------------------------------
+    def new_state(self) -> UserState:
+        return UserState.empty(self.dims, self.items.dims)
+
+    def apply(self, state: UserState, ev: Event, text_features: TextFeatures | None = None) -> bool:
+        """Fold one event into the user's state; False for a duplicate event id.
+        Raises KeyError for an unknown or retired item."""
+        if ev.item_id not in self.items:
+            raise KeyError(ev.item_id)
+        senti, text_vec = (text_features or {}).get(ev.text, (None, None)) if ev.text else (None, None)
+        vectors = self.items.vectors(self.items.index[ev.item_id])
+        return state.apply(self.dims, vectors, ev.item_id, strength(ev.type, ev.value),
+                           valence(ev.type, ev.value, senti), ev.ts, ev.event_id, text_vec)
+
+    def replay(self, events: Iterable[Event], states: MutableMapping[str, UserState],
+               text_features: TextFeatures | None = None) -> Iterator[tuple[Event, UserState]]:
+        """The one replay loop: for each event, yield (event, the user's state *before* it), then
+        fold the event in when the caller asks for the next one. New users start empty; events
+        about items not in the catalogue are skipped (the worker rejects those before)."""
+        for ev in events:
+            st = states.get(ev.user_id)
+            if st is None:
+                st = states[ev.user_id] = self.new_state()
+            yield ev, st
+            if ev.item_id in self.items:
+                self.apply(st, ev, text_features)
+
+    # -- ranking -----------------------------------------------------------------------------
     def scores(self, state: UserState) -> np.ndarray:
         """(N,) scores over the catalogue in ``items.ids`` order (seen items not yet excluded)."""
         return self.scorer.scores(state.mean, state.norm, self.items)

@@ -3,7 +3,9 @@
 - action strength: how much an event says "I engaged" (view < click < favorite < high rating);
 - valence: liked (+1) .. disliked (-1), from the rating or from review text sentiment;
 - category tokens: genres/categories plus domain attributes (brand, price band), hashed into a
-  fixed number of buckets so any domain's vocabulary fits one fixed-size vector.
+  fixed number of buckets so any domain's vocabulary fits one fixed-size vector;
+- item text: the one string the text encoder reads for an item, wherever it is encoded
+  (worker, training, evaluation, benchmarks).
 
 >>> strength("rating", 5.0) > strength("favorite", None) > strength("click", None)
 True
@@ -11,6 +13,10 @@ True
 (-1.0, 1.0)
 >>> category_tokens(["Drama"], {"brand": "Acme", "price": 12.0})
 ['cat:drama', 'brand:acme', 'price:10-20']
+>>> item_text("Heat", None, ["Action", "Crime"])
+'Heat. Categories: Action, Crime'
+>>> item_text("Heat", "Heat (1995). Genres: Action, Crime", ["Action", "Crime"])
+'Heat (1995). Genres: Action, Crime'
 """
 from __future__ import annotations
 
@@ -44,6 +50,15 @@ def valence(event_type: str, value: float | None, text_sentiment: float | None =
     if event_type == "click":
         return 0.25
     return 0.0
+
+
+def item_text(title: str, text: str | None = None, categories: Iterable[str] = ()) -> str:
+    """What the encoder reads for an item: its descriptive text when it has one (data sets put
+    title, year and genres there), otherwise its title followed by its categories."""
+    if text and text.strip():
+        return text
+    cats = [c for c in categories if c]
+    return f"{title}. Categories: {', '.join(cats)}" if cats else title
 
 
 def _price_band(price: float) -> str:

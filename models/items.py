@@ -73,5 +73,6 @@ class ItemVectors:
         """All rows of one space. ``(N, dim)`` (a view: do not keep across upserts)."""
         return self._rows[name][: len(self.ids)]
 
-    def vector(self, name: str, row: int) -> np.ndarray:
-        return self._rows[name][row]
+    def vectors(self, row: int) -> dict[str, np.ndarray]:
+        """One item's vector in every space (views: do not keep across upserts)."""
+        return {s: a[row] for s, a in self._rows.items()}

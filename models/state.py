@@ -1,25 +1,32 @@
 """One user's multi-dimension interest state, updated one event at a time.
 
-The stream worker and the offline evaluation call the very same ``UserState.apply``; the state
-serialises to a compact byte string (float16 means) that lives in a compacted changelog topic.
+The state never sees the catalogue: the caller (``models.engine.InterestModel``) hands it the
+item's vectors, one per space. The stream worker and the offline evaluation call the very same
+``UserState.apply``; the state serialises to a compact byte string (float16 means) that lives in
+a compacted changelog topic.
+
+Idempotency is by event identity: the ids of the last ``DEDUP_WINDOW`` applied events are kept
+(as 64-bit hashes), and an event whose id is among them is not applied again. A replayed batch
+after a crash, or a producer's retry of the same ``event_id``, is therefore harmless as long as
+the duplicate arrives within that many of the user's events.
 
 >>> import numpy as np
 >>> from models.dimensions import default_dimensions
->>> from models.items import ItemVectors
->>> items = ItemVectors(text_dim=2, cf_dim=2, category_dim=2)
->>> _ = items.upsert("a", text=np.array([1.0, 0.0]), category=np.array([1.0, 0.0]))
->>> st = UserState.empty(default_dimensions(), items.dims)
->>> st.apply(default_dimensions(), items, row=0, item_id="a", strength=2.0, valence=1.0, ts=1000, offset=0)
+>>> dims = default_dimensions()
+>>> vecs = {"text": np.array([1.0, 0.0]), "category": np.array([1.0, 0.0]), "cf": np.zeros(2)}
+>>> st = UserState.empty(dims, {"text": 2, "category": 2, "cf": 2})
+>>> st.apply(dims, vecs, item_id="a", strength=2.0, valence=1.0, ts=1000, event_id="e1")
 True
->>> st.apply(default_dimensions(), items, row=0, item_id="a", strength=2.0, valence=1.0, ts=1000, offset=0)
+>>> st.apply(dims, vecs, item_id="a", strength=2.0, valence=1.0, ts=1000, event_id="e1")
 False
->>> st.mean["content"].tolist(), st.seen
-([1.0, 0.0], ['a'])
+>>> st.mean["content"].tolist(), st.seen, st.events
+([1.0, 0.0], ['a'], 1)
 >>> UserState.from_bytes(st.to_bytes()).mean["content"].tolist()
 [1.0, 0.0]
 """
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -28,10 +35,15 @@ import numpy as np
 import orjson
 
 from models.dimensions import Dimension
-from models.items import ItemVectors
 
 MAX_SEEN = 2000  # items remembered for "already seen" exclusion, newest kept
-_FORMAT = 1
+DEDUP_WINDOW = 256  # ids of the user's last applied events, for de-duplication
+_FORMAT = 2
+
+
+def event_key(event_id: str) -> int:
+    """A stable 64-bit hash of an event id (what the de-duplication window stores)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
 
 
 @dataclass
@@ -39,22 +51,26 @@ class UserState:
     mean: dict[str, np.ndarray]  # dimension -> float16 decayed mean, (space_dim,)
     norm: dict[str, float]  # dimension -> decayed total |weight| (0 = no evidence)
     last_ts: int = -1  # event time of the last applied event, ms
-    last_offset: int = -1  # source offset of the last applied event (idempotent replays)
-    events: int = 0
+    events: int = 0  # events applied so far
     seen: list[str] = field(default_factory=list)
+    recent: list[int] = field(default_factory=list)  # event_key of the last DEDUP_WINDOW events
 
     @classmethod
     def empty(cls, dims: Sequence[Dimension], space_dims: Mapping[str, int]) -> "UserState":
         return cls(mean={d.name: np.zeros(space_dims[d.space], dtype=np.float16) for d in dims},
                    norm={d.name: 0.0 for d in dims})
 
-    def apply(self, dims: Sequence[Dimension], items: ItemVectors, row: int, item_id: str,
-              strength: float, valence: float, ts: int, offset: int,
+    def has_applied(self, event_id: str) -> bool:
+        return event_key(event_id) in self.recent
+
+    def apply(self, dims: Sequence[Dimension], vectors: Mapping[str, np.ndarray], item_id: str,
+              strength: float, valence: float, ts: int, event_id: str,
               text_vector: np.ndarray | None = None) -> bool:
-        """Fold one event into every dimension. Returns False (and changes nothing) when the
-        event's offset was already applied, so a replayed batch after a crash is harmless.
+        """Fold one event into every dimension. ``vectors``: the item's vector in each space.
+        Returns False (and changes nothing) when ``event_id`` was already applied.
         ``text_vector`` (the event's own review text, encoded) is blended into text-space dimensions."""
-        if offset <= self.last_offset:
+        key = event_key(event_id)
+        if key in self.recent:
             return False
         dt = float(ts - self.last_ts) if self.last_ts >= 0 else 0.0
         for d in dims:
@@ -65,17 +81,19 @@ class UserState:
             if new_norm <= 0.0:
                 self.norm[d.name] = 0.0
                 continue
-            x = items.vector(d.space, row)
+            x = vectors[d.space]
             if text_vector is not None and d.space in ("text", "hybrid"):
                 n = text_vector.shape[0]  # the text part of the space comes first
-                x = x.copy()
+                x = np.array(x, dtype=np.float32, copy=True)
                 x[:n] = 0.5 * (x[:n] + text_vector)
             acc = self.mean[d.name].astype(np.float32) * old_norm + w * x
             self.mean[d.name] = (acc / new_norm).astype(np.float16)
             self.norm[d.name] = float(np.float32(new_norm))
         self.last_ts = max(self.last_ts, int(ts))
-        self.last_offset = int(offset)
         self.events += 1
+        self.recent.append(key)
+        if len(self.recent) > DEDUP_WINDOW:
+            del self.recent[: len(self.recent) - DEDUP_WINDOW]
         if item_id in self.seen:
             self.seen.remove(item_id)
         self.seen.append(item_id)
@@ -83,14 +101,15 @@ class UserState:
             del self.seen[: len(self.seen) - MAX_SEEN]
         return True
 
-    # -- wire format: 4-byte header length, orjson header, then float16 means in header order --
+    # -- wire format: 4-byte header length, orjson header, float16 means in header order, then
+    #    the de-duplication window as big-endian uint64
     def to_bytes(self) -> bytes:
         names = list(self.mean)
         head = orjson.dumps({"v": _FORMAT, "dims": names, "sizes": [int(self.mean[n].size) for n in names],
                              "norm": [self.norm[n] for n in names], "ts": self.last_ts,
-                             "off": self.last_offset, "n": self.events, "seen": self.seen})
+                             "n": self.events, "seen": self.seen, "recent": len(self.recent)})
         body = b"".join(self.mean[n].astype(np.float16).tobytes() for n in names)
-        return struct.pack(">I", len(head)) + head + body
+        return struct.pack(">I", len(head)) + head + body + np.array(self.recent, dtype=">u8").tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "UserState":
@@ -102,5 +121,6 @@ class UserState:
         for name, size in zip(head["dims"], head["sizes"]):
             mean[name] = np.frombuffer(data, dtype=np.float16, count=size, offset=pos).copy()
             pos += 2 * size
+        recent = np.frombuffer(data, dtype=">u8", count=head["recent"], offset=pos).tolist()
         return cls(mean=mean, norm=dict(zip(head["dims"], head["norm"])), last_ts=head["ts"],
-                   last_offset=head["off"], events=head["n"], seen=head["seen"])
+                   events=head["n"], seen=head["seen"], recent=recent)

@@ -63,27 +63,28 @@ def main(argv: list[str] | None = None) -> int:
         run_worker(settings)
         return 0
     if args.cmd == "broker":
-        from stream_app.broker import serve_forever
+        from stream_app.dev.broker import serve_forever
 
         return serve_forever(args.port)
     if args.cmd in ("replay", "demo"):
-        from stream_app import replay
+        from stream_app.dev.demo import run_demo
+        from stream_app.dev.replay import run_replay
 
-        fn = replay.run_replay if args.cmd == "replay" else replay.run_demo
+        fn = run_replay if args.cmd == "replay" else run_demo
         return fn(settings, args.dataset, limit=args.limit, rate=args.rate, show_users=args.show_users)
     if args.cmd == "train":
-        from models.train import train_checkpoint
+        from models.offline.train import train_checkpoint
 
         train_checkpoint(args.dataset, args.out, seed=args.seed)
         return 0
     if args.cmd == "evaluate":
-        from models.evaluate import run_evaluation
+        from models.offline.evaluate import run_evaluation
 
         run_evaluation(args.dataset, args.out, seed=args.seed,
                        only=[m for m in args.models.split(",") if m] or None)
         return 0
     if args.cmd == "bench":
-        from stream_app.bench import run_bench
+        from stream_app.dev.bench import run_bench
 
         return run_bench(settings, args.dataset, n_events=args.events, out=args.out or None)
     return 2

@@ -13,15 +13,15 @@
 from __future__ import annotations
 
 import base64
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import jsonschema_rs
+import numpy as np
 import orjson
 
-SCHEMAS_DIR = Path(os.environ.get("STREAM_RECO_SCHEMAS_DIR", Path(__file__).resolve().parents[1] / "schemas"))
+SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"  # default; the worker passes settings.schemas_dir
 SCHEMA_FILES = {
     "interaction": "interaction.v1.json",
     "catalog_item": "catalog_item.v1.json",
@@ -68,7 +68,8 @@ class Codec:
         return obj
 
     def check(self, kind: str, obj: dict) -> None:
-        """Raise ValueError if an outgoing message breaks its own schema."""
+        """Raise ``jsonschema_rs.ValidationError`` if an outgoing message breaks its own schema
+        (the worker checks its recommendations in tests: ``STREAM_RECO_CHECK_OUTPUT``)."""
         self.validators[kind].validate(obj)
 
 
@@ -90,3 +91,14 @@ def dead_letter(raw: bytes | None, reason: Rejected, topic: str, partition: int,
             "topic": topic, "partition": partition, "offset": offset, "key": key_text,
             "error": reason.error, "error_type": reason.error_type, "schema_id": reason.schema_id,
             "received_at": int(time.time() * 1000)}
+
+
+def encode_item_record(item: dict, vec: np.ndarray) -> bytes:
+    """A catalogue-table record: the item message plus its encoded vector (no re-encoding on recovery)."""
+    return orjson.dumps({**item, "_vec": base64.b64encode(vec.astype(np.float32).tobytes()).decode()})
+
+
+def decode_item_record(record: bytes) -> tuple[dict, np.ndarray]:
+    obj = orjson.loads(record)
+    vec = np.frombuffer(base64.b64decode(obj.pop("_vec")), dtype=np.float32)
+    return obj, vec

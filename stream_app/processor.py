@@ -2,29 +2,28 @@
 
 The agents (``stream_app.agents``) only move bytes between Kafka, the tables and this object;
 the heavy methods (``index_items``, ``apply_batch``) are plain functions of their inputs and run in
-a worker thread so the event loop stays free.
+the model thread so the event loop stays free.
 """
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-import orjson
 
-from models.engine import InterestModel
+from models.engine import Event, InterestModel
+from models.features import item_text
 from models.state import UserState
-from stream_app.codec import Codec, Rejected
+from stream_app.codec import Codec, Rejected, decode_item_record, encode_item_record
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Source:
-    """Where a message came from (for dead letters and idempotent replays)."""
+    """Where a message came from (for dead letters)."""
 
     topic: str
     partition: int
@@ -44,7 +43,12 @@ class Misrouted:
 class BatchResult:
     states: dict[str, UserState] = field(default_factory=dict)  # touched users' new states
     messages: dict[str, dict] = field(default_factory=dict)  # user -> recommendation message
-    rejected: list[tuple[Source, Rejected]] = field(default_factory=list)
+
+
+def to_event(msg: dict) -> Event:
+    """An ``interaction/v1`` message as the model's event."""
+    return Event(msg["user_id"], msg["item_id"], msg["type"], msg.get("value"), msg["ts"], msg["event_id"],
+                 msg.get("text"))
 
 
 class Processor:
@@ -59,27 +63,23 @@ class Processor:
     def parse_item(self, src: Source) -> dict | Rejected:
         return self.codec.decode("catalog_item", src.value)
 
-    @staticmethod
-    def item_text(item: dict) -> str:
-        parts = [item["title"]]
-        if item.get("text"):
-            parts.append(item["text"])
-        if item.get("categories"):
-            parts.append("Categories: " + ", ".join(item["categories"]))
-        return ". ".join(parts)
-
-    def index_items(self, items: Sequence[dict]) -> list[tuple[str, bytes]]:
-        """Encode all item texts in one batched pass, add them to the catalogue vectors and
-        return (item_id, record) pairs for the catalogue table (record = item + its vector)."""
-        for it in items:
+    def index_items(self, items: Sequence[dict]) -> list[tuple[str, bytes | None]]:
+        """Apply catalogue upserts and deletions in order, encoding all new item texts in one
+        batched pass. Returns, per item id, its final catalogue-table record (item + vector), or
+        None when its last message deleted it."""
+        final = {it["item_id"]: it for it in items}  # the last message of each item wins
+        live = [it for it in final.values() if not it.get("deleted")]
+        texts = [item_text(it["title"], it.get("text"), it.get("categories", ())) for it in live]
+        vecs = dict(zip((it["item_id"] for it in live), self.encoder.encode(texts))) if live else {}
+        out: list[tuple[str, bytes | None]] = []
+        for item_id, it in final.items():
             if it.get("deleted"):
-                self.model.items.delete(it["item_id"])
-        live = [it for it in items if not it.get("deleted")]
-        vecs = self.encoder.encode([self.item_text(it) for it in live]) if live else np.zeros((0, 0))
-        out = []
-        for it, v in zip(live, vecs):
-            self.model.add_item(it["item_id"], v, it.get("categories", ()), it.get("attributes"))
-            out.append((it["item_id"], encode_item_record(it, v)))
+                self.model.delete_item(item_id)
+                out.append((item_id, None))
+            else:
+                v = vecs[item_id]
+                self.model.add_item(item_id, v, it.get("categories", ()), it.get("attributes"))
+                out.append((item_id, encode_item_record(it, v)))
         return out
 
     def restore_item(self, record: bytes) -> None:
@@ -99,27 +99,26 @@ class Processor:
             return Misrouted(ev)
         return ev
 
-    def apply_batch(self, events: Sequence[tuple[dict, int]], states: dict[str, bytes | None]) -> BatchResult:
-        """events: (event, source offset) in arrival order; states: user -> stored state bytes.
-        Updates each touched user's state once per event, then ranks once per user."""
+    def text_features(self, texts: Sequence[str]) -> dict[str, tuple[float, np.ndarray]]:
+        """Sentiment and encoder vector of each distinct text, encoded in one batched pass."""
+        distinct = list(dict.fromkeys(t for t in texts if t))
+        if not distinct:
+            return {}
+        return {t: (self.sentiment(t), v) for t, v in zip(distinct, self.encoder.encode(distinct))}
+
+    def apply_batch(self, events: Sequence[dict], states: dict[str, bytes | None]) -> BatchResult:
+        """events: checked interaction messages in arrival order; states: user -> stored state
+        bytes. Folds each event into its user's state, then ranks once per touched user."""
         result = BatchResult()
-        texts = [ev["text"] for ev, _ in events if ev.get("text")]
-        text_vecs = iter(self.encoder.encode(texts)) if texts else iter(())
+        for user in dict.fromkeys(ev["user_id"] for ev in events):
+            raw = states.get(user)
+            result.states[user] = UserState.from_bytes(raw) if raw else self.model.new_state()
+        feats = self.text_features([ev.get("text") for ev in events])
         meta: dict[str, dict] = {}
-        for ev, offset in events:
-            user = ev["user_id"]
-            st = result.states.get(user)
-            if st is None:
-                raw = states.get(user)
-                st = UserState.from_bytes(raw) if raw else self.model.new_state()
-                result.states[user] = st
-            text_vec = next(text_vecs) if ev.get("text") else None
-            senti = self.sentiment(ev["text"]) if ev.get("text") else None
-            self.model.apply(st, ev["item_id"], ev["type"], ev.get("value"), ev["ts"], offset,
-                             text_sentiment=senti, text_vector=text_vec)
-            m = meta.setdefault(user, {"ts": ev["ts"], "ids": []})
-            m["ts"] = max(m["ts"], ev["ts"])
-            m["ids"].append(ev["event_id"])
+        for ev, _ in self.model.replay(map(to_event, events), result.states, feats):
+            m = meta.setdefault(ev.user_id, {"ts": ev.ts, "ids": []})
+            m["ts"] = max(m["ts"], ev.ts)
+            m["ids"].append(ev.event_id)
         now = int(time.time() * 1000)
         for user, st in result.states.items():
             result.messages[user] = self.recommendation(user, st, meta[user]["ts"], meta[user]["ids"], now)
@@ -139,13 +138,3 @@ class Processor:
             "generated_at": now,
             "events_applied": st.events,
         }
-
-
-def encode_item_record(item: dict, vec: np.ndarray) -> bytes:
-    return orjson.dumps({**item, "_vec": base64.b64encode(vec.astype(np.float32).tobytes()).decode()})
-
-
-def decode_item_record(record: bytes) -> tuple[dict, np.ndarray]:
-    obj = orjson.loads(record)
-    vec = np.frombuffer(base64.b64decode(obj.pop("_vec")), dtype=np.float32)
-    return obj, vec

@@ -1,17 +1,35 @@
-"""One frozen, typed settings object, read from environment variables (``STREAM_RECO_*``).
+"""One frozen, typed settings object. Every environment variable the service reads is read here.
+
+Names: ``KAFKA_BOOTSTRAP_SERVERS`` and ``STREAM_RECO_<FIELD>`` (upper-case field name), topic
+names as ``STREAM_RECO_TOPIC_<NAME>``. Values are checked (type and range) when read; a
+``STREAM_RECO_*`` name that is not a setting is reported, with the closest known name, so a
+misspelling does not pass silently.
 
 >>> s = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092", "STREAM_RECO_TOP_K": "20"})
 >>> s.bootstrap_servers, s.top_k, s.topics.interactions
 ('k1:9092,k2:9092', 20, 'interactions')
 >>> s.broker_url
 'kafka://k1:9092;kafka://k2:9092'
+>>> Settings.from_env({"STREAM_RECO_TOP_K": "0"})
+Traceback (most recent call last):
+...
+stream_app.settings.SettingsError: STREAM_RECO_TOP_K=0: must be between 1 and 1000
+>>> unknown_variables({"STREAM_RECO_TOPK": "5", "PATH": "/bin"})
+['STREAM_RECO_TOPK (did you mean STREAM_RECO_TOP_K?)']
 """
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
 
 
 @dataclass(frozen=True)
@@ -22,6 +40,16 @@ class Topics:
     dead_letters: str = "dead-letters"
 
 
+# field -> (low, high) for numbers, or the allowed values for strings
+_CHECKS: dict[str, tuple | frozenset] = {
+    "partitions": (1, 10_000), "replication_factor": (1, 100), "top_k": (1, 1000),
+    "batch_max": (1, 100_000), "batch_within_s": (0.001, 60.0), "max_message_bytes": (256, 100 * 2**20),
+    "encoder_batch": (1, 65_536), "torch_threads": (1, 1024), "session_timeout_s": (1.0, 3600.0),
+    "web_port": (0, 65_535), "device": frozenset({"auto", "cpu", "cuda"}),
+    "log_level": frozenset({"debug", "info", "warning", "error", "critical"}),
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     bootstrap_servers: str = ""  # KAFKA_BOOTSTRAP_SERVERS; empty: start a local broker (demo/tests)
@@ -29,21 +57,34 @@ class Settings:
     topic_prefix: str = ""  # prepended to every topic name (tests run isolated apps side by side)
     partitions: int = 4  # partitions of the topics and tables this app creates
     replication_factor: int = 1  # of the topics and changelogs this app creates
-    top_k: int = 10
+    top_k: int = 10  # recommendation list length
     batch_max: int = 1000  # micro-batch: at most this many events ...
     batch_within_s: float = 0.05  # ... or whatever arrived within this many seconds
     max_message_bytes: int = 65_536  # larger interaction/catalog messages go to the dead-letter topic
     checkpoint: str = ""  # trained fusion checkpoint folder (stream-app train); empty: untrained default
     device: str = "auto"  # encoder device: auto | cpu | cuda
-    encoder_batch: int = 64
+    encoder_batch: int = 64  # texts per encoder forward pass
     torch_threads: int = 1  # intra-op threads of the encoder; the broker and event loop share the cores
     session_timeout_s: float = 10.0  # consumer-group session timeout (failover speed)
-    web_port: int = 6066
+    web_port: int = 6066  # worker web endpoint (/stats, /users/{id})
     web_host: str = "127.0.0.1"  # 0.0.0.0 in a container
     worker_host: str = "127.0.0.1"  # where `replay` finds a worker's web endpoint (compose: worker)
-    data_root: str = str(Path(__file__).resolve().parents[1].parent / "shared" / "data")
-    log_level: str = "info"
+    data_root: str = str(_ROOT.parent / "shared" / "data")  # where demo/bench look for data sets
+    schemas_dir: str = str(_ROOT / "schemas")  # the JSON Schemas messages are checked against
+    cache_dir: str = str(Path.home() / ".cache" / "stream-reco")  # Kafka jars, encoded-vector cache
+    kafka_version: str = "4.1.1"  # Apache Kafka version of the local broker (dev tooling)
+    check_output: bool = False  # validate every outgoing recommendation against its schema
+    log_level: str = "info"  # debug | info | warning | error
     topics: Topics = field(default_factory=Topics)
+
+    def __post_init__(self) -> None:
+        for name, check in _CHECKS.items():
+            value = getattr(self, name)
+            if isinstance(check, frozenset):
+                if value not in check:
+                    raise SettingsError(f"{env_name(name)}={value}: must be one of {', '.join(sorted(check))}")
+            elif not check[0] <= value <= check[1]:
+                raise SettingsError(f"{env_name(name)}={value}: must be between {check[0]} and {check[1]}")
 
     @property
     def broker_url(self) -> str:
@@ -57,31 +98,55 @@ class Settings:
         env = os.environ if env is None else env
         kw: dict = {}
         for f in fields(cls):
-            if f.name == "topics":
-                continue
-            var = "KAFKA_BOOTSTRAP_SERVERS" if f.name == "bootstrap_servers" else f"STREAM_RECO_{f.name.upper()}"
-            if var in env:
-                kw[f.name] = _cast(f.type, env[var])
-        topics = {t.name: env[f"STREAM_RECO_TOPIC_{t.name.upper()}"]
-                  for t in fields(Topics) if f"STREAM_RECO_TOPIC_{t.name.upper()}" in env}
+            if f.name != "topics" and env_name(f.name) in env:
+                kw[f.name] = _cast(f.name, f.type, env[env_name(f.name)])
+        topics = {t.name: env[_topic_var(t.name)] for t in fields(Topics) if _topic_var(t.name) in env}
         return cls(**kw, topics=Topics(**topics))
 
     def env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings (for child processes)."""
-        out = {}
+        out = {_topic_var(t.name): getattr(self.topics, t.name) for t in fields(Topics)}
         for f in fields(self):
-            if f.name == "topics":
-                for t in fields(Topics):
-                    out[f"STREAM_RECO_TOPIC_{t.name.upper()}"] = getattr(self.topics, t.name)
-                continue
-            var = "KAFKA_BOOTSTRAP_SERVERS" if f.name == "bootstrap_servers" else f"STREAM_RECO_{f.name.upper()}"
-            out[var] = str(getattr(self, f.name))
+            if f.name != "topics":
+                value = getattr(self, f.name)
+                out[env_name(f.name)] = str(value).lower() if isinstance(value, bool) else str(value)
         return out
 
 
-def _cast(typ: str, raw: str):
-    if typ == "int":
-        return int(raw)
-    if typ == "float":
-        return float(raw)
+def env_name(field_name: str) -> str:
+    return "KAFKA_BOOTSTRAP_SERVERS" if field_name == "bootstrap_servers" else f"STREAM_RECO_{field_name.upper()}"
+
+
+def _topic_var(name: str) -> str:
+    return f"STREAM_RECO_TOPIC_{name.upper()}"
+
+
+def known_variables() -> list[str]:
+    return [env_name(f.name) for f in fields(Settings) if f.name != "topics"] + \
+           [_topic_var(t.name) for t in fields(Topics)]
+
+
+def unknown_variables(env: Mapping[str, str] | None = None) -> list[str]:
+    """``STREAM_RECO_*`` names in ``env`` that are not settings, each with the closest known name."""
+    env = os.environ if env is None else env
+    known = known_variables()
+    out = []
+    for name in sorted(n for n in env if n.startswith("STREAM_RECO_") and n not in known):
+        close = difflib.get_close_matches(name, known, n=1)
+        out.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return out
+
+
+def _cast(name: str, typ: str, raw: str):
+    try:
+        if typ == "int":
+            return int(raw)
+        if typ == "float":
+            return float(raw)
+        if typ == "bool":
+            if raw.strip().lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return raw.strip().lower() in ("1", "true", "yes")
+    except ValueError:
+        raise SettingsError(f"{env_name(name)}={raw!r}: expected {typ}") from None
     return raw

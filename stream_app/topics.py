@@ -1,57 +1,130 @@
-"""Create the app's topics before the worker subscribes, and wait until the broker lists them.
+"""Every topic the app reads or writes, by name, and the check that they exist as expected.
 
-Faust declares its topics and subscribes right after; when a topic is brand new the consumer's
-first metadata can miss it, and Faust then ignores the topic until the next metadata refresh
-(minutes). Creating them first, with the partition count the tables need, removes that race.
+``TopicNames`` derives all names from the settings, the tables' changelog topics included (Faust
+names them ``<app_id>-<table>-changelog``); nothing else in the code spells a topic name.
+``ensure_topics`` creates missing topics before the worker subscribes (when a topic is brand new
+the consumer's first metadata can miss it, and Faust then ignores it until the next refresh), waits
+until the broker lists them, and checks that the topics a table is co-partitioned with have the
+table's partition count.
+
+>>> from stream_app.settings import Settings
+>>> names = TopicNames.from_settings(Settings(app_id="reco", topic_prefix="t-"))
+>>> names.interactions, names.user_state_changelog
+('t-interactions', 'reco-user-state-changelog')
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from dataclasses import dataclass
 
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CHANGELOG_TABLES = ("user-state", "catalog-items")
+USER_STATE_TABLE = "user-state"
+CATALOG_TABLE = "catalog-items"
 
 
-def topic_names(settings: Settings) -> tuple[list[str], list[str]]:
-    """(plain topics, compacted changelog topics) this app reads or writes."""
-    plain = [settings.topic(n) for n in ("interactions", "catalog", "recommendations", "dead_letters")]
-    changelogs = [f"{settings.app_id}-{t}-changelog" for t in CHANGELOG_TABLES]
-    return plain, changelogs
+@dataclass(frozen=True)
+class TopicNames:
+    interactions: str
+    catalog: str
+    recommendations: str
+    dead_letters: str
+    user_state_changelog: str
+    catalog_items_changelog: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "TopicNames":
+        return cls(interactions=settings.topic("interactions"), catalog=settings.topic("catalog"),
+                   recommendations=settings.topic("recommendations"), dead_letters=settings.topic("dead_letters"),
+                   user_state_changelog=changelog(settings.app_id, USER_STATE_TABLE),
+                   catalog_items_changelog=changelog(settings.app_id, CATALOG_TABLE))
+
+    @property
+    def plain(self) -> list[str]:
+        return [self.interactions, self.catalog, self.recommendations, self.dead_letters]
+
+    @property
+    def changelogs(self) -> list[str]:
+        return [self.user_state_changelog, self.catalog_items_changelog]
 
 
-async def ensure_topics_async(settings: Settings, timeout_s: float = 60.0) -> None:
-    plain, changelogs = topic_names(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+def changelog(app_id: str, table: str) -> str:
+    return f"{app_id}-{table}-changelog"
+
+
+async def ensure_topics_async(bootstrap_servers: str, plain: list[str], compacted: list[str] = (),
+                              partitions: int = 4, replication: int = 1, timeout_s: float = 60.0,
+                              copartitioned: list[str] = ()) -> dict[str, list[int]]:
+    """Create missing topics (``compacted`` ones with cleanup.policy=compact), wait until every
+    partition of each has a leader, return each topic's partition ids, and raise if any topic in ``copartitioned`` has a partition count other than
+    ``partitions`` (a table and its source topic must agree, or state lands on the wrong worker)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        new = [NewTopic(t, settings.partitions, settings.replication_factor) for t in plain if t not in existing]
-        new += [NewTopic(t, settings.partitions, settings.replication_factor, topic_configs={"cleanup.policy": "compact"})
-                for t in changelogs if t not in existing]
+        new = [NewTopic(t, partitions, replication) for t in plain if t not in existing]
+        new += [NewTopic(t, partitions, replication, topic_configs={"cleanup.policy": "compact"})
+                for t in compacted if t not in existing]
         for topic in new:  # one by one: an "already exists" for one must not hide the others
             try:
                 await admin.create_topics([topic])
             except TopicAlreadyExistsError:
                 pass
-        want = set(plain + changelogs)
+        want = sorted(set(plain) | set(compacted))
         deadline = time.monotonic() + timeout_s
-        while not want <= set(await admin.list_topics()):
+        while True:  # listed, and every partition has a leader
+            described = {t["topic"]: t for t in await admin.describe_topics(want)}
+            ready = {n: sorted(p["partition"] for p in t["partitions"]) for n, t in described.items()
+                     if t["error_code"] == 0 and t["partitions"]
+                     and all(p["error_code"] == 0 and p["leader"] >= 0 for p in t["partitions"])}
+            if len(ready) == len(want):
+                break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"topics not visible after {timeout_s}s: {sorted(want)}")
-            await asyncio.sleep(0.2)
+                raise TimeoutError(f"topics {sorted(set(want) - set(ready))} have no leaders after {timeout_s:.0f}s")
+            await asyncio.sleep(0.1)
         if new:
             log.info("created topics %s", [t.name for t in new])
+            await asyncio.sleep(0.5)  # new partitions: let their leaders start serving
+        wrong = {t: len(ready[t]) for t in copartitioned if len(ready[t]) != partitions}
+        if wrong:
+            raise RuntimeError(f"topics {wrong} do not have {partitions} partitions "
+                               "(STREAM_RECO_PARTITIONS); a table and its source topic must agree")
+        return ready
     finally:
         await admin.close()
 
 
-def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> None:
-    asyncio.run(ensure_topics_async(settings, timeout_s))
+def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> TopicNames:
+    """Create and check every topic of the app described by ``settings``."""
+    names = TopicNames.from_settings(settings)
+    asyncio.run(ensure_topics_async(settings.bootstrap_servers, names.plain, names.changelogs,
+                                    settings.partitions, settings.replication_factor, timeout_s,
+                                    copartitioned=[names.interactions, names.user_state_changelog]))
+    return names
+
+
+@dataclass(frozen=True)
+class Declared:
+    """The app's Faust topic objects (raw bytes in and out; we encode JSON ourselves)."""
+
+    names: TopicNames
+    interactions: object
+    catalog: object
+    recommendations: object
+    dead_letters: object
+
+
+def declare(app, names: TopicNames, settings: Settings) -> Declared:
+    """Declare the four plain topics on a Faust app. internal=True: the worker creates them (with
+    the tables' partition count) at start."""
+    raw = {"key_serializer": "raw", "value_serializer": "raw", "partitions": settings.partitions,
+           "internal": True, "replicas": settings.replication_factor}
+    return Declared(names, app.topic(names.interactions, **raw), app.topic(names.catalog, **raw),
+                    app.topic(names.recommendations, **raw), app.topic(names.dead_letters, **raw))

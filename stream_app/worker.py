@@ -3,24 +3,24 @@ from __future__ import annotations
 
 import logging
 
-from stream_app.settings import Settings
+from stream_app.settings import Settings, unknown_variables
 
 log = logging.getLogger(__name__)
 
 
 def build_processor(settings: Settings):
-    from models.encoder import EncoderConfig, TextEncoder
+    from models.encoder import build_encoder
     from models.engine import InterestModel
     from models.features import TextSentiment
     from stream_app.codec import Codec
     from stream_app.processor import Processor
 
-    encoder = TextEncoder(EncoderConfig(device=settings.device, batch_size=settings.encoder_batch,
-                                          threads=settings.torch_threads))
+    encoder = build_encoder(device=settings.device, batch_size=settings.encoder_batch,
+                            threads=settings.torch_threads)
     model = InterestModel.load(settings.checkpoint or None)
     log.info("encoder on %s; model %s", encoder.device, model.version)
-    return Processor(model, encoder, TextSentiment(), Codec.load(max_bytes=settings.max_message_bytes),
-                     top_k=settings.top_k)
+    return Processor(model, encoder, TextSentiment(),
+                     Codec.load(settings.schemas_dir, max_bytes=settings.max_message_bytes), top_k=settings.top_k)
 
 
 def run_worker(settings: Settings) -> None:
@@ -28,11 +28,13 @@ def run_worker(settings: Settings) -> None:
     import faust
 
     from stream_app.app import create_app
-
-    if not settings.bootstrap_servers:
-        raise SystemExit("KAFKA_BOOTSTRAP_SERVERS is not set (use `stream-app demo` for a local broker)")
     from stream_app.topics import ensure_topics
 
+    if not settings.bootstrap_servers:
+        raise SystemExit("KAFKA_BOOTSTRAP_SERVERS is not set: point it at your Kafka cluster "
+                         "(host:port[,host:port]), or start a local broker with `stream-app broker`")
+    for name in unknown_variables():
+        log.warning("unknown setting %s is ignored", name)
     ensure_topics(settings)
     app = create_app(settings, build_processor(settings))
     faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.local import LocalWorker
+from stream_app.dev.local import LocalWorker
 from stream_app.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def kafka_bootstrap():
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as kc:
             yield kc.get_bootstrap_server()
         return
-    from stream_app.broker import LocalKafka
+    from stream_app.dev.broker import LocalKafka
 
     try:
         kafka = LocalKafka(partitions=4).start()
@@ -60,7 +60,8 @@ class WorkerProcess(LocalWorker):
 
     def __init__(self, bootstrap: str, prefix: str, tmp: Path, extra_env: dict | None = None):
         settings = replace(Settings.from_env(), bootstrap_servers=bootstrap, app_id=prefix + "app",
-                           topic_prefix=prefix, partitions=4, log_level="info", batch_within_s=0.05)
+                           topic_prefix=prefix, partitions=4, log_level="info", batch_within_s=0.05,
+                           check_output=True)  # a recommendation that breaks its schema stops the test
         super().__init__(settings, log_path=tmp / f"worker-{prefix}-{uuid.uuid4().hex[:6]}.log",
                          extra_env=extra_env)
         self.prefix = prefix

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from models.data import Dataset, Interaction, Item, write_jsonl_dataset
-from stream_app.replay import replay_dataset
+from models.offline.data import Dataset, Interaction, Item, write_jsonl_dataset
+from stream_app.dev.replay import replay_dataset
 
 pytestmark = pytest.mark.broker
 

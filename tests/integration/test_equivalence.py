@@ -7,12 +7,12 @@ import time
 import numpy as np
 import pytest
 
-from models.base import ItemCatalog
-from models.data import Dataset, Interaction, Item
-from models.fused import FusedRecommender, encoder
-from models.train import TrainConfig
-from stream_app.processor import Processor
-from stream_app.replay import catalog_message, interaction_message
+from models.offline.base import ItemCatalog
+from models.offline.data import Dataset, Interaction, Item
+from models.offline.fused import FusedRecommender, encoder
+from models.offline.train import TrainConfig
+from models.features import item_text
+from stream_app.dev.messages import catalog_message, interaction_message
 from tests.integration.kafka_io import consume_until, produce_json
 
 pytestmark = pytest.mark.broker
@@ -51,7 +51,7 @@ def synthetic_dataset(seed: int = 0) -> Dataset:
 def trained(tmp_path_factory):
     ds = synthetic_dataset()
     catalog = ItemCatalog.from_dataset(ds)
-    texts = [Processor.item_text(catalog_message(it)) for it in catalog.items]  # exactly what the worker encodes
+    texts = [item_text(it.title, it.text, it.categories) for it in catalog.items]  # the worker's definition too
     rec = FusedRecommender("fused", item_vectors=encoder().encode(texts), progress=False,
                            config=TrainConfig(epochs=3, d_model=16, d_attn=8, batch_size=64))
     rec.fit(sorted(ds.interactions, key=lambda e: e.ts), catalog)
@@ -84,7 +84,7 @@ def test_worker_top_k_equals_offline_top_k(trained, worker_factory, kafka_bootst
     offline = rec.model  # the trained InterestModel, fed the same events through the same update
     st = offline.new_state()
     for i, e in enumerate(history):
-        offline.apply(st, e.item_id, e.type, e.rating, e.ts, offset=i)
+        offline.apply(st, e.event(f"eq-{i}"))
     expected = offline.recommend(st, k=10)
 
     assert [i["item_id"] for i in served["items"]] == [r.item_id for r in expected.items]

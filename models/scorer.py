@@ -1,20 +1,19 @@
-"""Attention fusion: several interest dimensions -> one user vector, with weights that explain it.
+"""Attention fusion, serving form (numpy only): several interest dimensions -> one user vector,
+with weights that explain it.
 
 For a user with dimension means x_d (each in its own space: text, cf or category):
 
-    h_d   = W_d x_d + c_d                           # (B, n_dims, D)  each dimension in a shared space
-    q     = q_0 + W_q mean_d(h_d)                   # (B, A)          what this user's profile asks for
-    a_d   = softmax_d(q . W_k h_d / sqrt(A) + b_d)  # (B, n_dims)     masked where a dimension is empty
-    u     = sum_d a_d h_d                           # (B, D)          the fused interest vector
+    h_d   = W_d x_d + c_d                           # (n_dims, D)  each dimension in a shared space
+    q     = q_0 + W_q mean_d(h_d)                   # (A,)         what this user's profile asks for
+    a_d   = softmax_d(q . W_k h_d / sqrt(A) + b_d)  # (n_dims,)    masked where a dimension is empty
+    u     = sum_d a_d h_d                           # (D,)         the fused interest vector
     e_i   = V_text t_i + V_cat g_i + V_cf f_i + E_id[i]              # (N, D) item tower
-    score = u . e_i + bias_i                        # (B, N)
+    score = u . e_i + bias_i                        # (N,)
 
 so score_i = bias_i + sum_d a_d (h_d . e_i): the per-dimension terms are the reasons for item i,
-and a_d are the dimension weights. Trained by maximum likelihood: cross-entropy of the observed
-next item against the whole catalogue (``models.train``).
-
-``FusionModule`` is the torch form used for training; ``FusedScorer`` is the same arithmetic in
-numpy, used by the stream worker and by offline evaluation alike (one serving path).
+and a_d are the dimension weights. The weights are learned by maximum likelihood offline
+(``models.offline.fusion`` holds the identical torch module, ``models.offline.train`` the loop);
+this file is all the stream worker needs, and it never imports torch.
 """
 from __future__ import annotations
 
@@ -25,8 +24,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import orjson
-import torch
-from torch import nn
 
 from models.dimensions import Dimension
 from models.items import ItemVectors
@@ -57,48 +54,6 @@ class FusionConfig:
         return cls(**d)
 
 
-class FusionModule(nn.Module):
-    def __init__(self, cfg: FusionConfig):
-        super().__init__()
-        self.cfg = cfg
-        D, A = cfg.d_model, cfg.d_attn
-        self.proj = nn.ModuleDict({d.name: nn.Linear(cfg.space_dims[d.space], D) for d in cfg.dims})
-        self.w_q = nn.Linear(D, A)
-        self.w_k = nn.Linear(D, A, bias=False)
-        self.dim_bias = nn.Parameter(torch.zeros(len(cfg.dims)))
-        self.item_proj = nn.ModuleDict({s: nn.Linear(cfg.space_dims[s], D, bias=False) for s in cfg.item_spaces})
-        n = len(cfg.item_ids)
-        self.item_emb = nn.Parameter(torch.zeros(n, D))
-        self.item_bias = nn.Parameter(torch.zeros(n))
-
-    def user(self, x: Mapping[str, torch.Tensor], mask: torch.Tensor):
-        """x: name -> (B, space_dim); mask: (B, n_dims) bool, True where the dimension has evidence."""
-        h = torch.stack([self.proj[d.name](x[d.name]) for d in self.cfg.dims], dim=1)  # (B, n, D)
-        m = mask.to(h.dtype).unsqueeze(-1)  # (B, n, 1)
-        ctx = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, D)
-        q = self.w_q(ctx)  # (B, A)
-        k = self.w_k(h)  # (B, n, A)
-        logits = (k @ q.unsqueeze(-1)).squeeze(-1) / math.sqrt(self.cfg.d_attn) + self.dim_bias  # (B, n)
-        logits = logits.masked_fill(~mask, -1e9)
-        alpha = torch.softmax(logits, dim=-1) * mask.any(-1, keepdim=True)  # (B, n); all-empty -> 0
-        u = (alpha.unsqueeze(-1) * h).sum(1)  # (B, D)
-        return u, alpha, h
-
-    def items(self, feats: Mapping[str, torch.Tensor]):
-        """feats: space -> (N, space_dim) for the training catalogue, rows aligned with item_ids."""
-        e = sum(self.item_proj[s](feats[s]) for s in self.cfg.item_spaces) + self.item_emb  # (N, D)
-        return e, self.item_bias
-
-    def forward(self, x, mask, feats):
-        u, alpha, _ = self.user(x, mask)
-        e, b = self.items(feats)
-        return u @ e.T + b  # (B, N)
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy().astype(np.float32)
-
-
 class FusedScorer:
     """Numpy serving form of ``FusionModule``: user vector, scores over the catalogue, reasons."""
 
@@ -109,10 +64,6 @@ class FusedScorer:
         self.dim_names = [d.name for d in cfg.dims]
         self._id_row = {iid: i for i, iid in enumerate(cfg.item_ids)}
         self._cache: tuple[int, int, np.ndarray, np.ndarray] | None = None
-
-    @classmethod
-    def from_module(cls, module: FusionModule, version: str) -> "FusedScorer":
-        return cls(module.cfg, {k: _np(v) for k, v in module.state_dict().items()}, version)
 
     @classmethod
     def default(cls, dims: Sequence[Dimension], space_dims: Mapping[str, int]) -> "FusedScorer":

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from models.data import Dataset, Interaction, Item, load_dataset, write_jsonl_dataset
+from models.offline.data import Dataset, Interaction, Item, write_jsonl_dataset
+from models.offline.loaders import load_dataset
 from tests.data_paths import dataset_dir
 
 
@@ -112,7 +113,7 @@ def jsonl_dir(tmp_path: Path) -> Path:
 
 
 def test_recbole_items_and_events(recbole_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="models.data"):
+    with caplog.at_level(logging.WARNING, logger="models.offline.data"):
         ds = load_dataset(recbole_dir)
     assert ds.name == "toy100"
     assert set(ds.items) == {"10", "20", "30"}
@@ -151,7 +152,7 @@ def test_recbole_without_rating_or_time(tmp_path: Path) -> None:
 
 
 def test_movielens_titles_genres_and_tags(movielens_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="models.data"):
+    with caplog.at_level(logging.WARNING, logger="models.offline.data"):
         ds = load_dataset(movielens_dir)
     assert ds.name == "ml-toy"
     items = ds.items
@@ -163,10 +164,8 @@ def test_movielens_titles_genres_and_tags(movielens_dir: Path, caplog: pytest.Lo
     assert items["171749"].categories == ()
     assert items["40697"].title == "Babylon 5" and items["40697"].published_ts is None
     assert items["40697"].text == "Babylon 5. Genres: Sci-Fi"
-    # Tags ranked by case-insensitive frequency, ties by first appearance.
-    assert items["1"].text == (
-        "Toy Story (1995). Genres: Adventure, Animation. Tags: pixar, Funny, quotable, really, classic"
-    )
+    # Tags are written by users over time: they are review events, never item text.
+    assert items["1"].text == "Toy Story (1995). Genres: Adventure, Animation"
     assert items["1"].categories == ("Adventure", "Animation")
 
     reviews = [e for e in ds.interactions if e.type == "review"]
@@ -193,7 +192,7 @@ def test_movielens_tags_optional(movielens_dir: Path) -> None:
 
 
 def test_jsonl_load(jsonl_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="models.data"):
+    with caplog.at_level(logging.WARNING, logger="models.offline.data"):
         ds = load_dataset(jsonl_dir)
     kettle = ds.items["sku-1"]
     assert kettle == Item(
@@ -273,7 +272,7 @@ def test_real_ml_latest_small(tmp_path: Path) -> None:
     assert len(ds.users) == 610
     toy = ds.items["1"]
     assert toy.title == "Toy Story" and toy.published_ts == _ms(1995)
-    assert toy.text.startswith("Toy Story (1995). Genres: Adventure, Animation, Children, Comedy, Fantasy. Tags: ")
+    assert toy.text == "Toy Story (1995). Genres: Adventure, Animation, Children, Comedy, Fantasy"
     assert all(e.text for e in ds.interactions if e.type == "review")
     back = load_dataset(write_jsonl_dataset(ds, tmp_path / "ml"))
     assert back.items == ds.items and back.interactions == ds.interactions

@@ -9,21 +9,23 @@ transformer's vectors everywhere (semantic dimensions and item tower on collabor
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from models.base import ItemCatalog, Recommender
+from models.offline.base import ItemCatalog, Recommender
 from models.cf import item_factors, save_factors
-from models.data import Dataset, Interaction
+from models.offline.data import Dataset, Interaction
+from models.offline.loaders import load_dataset
 from models.dimensions import default_dimensions
-from models.engine import InterestModel
-from models.features import CATEGORY_BUCKETS
-from models.fusion import FusedScorer
+from models.engine import InterestModel, TextFeatures
+from models.features import CATEGORY_BUCKETS, item_text
+from models.scorer import FusedScorer
 from models.items import ItemVectors
 from models.state import UserState
-from models.train import TrainConfig, build_examples, train_fusion
+from models.offline.train import TrainConfig, build_examples, train_fusion
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +33,23 @@ _ENCODER = None
 
 
 def encoder():
-    """One shared transformer encoder per process (loading costs seconds)."""
+    """One shared transformer encoder per process (loading costs seconds), with an on-disk
+    vector cache so evaluation reruns do not re-encode."""
     global _ENCODER
     if _ENCODER is None:
-        from models.encoder import CachedEncoder, EncoderConfig, TextEncoder
+        from models.encoder import build_encoder
 
-        cache = Path.home() / ".cache" / "stream-reco" / "vectors"
-        _ENCODER = CachedEncoder(TextEncoder(EncoderConfig(batch_size=128, threads=1)), cache)
+        _ENCODER = build_encoder(batch_size=128, threads=1,
+                                 disk_cache=str(Path.home() / ".cache" / "stream-reco" / "vectors"))
     return _ENCODER
 
 
 def item_text_vectors(catalog: ItemCatalog) -> np.ndarray:
-    """(N, 384) encoder vectors of the items' text, in catalogue order."""
-    return encoder().encode([it.text or it.title for it in catalog.items])
+    """(N, 384) encoder vectors of the items' text (``models.features.item_text``), in catalogue order."""
+    return encoder().encode([item_text(it.title, it.text, it.categories) for it in catalog.items])
 
 
-def dataset_text_features(ds: Dataset) -> dict[str, tuple[float, np.ndarray]]:
+def dataset_text_features(ds: Dataset) -> TextFeatures:
     """Sentiment and encoder vector of every distinct event text (reviews, comments, tags)."""
     from models.features import TextSentiment
 
@@ -74,7 +77,7 @@ class FusedRecommender(Recommender):
         self.scorer: FusedScorer | None = None
         self.info: dict = {}
         self._states: dict[str, UserState] = {}
-        self._offset = 0
+        self._events = 0
         self._cf_ids: list[str] = []
         self._cf: np.ndarray | None = None
 
@@ -110,14 +113,9 @@ class FusedRecommender(Recommender):
         self._states = {}
 
     def learn_one(self, ev: Interaction) -> None:
-        st = self._states.get(ev.user_id)
-        if st is None:
-            st = self._states[ev.user_id] = self.model.new_state()
-        senti, tvec = self.text_features.get(ev.text, (None, None)) if ev.text else (None, None)
-        self._offset += 1
-        if ev.item_id in self.model.items:
-            self.model.apply(st, ev.item_id, ev.type, ev.rating, ev.ts, self._offset,
-                             text_sentiment=senti, text_vector=tvec)
+        self._events += 1
+        for _ in self.model.replay([ev.event(f"live-{self._events}")], self._states, self.text_features):
+            pass
 
     def score(self, user_id: str) -> np.ndarray:
         st = self._states.get(user_id) or self.model.new_state()
@@ -131,3 +129,20 @@ class FusedRecommender(Recommender):
         out = self.scorer.save(out_dir, extra={"training": self.info, "train_config": self.config.__dict__})
         save_factors(out / "cf.npz", self._cf_ids, self._cf)
         return out
+
+
+def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0) -> Path:
+    """``stream-app train``: fit CF factors and the fusion on the whole log; write a versioned
+    checkpoint folder (fusion weights, config, CF factors) that the worker loads by setting."""
+
+    ds = load_dataset(dataset)
+    catalog = ItemCatalog.from_dataset(ds)
+    events = sorted(ds.interactions, key=lambda e: e.ts)
+    rec = FusedRecommender("fused", text_features=dataset_text_features(ds), seed=seed)
+    rec.fit(events, catalog)
+    version = f"fusion-{ds.name}-{time.strftime('%Y%m%d%H%M%S')}-s{seed}"
+    rec.scorer.version = version
+    path = rec.save(Path(out) / version)
+    log.info("wrote checkpoint %s", path)
+    print(path)
+    return path

@@ -25,7 +25,7 @@ from typing import IO, Mapping, Sequence
 
 import orjson
 
-from stream_app.broker import free_port
+from stream_app.dev.broker import free_port
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,6 @@ class LocalWorker:
     @property
     def port(self) -> int:
         return self.settings.web_port
-
-    @property
-    def stats_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/stats"
 
     def start(self, timeout: float = 120.0) -> "LocalWorker":
         """Start the process and wait until it serves ``/stats`` and has logged Ready."""

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from models.base import ItemCatalog, Recommender
-from models.baselines import Pop
-from models.data import Dataset, Interaction, Item
-from models.protocol import (
+from models.offline.base import ItemCatalog, Recommender
+from models.offline.baselines import Pop
+from models.offline.data import Dataset, Interaction, Item
+from models.offline.protocol import (
     TARGET_TYPES,
     rank_of,
     replay_evaluate,

@@ -7,11 +7,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from models.data import Dataset, Interaction, Item
-from stream_app.replay import (Coverage, LiveView, ReplayResult, catalog_message, dataset_messages,
-                               format_summary, interaction_message, most_active_users)
+from models.offline.data import Dataset, Interaction, Item
+from stream_app.dev.messages import catalog_message, dataset_messages, interaction_message, most_active_users
+from stream_app.dev.results import Coverage, LiveView, ReplayResult, format_summary
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 
 
 def validator(name: str) -> jsonschema.Draft202012Validator:
@@ -132,7 +132,7 @@ def test_live_view_and_summary_render():
 
 
 def test_demo_settings_isolate_each_run_on_a_given_cluster():
-    from stream_app.replay import demo_settings
+    from stream_app.dev.demo import demo_settings
     from stream_app.settings import Settings
 
     base = Settings(bootstrap_servers="k:9092", topic_prefix="x-")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from stream_app.local import LocalWorker, fetch_stats
+from stream_app.dev.local import LocalWorker, fetch_stats
 from stream_app.settings import Settings
 
 

@@ -7,7 +7,7 @@ score per catalogue item, in :class:`ItemCatalog` order; higher is better. Which
 a user has already seen is tracked by the caller, not by the model.
 
 >>> import numpy as np
->>> from models.data import Interaction, Item
+>>> from models.offline.data import Interaction, Item
 >>> items = {i: Item(i, i.upper(), i.upper(), (), {}, None) for i in ("b", "a", "c")}
 >>> catalog = ItemCatalog(items)
 >>> catalog.ids, len(catalog), catalog.index("c")
@@ -34,14 +34,14 @@ a user has already seen is tracked by the caller, not by the model.
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from models.data import Interaction, Item
+from models.offline.data import Interaction, Item
 
 if TYPE_CHECKING:
-    from models.data import Dataset
+    from models.offline.data import Dataset
 
 __all__ = ["ItemCatalog", "Recommender"]
 
@@ -80,10 +80,6 @@ class ItemCatalog:
     def get(self, item_id: str) -> int | None:
         """Dense index of ``item_id``, or ``None`` when it is not in the catalogue."""
         return self._index.get(item_id)
-
-    def indices(self, item_ids: Iterable[str]) -> np.ndarray:
-        """Dense indices of several ids, as an ``int64`` array."""
-        return np.fromiter((self._index[i] for i in item_ids), dtype=np.int64)
 
     def item(self, index: int) -> Item:
         return self._items[index]

@@ -18,9 +18,9 @@ rate ``rank < k`` and ``ndcg@k = 1 / log2(rank + 2)`` for a hit, 0 otherwise.
 ``prequential_hit@k`` averages the hit over every ranked event of the stream; the
 validation and test metrics average over the users' targets.
 
->>> from models.data import Dataset, Interaction, Item
->>> from models.base import ItemCatalog
->>> from models.baselines import Pop
+>>> from models.offline.data import Dataset, Interaction, Item
+>>> from models.offline.base import ItemCatalog
+>>> from models.offline.baselines import Pop
 >>> items = {i: Item(i, i, i, (), {}, None) for i in "abc"}
 >>> log = [Interaction("u1", i, ts, "click") for ts, i in enumerate("abc")]
 >>> split = split_leave_one_out(Dataset("toy", items, log))
@@ -44,8 +44,8 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from models.base import ItemCatalog, Recommender
-from models.data import Dataset, Interaction
+from models.offline.base import ItemCatalog, Recommender
+from models.offline.data import Dataset, Interaction
 
 __all__ = [
     "PROTOCOL",
@@ -131,6 +131,49 @@ def rank_of(scores: np.ndarray, target: int) -> int:
     return int(np.count_nonzero(scores > t)) + int(np.count_nonzero(scores[:target] == t))
 
 
+def _plan(split: Split, measure: Collection[str], max_prequential_events: int | None,
+          seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which events get ranked: (role per event: 1 valid target, 2 test target, 0 neither;
+    prequential flag per event)."""
+    unknown = set(measure) - {"valid", "test", "prequential"}
+    if unknown:
+        raise ValueError(f"unknown measure(s): {sorted(unknown)}")
+    events = split.events
+    role = np.zeros(len(events), dtype=np.int8)
+    if "valid" in measure:
+        role[list(split.valid_pos.values())] = 1
+    if "test" in measure:
+        role[list(split.test_pos.values())] = 2
+    preq = np.zeros(len(events), dtype=bool)
+    if "prequential" in measure:
+        eligible = np.fromiter((ev.type in TARGET_TYPES for ev in events), dtype=bool, count=len(events))
+        if max_prequential_events is not None and eligible.sum() > max_prequential_events:
+            rng = np.random.default_rng(seed)
+            chosen = rng.choice(np.flatnonzero(eligible), size=max_prequential_events, replace=False)
+            eligible[:] = False
+            eligible[chosen] = True
+        preq = eligible
+    return role, preq
+
+
+def _metrics(hits: dict[str, list], ndcgs: dict[str, list], k: int, skipped: int, seconds: float) -> dict[str, Any]:
+    def mean(xs: list) -> float:
+        return float(np.mean(xs)) if xs else float("nan")
+
+    return {
+        f"recall@{k}": mean(hits["test"]),
+        f"ndcg@{k}": mean(ndcgs["test"]),
+        f"valid_recall@{k}": mean(hits["valid"]),
+        f"valid_ndcg@{k}": mean(ndcgs["valid"]),
+        f"prequential_hit@{k}": mean(hits["preq"]),
+        "n_test": len(hits["test"]),
+        "n_valid": len(hits["valid"]),
+        "n_prequential": len(hits["preq"]),
+        "n_skipped_seen": skipped,
+        "eval_seconds": seconds,
+    }
+
+
 def replay_evaluate(
     model: Recommender,
     split: Split,
@@ -154,28 +197,10 @@ def replay_evaluate(
     ``n_skipped_seen`` (targets or stream events not ranked because already seen) and
     ``eval_seconds``. A metric with nothing to average is NaN.
     """
-    unknown = set(measure) - {"valid", "test", "prequential"}
-    if unknown:
-        raise ValueError(f"unknown measure(s): {sorted(unknown)}")
-    do_valid, do_test, do_preq = "valid" in measure, "test" in measure, "prequential" in measure
     events = split.events
     n_items = len(catalog)
     start_time = time.perf_counter()
-
-    role = np.zeros(len(events), dtype=np.int8)  # 1 = valid target, 2 = test target
-    if do_valid:
-        role[list(split.valid_pos.values())] = 1
-    if do_test:
-        role[list(split.test_pos.values())] = 2
-    preq = np.zeros(len(events), dtype=bool)
-    if do_preq:
-        eligible = np.fromiter((ev.type in TARGET_TYPES for ev in events), dtype=bool, count=len(events))
-        if max_prequential_events is not None and eligible.sum() > max_prequential_events:
-            rng = np.random.default_rng(seed)
-            chosen = rng.choice(np.flatnonzero(eligible), size=max_prequential_events, replace=False)
-            eligible[:] = False
-            eligible[chosen] = True
-        preq = eligible
+    role, preq = _plan(split, measure, max_prequential_events, seed)
     needs_score = preq | (role > 0)
     last = int(np.flatnonzero(needs_score).max()) + 1 if needs_score.any() else 0
 
@@ -222,21 +247,7 @@ def replay_evaluate(
         bar.update(1)
     bar.close()
 
-    def mean(xs: list) -> float:
-        return float(np.mean(xs)) if xs else float("nan")
-
-    return {
-        f"recall@{k}": mean(hits["test"]),
-        f"ndcg@{k}": mean(ndcgs["test"]),
-        f"valid_recall@{k}": mean(hits["valid"]),
-        f"valid_ndcg@{k}": mean(ndcgs["valid"]),
-        f"prequential_hit@{k}": mean(hits["preq"]),
-        "n_test": len(hits["test"]),
-        "n_valid": len(hits["valid"]),
-        "n_prequential": len(hits["preq"]),
-        "n_skipped_seen": skipped,
-        "eval_seconds": time.perf_counter() - start_time,
-    }
+    return _metrics(hits, ndcgs, k, skipped, time.perf_counter() - start_time)
 
 
 @dataclass
@@ -263,8 +274,8 @@ def tune(
     ``split.train`` and replayed up to the last validation target; the combination with
     the highest ``metric`` wins (the first one on ties).
 
-    >>> from models.data import Dataset, Interaction, Item
-    >>> from models.baselines import ItemKNN
+    >>> from models.offline.data import Dataset, Interaction, Item
+    >>> from models.offline.baselines import ItemKNN
     >>> items = {i: Item(i, i, i, (), {}, None) for i in "abcd"}
     >>> log = [Interaction(u, i, t, "click") for t, (u, i) in enumerate(
     ...     [(u, i) for u in ("u1", "u2", "u3") for i in "abc"])]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.report import format_table, validate_metrics, write_report
+from models.offline.report import format_table, validate_metrics, write_report
 
 
 def _metrics() -> dict:

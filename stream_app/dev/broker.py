@@ -20,9 +20,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stream_app.settings import Settings
+
 log = logging.getLogger(__name__)
 
-KAFKA_VERSION = os.environ.get("STREAM_RECO_KAFKA_VERSION", "4.1.1")
 # Kafka 4.1 ships log4j-core 2.24.3 and slf4j-api 1.7.x, so the matching binding is log4j-slf4j-impl.
 LOG4J_VERSION = "2.24.3"
 
@@ -52,12 +53,12 @@ logger.apache.level = WARN
 
 
 def cache_root() -> Path:
-    base = os.environ.get("STREAM_RECO_CACHE") or os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "stream-reco"
+    return Path(Settings.from_env().cache_dir)
 
 
-def ensure_jars(version: str = KAFKA_VERSION) -> Path:
+def ensure_jars(version: str | None = None) -> Path:
     """Resolve the broker's runtime classpath into the cache once; return the libs folder."""
+    version = version or Settings.from_env().kafka_version
     root = cache_root() / "kafka" / version
     libs = root / "libs"
     marker = root / ".complete"
@@ -99,7 +100,7 @@ def _answers(host: str, port: int) -> bool:
 class LocalKafka:
     """A throw-away KRaft broker+controller on loopback. Use as a context manager."""
 
-    version: str = KAFKA_VERSION
+    version: str = field(default_factory=lambda: Settings.from_env().kafka_version)
     partitions: int = 4
     heap: str = "512m"
     start_timeout: float = 90.0

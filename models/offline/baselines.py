@@ -2,7 +2,7 @@
 
 Both treat every interaction as an implicit positive signal, whatever its type or rating.
 
->>> from models.data import Interaction, Item
+>>> from models.offline.data import Interaction, Item
 >>> items = {i: Item(i, i, i, (), {}, None) for i in "abcd"}
 >>> catalog = ItemCatalog(items)
 >>> log = [Interaction(u, i, ts=t, type="click") for t, (u, i) in enumerate(
@@ -24,8 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-from models.base import ItemCatalog, Recommender
-from models.data import Interaction
+from models.offline.base import ItemCatalog, Recommender
+from models.offline.data import Interaction
 
 __all__ = ["ItemKNN", "Pop"]
 
@@ -57,7 +57,7 @@ class Pop(Recommender):
     ``fit`` counts the training log; ``learn_one`` adds each new event (events that were
     already in the training log are not counted twice). Every user gets the same scores.
 
-    >>> from models.data import Interaction, Item
+    >>> from models.offline.data import Interaction, Item
     >>> catalog = ItemCatalog({i: Item(i, i, i, (), {}, None) for i in "xyz"})
     >>> train = [Interaction("u1", "y", 1, "click"), Interaction("u2", "y", 2, "rating", 4.0)]
     >>> pop = Pop(); pop.fit(train, catalog)
@@ -103,7 +103,7 @@ class ItemKNN(Recommender):
     (the similarities stay fixed). Items are tie-broken by training popularity, scaled far
     below any similarity, so a user without history gets a popularity ranking.
 
-    >>> from models.data import Interaction, Item
+    >>> from models.offline.data import Interaction, Item
     >>> catalog = ItemCatalog({i: Item(i, i, i, (), {}, None) for i in "pqr"})
     >>> train = [Interaction(u, i, 0, "click") for u, i in
     ...          [("u1", "p"), ("u1", "q"), ("u2", "p"), ("u2", "q"), ("u3", "r")]]

@@ -1,7 +1,7 @@
 """Maximum-likelihood training of the attention fusion on logged behaviour.
 
 Examples come from replaying each user's training events through the *same* incremental
-``InterestModel.apply`` the stream worker runs: before each event we snapshot the user's
+``InterestModel.replay`` the stream worker runs: before each event we snapshot the user's
 dimension means, and the event's item is the label. The loss is the full-softmax
 cross-entropy of that item against the whole catalogue:
 
@@ -15,15 +15,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.engine import InterestModel
-from models.fusion import FusedScorer, FusionConfig, FusionModule
+from models.engine import InterestModel, TextFeatures
+from models.offline.data import Interaction
+from models.offline.fusion import FusionModule, to_scorer
+from models.scorer import FusedScorer, FusionConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +60,17 @@ class Examples:
                         [self.seen[i] for i in idx])
 
 
-def build_examples(model: InterestModel, events: Sequence, text_features: Mapping | None = None,
+def build_examples(model: InterestModel, events: Sequence[Interaction], text_features: TextFeatures | None = None,
                    progress: bool = True) -> tuple[Examples, Examples]:
-    """Replay ``events`` (time-ordered Interactions) through ``model``; return (train, holdout)
-    examples, the holdout being each user's last event. Only consumption events are labels."""
-    text_features = text_features or {}
-    states: dict[str, object] = {}
+    """Replay ``events`` (time-ordered) through ``model``; return (train, holdout) examples, the
+    holdout being each user's last event. Only consumption events are labels."""
     last_of_user = {ev.user_id: i for i, ev in enumerate(events) if ev.type != "review"}
     rows: dict[str, list] = {n: [] for n in model.dim_names}
     masks, targets, seen, is_holdout = [], [], [], []
-    for i, ev in enumerate(tqdm(events, desc="replay train log", disable=not progress, mininterval=1.0)):
-        st = states.get(ev.user_id)
-        if st is None:
-            st = states[ev.user_id] = model.new_state()
+    stream = (ev.event(str(i)) for i, ev in enumerate(events))
+    bar = tqdm(total=len(events), desc="replay train log", disable=not progress, mininterval=1.0)
+    for i, (ev, st) in enumerate(model.replay(stream, {}, text_features)):
+        bar.update()
         if ev.type != "review" and st.events > 0 and ev.item_id in model.items:
             for n in model.dim_names:
                 rows[n].append(st.mean[n])
@@ -79,8 +78,7 @@ def build_examples(model: InterestModel, events: Sequence, text_features: Mappin
             targets.append(model.items.index[ev.item_id])
             seen.append(np.array([model.items.index[s] for s in st.seen], dtype=np.int64))
             is_holdout.append(last_of_user[ev.user_id] == i)
-        senti, tvec = text_features.get(ev.text, (None, None)) if ev.text else (None, None)
-        model.apply(st, ev.item_id, ev.type, ev.rating, ev.ts, offset=i, text_sentiment=senti, text_vector=tvec)
+    bar.close()
     x = {n: np.stack(v).astype(np.float32) for n, v in rows.items()}
     all_ex = Examples(x, np.array(masks, dtype=bool), np.array(targets, dtype=np.int64), seen)
     hold = np.array(is_holdout)
@@ -171,24 +169,4 @@ def train_fusion(model: InterestModel, train_ex: Examples, holdout: Examples, cf
     module.load_state_dict(best_state)
     info = {"history": history, "best_holdout_ndcg@10": best, "train_examples": len(train_ex),
             "holdout_examples": len(holdout), "train_seconds": round(time.perf_counter() - t0, 1)}
-    return FusedScorer.from_module(module, version), info
-
-
-def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0) -> Path:
-    """``stream-app train``: fit CF factors and the fusion on the whole log; write a versioned
-    checkpoint folder (fusion weights, config, CF factors) that the worker loads by setting."""
-    from models.fused import FusedRecommender, dataset_text_features
-    from models.base import ItemCatalog
-    from models.data import load_dataset
-
-    ds = load_dataset(dataset, max_item_tags=0)
-    catalog = ItemCatalog.from_dataset(ds)
-    events = sorted(ds.interactions, key=lambda e: e.ts)
-    rec = FusedRecommender("fused", text_features=dataset_text_features(ds), seed=seed)
-    rec.fit(events, catalog)
-    version = f"fusion-{ds.name}-{time.strftime('%Y%m%d%H%M%S')}-s{seed}"
-    rec.scorer.version = version
-    path = rec.save(Path(out) / version)
-    log.info("wrote checkpoint %s", path)
-    print(path)
-    return path
+    return to_scorer(module, version), info

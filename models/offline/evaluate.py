@@ -18,13 +18,13 @@ import numpy as np
 import orjson
 import torch
 
-from models.base import ItemCatalog, Recommender
-from models.baselines import ItemKNN, Pop
-from models.data import load_dataset
+from models.offline.base import ItemCatalog, Recommender
+from models.offline.baselines import ItemKNN, Pop
+from models.offline.loaders import load_dataset
 from models.dimensions import default_dimensions
-from models.fused import FusedRecommender, dataset_text_features, item_text_vectors
-from models.protocol import PROTOCOL, replay_evaluate, split_leave_one_out, tune
-from models.report import write_report
+from models.offline.fused import FusedRecommender, dataset_text_features, item_text_vectors
+from models.offline.protocol import PROTOCOL, replay_evaluate, split_leave_one_out, tune
+from models.offline.report import write_report
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Se
     np.random.seed(seed)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    ds = load_dataset(dataset, max_item_tags=0)  # item text = title, year, genres (no future tags)
+    ds = load_dataset(dataset)
     catalog = ItemCatalog.from_dataset(ds)
     split = split_leave_one_out(ds)
     print(f"{ds.name}: {len(ds.interactions)} events, {len(catalog)} items, {split}", flush=True)

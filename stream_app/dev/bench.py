@@ -32,7 +32,11 @@ from typing import Sequence
 import numpy as np
 import orjson
 
-from stream_app.replay import PRODUCER_OPTIONS, ReplayResult, ensure_topics, load_catalog, prepare, replay_events
+from models.features import item_text
+
+from stream_app.dev.replay import PRODUCER_OPTIONS, load_catalog, prepare, replay_events
+from stream_app.dev.results import ReplayResult
+from stream_app.topics import ensure_topics_async
 from stream_app.settings import Settings
 
 ENCODER_BATCHES = (1, 32, 128)
@@ -70,7 +74,8 @@ async def raw_passthrough(settings: Settings, events: Sequence[dict]) -> dict:
 
     run = _run_id()
     src, dst = f"bench-raw-{run}-in", f"bench-raw-{run}-out"
-    await ensure_topics(settings.bootstrap_servers, [src, dst], settings.partitions, settings.replication_factor)
+    await ensure_topics_async(settings.bootstrap_servers, [src, dst], partitions=settings.partitions,
+                              replication=settings.replication_factor)
     values = [(ev["user_id"].encode(), orjson.dumps(ev)) for ev in events]
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, **PRODUCER_OPTIONS)
@@ -115,7 +120,7 @@ def pipeline_run(settings: Settings, catalog: list[dict], events: list[dict], ra
                  progress: bool = True) -> tuple[ReplayResult, dict]:
     """One worker on fresh topics and app id: load the catalogue, replay ``events`` at ``rate``
     (0 = as fast as possible). Returns the replay's result and facts about the worker run."""
-    from stream_app.local import LocalWorker
+    from stream_app.dev.local import LocalWorker
 
     run = _run_id()
     s = replace(settings, topic_prefix=f"{settings.topic_prefix}bench-{run}-", app_id=f"{settings.app_id}-bench-{run}")
@@ -179,23 +184,19 @@ def state_sizes(catalog: Sequence[dict], vectors: np.ndarray, events: Sequence[d
     model = InterestModel.untrained(text_dim=vectors.shape[1])
     for it, v in zip(catalog, vectors):
         model.add_item(it["item_id"], v, it.get("categories", ()), it.get("attributes"))
-    texts = [ev["text"] for ev in events if ev.get("text")]
-    text_vecs = iter(encoder.encode(texts) if texts and encoder is not None else ())
-    sentiment = None
-    if texts:
+    from stream_app.processor import to_event
+
+    texts = sorted({ev["text"] for ev in events if ev.get("text")})
+    feats = {}
+    if texts and encoder is not None:
         from models.features import TextSentiment
 
-        sentiment = TextSentiment()
+        senti = TextSentiment()
+        feats = {t: (senti(t), v) for t, v in zip(texts, encoder.encode(texts))}
     states = {}
     t0 = time.perf_counter()
-    for offset, ev in enumerate(events):
-        st = states.get(ev["user_id"])
-        if st is None:
-            st = states[ev["user_id"]] = model.new_state()
-        text = ev.get("text")
-        model.apply(st, ev["item_id"], ev["type"], ev.get("value"), ev["ts"], offset,
-                    text_sentiment=sentiment(text) if text else None,
-                    text_vector=next(text_vecs, None) if text and encoder is not None else None)
+    for _ in model.replay(map(to_event, events), states, feats):
+        pass
     apply_s = time.perf_counter() - t0
     sizes = np.array([len(st.to_bytes()) for st in states.values()], dtype=np.float64)
     events_per_user = np.array([st.events for st in states.values()], dtype=np.float64)
@@ -216,90 +217,84 @@ def _machine() -> dict:
             "loadavg_1m": round(load[0], 2)}
 
 
-def run_bench(settings: Settings, dataset_path: str | Path, n_events: int = 100_000, out: str | Path | None = None,
-              progress: bool = True, sections: str = "abcd") -> int:
-    """Run the sections (a: raw, b: pipeline, c: encoder, d: state), print their tables and
-    optionally write everything as JSON to ``out``. Returns 0."""
-    from stream_app.processor import Processor
+def _kafka_sections(settings: Settings, catalog: list[dict], events: list[dict], report: dict,
+                    sections: str, progress: bool) -> None:
+    """a (raw passthrough) and b (the pipeline), on the configured cluster or a local broker."""
+    from stream_app.dev.broker import LocalKafka
 
-    t_all = time.monotonic()
-    ds, catalog, events = prepare(dataset_path, n_events)
-    report: dict = {"dataset": ds.name, "events": len(events), "items": len(catalog),
-                    "settings": {"batch_max": settings.batch_max, "batch_within_s": settings.batch_within_s,
-                                 "partitions": settings.partitions, "encoder_batch": settings.encoder_batch,
-                                 "top_k": settings.top_k},
-                    "machine_before": _machine()}
-    print(f"# stream-app bench: {ds.name}, {len(events):,} events, {len(catalog):,} items\n", flush=True)
+    with ExitStack() as stack:
+        if not settings.bootstrap_servers:
+            kafka = LocalKafka(partitions=settings.partitions)
+            stack.callback(kafka.stop)
+            kafka.start()
+            settings = replace(settings, bootstrap_servers=kafka.bootstrap_servers)
+        if "a" in sections:
+            raw = asyncio.run(raw_passthrough(settings, events))
+            report["raw"] = raw
+            print("## a. raw aiokafka passthrough (consume -> orjson loads/dumps -> produce)\n")
+            print(markdown_table(["events", "produce only ev/s", "passthrough ev/s", "passthrough s"],
+                                 [[raw["events"], raw["produce_events_per_s"], raw["passthrough_events_per_s"],
+                                   raw["passthrough_s"]]]) + "\n", flush=True)
+        if "b" in sections:
+            _pipeline_section(settings, catalog, events, report, progress)
 
-    if "a" in sections or "b" in sections:
-        from stream_app.broker import LocalKafka
 
-        with ExitStack() as stack:
-            if not settings.bootstrap_servers:
-                kafka = LocalKafka(partitions=settings.partitions)
-                stack.callback(kafka.stop)
-                kafka.start()
-                settings = replace(settings, bootstrap_servers=kafka.bootstrap_servers)
-            if "a" in sections:
-                raw = asyncio.run(raw_passthrough(settings, events))
-                report["raw"] = raw
-                print("## a. raw aiokafka passthrough (consume -> orjson loads/dumps -> produce)\n")
-                print(markdown_table(["events", "produce only ev/s", "passthrough ev/s", "passthrough s"],
-                                     [[raw["events"], raw["produce_events_per_s"], raw["passthrough_events_per_s"],
-                                       raw["passthrough_s"]]]) + "\n", flush=True)
-            if "b" in sections:
-                full, full_info = pipeline_run(settings, catalog, events, 0.0, "full speed", progress)
-                half_rate = max(1.0, full.events_per_s / 2)
-                half, half_info = pipeline_run(settings, catalog, events, half_rate, "half rate", progress)
-                runs = []
-                for r, info in ((full, full_info), (half, half_info)):
-                    runs.append({**r.summary(), **info})
-                report["pipeline"] = runs
-                raw_rate = report.get("raw", {}).get("passthrough_events_per_s")
-                if raw_rate:
-                    report["pipeline_over_raw"] = full.events_per_s / raw_rate
-                print("## b. pipeline (replay -> worker -> recommendations)\n")
-                print(markdown_table(
-                    ["run", "offered ev/s", "events", "answered", "recs", "dead letters", "sustained ev/s",
-                     "p50 ms", "p95 ms", "p99 ms", "events/batch", "worker CPU µs/event", "catalog s"],
-                    [[i["label"], r["rate"] or "max", r["events_produced"], r["events_covered"],
-                      r["recommendations"], r["dead_letters"], r["events_per_s"], r["latency_p50_ms"],
-                      r["latency_p95_ms"], r["latency_p99_ms"], i["events_per_batch"] or float("nan"),
-                      i["worker_cpu_us_per_event"] or float("nan"), i["catalog_s"]]
-                     for r, i in zip(runs, (full_info, half_info))]))
-                if raw_rate:
-                    print(f"\npipeline / raw passthrough: {report['pipeline_over_raw']:.3f} "
-                          f"({full.events_per_s:,.0f} / {raw_rate:,.0f} events/s)")
-                print(flush=True)
+def _pipeline_section(settings: Settings, catalog: list[dict], events: list[dict], report: dict,
+                      progress: bool) -> None:
+    full, full_info = pipeline_run(settings, catalog, events, 0.0, "full speed", progress)
+    half_rate = max(1.0, full.events_per_s / 2)
+    half, half_info = pipeline_run(settings, catalog, events, half_rate, "half rate", progress)
+    runs = []
+    for r, info in ((full, full_info), (half, half_info)):
+        runs.append({**r.summary(), **info})
+    report["pipeline"] = runs
+    raw_rate = report.get("raw", {}).get("passthrough_events_per_s")
+    if raw_rate:
+        report["pipeline_over_raw"] = full.events_per_s / raw_rate
+    print("## b. pipeline (replay -> worker -> recommendations)\n")
+    print(markdown_table(
+        ["run", "offered ev/s", "events", "answered", "recs", "dead letters", "sustained ev/s",
+         "p50 ms", "p95 ms", "p99 ms", "events/batch", "worker CPU µs/event", "catalog s"],
+        [[i["label"], r["rate"] or "max", r["events_produced"], r["events_covered"],
+          r["recommendations"], r["dead_letters"], r["events_per_s"], r["latency_p50_ms"],
+          r["latency_p95_ms"], r["latency_p99_ms"], i["events_per_batch"] or float("nan"),
+          i["worker_cpu_us_per_event"] or float("nan"), i["catalog_s"]]
+         for r, i in zip(runs, (full_info, half_info))]))
+    if raw_rate:
+        print(f"\npipeline / raw passthrough: {report['pipeline_over_raw']:.3f} "
+              f"({full.events_per_s:,.0f} / {raw_rate:,.0f} events/s)")
+    print(flush=True)
 
+
+def _model_sections(settings: Settings, catalog: list[dict], events: list[dict], report: dict,
+                    sections: str) -> None:
+    """c (encoder texts/s) and d (serialised state size)."""
     vectors = None
     text_encoder = None
-    if "c" in sections or "d" in sections:
-        import torch
+    import torch
 
-        texts = [Processor.item_text(it) for it in catalog]
-        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        rows: list[dict] = []
-        # cpu: with the worker's intra-op threads (settings.torch_threads) and with every core
-        encoder_runs = [("cpu", t) for t in dict.fromkeys([settings.torch_threads, os.cpu_count() or 1])]
-        encoder_runs += [(d, None) for d in devices if d != "cpu"]
-        for device, threads in encoder_runs if "c" in sections else [("cpu", settings.torch_threads)]:
-            got, vecs = encoder_speed(texts, device, ENCODER_BATCHES if "c" in sections else (128,),
-                                      threads=threads)
-            rows += got
-            if vectors is None:
-                vectors = vecs
-        if "c" in sections:
-            report["encoder"] = rows
-            print("## c. text encoder (all-MiniLM-L6-v2), item texts of the data set\n")
-            print(markdown_table(["device", "threads", "batch", "texts", "texts/s", "ms/batch"],
-                                 [[r["device"], r["threads"], r["batch"], r["texts"], r["texts_per_s"],
-                                   r["ms_per_batch"]] for r in rows]) + "\n", flush=True)
-        if any(ev.get("text") for ev in events):
-            from models.encoder import EncoderConfig, TextEncoder
+    texts = [item_text(it["title"], it.get("text"), it.get("categories", ())) for it in catalog]
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rows: list[dict] = []
+    # cpu: with the worker's intra-op threads (settings.torch_threads) and with every core
+    encoder_runs = [("cpu", t) for t in dict.fromkeys([settings.torch_threads, os.cpu_count() or 1])]
+    encoder_runs += [(d, None) for d in devices if d != "cpu"]
+    for device, threads in encoder_runs if "c" in sections else [("cpu", settings.torch_threads)]:
+        got, vecs = encoder_speed(texts, device, ENCODER_BATCHES if "c" in sections else (128,),
+                                  threads=threads)
+        rows += got
+        if vectors is None:
+            vectors = vecs
+    if "c" in sections:
+        report["encoder"] = rows
+        print("## c. text encoder (all-MiniLM-L6-v2), item texts of the data set\n")
+        print(markdown_table(["device", "threads", "batch", "texts", "texts/s", "ms/batch"],
+                             [[r["device"], r["threads"], r["batch"], r["texts"], r["texts_per_s"],
+                               r["ms_per_batch"]] for r in rows]) + "\n", flush=True)
+    if any(ev.get("text") for ev in events):
+        from models.encoder import build_encoder
 
-            text_encoder = TextEncoder(EncoderConfig(device="auto", batch_size=128,
-                                                     threads=settings.torch_threads))
+        text_encoder = build_encoder(device="auto", batch_size=128, threads=settings.torch_threads)
 
     if "d" in sections and vectors is not None:
         st = state_sizes(catalog, vectors, events, text_encoder)
@@ -310,6 +305,25 @@ def run_bench(settings: Settings, dataset_path: str | Path, n_events: int = 100_
                                st["max_bytes"], st["total_bytes"] / 1e6, st["apply_events_per_s"]]]) + "\n",
               flush=True)
 
+
+
+def run_bench(settings: Settings, dataset_path: str | Path, n_events: int = 100_000, out: str | Path | None = None,
+              progress: bool = True, sections: str = "abcd") -> int:
+    """Run the sections (a: raw, b: pipeline, c: encoder, d: state), print their tables and
+    optionally write everything as JSON to ``out``. Returns 0."""
+    t_all = time.monotonic()
+    ds, catalog, events = prepare(dataset_path, n_events)
+    report: dict = {"dataset": ds.name, "events": len(events), "items": len(catalog),
+                    "settings": {"batch_max": settings.batch_max, "batch_within_s": settings.batch_within_s,
+                                 "partitions": settings.partitions, "encoder_batch": settings.encoder_batch,
+                                 "top_k": settings.top_k},
+                    "machine_before": _machine()}
+    print(f"# stream-app bench: {ds.name}, {len(events):,} events, {len(catalog):,} items\n", flush=True)
+
+    if "a" in sections or "b" in sections:
+        _kafka_sections(settings, catalog, events, report, sections, progress)
+    if "c" in sections or "d" in sections:
+        _model_sections(settings, catalog, events, report, sections)
     report["machine_after"] = _machine()
     report["wall_s"] = time.monotonic() - t_all
     print(f"bench finished in {report['wall_s']:.0f} s; load average {report['machine_before']['loadavg_1m']} "

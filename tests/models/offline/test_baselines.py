@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.base import ItemCatalog
-from models.baselines import ItemKNN, Pop
-from models.data import Dataset, Interaction, Item, load_dataset
-from models.protocol import replay_evaluate, split_leave_one_out, tune
+from models.offline.base import ItemCatalog
+from models.offline.baselines import ItemKNN, Pop
+from models.offline.data import Dataset, Interaction, Item
+from models.offline.loaders import load_dataset
+from models.offline.protocol import replay_evaluate, split_leave_one_out, tune
 from tests.data_paths import dataset_dir
 
 

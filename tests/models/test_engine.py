@@ -6,13 +6,18 @@ import pytest
 import torch
 
 from models.dimensions import DAY_MS, Dimension, default_dimensions
-from models.engine import InterestModel, top_k
+from models.engine import Event, InterestModel, top_k
 from models.features import category_tokens, category_vector, strength, valence
-from models.fusion import FusedScorer, FusionConfig, FusionModule
+from models.offline.fusion import FusionModule, to_scorer
+from models.scorer import FusedScorer, FusionConfig
 from models.items import ItemVectors
 from models.state import UserState
 
 SPACE = {"text": 4, "cf": 3, "category": 8}
+
+
+def ev(item: str, type_: str, value, ts: int, event_id) -> Event:
+    return Event("u", item, type_, value, ts, str(event_id))
 
 
 def items4() -> ItemVectors:
@@ -42,8 +47,8 @@ def test_dimension_decay_by_event_time_and_count():
 def test_state_update_is_incremental_weighted_mean_and_sentiment_is_signed():
     items, dims = items4(), default_dimensions()
     st = UserState.empty(dims, SPACE)
-    st.apply(dims, items, 0, "a", strength=2.0, valence=1.0, ts=0, offset=1)
-    st.apply(dims, items, 1, "b", strength=0.5, valence=-1.0, ts=0, offset=2)
+    st.apply(dims, items.vectors(0), "a", strength=2.0, valence=1.0, ts=0, event_id=str(1))
+    st.apply(dims, items.vectors(1), "b", strength=0.5, valence=-1.0, ts=0, event_id=str(2))
     content = st.mean["content"].astype(np.float32)
     np.testing.assert_allclose(content, [0.8, 0.2, 0, 0], atol=1e-3)  # (2*a + 0.5*b) / 2.5
     senti = st.mean["sentiment"].astype(np.float32)
@@ -54,15 +59,15 @@ def test_state_update_is_incremental_weighted_mean_and_sentiment_is_signed():
     assert st.seen == ["a", "b"] and st.events == 2
 
 
-def test_state_ignores_replayed_offsets_and_roundtrips_bytes():
+def test_state_ignores_replayed_event_ids_and_roundtrips_bytes():
     items, dims = items4(), default_dimensions()
     st = UserState.empty(dims, SPACE)
-    assert st.apply(dims, items, 0, "a", 1.0, 1.0, ts=5, offset=7)
+    assert st.apply(dims, items.vectors(0), "a", 1.0, 1.0, ts=5, event_id=str(7))
     before = st.to_bytes()
-    assert not st.apply(dims, items, 1, "b", 1.0, 1.0, ts=6, offset=7)  # same offset: a replay
+    assert not st.apply(dims, items.vectors(1), "b", 1.0, 1.0, ts=6, event_id=str(7))  # same event id: a duplicate
     assert st.to_bytes() == before
     back = UserState.from_bytes(before)
-    assert back.seen == ["a"] and back.last_offset == 7 and back.norm == st.norm
+    assert back.seen == ["a"] and back.recent == st.recent and back.norm == st.norm
     for name in st.mean:
         np.testing.assert_array_equal(back.mean[name], st.mean[name])
 
@@ -76,7 +81,7 @@ def test_state_bytes_stay_small_for_the_real_dimension_sizes():
         items.upsert(str(i), text=rng.normal(size=384), category=rng.normal(size=256), cf=rng.normal(size=64))
     st = UserState.empty(dims, space)
     for i in range(100):
-        st.apply(dims, items, i, str(i), 1.0, 0.5, ts=i, offset=i)
+        st.apply(dims, items.vectors(i), str(i), 1.0, 0.5, ts=i, event_id=str(i))
     assert len(st.to_bytes()) < 8192
 
 
@@ -84,7 +89,7 @@ def test_untrained_default_attends_uniformly_over_text_dimensions():
     items, dims = items4(), default_dimensions()
     model = InterestModel(FusedScorer.default(dims, SPACE), items)
     st = model.new_state()
-    model.apply(st, "a", "rating", 5.0, ts=0, offset=1)
+    model.apply(st, ev("a", "rating", 5.0, 0, 1))
     rec = model.recommend(st, k=3)
     w = rec.dimension_weights
     assert w["content"] == pytest.approx(1 / 3) and w["category"] == 0.0 and w["collaborative"] == 0.0
@@ -100,8 +105,8 @@ def test_disliking_an_item_pushes_its_neighbours_down():
     space = {"text": 2, "cf": 3, "category": 8}
     model = InterestModel(FusedScorer.default(default_dimensions(), space), items)
     liked, hated = model.new_state(), model.new_state()
-    model.apply(liked, "x", "rating", 5.0, 0, 1)
-    model.apply(hated, "x", "rating", 1.0, 0, 1)
+    model.apply(liked, ev("x", "rating", 5.0, 0, 1))
+    model.apply(hated, ev("x", "rating", 1.0, 0, 1))
     s_liked, s_hated = model.scores(liked), model.scores(hated)
     x2 = items.index["x2"]
     assert s_liked[x2] > s_hated[x2]
@@ -115,11 +120,11 @@ def test_numpy_scorer_equals_torch_module():
     with torch.no_grad():
         for p in module.parameters():
             p.normal_()
-    scorer = FusedScorer.from_module(module, "t")
+    scorer = to_scorer(module, "t")
     st = UserState.empty(dims, SPACE)
     model = InterestModel(scorer, items)
-    model.apply(st, "a", "rating", 4.0, 0, 1)
-    model.apply(st, "b", "click", None, 1000, 2)
+    model.apply(st, ev("a", "rating", 4.0, 0, 1))
+    model.apply(st, ev("b", "click", None, 1000, 2))
     x = {n: torch.from_numpy(st.mean[n].astype(np.float32))[None] for n in st.mean}
     mask = torch.tensor([[st.norm[d.name] > 0 for d in dims]])
     feats = {s: torch.from_numpy(items.space(s)[:3].copy()) for s in cfg.item_spaces}
@@ -134,7 +139,7 @@ def test_checkpoint_roundtrip(tmp_path):
     torch.manual_seed(1)
     dims = default_dimensions()
     cfg = FusionConfig(dims=dims, space_dims=SPACE, d_model=5, d_attn=3, item_ids=("a", "b"))
-    scorer = FusedScorer.from_module(FusionModule(cfg), "v1")
+    scorer = to_scorer(FusionModule(cfg), "v1")
     scorer.save(tmp_path / "ck")
     back = FusedScorer.load(tmp_path / "ck")
     assert back.version == "v1" and back.cfg == scorer.cfg
@@ -146,11 +151,11 @@ def test_deleted_items_are_never_recommended():
     items, dims = items4(), default_dimensions()
     model = InterestModel(FusedScorer.default(dims, SPACE), items)
     st = model.new_state()
-    model.apply(st, "a", "click", None, 0, 1)
+    model.apply(st, ev("a", "click", None, 0, 1))
     assert items.delete("b")
     assert "b" not in items and "b" not in [r.item_id for r in model.recommend(st, 4).items]
     with pytest.raises(KeyError):
-        model.apply(st, "b", "click", None, 1, 2)
+        model.apply(st, ev("b", "click", None, 1, 2))
 
 
 def test_top_k_breaks_ties_by_index_and_skips_minus_inf():
