@@ -21,6 +21,8 @@ import faust.streams
 import orjson
 
 from stream_app.codec import Rejected, dead_letter
+from stream_app.live import Subscribers
+from stream_app.metrics import Metrics
 from stream_app.processor import Misrouted, Processor, Source
 from stream_app.settings import Settings
 from stream_app.tables import Tables
@@ -42,6 +44,8 @@ class Context:
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="model"))
     stats: dict = field(default_factory=lambda: {"events": 0, "batches": 0, "recommendations": 0,
                                                  "dead_letters": 0, "rerouted": 0, "started_at": time.time()})
+    metrics: Metrics = field(default_factory=Metrics)
+    subscribers: Subscribers = field(default_factory=Subscribers)
 
     async def run_model(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.model_thread, fn, *args)
@@ -49,9 +53,13 @@ class Context:
     async def reject(self, src: Source, reason: Rejected) -> None:
         log.warning("dead letter %s[%d]@%d: %s: %s", src.topic, src.partition, src.offset,
                     reason.error_type, reason.error)
-        await self.topics.dead_letters.send(key=src.key, value=orjson.dumps(
+        sent = await self.topics.dead_letters.send(key=src.key, value=orjson.dumps(
             dead_letter(src.value, reason, src.topic, src.partition, src.offset, src.key)))
+        await sent  # counted once the broker has it
         self.stats["dead_letters"] += 1
+        self.metrics.dead_letter(reason.error_type)
+        if src.topic == self.topics.names.interactions:
+            self.metrics.event("dead_lettered")
 
     async def sync_catalog(self) -> None:
         """Bring the in-memory catalogue up to the global table (after recovery or when another
@@ -115,6 +123,7 @@ async def score_interactions(ctx: Context, stream) -> None:
     """Interaction micro-batches -> user states updated -> one recommendation per touched user."""
     s, users = ctx.settings, ctx.tables.users
     async for batch in stream.take_events(s.batch_max, within=s.batch_within_s):
+        t0 = time.perf_counter()
         await ctx.sync_catalog()
         good, good_events, last = [], [], {}
         for event in batch:
@@ -124,6 +133,7 @@ async def score_interactions(ctx: Context, stream) -> None:
                 await ctx.reject(src, parsed)
             elif isinstance(parsed, Misrouted):
                 ctx.stats["rerouted"] += 1
+                ctx.metrics.event("rerouted")
                 await ctx.topics.interactions.send(key=parsed.event["user_id"].encode(), value=src.value)
             else:
                 good.append(parsed)
@@ -144,11 +154,22 @@ async def score_interactions(ctx: Context, stream) -> None:
         for user, st in result.states.items():
             with event_context(last[user]):
                 users[user.encode()] = st.to_bytes()
-        for user, msg in result.messages.items():
-            if s.check_output:
-                ctx.processor.codec.check("recommendation", msg)
-            await ctx.topics.recommendations.send(key=user.encode(), value=orjson.dumps(msg))
-        ctx.stats["recommendations"] += len(result.messages)
+        await publish(ctx, result.messages)
+        ctx.metrics.event("applied", result.applied)
+        ctx.metrics.event("duplicate", len(good) - result.applied)
+        ctx.metrics.published(len(result.messages), [int(e.message.timestamp * 1000) for e in good_events])
+        ctx.metrics.batch(len(batch), time.perf_counter() - t0)
+
+
+async def publish(ctx: Context, messages: dict[str, dict]) -> None:
+    """Send one recommendation per user to Kafka and to this worker's open pages."""
+    for user, msg in messages.items():
+        if ctx.settings.check_output:
+            ctx.processor.codec.check("recommendation", msg)
+        value = orjson.dumps(msg)
+        await ctx.topics.recommendations.send(key=user.encode(), value=value)
+        ctx.subscribers.publish(user, value)
+    ctx.stats["recommendations"] += len(messages)
 
 
 def register(app, ctx: Context) -> None:

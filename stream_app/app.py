@@ -28,6 +28,9 @@ def create_app(settings: Settings, processor: Processor) -> faust.App:
     declared = topics.declare(app, topics.TopicNames.from_settings(settings), settings)
     state = tables.declare(app, settings)
     ctx = agents.Context(settings, declared, state, processor)
+    processor.metrics = ctx.metrics
+    ctx.metrics.set_model_info(processor.model.version, getattr(processor.encoder, "version", "?"),
+                               getattr(processor.encoder, "device", "?"))
     agents.register(app, ctx)
     views.register(app, ctx)
     return app

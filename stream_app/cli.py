@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from stream_app.settings import Settings
+from stream_app.settings import Settings, settings_help
 
 
 def _dataset_default(settings: Settings) -> str:
@@ -31,28 +31,33 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     p = argparse.ArgumentParser(prog="stream-app", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("worker", help="run a Faust worker")
-    b = sub.add_parser("broker", help="run a local Apache Kafka broker until interrupted")
-    b.add_argument("--port", type=int, default=9092)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    sub.add_parser("worker", help="run a worker: consume interactions and catalog, publish recommendations",
+                   description="Run a worker against KAFKA_BOOTSTRAP_SERVERS. Configured by environment "
+                               "variables only:", epilog=settings_help(),
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    b = sub.add_parser("broker", help="run a local Apache Kafka broker (KRaft) until interrupted")
+    b.add_argument("--port", type=int, default=9092, help="client port on 127.0.0.1 (default: %(default)s)")
+    helps = {"replay": "replay a data set into a running worker's topics and print live recommendations",
+             "demo": "a local broker, a worker and a replay of a data set, then stop everything"}
     for name in ("replay", "demo"):
-        r = sub.add_parser(name)
+        r = sub.add_parser(name, help=helps[name], description=helps[name])
         r.add_argument("--dataset", default=_dataset_default(settings), help="data set folder")
         r.add_argument("--limit", type=int, default=0, help="replay at most this many events (0: all)")
         r.add_argument("--rate", type=float, default=0.0, help="events/s (0: as fast as possible)")
         r.add_argument("--show-users", type=int, default=3, help="print live recommendations of this many users")
     t = sub.add_parser("train", help="train the fusion module; writes a versioned checkpoint")
-    t.add_argument("--dataset", required=True)
-    t.add_argument("--out", required=True)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--dataset", required=True, help="data set folder (RecBole atomic, MovieLens CSV or JSONL)")
+    t.add_argument("--out", required=True, help="folder that receives the versioned checkpoint folder")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     e = sub.add_parser("evaluate", help="offline evaluation with baselines and ablations")
-    e.add_argument("--dataset", required=True)
-    e.add_argument("--out", required=True)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--dataset", required=True, help="data set folder (RecBole atomic, MovieLens CSV or JSONL)")
+    e.add_argument("--out", required=True, help="folder for metrics.json, metrics.png and summary.json")
+    e.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     e.add_argument("--models", default="", help="comma-separated subset of model names")
     be = sub.add_parser("bench", help="throughput, latency, encoder and state-size benchmark")
-    be.add_argument("--dataset", default=_dataset_default(settings))
-    be.add_argument("--events", type=int, default=100_000)
+    be.add_argument("--dataset", default=_dataset_default(settings), help="data set folder (default: %(default)s)")
+    be.add_argument("--events", type=int, default=100_000, help="events to replay (default: %(default)s)")
     be.add_argument("--out", default="", help="also write the tables as JSON here")
     args = p.parse_args(argv)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -60,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "worker":
         from stream_app.worker import run_worker
 
-        run_worker(settings)
-        return 0
+        return run_worker(settings)
     if args.cmd == "broker":
         from stream_app.dev.broker import serve_forever
 

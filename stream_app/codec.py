@@ -9,6 +9,8 @@
 ('schema_violation', True)
 >>> codec.decode("interaction", b"{not json").error_type
 'malformed_json'
+>>> codec.decode("interaction", "{}".encode("utf-16")).error
+'not UTF-8 text (binary or another encoding): invalid byte at position 0'
 """
 from __future__ import annotations
 
@@ -57,6 +59,11 @@ class Codec:
             return Rejected("malformed_json", "empty message value (null)", sid)
         if len(raw) > self.max_bytes:
             return Rejected("oversized", f"message is {len(raw)} bytes; the limit is {self.max_bytes}", sid)
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Rejected("malformed_json", f"not UTF-8 text (binary or another encoding): invalid byte "
+                                              f"at position {exc.start}", sid)
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

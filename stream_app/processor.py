@@ -43,6 +43,7 @@ class Misrouted:
 class BatchResult:
     states: dict[str, UserState] = field(default_factory=dict)  # touched users' new states
     messages: dict[str, dict] = field(default_factory=dict)  # user -> recommendation message
+    applied: int = 0  # events folded in (the rest were duplicates of already-applied event ids)
 
 
 def to_event(msg: dict) -> Event:
@@ -52,7 +53,8 @@ def to_event(msg: dict) -> Event:
 
 
 class Processor:
-    def __init__(self, model: InterestModel, encoder, sentiment, codec: Codec, top_k: int = 10):
+    def __init__(self, model: InterestModel, encoder, sentiment, codec: Codec, top_k: int = 10, metrics=None):
+        self.metrics = metrics  # stream_app.metrics.Metrics or None
         self.model = model
         self.encoder = encoder  # .encode(list[str]) -> (N, D) unit vectors
         self.sentiment = sentiment  # callable(str) -> [-1, 1]
@@ -63,6 +65,14 @@ class Processor:
     def parse_item(self, src: Source) -> dict | Rejected:
         return self.codec.decode("catalog_item", src.value)
 
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """The encoder, timed for the metrics."""
+        t0 = time.perf_counter()
+        vecs = self.encoder.encode(texts)
+        if self.metrics is not None:
+            self.metrics.encoded(len(texts), time.perf_counter() - t0)
+        return vecs
+
     def index_items(self, items: Sequence[dict]) -> list[tuple[str, bytes | None]]:
         """Apply catalogue upserts and deletions in order, encoding all new item texts in one
         batched pass. Returns, per item id, its final catalogue-table record (item + vector), or
@@ -70,7 +80,7 @@ class Processor:
         final = {it["item_id"]: it for it in items}  # the last message of each item wins
         live = [it for it in final.values() if not it.get("deleted")]
         texts = [item_text(it["title"], it.get("text"), it.get("categories", ())) for it in live]
-        vecs = dict(zip((it["item_id"] for it in live), self.encoder.encode(texts))) if live else {}
+        vecs = dict(zip((it["item_id"] for it in live), self.encode(texts))) if live else {}
         out: list[tuple[str, bytes | None]] = []
         for item_id, it in final.items():
             if it.get("deleted"):
@@ -104,7 +114,7 @@ class Processor:
         distinct = list(dict.fromkeys(t for t in texts if t))
         if not distinct:
             return {}
-        return {t: (self.sentiment(t), v) for t, v in zip(distinct, self.encoder.encode(distinct))}
+        return {t: (self.sentiment(t), v) for t, v in zip(distinct, self.encode(distinct))}
 
     def apply_batch(self, events: Sequence[dict], states: dict[str, bytes | None]) -> BatchResult:
         """events: checked interaction messages in arrival order; states: user -> stored state
@@ -115,10 +125,12 @@ class Processor:
             result.states[user] = UserState.from_bytes(raw) if raw else self.model.new_state()
         feats = self.text_features([ev.get("text") for ev in events])
         meta: dict[str, dict] = {}
+        before = sum(st.events for st in result.states.values())
         for ev, _ in self.model.replay(map(to_event, events), result.states, feats):
             m = meta.setdefault(ev.user_id, {"ts": ev.ts, "ids": []})
             m["ts"] = max(m["ts"], ev.ts)
             m["ids"].append(ev.event_id)
+        result.applied = sum(st.events for st in result.states.values()) - before
         now = int(time.time() * 1000)
         for user, st in result.states.items():
             result.messages[user] = self.recommendation(user, st, meta[user]["ts"], meta[user]["ids"], now)

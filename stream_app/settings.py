@@ -52,7 +52,7 @@ _CHECKS: dict[str, tuple | frozenset] = {
 
 @dataclass(frozen=True)
 class Settings:
-    bootstrap_servers: str = ""  # KAFKA_BOOTSTRAP_SERVERS; empty: start a local broker (demo/tests)
+    bootstrap_servers: str = ""  # host:port[,host:port] of the Kafka cluster; demo/tests start one when empty
     app_id: str = "stream-reco"  # consumer group and prefix of the changelog topics
     topic_prefix: str = ""  # prepended to every topic name (tests run isolated apps side by side)
     partitions: int = 4  # partitions of the topics and tables this app creates
@@ -111,6 +111,23 @@ class Settings:
                 value = getattr(self, f.name)
                 out[env_name(f.name)] = str(value).lower() if isinstance(value, bool) else str(value)
         return out
+
+
+def settings_help() -> str:
+    """Every setting as ``NAME (default: ...)  meaning``, from the field comments above."""
+    import inspect
+    import re
+
+    doc = {m.group(1): m.group(2).strip() for m in
+           re.finditer(r"^    (\w+): [^=]+= .*?  # (.*)$", inspect.getsource(Settings), re.M)}
+    lines = []
+    for f in fields(Settings):
+        if f.name == "topics":
+            continue
+        lines.append(f"  {env_name(f.name)} (default: {str(getattr(Settings, f.name, '')) or 'empty'})")
+        lines.append(f"      {doc.get(f.name, '')}")
+    lines += [f"  {_topic_var(t.name)} (default: {t.default})" for t in fields(Topics)]
+    return "settings (environment variables):\n" + "\n".join(lines)
 
 
 def env_name(field_name: str) -> str:

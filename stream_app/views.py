@@ -1,11 +1,26 @@
-"""The worker's web views: ``GET /stats`` (counters, catalogue size, model version) and
-``GET /users/{user_id}`` (the current list of a user held by this worker)."""
+"""The worker's web views (Faust's web server, aiohttp underneath):
+
+- ``GET /``: the live page (``stream_app/static/``): pick a user, watch their list change;
+- ``GET /users/{user_id}``: the current list of a user held by this worker (JSON);
+- ``GET /users/{user_id}/events``: Server-Sent Events, one recommendation message per update;
+- ``GET /overview``: events/s, lag, dead letters by reason, model version (JSON, for the page);
+- ``GET /metrics``: Prometheus text format;
+- ``GET /stats``: counters, catalogue size, model version (JSON).
+"""
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
+
+import orjson
 
 from models.state import UserState
 from stream_app.agents import Context
+
+STATIC = Path(__file__).resolve().parent / "static"
+_CONTENT_TYPES = {".html": "text/html", ".js": "application/javascript", ".css": "text/css"}
+KEEPALIVE_S = 15.0
 
 
 async def stats(ctx: Context, web):
@@ -15,20 +30,101 @@ async def stats(ctx: Context, web):
                      "uptime_s": round(time.time() - s["started_at"], 1)})
 
 
-async def user(ctx: Context, web, user_id: str):
+async def current_list(ctx: Context, user_id: str) -> dict | None:
+    """The user's list now, ranked in the model thread (never on the loop while it mutates)."""
     raw_state = ctx.tables.users.get(user_id.encode())
     if raw_state is None:
-        return web.json({"error": f"unknown user {user_id!r}"}, status=404)
+        return None
     st = UserState.from_bytes(raw_state)
     msg = await ctx.run_model(ctx.processor.recommendation, user_id, st, st.last_ts, [], int(time.time() * 1000))
+    msg["item_titles"] = item_titles(ctx, [i["item_id"] for i in msg["items"]])
+    return msg
+
+
+def item_titles(ctx: Context, item_ids: list[str]) -> dict[str, str]:
+    out = {}
+    for item_id in item_ids:
+        record = ctx.tables.items.get(item_id.encode())
+        if record is not None:
+            out[item_id] = orjson.loads(record).get("title", item_id)
+    return out
+
+
+async def user(ctx: Context, web, user_id: str):
+    msg = await current_list(ctx, user_id)
+    if msg is None:
+        return web.json({"error": f"unknown user {user_id!r}"}, status=404)
     return web.json(msg)
 
 
+async def user_events(ctx: Context, request, user_id: str):
+    """Server-Sent Events: every new list of ``user_id`` published by this worker."""
+    from aiohttp import web as aioweb
+
+    resp = aioweb.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    q = ctx.subscribers.subscribe(user_id)
+    try:
+        await resp.write(b": subscribed\n\n")
+        while True:
+            try:
+                value = await asyncio.wait_for(q.get(), timeout=KEEPALIVE_S)
+            except asyncio.TimeoutError:
+                await resp.write(b": keep-alive\n\n")
+                continue
+            msg = orjson.loads(value)
+            msg["item_titles"] = item_titles(ctx, [i["item_id"] for i in msg["items"]])
+            await resp.write(b"data: " + orjson.dumps(msg) + b"\n\n")
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        ctx.subscribers.unsubscribe(user_id, q)
+    return resp
+
+
+def static_file(web, name: str):
+    path = (STATIC / name).resolve()
+    if path.parent != STATIC or not path.is_file() or path.suffix not in _CONTENT_TYPES:
+        return web.json({"error": f"no such file {name!r}"}, status=404)
+    return web.bytes(path.read_bytes(), content_type=_CONTENT_TYPES[path.suffix])
+
+
 def register(app, ctx: Context) -> None:
+    @app.page("/")
+    async def page_view(web, request):
+        return static_file(web, "index.html")
+
+    @app.page("/static/{name}")
+    async def static_view(web, request, name):
+        return static_file(web, name)
+
     @app.page("/stats")
     async def stats_view(web, request):
         return await stats(ctx, web)
 
+    @app.page("/overview")
+    async def overview_view(web, request):
+        return web.json(ctx.metrics.overview.snapshot())
+
+    @app.page("/metrics")
+    async def metrics_view(web, request):
+        body, content_type = ctx.metrics.render()
+        return web.bytes(body, content_type=content_type.split(";")[0])
+
     @app.page("/users/{user_id}")
     async def user_view(web, request, user_id):
         return await user(ctx, web, user_id)
+
+    @app.page("/users/{user_id}/events")
+    async def user_events_view(web, request, user_id):
+        return await user_events(ctx, request, user_id)
+
+    @app.timer(interval=5.0)
+    async def measure_lag():
+        """Consumer lag per assigned partition: log end minus the next offset to read."""
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            read = consumer._read_offset.get(tp)  # private, pinned faust-streaming version
+            if hw is not None:
+                ctx.metrics.set_lag(tp.topic, tp.partition, max(0, hw - ((read or -1) + 1)))

@@ -23,8 +23,8 @@ def build_processor(settings: Settings):
                      Codec.load(settings.schemas_dir, max_bytes=settings.max_message_bytes), top_k=settings.top_k)
 
 
-def run_worker(settings: Settings) -> None:
-    """Blocks until the worker is stopped (SIGTERM / SIGINT)."""
+def run_worker(settings: Settings) -> int:
+    """Blocks until the worker is stopped (SIGTERM / SIGINT); returns the exit code."""
     import faust
 
     from stream_app.app import create_app
@@ -35,6 +35,12 @@ def run_worker(settings: Settings) -> None:
                          "(host:port[,host:port]), or start a local broker with `stream-app broker`")
     for name in unknown_variables():
         log.warning("unknown setting %s is ignored", name)
-    ensure_topics(settings)
+    try:
+        ensure_topics(settings, timeout_s=30.0)
+    except Exception as exc:  # aiokafka raises several kinds for "no broker there"
+        raise SystemExit(f"cannot reach Kafka at {settings.bootstrap_servers} ({type(exc).__name__}: {exc}). "
+                         "Check KAFKA_BOOTSTRAP_SERVERS and that the broker is running "
+                         "(`stream-app broker` starts a local one on 127.0.0.1:9092).") from None
     app = create_app(settings, build_processor(settings))
     faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+    return 0

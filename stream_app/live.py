@@ -1,0 +1,48 @@
+"""Live fan-out of recommendations to web clients (the page's Server-Sent Events stream).
+
+The agent publishes each user's new list to Kafka and, on this worker, to ``Subscribers``;
+``GET /users/{id}/events`` holds one bounded queue per open page. A slow page loses old lists,
+never blocks the agent (only the newest list of a user matters).
+
+>>> import asyncio
+>>> async def demo():
+...     subs = Subscribers()
+...     q = subs.subscribe("u1")
+...     subs.publish("u1", b"{}"); subs.publish("u2", b"{}")
+...     got = q.get_nowait()
+...     subs.unsubscribe("u1", q)
+...     return got, subs.count()
+>>> asyncio.run(demo())
+(b'{}', 0)
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+
+class Subscribers:
+    def __init__(self, queue_size: int = 16):
+        self.queue_size = queue_size
+        self._by_user: dict[str, set[asyncio.Queue]] = defaultdict(set)
+
+    def subscribe(self, user_id: str) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue(maxsize=self.queue_size)
+        self._by_user[user_id].add(q)
+        return q
+
+    def unsubscribe(self, user_id: str, q: asyncio.Queue) -> None:
+        qs = self._by_user.get(user_id)
+        if qs is not None:
+            qs.discard(q)
+            if not qs:
+                del self._by_user[user_id]
+
+    def publish(self, user_id: str, message: bytes) -> None:
+        for q in self._by_user.get(user_id, ()):
+            if q.full():
+                q.get_nowait()  # drop the oldest list: the newest is what the page shows
+            q.put_nowait(message)
+
+    def count(self) -> int:
+        return sum(len(v) for v in self._by_user.values())

@@ -1,0 +1,238 @@
+/* stream-reco live page. No build step, no dependencies.
+ *
+ *  GET /users/{id}         current recommendation/v1 message (JSON; 404 while the user is unknown)
+ *  GET /users/{id}/events  Server-Sent Events, each `data:` line one recommendation/v1 message
+ *  GET /overview           {events_per_s, lag, dead_letters_by_reason, model_version}, every 2 s
+ *
+ * `?user=ID` in the address selects a user on load. <body data-api="/prefix"> moves the API.
+ * Stable ids for tests: #user-input #user-go #rec-list (li.rec[data-item-id]) #weights
+ * #overview #events-applied. A message older than the one shown (fewer events_applied) is
+ * ignored, so a late initial GET cannot overwrite a newer streamed list.
+ */
+(function () {
+  "use strict";
+
+  var API = (document.body.getAttribute("data-api") || "").replace(/\/$/, "");
+  var OVERVIEW_EVERY_MS = 2000;
+  var PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2",
+                 "#eeca3b", "#9d755d", "#bab0ac", "#ff9da6"];
+
+  var $ = function (id) { return document.getElementById(id); };
+  var ui = {
+    form: $("user-form"), input: $("user-input"), go: $("user-go"), status: $("stream-status"),
+    label: $("user-label"), message: $("user-message"), list: $("rec-list"), legend: $("legend"),
+    weights: $("weights"), applied: $("events-applied"), model: $("rec-model"),
+    updated: $("rec-updated"), ovRate: $("ov-rate"), ovLag: $("ov-lag"), ovModel: $("ov-model"),
+    ovDead: $("ov-dead"), overview: $("overview")
+  };
+
+  var state = { user: null, token: 0, source: null, last: null, titles: {}, retry: null,
+                messages: 0 };
+  var colors = {};
+
+  // -- helpers -------------------------------------------------------------------------------
+  function el(tag, cls, text) {
+    var node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function colorFor(dim) {
+    if (!colors[dim]) colors[dim] = PALETTE[Object.keys(colors).length % PALETTE.length];
+    return colors[dim];
+  }
+
+  function num(x, digits) {
+    return (typeof x === "number" && isFinite(x)) ? x.toFixed(digits) : "–";
+  }
+
+  function setStatus(kind, text) {
+    ui.status.className = "status " + kind;
+    ui.status.textContent = text || kind;
+  }
+
+  function bar(name, value, scale) {
+    var row = el("div", "bar" + (value < 0 ? " negative" : ""));
+    row.setAttribute("data-dimension", name);
+    row.setAttribute("data-value", String(value));
+    var fill = el("div", "fill");
+    var pct = scale > 0 ? Math.min(100, Math.abs(value) / scale * 100) : 0;
+    fill.style.width = pct.toFixed(1) + "%";
+    fill.style.backgroundColor = colorFor(name);
+    var track = el("div", "track");
+    track.appendChild(fill);
+    row.appendChild(el("span", "name", name));
+    row.appendChild(track);
+    row.appendChild(el("span", "value", num(value, 3)));
+    return row;
+  }
+
+  function titleOf(itemId) {
+    return Object.prototype.hasOwnProperty.call(state.titles, itemId) ? state.titles[itemId] : itemId;
+  }
+
+  // -- rendering -----------------------------------------------------------------------------
+  function render(msg) {
+    if (!msg || typeof msg !== "object" || String(msg.user_id) !== state.user) return false;
+    var applied = typeof msg.events_applied === "number" ? msg.events_applied : -1;
+    if (state.last && applied < state.last.events_applied) return false;  // stale
+    var previous = {};
+    if (state.last) state.last.items.forEach(function (it) { previous[it.item_id] = it.rank; });
+    if (msg.item_titles && typeof msg.item_titles === "object") {
+      Object.keys(msg.item_titles).forEach(function (k) { state.titles[k] = msg.item_titles[k]; });
+    }
+    var items = Array.isArray(msg.items) ? msg.items.slice() : [];
+    items.sort(function (a, b) { return (a.rank || 0) - (b.rank || 0); });
+    state.last = { events_applied: applied, items: items };
+    state.messages += 1;
+
+    ui.applied.textContent = String(msg.events_applied);
+    ui.model.textContent = msg.model_version || "–";
+    ui.updated.textContent = msg.generated_at ? new Date(msg.generated_at).toLocaleTimeString() : "–";
+
+    var scale = 0;
+    items.forEach(function (it) {
+      Object.keys(it.reasons || {}).forEach(function (d) {
+        scale = Math.max(scale, Math.abs(it.reasons[d]));
+      });
+    });
+    var frag = document.createDocumentFragment();
+    items.forEach(function (it) {
+      var li = el("li", "rec");
+      li.setAttribute("data-item-id", it.item_id);
+      li.setAttribute("data-rank", String(it.rank));
+      li.setAttribute("data-score", String(it.score));
+      if (state.messages > 1 && previous[it.item_id] !== it.rank) li.className += " fresh";
+      li.appendChild(el("span", "rank", it.rank));
+      var title = el("span", "title", titleOf(it.item_id));
+      title.title = "item " + it.item_id;
+      li.appendChild(title);
+      li.appendChild(el("span", "score", num(it.score, 3)));
+      var reasons = el("div", "reasons");
+      Object.keys(it.reasons || {}).forEach(function (d) {
+        reasons.appendChild(bar(d, it.reasons[d], scale));
+      });
+      li.appendChild(reasons);
+      frag.appendChild(li);
+    });
+    ui.list.replaceChildren(frag);
+    ui.message.textContent = items.length ? "" : "No recommendations for this user yet.";
+
+    var weights = msg.dimension_weights || {};
+    var dims = Object.keys(weights);
+    var wmax = dims.reduce(function (m, d) { return Math.max(m, Math.abs(weights[d])); }, 0);
+    var wfrag = document.createDocumentFragment();
+    dims.forEach(function (d) { wfrag.appendChild(bar(d, weights[d], wmax)); });
+    ui.weights.replaceChildren(wfrag);
+
+    var legend = document.createDocumentFragment();
+    Object.keys(colors).forEach(function (d) {
+      var s = el("span", null, d);
+      s.style.setProperty("--swatch", colors[d]);
+      legend.appendChild(s);
+    });
+    ui.legend.replaceChildren(legend);
+    return true;
+  }
+
+  // -- data ------------------------------------------------------------------------------------
+  function userUrl(user, suffix) {
+    return API + "/users/" + encodeURIComponent(user) + (suffix || "");
+  }
+
+  function fetchCurrent(token) {
+    return fetch(userUrl(state.user), { headers: { Accept: "application/json" }, cache: "no-store" })
+      .then(function (res) {
+        if (token !== state.token) return;
+        if (res.status === 404) {
+          if (!state.last) ui.message.textContent = "No list yet for this user; waiting for events…";
+          return;
+        }
+        if (!res.ok) throw new Error("HTTP " + res.status);
+        return res.json().then(function (msg) { if (token === state.token) render(msg); });
+      })
+      .catch(function (err) {
+        if (token === state.token && !state.last) ui.message.textContent = "Cannot load the list: " + err.message;
+      });
+  }
+
+  function openStream(token) {
+    if (token !== state.token) return;
+    var es = new EventSource(userUrl(state.user, "/events"));
+    state.source = es;
+    var onMessage = function (ev) {
+      if (token !== state.token) return;
+      try { render(JSON.parse(ev.data)); } catch (e) { console.warn("bad SSE message", e); }
+    };
+    es.onopen = function () {
+      if (token !== state.token) return;
+      setStatus("live");
+      fetchCurrent(token);  // close the gap between the first GET and the subscription
+    };
+    es.onmessage = onMessage;
+    es.addEventListener("recommendation", onMessage);
+    es.onerror = function () {
+      if (token !== state.token) return;
+      if (es.readyState === EventSource.CLOSED) {  // the browser gave up: retry ourselves
+        setStatus("reconnecting");
+        state.retry = setTimeout(function () { openStream(token); }, 2000);
+      } else {
+        setStatus("reconnecting");
+      }
+    };
+  }
+
+  function select(user) {
+    user = (user || "").trim();
+    if (state.source) state.source.close();
+    if (state.retry) clearTimeout(state.retry);
+    state = { user: user || null, token: state.token + 1, source: null, last: null,
+              titles: {}, retry: null, messages: 0 };
+    ui.list.replaceChildren();
+    ui.weights.replaceChildren();
+    ui.applied.textContent = "–";
+    ui.model.textContent = "–";
+    ui.updated.textContent = "–";
+    ui.label.textContent = user ? "for user " + user : "";
+    ui.input.value = user;
+    var url = new URL(window.location.href);
+    if (user) url.searchParams.set("user", user); else url.searchParams.delete("user");
+    window.history.replaceState(null, "", url.toString());
+    if (!user) {
+      setStatus("idle");
+      ui.message.textContent = "Pick a user to see their current list.";
+      return;
+    }
+    ui.message.textContent = "Loading…";
+    setStatus("connecting");
+    fetchCurrent(state.token);
+    openStream(state.token);
+  }
+
+  function pollOverview() {
+    fetch(API + "/overview", { headers: { Accept: "application/json" }, cache: "no-store" })
+      .then(function (res) { if (!res.ok) throw new Error("HTTP " + res.status); return res.json(); })
+      .then(function (ov) {
+        ui.ovRate.textContent = num(ov.events_per_s, 1);
+        ui.ovLag.textContent = ov.lag === undefined || ov.lag === null ? "–" : String(ov.lag);
+        ui.ovModel.textContent = ov.model_version || "–";
+        var dead = ov.dead_letters_by_reason || {};
+        var parts = Object.keys(dead).filter(function (k) { return dead[k]; })
+          .map(function (k) { return k + ": " + dead[k]; });
+        ui.ovDead.textContent = parts.length ? parts.join(", ") : "none";
+        ui.overview.setAttribute("data-updated", String(Date.now()));
+        ui.overview.classList.remove("unavailable");
+      })
+      .catch(function () { ui.overview.classList.add("unavailable"); ui.ovRate.textContent = "unavailable"; });
+  }
+
+  ui.form.addEventListener("submit", function (ev) { ev.preventDefault(); select(ui.input.value); });
+
+  window.streamReco = { select: select, render: render, state: function () { return state; } };
+
+  var initial = new URLSearchParams(window.location.search).get("user");
+  if (initial) select(initial);
+  pollOverview();
+  setInterval(pollOverview, OVERVIEW_EVERY_MS);
+})();
