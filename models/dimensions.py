@@ -63,9 +63,10 @@ def sentiment(space: str = "text") -> Dimension:
     return Dimension("sentiment", space, "valence", half_life_ms=365 * DAY_MS)
 
 
-def recency(space: str = "text") -> Dimension:
-    """Short-term interest: the last few events, by count and by event time."""
-    return Dimension("recency", space, "strength", half_life_ms=1 * DAY_MS, per_event_decay=0.7)
+def recency(space: str = "text", half_life_ms: float = 1 * DAY_MS) -> Dimension:
+    """Short-term interest: the last few events, by count and by event time (a domain's
+    freshness half-life replaces the default of 1 day, ``models.domains``)."""
+    return Dimension("recency", space, "strength", half_life_ms=half_life_ms, per_event_decay=0.7)
 
 
 def category() -> Dimension:

@@ -17,18 +17,23 @@ the vectors of the item an event is about.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, MutableMapping, NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, MutableMapping, NamedTuple, Sequence
 
 import numpy as np
+import orjson
 
 from models.cf import load_factors
-from models.dimensions import Dimension, default_dimensions
+from models.dimensions import Dimension
+from models.domains import DomainConfig, get_domain
 from models.features import CATEGORY_BUCKETS, category_tokens, category_vector, strength, valence
 from models.items import ItemVectors
 from models.scorer import FusedScorer
 from models.state import UserState
+
+log = logging.getLogger(__name__)
 
 
 class Event(NamedTuple):
@@ -36,7 +41,7 @@ class Event(NamedTuple):
 
     user_id: str
     item_id: str
-    type: str  # click | favorite | rating | review
+    type: str  # click | favorite | rating | review | forget
     value: float | None  # the rating, if any
     ts: int  # event time, ms
     event_id: str  # identity for de-duplication
@@ -62,27 +67,41 @@ class Recommendation:
 
 
 class InterestModel:
-    def __init__(self, scorer: FusedScorer, items: ItemVectors):
+    """``domain`` (a preset name of ``models.domains`` or a config; None: ``default``) sets the
+    strength of each event type; the dimensions are the scorer's (``untrained`` takes them from
+    the domain, a trained checkpoint keeps its own)."""
+
+    def __init__(self, scorer: FusedScorer, items: ItemVectors, domain: str | DomainConfig | None = None):
         self.scorer = scorer
         self.dims: tuple[Dimension, ...] = scorer.cfg.dims
         self.items = items
         self.dim_names = [d.name for d in self.dims]
+        self.domain = get_domain(domain)
+        self.event_weights = dict(self.domain.event_weights)
 
     @classmethod
-    def untrained(cls, text_dim: int = 384, cf_dim: int = 64) -> "InterestModel":
+    def untrained(cls, text_dim: int = 384, cf_dim: int = 64,
+                  domain: str | DomainConfig | None = None) -> "InterestModel":
         space = {"text": text_dim, "cf": cf_dim, "category": CATEGORY_BUCKETS, "hybrid": text_dim + cf_dim}
-        return cls(FusedScorer.default(default_dimensions(), space), ItemVectors(text_dim, cf_dim, CATEGORY_BUCKETS))
+        cfg = get_domain(domain)
+        return cls(FusedScorer.default(cfg.dims(), space), ItemVectors(text_dim, cf_dim, CATEGORY_BUCKETS), cfg)
 
     @classmethod
-    def load(cls, checkpoint: str | Path | None) -> "InterestModel":
-        """A trained checkpoint folder (``stream-app train``), or the untrained default for None."""
+    def load(cls, checkpoint: str | Path | None, domain: str | DomainConfig | None = None) -> "InterestModel":
+        """A trained checkpoint folder (``stream-app train``), or the untrained default for None.
+        A checkpoint keeps the dimensions it was trained with; ``domain``'s event weights apply."""
         if not checkpoint:
-            return cls.untrained()
+            return cls.untrained(domain=domain)
         path = Path(checkpoint)
         scorer = FusedScorer.load(path)
         sd = scorer.cfg.space_dims
         cf = load_factors(path / "cf.npz") if (path / "cf.npz").exists() else {}
-        return cls(scorer, ItemVectors(sd["text"], sd["cf"], sd["category"], cf_factors=cf))
+        cfg = get_domain(domain)
+        trained_on = orjson.loads((path / "config.json").read_bytes()).get("domain", "default")
+        if trained_on != cfg.name:
+            log.warning("checkpoint %s was trained with domain %r, serving with domain %r",
+                        scorer.version, trained_on, cfg.name)
+        return cls(scorer, ItemVectors(sd["text"], sd["cf"], sd["category"], cf_factors=cf), cfg)
 
     @property
     def version(self) -> str:
@@ -108,20 +127,30 @@ class InterestModel:
             raise KeyError(ev.item_id)
         senti, text_vec = (text_features or {}).get(ev.text, (None, None)) if ev.text else (None, None)
         vectors = self.items.vectors(self.items.index[ev.item_id])
-        return state.apply(self.dims, vectors, ev.item_id, strength(ev.type, ev.value),
+        return state.apply(self.dims, vectors, ev.item_id, strength(ev.type, ev.value, self.event_weights),
                            valence(ev.type, ev.value, senti), ev.ts, ev.event_id, text_vec)
 
     def replay(self, events: Iterable[Event], states: MutableMapping[str, UserState],
-               text_features: TextFeatures | None = None) -> Iterator[tuple[Event, UserState]]:
+               text_features: TextFeatures | None = None,
+               on_error: Callable[[Event, Exception], None] | None = None) -> Iterator[tuple[Event, UserState]]:
         """The one replay loop: for each event, yield (event, the user's state *before* it), then
-        fold the event in when the caller asks for the next one. New users start empty; events
-        about items not in the catalogue are skipped (the worker rejects those before)."""
+        fold the event in when the caller asks for the next one. New users start empty; a
+        ``forget`` event replaces the user's state by an empty one. Without ``on_error``, events
+        about items not in the catalogue are skipped (offline data sets); with it, such an event
+        or any other failure is reported to ``on_error`` and the loop goes on (the worker)."""
         for ev in events:
             st = states.get(ev.user_id)
             if st is None:
                 st = states[ev.user_id] = self.new_state()
             yield ev, st
-            if ev.item_id in self.items:
+            if ev.type == "forget":
+                states[ev.user_id] = self.new_state()
+            elif on_error is not None:
+                try:
+                    self.apply(st, ev, text_features)
+                except Exception as exc:  # one bad event never takes its batch down
+                    on_error(ev, exc)
+            elif ev.item_id in self.items:
                 self.apply(st, ev, text_features)
 
     # -- ranking -----------------------------------------------------------------------------

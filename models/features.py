@@ -26,17 +26,26 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from models.domains import BASE_EVENT_WEIGHTS
+
 CATEGORY_BUCKETS = 256
 
-_BASE_STRENGTH = {"click": 0.5, "review": 1.0, "favorite": 1.5, "rating": 1.0}
+_BASE_STRENGTH = BASE_EVENT_WEIGHTS  # the "default" domain's event weights (models.domains)
 _PRICE_BANDS = (0, 1, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 
 
-def strength(event_type: str, value: float | None) -> float:
-    """Engagement strength of one event; ratings scale from 0.5 (1 star) to 2.0 (5 stars)."""
+def strength(event_type: str, value: float | None, weights: Mapping[str, float] | None = None) -> float:
+    """Engagement strength of one event: the event type's weight (``weights``: a domain's
+    ``event_weights``; default ``_BASE_STRENGTH``). A rating with a value is its weight times
+    0.5 (1 star) .. 2.0 (5 stars).
+
+    >>> strength("rating", 5.0, {"rating": 1.2}), strength("click", None, {"click": 0.3})
+    (2.4, 0.3)
+    """
+    weights = _BASE_STRENGTH if weights is None else weights
     if event_type == "rating" and value is not None:
-        return 0.5 + (float(value) - 1.0) * 0.375
-    return _BASE_STRENGTH.get(event_type, 0.5)
+        return weights.get("rating", 1.0) * (0.5 + (float(value) - 1.0) * 0.375)
+    return weights.get(event_type, 0.5)
 
 
 def valence(event_type: str, value: float | None, text_sentiment: float | None = None) -> float:

@@ -1,11 +1,17 @@
 """The agents: ``index_catalog`` (catalog -> catalogue table) and ``score_interactions``
-(interactions -> user-state table + recommendations). Both take micro-batches with
-``stream.take_events`` and hand the heavy work to the ``Processor`` in the model thread.
+(interactions -> user-state table + recommendations). Both take micro-batches
+(``stream_app.batching.take_batches``) and hand the heavy work to the ``Processor`` in the model
+thread.
 
-Follow one event: ``score_interactions`` parses it (bad -> dead letter, wrong key -> re-published
-keyed by user_id), reads the touched users' stored states, calls ``Processor.apply_batch`` (fold
-events into states, rank once per user), writes the new states to the table and sends one
-recommendation per touched user.
+Follow one event: ``handle_interactions`` parses it (bad -> dead letter; on the wrong partition ->
+re-published to its user's owner partition), reads the touched users' stored states, calls
+``Processor.apply_batch`` (fold events into states, rank once per user; a failing event is dead-
+lettered alone), writes the new states to the table and sends one recommendation per touched user.
+
+Guarantee: a batch is acknowledged (its offsets may be committed) only after everything it
+produced (states, recommendations, dead letters, forwarded events) has been delivered to Kafka.
+A batch that fails, or is interrupted by a rebalance or shutdown, stays unacknowledged and is read
+again; the per-user event-id window makes the replay harmless.
 """
 from __future__ import annotations
 
@@ -20,13 +26,14 @@ from dataclasses import dataclass, field
 import faust.streams
 import orjson
 
+from stream_app.batching import take_batches
 from stream_app.codec import Rejected, dead_letter
 from stream_app.live import Subscribers
 from stream_app.metrics import Metrics
-from stream_app.processor import Misrouted, Processor, Source
+from stream_app.processor import Forward, Processor, Source
 from stream_app.settings import Settings
-from stream_app.tables import Tables
-from stream_app.topics import Declared
+from stream_app.tables import CatalogFollower, Tables
+from stream_app.topics import ClusterChanged, ClusterWatch, Declared
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +42,12 @@ log = logging.getLogger(__name__)
 class Context:
     """What the agents and views share: settings, topics, tables, the processor, one model thread."""
 
+    app: object  # the faust.App
     settings: Settings
     topics: Declared
     tables: Tables
     processor: Processor
+    catalog: CatalogFollower
     # One thread for all model work: it keeps the loop free and the catalogue single-writer.
     model_thread: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="model"))
@@ -46,33 +55,38 @@ class Context:
                                                  "dead_letters": 0, "rerouted": 0, "started_at": time.time()})
     metrics: Metrics = field(default_factory=Metrics)
     subscribers: Subscribers = field(default_factory=Subscribers)
+    _dead: list = field(default_factory=list)  # (delivery future, reason, source topic) of this batch
 
     async def run_model(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.model_thread, fn, *args)
 
     async def reject(self, src: Source, reason: Rejected) -> None:
         log.warning("dead letter %s[%d]@%d: %s: %s", src.topic, src.partition, src.offset,
-                    reason.error_type, reason.error)
+                    reason.error_type, reason.error[:500])
         sent = await self.topics.dead_letters.send(key=src.key, value=orjson.dumps(
             dead_letter(src.value, reason, src.topic, src.partition, src.offset, src.key)))
-        await sent  # counted once the broker has it
-        self.stats["dead_letters"] += 1
-        self.metrics.dead_letter(reason.error_type)
-        if src.topic == self.topics.names.interactions:
-            self.metrics.event("dead_lettered")
+        self._dead.append((sent, reason.error_type, src.topic))
 
-    async def sync_catalog(self) -> None:
-        """Bring the in-memory catalogue up to the global table (after recovery or when another
-        worker indexed items)."""
-        items, model = self.tables.items, self.processor.model
-        if len(items) > len(model.items):
-            missing = [v for k, v in items.items() if k.decode() not in model.items]
-            await self.run_model(lambda: [self.processor.restore_item(v) for v in missing])
+    async def finish_batch(self) -> None:
+        """Wait until the broker has everything this batch produced; then count the dead letters."""
+        await self.app.producer.flush()
+        for sent, error_type, topic in self._dead:
+            await sent  # raises if the broker refused it: the batch is then not acknowledged
+            self.stats["dead_letters"] += 1
+            self.metrics.dead_letter(error_type)
+            if topic == self.topics.names.interactions:
+                self.metrics.event("dead_lettered")
+        self._dead.clear()
+
+    async def crash(self, exc: BaseException) -> None:
+        """Stop the worker (non-zero exit) rather than go on past a batch it could not handle."""
+        log.critical("stopping: a batch could not be handled (%r); it will be read again on restart", exc)
+        await self.app.crash(exc)
 
 
 @contextmanager
 def event_context(event):
-    """Make ``event`` the current event while writing a table inside ``take_events``.
+    """Make ``event`` the current event while writing a table inside a micro-batch.
 
     Faust routes a table write to the changelog partition of the *current* event, a context
     variable that only per-event stream iteration sets (faust-streaming #497). A micro-batch
@@ -94,71 +108,92 @@ def source(event) -> Source:
 async def index_catalog(ctx: Context, stream) -> None:
     """Catalog upserts/deletions -> encoded in one pass per batch -> ``catalog-items`` table."""
     s = ctx.settings
-    async for batch in stream.take_events(s.encoder_batch * 4, within=s.batch_within_s):
-        good, last = [], {}
-        for event in batch:
-            src = source(event)
-            parsed = ctx.processor.parse_item(src)
-            if isinstance(parsed, Rejected):
-                await ctx.reject(src, parsed)
-                continue
-            good.append(parsed)
-            last[parsed["item_id"]] = event
+    async for batch in take_batches(stream, s.encoder_batch * 4, s.batch_within_s):
         try:
-            records = await ctx.run_model(ctx.processor.index_items, good)
-        except Exception as exc:  # keep serving: the batch goes to the dead-letter topic
-            log.exception("catalog batch failed")
-            for event in last.values():
-                await ctx.reject(source(event), Rejected("processing_error", repr(exc)))
+            await handle_catalog(ctx, batch)
+        except Exception as exc:
+            await ctx.crash(exc)
+            raise
+
+
+async def handle_catalog(ctx: Context, batch: list) -> None:
+    good, last = [], {}
+    for event in batch:
+        src = source(event)
+        parsed = ctx.processor.parse_item(src)
+        if isinstance(parsed, Rejected):
+            await ctx.reject(src, parsed)
             continue
-        for item_id, record in records:
-            with event_context(last[item_id]):
-                if record is None:
-                    ctx.tables.items.pop(item_id.encode(), None)
-                else:
-                    ctx.tables.items[item_id.encode()] = record
+        good.append(parsed)
+        last[parsed["item_id"]] = event
+    await ctx.catalog.sync(ctx.run_model, ctx.processor)  # other workers' changes first, in order
+    records = await ctx.run_model(ctx.processor.index_items, good) if good else []
+    for item_id, record in records:
+        with event_context(last[item_id]):
+            if record is None:
+                ctx.tables.items.pop(item_id.encode(), None)
+            else:
+                ctx.tables.items[item_id.encode()] = record
+    await ctx.finish_batch()
 
 
 async def score_interactions(ctx: Context, stream) -> None:
     """Interaction micro-batches -> user states updated -> one recommendation per touched user."""
-    s, users = ctx.settings, ctx.tables.users
-    async for batch in stream.take_events(s.batch_max, within=s.batch_within_s):
-        t0 = time.perf_counter()
-        await ctx.sync_catalog()
-        good, good_events, last = [], [], {}
-        for event in batch:
-            src = source(event)
-            parsed = ctx.processor.parse_event(src)
-            if isinstance(parsed, Rejected):
-                await ctx.reject(src, parsed)
-            elif isinstance(parsed, Misrouted):
-                ctx.stats["rerouted"] += 1
-                ctx.metrics.event("rerouted")
-                await ctx.topics.interactions.send(key=parsed.event["user_id"].encode(), value=src.value)
-            else:
-                good.append(parsed)
-                good_events.append(event)
-                last[parsed["user_id"]] = event
-        ctx.stats["events"] += len(batch)
-        ctx.stats["batches"] += 1
-        if not good:
-            continue
-        stored = {u: users.get(u.encode()) for u in last}
+    s = ctx.settings
+    async for batch in take_batches(stream, s.batch_max, s.batch_within_s):
         try:
-            result = await ctx.run_model(ctx.processor.apply_batch, good, stored)
+            await handle_interactions(ctx, batch)
         except Exception as exc:
-            log.exception("interaction batch failed")
-            for event in good_events:  # the others were already dead-lettered or re-routed
-                await ctx.reject(source(event), Rejected("processing_error", repr(exc)))
-            continue
-        for user, st in result.states.items():
-            with event_context(last[user]):
+            await ctx.crash(exc)
+            raise
+
+
+async def handle_interactions(ctx: Context, batch: list) -> None:
+    t0 = time.perf_counter()
+    await ctx.catalog.sync(ctx.run_model, ctx.processor)
+    good, good_events = [], []
+    for event in batch:
+        src = source(event)
+        parsed = ctx.processor.parse_event(src, ctx.settings.partitions)
+        if isinstance(parsed, Rejected):
+            await ctx.reject(src, parsed)
+        elif isinstance(parsed, Forward):
+            await ctx.topics.interactions.send(key=parsed.event["user_id"].encode(), value=src.value,
+                                               partition=parsed.partition)
+            ctx.stats["rerouted"] += 1
+            ctx.metrics.event("rerouted")
+        else:
+            good.append(parsed)
+            good_events.append(event)
+    ctx.stats["events"] += len(batch)
+    ctx.stats["batches"] += 1
+    if good:
+        await apply_and_publish(ctx, good, good_events)
+    await ctx.finish_batch()
+    ctx.metrics.batch(len(batch), time.perf_counter() - t0)
+
+
+async def apply_and_publish(ctx: Context, good: list[dict], good_events: list) -> None:
+    users = ctx.tables.users
+    last = {msg["user_id"]: event for msg, event in zip(good, good_events)}
+    stored = {u: users.get(u.encode()) for u in last}
+    result = await ctx.run_model(ctx.processor.apply_batch, good, stored)
+    sid = ctx.processor.codec.ids["interaction"]
+    for i, reason in result.failed:
+        await ctx.reject(source(good_events[i]), Rejected("processing_error", reason, sid))
+    for user, st in result.states.items():
+        with event_context(last[user]):
+            if user in result.messages:
                 users[user.encode()] = st.to_bytes()
-        await publish(ctx, result.messages)
-        ctx.metrics.event("applied", result.applied)
-        ctx.metrics.event("duplicate", len(good) - result.applied)
-        ctx.metrics.published(len(result.messages), [int(e.message.timestamp * 1000) for e in good_events])
-        ctx.metrics.batch(len(batch), time.perf_counter() - t0)
+            else:  # forgotten, and nothing since: a tombstone in the changelog
+                users.pop(user.encode(), None)
+    for user in result.forgotten:
+        await ctx.topics.recommendations.send(key=user.encode(), value=None)
+        ctx.subscribers.forget(user)
+    await publish(ctx, result.messages)
+    ctx.metrics.event("applied", result.applied)
+    ctx.metrics.event("duplicate", max(0, len(good) - len(result.failed) - result.applied - len(result.forgotten)))
+    ctx.metrics.published(len(result.messages), [int(e.message.timestamp * 1000) for e in good_events])
 
 
 async def publish(ctx: Context, messages: dict[str, dict]) -> None:
@@ -182,3 +217,17 @@ def register(app, ctx: Context) -> None:
     @app.agent(ctx.topics.interactions, name="score_interactions")
     async def score_interactions_agent(stream):
         await score_interactions(ctx, stream)
+
+    @app.timer(interval=1.0)
+    async def follow_catalog():
+        """Apply catalogue changes made by other workers even while no events arrive."""
+        await ctx.catalog.sync(ctx.run_model, ctx.processor)
+
+    watch = ClusterWatch(ctx.settings.bootstrap_servers)
+
+    @app.timer(interval=5.0)
+    async def watch_cluster():
+        try:
+            await watch.check()
+        except ClusterChanged as exc:
+            await ctx.crash(exc)

@@ -26,8 +26,9 @@ from stream_app.settings import Settings
 def create_app(settings: Settings, processor: Processor) -> faust.App:
     app = faust.App(settings.app_id, **faust_options(settings))
     declared = topics.declare(app, topics.TopicNames.from_settings(settings), settings)
-    state = tables.declare(app, settings)
-    ctx = agents.Context(settings, declared, state, processor)
+    catalog = tables.CatalogFollower()
+    state = tables.declare(app, settings, catalog)
+    ctx = agents.Context(app, settings, declared, state, processor, catalog)
     processor.metrics = ctx.metrics
     ctx.metrics.set_model_info(processor.model.version, getattr(processor.encoder, "version", "?"),
                                getattr(processor.encoder, "device", "?"))

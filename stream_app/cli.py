@@ -4,8 +4,8 @@
     stream-app broker                      run a local Apache Kafka (KRaft) until Ctrl-C
     stream-app replay --dataset PATH       replay a data set into Kafka, print recommendations
     stream-app demo --dataset PATH         local broker + worker + replay, then stop everything
-    stream-app train --dataset PATH --out DIR
-    stream-app evaluate --dataset PATH --out DIR
+    stream-app train --dataset PATH --out DIR [--domain NAME]
+    stream-app evaluate --dataset PATH --out DIR [--domain NAME]
     stream-app bench --dataset PATH
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+from models.domains import DOMAINS
 from stream_app.settings import Settings, settings_help
 
 
@@ -23,12 +24,14 @@ def _dataset_default(settings: Settings) -> str:
     return str(Path(settings.data_root) / "ml-100k")
 
 
-def main(argv: list[str] | None = None) -> int:
-    # One BLAS thread: the model work is many small matrix-vector products, and a second BLAS
-    # thread fighting the broker and the event loop for 2 cores made them 3x slower (BENCHMARKS.md).
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    settings = Settings.from_env()
+def _domain_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--domain", default="default", choices=list(DOMAINS),
+                   help="domain preset of the fused models: event weights, dimensions, freshness "
+                        "(serve the result with the same STREAM_RECO_DOMAIN; default: %(default)s)")
+
+
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
+    """The ``stream-app`` argument parser (defaults from ``settings``); parsing runs nothing."""
     p = argparse.ArgumentParser(prog="stream-app", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
@@ -38,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
                    formatter_class=argparse.RawDescriptionHelpFormatter)
     b = sub.add_parser("broker", help="run a local Apache Kafka broker (KRaft) until interrupted")
     b.add_argument("--port", type=int, default=9092, help="client port on 127.0.0.1 (default: %(default)s)")
+    b.add_argument("--data-dir", default=None,
+                   help="keep the broker's data (topics, offsets, tables) in this folder across restarts "
+                        "(default: a temporary folder, removed on stop)")
     helps = {"replay": "replay a data set into a running worker's topics and print live recommendations",
              "demo": "a local broker, a worker and a replay of a data set, then stop everything"}
     for name in ("replay", "demo"):
@@ -50,16 +56,27 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--dataset", required=True, help="data set folder (RecBole atomic, MovieLens CSV or JSONL)")
     t.add_argument("--out", required=True, help="folder that receives the versioned checkpoint folder")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    _domain_option(t)
     e = sub.add_parser("evaluate", help="offline evaluation with baselines and ablations")
     e.add_argument("--dataset", required=True, help="data set folder (RecBole atomic, MovieLens CSV or JSONL)")
     e.add_argument("--out", required=True, help="folder for metrics.json, metrics.png and summary.json")
     e.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     e.add_argument("--models", default="", help="comma-separated subset of model names")
+    _domain_option(e)
     be = sub.add_parser("bench", help="throughput, latency, encoder and state-size benchmark")
     be.add_argument("--dataset", default=_dataset_default(settings), help="data set folder (default: %(default)s)")
     be.add_argument("--events", type=int, default=100_000, help="events to replay (default: %(default)s)")
     be.add_argument("--out", default="", help="also write the tables as JSON here")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    # One BLAS thread: the model work is many small matrix-vector products, and a second BLAS
+    # thread fighting the broker and the event loop for 2 cores made them 3x slower (BENCHMARKS.md).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    settings = Settings.from_env()
+    args = build_parser(settings).parse_args(argv)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     if args.cmd == "worker":
@@ -69,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "broker":
         from stream_app.dev.broker import serve_forever
 
-        return serve_forever(args.port)
+        return serve_forever(args.port, args.data_dir)
     if args.cmd in ("replay", "demo"):
         from stream_app.dev.demo import run_demo
         from stream_app.dev.replay import run_replay
@@ -77,14 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         fn = run_replay if args.cmd == "replay" else run_demo
         return fn(settings, args.dataset, limit=args.limit, rate=args.rate, show_users=args.show_users)
     if args.cmd == "train":
-        from models.offline.train import train_checkpoint
+        from models.offline.fused import train_checkpoint
 
-        train_checkpoint(args.dataset, args.out, seed=args.seed)
+        train_checkpoint(args.dataset, args.out, seed=args.seed, domain=args.domain)
         return 0
     if args.cmd == "evaluate":
         from models.offline.evaluate import run_evaluation
 
-        run_evaluation(args.dataset, args.out, seed=args.seed,
+        run_evaluation(args.dataset, args.out, seed=args.seed, domain=args.domain,
                        only=[m for m in args.models.split(",") if m] or None)
         return 0
     if args.cmd == "bench":

@@ -11,10 +11,16 @@
 'malformed_json'
 >>> codec.decode("interaction", "{}".encode("utf-16")).error
 'not UTF-8 text (binary or another encoding): invalid byte at position 0'
+>>> codec.decode("interaction", b'{"schema":"forget/v1","type":"forget","event_id":"f","user_id":"u1","ts":1}')["type"]
+'forget'
+>>> big = dead_letter(b"x" * 100_000, Rejected("oversized", "too big"), "t", 0, 5, b"k")
+>>> len(big["original"]), big["original_bytes"], len(big["original_sha256"])
+(16384, 100000, 64)
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +35,9 @@ SCHEMA_FILES = {
     "catalog_item": "catalog_item.v1.json",
     "recommendation": "recommendation.v1.json",
     "dead_letter": "dead_letter.v1.json",
+    "forget": "forget.v1.json",
 }
+MAX_ORIGINAL = 16_384  # bytes of a large original kept in its dead letter
 
 
 @dataclass
@@ -68,6 +76,9 @@ class Codec:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             return Rejected("malformed_json", f"not valid JSON: {exc}", sid)
+        if kind == "interaction" and isinstance(obj, dict) and (obj.get("type") == "forget"
+                                                               or obj.get("schema") == "forget/v1"):
+            kind, sid = "forget", self.ids["forget"]  # a forget request travels with the user's events
         errors = list(self.validators[kind].iter_errors(obj))
         if errors:
             msg = "; ".join(f"{'/'.join(map(str, e.instance_path)) or '<root>'}: {e.message}" for e in errors[:5])
@@ -82,22 +93,33 @@ class Codec:
 
 def dead_letter(raw: bytes | None, reason: Rejected, topic: str, partition: int, offset: int,
                 key: bytes | None) -> dict:
+    """The dead-letter message for ``raw``. A large original keeps only its first MAX_ORIGINAL
+    bytes, plus its size and SHA-256, so a dead letter always fits the broker's limit."""
     raw = raw or b""
+    extra = {}
+    if len(raw) > MAX_ORIGINAL:
+        extra = {"original_bytes": len(raw), "original_sha256": hashlib.sha256(raw).hexdigest()}
+        raw = raw[:MAX_ORIGINAL]
     try:
         original, encoding = raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        original, encoding = base64.b64encode(raw).decode(), "base64"
-    if key is None:
-        key_text = None
-    else:
-        try:
-            key_text = key.decode("utf-8")
-        except UnicodeDecodeError:
-            key_text = base64.b64encode(key).decode()
-    return {"schema": "dead_letter/v1", "original": original, "original_encoding": encoding,
-            "topic": topic, "partition": partition, "offset": offset, "key": key_text,
+    except UnicodeDecodeError as exc:
+        if extra and exc.start >= len(raw) - 3:  # the cut split a multi-byte character
+            original, encoding = raw[:exc.start].decode("utf-8"), "utf-8"
+        else:
+            original, encoding = base64.b64encode(raw).decode(), "base64"
+    return {"schema": "dead_letter/v1", "original": original, "original_encoding": encoding, **extra,
+            "topic": topic, "partition": partition, "offset": offset, "key": _key_text(key),
             "error": reason.error, "error_type": reason.error_type, "schema_id": reason.schema_id,
             "received_at": int(time.time() * 1000)}
+
+
+def _key_text(key: bytes | None) -> str | None:
+    if key is None:
+        return None
+    try:
+        return key[:1024].decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(key[:1024]).decode()
 
 
 def encode_item_record(item: dict, vec: np.ndarray) -> bytes:

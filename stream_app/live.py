@@ -44,5 +44,9 @@ class Subscribers:
                 q.get_nowait()  # drop the oldest list: the newest is what the page shows
             q.put_nowait(message)
 
+    def forget(self, user_id: str) -> None:
+        """Tell the user's open pages the list is gone (an empty message), keep nothing."""
+        self.publish(user_id, b'{"forgotten": true}')
+
     def count(self) -> int:
         return sum(len(v) for v in self._by_user.values())

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+from aiokafka.partitioner import murmur2
 
 from models.engine import Event, InterestModel
 from models.features import item_text
@@ -33,23 +34,37 @@ class Source:
 
 
 @dataclass
-class Misrouted:
-    """A valid event whose message key is not its user_id: republish it keyed by user_id."""
+class Forward:
+    """A valid event that arrived on a partition other than its user's owner partition (a null
+    key, a key other than user_id, or another partitioner): re-publish it to ``partition``."""
 
     event: dict
+    partition: int
+
+
+def owner_partition(user_id: str, partitions: int) -> int:
+    """The one partition that holds a user's state: murmur2 of the user id, as Kafka's Java
+    client (and aiokafka, and librdkafka's ``murmur2_random``) partition a message keyed by it.
+
+    >>> owner_partition("196", 4), owner_partition("196", 1)
+    (0, 0)
+    """
+    return (murmur2(user_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 @dataclass
 class BatchResult:
     states: dict[str, UserState] = field(default_factory=dict)  # touched users' new states
     messages: dict[str, dict] = field(default_factory=dict)  # user -> recommendation message
+    forgotten: set[str] = field(default_factory=set)  # users whose state was erased in this batch
+    failed: list[tuple[int, str]] = field(default_factory=list)  # (event position, reason)
     applied: int = 0  # events folded in (the rest were duplicates of already-applied event ids)
 
 
 def to_event(msg: dict) -> Event:
     """An ``interaction/v1`` message as the model's event."""
-    return Event(msg["user_id"], msg["item_id"], msg["type"], msg.get("value"), msg["ts"], msg["event_id"],
-                 msg.get("text"))
+    return Event(msg["user_id"], msg.get("item_id", ""), msg["type"], msg.get("value"), msg["ts"],
+                 msg["event_id"], msg.get("text"))
 
 
 class Processor:
@@ -98,15 +113,18 @@ class Processor:
         self.model.add_item(item["item_id"], vec, item.get("categories", ()), item.get("attributes"))
 
     # -- interactions ------------------------------------------------------------------------
-    def parse_event(self, src: Source) -> dict | Rejected | Misrouted:
+    def parse_event(self, src: Source, partitions: int) -> dict | Rejected | Forward:
+        """A checked interaction or forget request, or why not; ``Forward`` when it belongs to
+        another partition (``partitions``: the topic's partition count)."""
         ev = self.codec.decode("interaction", src.value)
         if isinstance(ev, Rejected):
             return ev
-        if ev["item_id"] not in self.model.items:
+        if ev["type"] != "forget" and ev["item_id"] not in self.model.items:
             return Rejected("unknown_item", f"item_id {ev['item_id']!r} is not in the catalogue",
                             self.codec.ids["interaction"])
-        if src.key is None or src.key != ev["user_id"].encode():
-            return Misrouted(ev)
+        owner = owner_partition(ev["user_id"], partitions)
+        if src.partition != owner:
+            return Forward(ev, owner)
         return ev
 
     def text_features(self, texts: Sequence[str]) -> dict[str, tuple[float, np.ndarray]]:
@@ -117,23 +135,43 @@ class Processor:
         return {t: (self.sentiment(t), v) for t, v in zip(distinct, self.encode(distinct))}
 
     def apply_batch(self, events: Sequence[dict], states: dict[str, bytes | None]) -> BatchResult:
-        """events: checked interaction messages in arrival order; states: user -> stored state
-        bytes. Folds each event into its user's state, then ranks once per touched user."""
+        """events: checked interaction / forget messages in arrival order; states: user -> stored
+        state bytes. Folds each event into its user's state (a failing event is reported in
+        ``failed`` and skipped, the others go on), then ranks once per user with events."""
         result = BatchResult()
         for user in dict.fromkeys(ev["user_id"] for ev in events):
             raw = states.get(user)
             result.states[user] = UserState.from_bytes(raw) if raw else self.model.new_state()
         feats = self.text_features([ev.get("text") for ev in events])
+        evs = [to_event(m) for m in events]
+        position = {id(e): i for i, e in enumerate(evs)}
+        failed: dict[int, str] = {}
+
+        def on_error(ev: Event, exc: Exception) -> None:
+            failed[position[id(ev)]] = f"{type(exc).__name__}: {exc}"
+
+        before = {u: st.events for u, st in result.states.items()}
         meta: dict[str, dict] = {}
-        before = sum(st.events for st in result.states.values())
-        for ev, _ in self.model.replay(map(to_event, events), result.states, feats):
-            m = meta.setdefault(ev.user_id, {"ts": ev.ts, "ids": []})
-            m["ts"] = max(m["ts"], ev.ts)
-            m["ids"].append(ev.event_id)
-        result.applied = sum(st.events for st in result.states.values()) - before
+        for ev, st in self.model.replay(evs, result.states, feats, on_error):
+            if ev.type == "forget":
+                result.forgotten.add(ev.user_id)
+                meta.pop(ev.user_id, None)
+                before[ev.user_id] = 0
+            else:
+                m = meta.setdefault(ev.user_id, {"ts": ev.ts, "ids": []})
+                m["ts"] = max(m["ts"], ev.ts)
+                m["ids"].append(ev.event_id)
+        result.failed = sorted(failed.items())
+        result.applied = sum(result.states[u].events - before[u] for u in result.states)
         now = int(time.time() * 1000)
-        for user, st in result.states.items():
-            result.messages[user] = self.recommendation(user, st, meta[user]["ts"], meta[user]["ids"], now)
+        for user, m in meta.items():
+            st = result.states[user]
+            try:
+                result.messages[user] = self.recommendation(user, st, m["ts"], m["ids"], now)
+            except Exception as exc:  # ranking failed: the user's events of this batch are dead letters
+                log.exception("ranking failed for user %r", user)
+                result.failed += [(i, f"ranking failed: {exc!r}") for i, e in enumerate(evs) if e.user_id == user]
+        result.states = {u: st for u, st in result.states.items() if u in meta or u in result.forgotten}
         return result
 
     def recommendation(self, user: str, st: UserState, based_on_ts: int, event_ids: list[str], now: int) -> dict:

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
+from models.domains import DOMAINS
+
 _ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -47,6 +49,7 @@ _CHECKS: dict[str, tuple | frozenset] = {
     "encoder_batch": (1, 65_536), "torch_threads": (1, 1024), "session_timeout_s": (1.0, 3600.0),
     "web_port": (0, 65_535), "device": frozenset({"auto", "cpu", "cuda"}),
     "log_level": frozenset({"debug", "info", "warning", "error", "critical"}),
+    "domain": frozenset(DOMAINS),
 }
 
 
@@ -62,6 +65,7 @@ class Settings:
     batch_within_s: float = 0.05  # ... or whatever arrived within this many seconds
     max_message_bytes: int = 65_536  # larger interaction/catalog messages go to the dead-letter topic
     checkpoint: str = ""  # trained fusion checkpoint folder (stream-app train); empty: untrained default
+    domain: str = "default"  # event weights, dimensions, freshness: default | ecommerce | news | video
     device: str = "auto"  # encoder device: auto | cpu | cuda
     encoder_batch: int = 64  # texts per encoder forward pass
     torch_threads: int = 1  # intra-op threads of the encoder; the broker and event loop share the cores

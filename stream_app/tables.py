@@ -7,13 +7,41 @@ worker restores them from Kafka):
 
 Keys and values are bytes we encode ourselves (key_type=bytes selects Faust's raw codec).
 Faust names the changelog topics ``<app_id>-<table>-changelog`` (``stream_app.topics``).
+
+Every worker's in-memory catalogue follows the ``catalog-items`` changelog: upserts and deletions
+made by any worker, in changelog order (``CatalogFollower``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stream_app.settings import Settings
 from stream_app.topics import CATALOG_TABLE, USER_STATE_TABLE
+
+
+@dataclass
+class CatalogFollower:
+    """Changes read from the catalogue changelog (recovery, or other workers' writes), applied to
+    the model in order, in the model thread, before the next batch."""
+
+    pending: list = field(default_factory=list)  # (item_id bytes, record bytes | None)
+
+    async def on_changelog_event(self, event) -> None:
+        self.pending.append((event.key, event.value))
+
+    async def sync(self, run_model, processor) -> None:
+        if not self.pending:
+            return
+        changes, self.pending = self.pending, []
+        await run_model(apply_catalog_changes, processor, changes)
+
+
+def apply_catalog_changes(processor, changes: list) -> None:
+    for key, record in changes:
+        if record is None:
+            processor.model.delete_item(key.decode())
+        else:
+            processor.restore_item(record)
 
 
 @dataclass(frozen=True)
@@ -22,7 +50,8 @@ class Tables:
     items: object  # faust.GlobalTable
 
 
-def declare(app, settings: Settings) -> Tables:
+def declare(app, settings: Settings, catalog: CatalogFollower) -> Tables:
     users = app.Table(USER_STATE_TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions)
-    items = app.GlobalTable(CATALOG_TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions)
+    items = app.GlobalTable(CATALOG_TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions,
+                            on_changelog_event=catalog.on_changelog_event)
     return Tables(users, items)

@@ -128,3 +128,45 @@ def declare(app, names: TopicNames, settings: Settings) -> Declared:
            "internal": True, "replicas": settings.replication_factor}
     return Declared(names, app.topic(names.interactions, **raw), app.topic(names.catalog, **raw),
                     app.topic(names.recommendations, **raw), app.topic(names.dead_letters, **raw))
+
+
+class ClusterChanged(RuntimeError):
+    """The Kafka cluster behind the bootstrap address is not the one the worker started on."""
+
+
+class ClusterWatch:
+    """Notices a broker that came back empty (wiped, or another cluster on the same address):
+    its cluster id differs from the one seen at start. Going on would serve from empty state as if
+    nothing happened, so the worker stops with a clear message instead."""
+
+    def __init__(self, bootstrap_servers: str):
+        self.bootstrap_servers = bootstrap_servers
+        self.cluster_id: str | None = None
+
+    async def current(self) -> str | None:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000)
+        try:
+            await asyncio.wait_for(admin.start(), timeout=10)
+            return (await asyncio.wait_for(admin.describe_cluster(), timeout=10)).get("cluster_id")
+        except Exception:  # unreachable right now: an outage, not a change
+            return None
+        finally:
+            try:
+                await admin.close()
+            except Exception:
+                pass
+
+    async def check(self) -> None:
+        now = await self.current()
+        if now is None:
+            return
+        if self.cluster_id is None:
+            self.cluster_id = now
+            log.info("Kafka cluster id %s", now)
+        elif now != self.cluster_id:
+            raise ClusterChanged(
+                f"the Kafka cluster at {self.bootstrap_servers} changed (cluster id {self.cluster_id} -> {now}): "
+                "it was wiped or replaced, so its topics, offsets and this worker's state are gone. "
+                "Restart the worker to start over on the new cluster.")

@@ -5,7 +5,7 @@
 - ``GET /users/{user_id}/events``: Server-Sent Events, one recommendation message per update;
 - ``GET /overview``: events/s, lag, dead letters by reason, model version (JSON, for the page);
 - ``GET /metrics``: Prometheus text format;
-- ``GET /stats``: counters, catalogue size, model version (JSON).
+- ``GET /stats``: counters, catalogue size, model version, domain (JSON).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ KEEPALIVE_S = 15.0
 async def stats(ctx: Context, web):
     s = ctx.stats
     return web.json({**s, "items": len(ctx.processor.model.items), "users": len(ctx.tables.users),
-                     "model_version": ctx.processor.model.version,
+                     "model_version": ctx.processor.model.version, "domain": ctx.processor.model.domain.name,
                      "uptime_s": round(time.time() - s["started_at"], 1)})
 
 
@@ -73,7 +73,8 @@ async def user_events(ctx: Context, request, user_id: str):
                 await resp.write(b": keep-alive\n\n")
                 continue
             msg = orjson.loads(value)
-            msg["item_titles"] = item_titles(ctx, [i["item_id"] for i in msg["items"]])
+            if "items" in msg:
+                msg["item_titles"] = item_titles(ctx, [i["item_id"] for i in msg["items"]])
             await resp.write(b"data: " + orjson.dumps(msg) + b"\n\n")
     except (ConnectionResetError, asyncio.CancelledError):
         pass

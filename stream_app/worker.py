@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from stream_app.settings import Settings, unknown_variables
 
@@ -17,16 +18,16 @@ def build_processor(settings: Settings):
 
     encoder = build_encoder(device=settings.device, batch_size=settings.encoder_batch,
                             threads=settings.torch_threads)
-    model = InterestModel.load(settings.checkpoint or None)
-    log.info("encoder on %s; model %s", encoder.device, model.version)
+    model = InterestModel.load(settings.checkpoint or None, domain=settings.domain)
+    log.info("encoder on %s; model %s; domain %s (event weights %s, dimensions %s)", encoder.device,
+             model.version, model.domain.name, model.event_weights, ",".join(model.dim_names))
     return Processor(model, encoder, TextSentiment(),
                      Codec.load(settings.schemas_dir, max_bytes=settings.max_message_bytes), top_k=settings.top_k)
 
 
 def run_worker(settings: Settings) -> int:
-    """Blocks until the worker is stopped (SIGTERM / SIGINT); returns the exit code."""
-    import faust
-
+    """Blocks until the worker is stopped (SIGTERM / SIGINT); returns the exit code: 0 after a
+    normal stop, non-zero when it stopped because something failed (the reason is printed)."""
     from stream_app.app import create_app
     from stream_app.topics import ensure_topics
 
@@ -42,5 +43,29 @@ def run_worker(settings: Settings) -> int:
                          "Check KAFKA_BOOTSTRAP_SERVERS and that the broker is running "
                          "(`stream-app broker` starts a local one on 127.0.0.1:9092).") from None
     app = create_app(settings, build_processor(settings))
-    faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
-    return 0
+    try:
+        worker_class()(app, loglevel=settings.log_level).execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    else:
+        code = 0
+    reason = getattr(app, "crash_reason", None)
+    if reason is not None:
+        print(f"stream-app worker stopped: {reason!r}", file=sys.stderr)
+        return code or 1
+    return code
+
+
+def worker_class():
+    """faust.Worker whose log handlers rate-limit repeated warnings and errors (during an outage
+    each kind of message is logged a few times per 10 s, with a count of the rest)."""
+    import faust
+
+    from stream_app import logs
+
+    class Worker(faust.Worker):
+        def on_setup_root_logger(self, logger, level):
+            super().on_setup_root_logger(logger, level)
+            logs.install(logger)
+
+    return Worker

@@ -23,7 +23,7 @@ EXAMPLES_DIR = SCHEMA_DIR / "examples"
 INVALID_DIR = EXAMPLES_DIR / "invalid"
 ID_PREFIX = "https://stream-reco.dev/schemas/"
 
-SCHEMA_NAMES = ("interaction", "catalog_item", "recommendation", "dead_letter")
+SCHEMA_NAMES = ("interaction", "catalog_item", "recommendation", "dead_letter", "forget")
 
 # Each example, and for an invalid one the JSON Schema keyword it must break.
 VALID_EXAMPLES: dict[str, tuple[str, ...]] = {
@@ -31,6 +31,7 @@ VALID_EXAMPLES: dict[str, tuple[str, ...]] = {
     "catalog_item": ("movie", "product", "tombstone"),
     "recommendation": ("top3", "empty"),
     "dead_letter": ("malformed_json", "schema_violation", "binary_base64"),
+    "forget": ("request", "second_request"),
 }
 INVALID_EXAMPLES: dict[str, dict[str, str]] = {
     "interaction": {
@@ -68,6 +69,10 @@ INVALID_EXAMPLES: dict[str, dict[str, str]] = {
         "base64_not_base64": "pattern",
         "negative_offset": "minimum",
         "unknown_encoding": "enum",
+    },
+    "forget": {
+        "missing_user_id": "required",
+        "extra_property": "additionalProperties",
     },
 }
 
@@ -133,7 +138,7 @@ def test_schema_folder_holds_exactly_the_known_schemas():
 
 
 def test_schema_field_required_only_on_produced_messages():
-    for name in ("recommendation", "dead_letter"):
+    for name in ("recommendation", "dead_letter", "forget"):
         assert "schema" in load_schema(name)["required"]
     for name in ("interaction", "catalog_item"):
         assert "schema" not in load_schema(name)["required"]

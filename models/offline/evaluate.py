@@ -1,10 +1,11 @@
 """``stream-app evaluate``: baselines, single-dimension ablations and the fusion, one protocol.
 
 Models: ``pop``, ``itemknn`` (k and shrinkage tuned on the validation split), ``only:<dim>`` for
-every interest dimension alone, ``fused-no-text`` (the same fusion with the transformer's vectors
-replaced by collaborative factors) and ``fused``. Every model is fitted on the training part and
+every interest dimension of the domain alone, ``fused-no-text`` (the same fusion with the
+transformer's vectors replaced by collaborative factors) and ``fused``. Every model is fitted on the training part and
 replayed over the whole log in time order (``models.protocol``); the fused variants use the same
-incremental state update as the stream worker.
+incremental state update as the stream worker, with the event weights and dimensions of
+``domain`` (``models.domains``; ``stream-app evaluate --domain``).
 """
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ import torch
 from models.offline.base import ItemCatalog, Recommender
 from models.offline.baselines import ItemKNN, Pop
 from models.offline.loaders import load_dataset
-from models.dimensions import default_dimensions
+from models.domains import get_domain
 from models.offline.fused import FusedRecommender, dataset_text_features, item_text_vectors
 from models.offline.protocol import PROTOCOL, replay_evaluate, split_leave_one_out, tune
 from models.offline.report import write_report
+from models.offline.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +34,17 @@ ITEMKNN_GRID = {"k": [10, 50, 200, 800], "shrink": [0.0, 50.0]}
 
 
 def model_factories(catalog: ItemCatalog, item_vecs: np.ndarray, text_feats: dict, seed: int,
-                    progress: bool) -> dict[str, Callable[[], Recommender]]:
+                    progress: bool, domain: str = "default",
+                    config: TrainConfig | None = None) -> dict[str, Callable[[], Recommender]]:
+    cfg = get_domain(domain)
+
     def fused(name: str, **kw) -> Callable[[], Recommender]:
         return lambda: FusedRecommender(name, item_vectors=item_vecs, text_features=text_feats, seed=seed,
-                                        progress=progress, **kw)
+                                        progress=progress, domain=cfg, config=config or TrainConfig(), **kw)
 
     out: dict[str, Callable[[], Recommender]] = {"pop": Pop}
     out["itemknn"] = ItemKNN  # replaced by the tuned one in run_evaluation
-    for d in default_dimensions():
+    for d in cfg.dims():
         out[f"only:{d.name}"] = fused(f"only:{d.name}", dims=[d.name])
     out["fused-no-text"] = fused("fused-no-text", text=False)
     out["fused"] = fused("fused")
@@ -47,7 +52,10 @@ def model_factories(catalog: ItemCatalog, item_vecs: np.ndarray, text_feats: dic
 
 
 def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Sequence[str] | None = None,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, domain: str = "default", config: TrainConfig | None = None) -> dict:
+    """Fit and replay the models (all, or the names in ``only``) on ``dataset``; write the report
+    to ``out`` and return the metrics. ``domain``: the fused models' preset (``models.domains``);
+    ``config``: their training settings (default ``TrainConfig()``)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -58,7 +66,7 @@ def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Se
     print(f"{ds.name}: {len(ds.interactions)} events, {len(catalog)} items, {split}", flush=True)
     item_vecs = item_text_vectors(catalog)
     text_feats = dataset_text_features(ds)
-    factories = model_factories(catalog, item_vecs, text_feats, seed, progress)
+    factories = model_factories(catalog, item_vecs, text_feats, seed, progress, domain, config)
     names = [n for n in factories if not only or n in only]
     results: dict[str, dict] = {}
     for name in names:
@@ -79,7 +87,7 @@ def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Se
         print(f"  {name:<20} ndcg@10 {m['ndcg@10']:.4f} recall@10 {m['recall@10']:.4f} "
               f"prequential_hit@10 {m['prequential_hit@10']:.4f} ({time.perf_counter() - t:.0f}s)", flush=True)
     singles = {n: r["ndcg@10"] for n, r in results.items() if n.startswith("only:")}
-    summary = {"seconds": round(time.perf_counter() - t0, 1), "seed": seed}
+    summary = {"seconds": round(time.perf_counter() - t0, 1), "seed": seed, "domain": get_domain(domain).name}
     if singles and "fused" in results:
         best = max(singles, key=singles.get)
         summary.update(best_single=best, fused_over_best_single=round(results["fused"]["ndcg@10"] / singles[best], 4))

@@ -1,10 +1,12 @@
 """The fused multi-dimension recommender, offline form: the same ``InterestModel`` the worker
 serves, wrapped in the evaluation's ``Recommender`` interface.
 
-``FusedRecommender("fused")`` uses every dimension, its semantic ones (content, sentiment,
-recency) over transformer vectors and collaborative factors side by side; ``dims=("content",)``
-gives the single-dimension ablations ("only:content", ...); ``text=False`` drops the
-transformer's vectors everywhere (semantic dimensions and item tower on collaborative factors).
+``FusedRecommender("fused")`` uses every dimension of its domain (``models.domains``; the
+``default`` domain has all five), its semantic ones (content, sentiment, recency) over
+transformer vectors and collaborative factors side by side; ``dims=("content",)`` gives the
+single-dimension ablations ("only:content", ...); ``text=False`` drops the transformer's vectors
+everywhere (semantic dimensions and item tower on collaborative factors). ``domain`` also sets
+the event weights, exactly as ``STREAM_RECO_DOMAIN`` does in the worker.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from models.offline.base import ItemCatalog, Recommender
 from models.cf import item_factors, save_factors
 from models.offline.data import Dataset, Interaction
 from models.offline.loaders import load_dataset
-from models.dimensions import default_dimensions
+from models.domains import DomainConfig, get_domain
 from models.engine import InterestModel, TextFeatures
 from models.features import CATEGORY_BUCKETS, item_text
 from models.scorer import FusedScorer
@@ -64,8 +66,10 @@ def dataset_text_features(ds: Dataset) -> TextFeatures:
 class FusedRecommender(Recommender):
     def __init__(self, name: str = "fused", dims: Sequence[str] | None = None, text: bool = True,
                  text_features: Mapping | None = None, item_vectors: np.ndarray | None = None,
-                 config: TrainConfig = TrainConfig(), seed: int = 0, cf_dim: int = 64, progress: bool = True):
+                 config: TrainConfig = TrainConfig(), seed: int = 0, cf_dim: int = 64, progress: bool = True,
+                 domain: str | DomainConfig | None = None):
         self.name = name
+        self.domain = get_domain(domain)
         self.text = text
         self.dim_filter = tuple(dims) if dims else None
         self.text_features = dict(text_features or {})
@@ -82,7 +86,7 @@ class FusedRecommender(Recommender):
         self._cf: np.ndarray | None = None
 
     def _dims(self):
-        dims = default_dimensions("hybrid" if self.text else "cf")
+        dims = self.domain.dims("hybrid" if self.text else "cf")
         if self.dim_filter:
             dims = tuple(d for d in dims if d.name in self.dim_filter)
         return dims
@@ -95,8 +99,8 @@ class FusedRecommender(Recommender):
         dims = self._dims()
         space = {"text": text_vecs.shape[1], "cf": self._cf.shape[1], "category": CATEGORY_BUCKETS,
                  "hybrid": text_vecs.shape[1] + self._cf.shape[1]}
-        model = InterestModel(FusedScorer.default(dims, space), ItemVectors(space["text"], space["cf"],
-                                                                           space["category"], cf_factors=cf))
+        model = InterestModel(FusedScorer.default(dims, space),
+                              ItemVectors(space["text"], space["cf"], space["category"], cf_factors=cf), self.domain)
         for i, item_id in enumerate(items.ids):  # catalogue order = score order
             it = items.item(i)
             model.add_item(item_id, text_vecs[i], it.categories, it.attributes)
@@ -109,7 +113,7 @@ class FusedRecommender(Recommender):
         item_spaces = ("text", "category", "cf") if self.text else ("category", "cf")
         self.scorer, self.info = train_fusion(model, train_ex, holdout, cfg, self.name,
                                               item_spaces=item_spaces, progress=self.progress)
-        self.model = InterestModel(self.scorer, model.items)
+        self.model = InterestModel(self.scorer, model.items, self.domain)
         self._states = {}
 
     def learn_one(self, ev: Interaction) -> None:
@@ -126,21 +130,25 @@ class FusedRecommender(Recommender):
 
     def save(self, out_dir: str | Path) -> Path:
         """A checkpoint the worker loads with STREAM_RECO_CHECKPOINT=<folder>."""
-        out = self.scorer.save(out_dir, extra={"training": self.info, "train_config": self.config.__dict__})
+        out = self.scorer.save(out_dir, extra={"training": self.info, "train_config": self.config.__dict__,
+                                               "domain": self.domain.name})
         save_factors(out / "cf.npz", self._cf_ids, self._cf)
         return out
 
 
-def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0) -> Path:
+def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0, domain: str = "default") -> Path:
     """``stream-app train``: fit CF factors and the fusion on the whole log; write a versioned
-    checkpoint folder (fusion weights, config, CF factors) that the worker loads by setting."""
+    checkpoint folder (fusion weights, config, CF factors, the domain's name) that the worker
+    loads by setting. Serve it with the same ``STREAM_RECO_DOMAIN`` (the worker warns otherwise)."""
 
     ds = load_dataset(dataset)
     catalog = ItemCatalog.from_dataset(ds)
     events = sorted(ds.interactions, key=lambda e: e.ts)
-    rec = FusedRecommender("fused", text_features=dataset_text_features(ds), seed=seed)
+    rec = FusedRecommender("fused", text_features=dataset_text_features(ds), seed=seed, domain=domain)
     rec.fit(events, catalog)
     version = f"fusion-{ds.name}-{time.strftime('%Y%m%d%H%M%S')}-s{seed}"
+    if rec.domain.name != "default":
+        version += f"-{rec.domain.name}"
     rec.scorer.version = version
     path = rec.save(Path(out) / version)
     log.info("wrote checkpoint %s", path)

@@ -1,4 +1,4 @@
-"""Word lists for the synthetic domain data sets of :mod:`models.offline.domains`."""
+"""Word lists for the synthetic domain data sets of :mod:`models.offline.synthetic`."""
 
 
 _SHOP = {  # category: (sub-categories, nouns (two per sub-category, in order), price range, brands)

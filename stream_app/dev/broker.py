@@ -114,13 +114,24 @@ class LocalKafka:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> "LocalKafka":
+        """Start the broker. With a ``workdir`` that already holds a broker's data (an earlier
+        run with the same folder), that data is kept: topics, offsets and tables survive."""
         libs = ensure_jars(self.version)
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="stream-reco-kafka-"))
             self._owns_dir = True
-        self.port = self.port or free_port()
-        controller = free_port()
+        self.workdir = Path(self.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
         logs = self.workdir / "data"
+        formatted = (logs / "meta.properties").exists()
+        ports_file = self.workdir / "ports"
+        if formatted and ports_file.exists():  # same controller port: the quorum config must not change
+            controller = int(ports_file.read_text().split()[1])
+            self.port = self.port or int(ports_file.read_text().split()[0])
+        else:
+            controller = free_port()
+        self.port = self.port or free_port()
+        ports_file.write_text(f"{self.port} {controller}\n")
         props = self.workdir / "server.properties"
         props.write_text("\n".join([
             "process.roles=broker,controller",
@@ -153,8 +164,9 @@ class LocalKafka:
         env = {**os.environ, "KAFKA_HEAP_OPTS": ""}
         jvm = [java, "-Xms128m", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
                f"-Dlog4j2.configurationFile={log4j}", "-cp", cp]
-        subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)],
-                       check=True, capture_output=True, env=env)
+        if not formatted:
+            subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)],
+                           check=True, capture_output=True, env=env)
         self._logfile = open(self.workdir / "broker.log", "wb")
         self._proc = subprocess.Popen(jvm + ["kafka.Kafka", str(props)], stdout=self._logfile,
                                       stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -196,22 +208,29 @@ class LocalKafka:
 
 
 def _cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, url-safe base64 without padding (22 chars)."""
+    """A KRaft cluster id: 16 random bytes, url-safe base64 without padding (22 chars). One that
+    starts with "-" would be read as an option by the storage tool, so those are drawn again."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
-def serve_forever(port: int = 9092) -> int:
-    """Run a local broker in the foreground until interrupted (``stream-app broker``)."""
+def serve_forever(port: int = 9092, data_dir: str | None = None) -> int:
+    """Run a local broker in the foreground until interrupted (``stream-app broker``). With
+    ``data_dir`` its data is kept there across restarts; without, a temporary folder is removed
+    on stop."""
     import signal
 
     def _stop(signum, frame):  # SIGTERM stops the broker like Ctrl-C does
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
-    with LocalKafka(port=port) as kafka:
-        print(f"Kafka {kafka.version} on {kafka.bootstrap_servers}; Ctrl-C stops it", flush=True)
+    with LocalKafka(port=port, workdir=Path(data_dir) if data_dir else None) as kafka:
+        where = f"data in {kafka.workdir}" if data_dir else "temporary data, removed on stop"
+        print(f"Kafka {kafka.version} on {kafka.bootstrap_servers} ({where}); Ctrl-C stops it", flush=True)
         try:
             while kafka._proc is not None and kafka._proc.poll() is None:
                 time.sleep(1)

@@ -16,7 +16,7 @@ from tests.integration.kafka_io import produce, produce_json
 from tests.integration.test_worker import ev, load_catalog
 
 pytestmark = pytest.mark.broker
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "live-page.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "artifacts" / "live-page.png"  # docs/ holds a copy
 
 
 def get(port: int, path: str) -> tuple[int, str, bytes]:

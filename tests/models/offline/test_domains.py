@@ -1,4 +1,5 @@
-"""Domain presets and their synthetic data sets, read back through the data loader."""
+"""The synthetic data sets of the domain presets, read back through the data loader (the
+presets themselves: tests/models/test_domain_presets.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,9 +8,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from models.offline.domains import DOMAINS, DomainConfig, generate, get_domain
-
+from models.domains import DOMAINS, DomainConfig, get_domain
 from models.offline.loaders import load_dataset
+from models.offline.synthetic import GENERATED, generate
 
 EVENT_TYPES = {"click", "favorite", "rating", "review"}
 
@@ -17,10 +18,10 @@ EVENT_TYPES = {"click", "favorite", "rating", "review"}
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
     root = tmp_path_factory.mktemp("domains")
-    return {name: load_dataset(generate(name, root / name, seed=0)) for name in DOMAINS}
+    return {name: load_dataset(generate(name, root / name, seed=0)) for name in GENERATED}
 
 
-@pytest.mark.parametrize("name", sorted(DOMAINS))
+@pytest.mark.parametrize("name", sorted(GENERATED))
 def test_counts_and_layout(datasets, name):
     ds = datasets[name]
     assert len(ds.items) == 150
@@ -41,7 +42,7 @@ def test_counts_and_layout(datasets, name):
             assert ev.text
 
 
-@pytest.mark.parametrize("name", sorted(DOMAINS))
+@pytest.mark.parametrize("name", sorted(GENERATED))
 def test_deterministic_by_seed(tmp_path, name):
     kw = dict(n_users=30, n_items=40, n_events=300)
     a = generate(name, tmp_path / "a", seed=3, **kw)
@@ -53,7 +54,7 @@ def test_deterministic_by_seed(tmp_path, name):
     assert json.loads((a / "domain.json").read_text())["domain"]["name"] == name
 
 
-@pytest.mark.parametrize("name", sorted(DOMAINS))
+@pytest.mark.parametrize("name", sorted(GENERATED))
 def test_users_have_category_preferences(datasets, name):
     """Real structure: most of a user's events fall in a favourite category (uniform choice
     over 6-7 categories would give about 0.3)."""
@@ -111,6 +112,9 @@ def test_domain_config_is_frozen_and_validated():
         DomainConfig("x", {"purchase": 1.0}, ("content",), None, "")
     with pytest.raises(ValueError, match="unknown domain"):
         generate("books", "/nonexistent")
+    with pytest.raises(ValueError, match="no generator"):
+        generate("default", "/nonexistent")
+    assert set(GENERATED) == set(DOMAINS) - {"default"}
     for cfg in DOMAINS.values():
         assert set(cfg.event_weights) == EVENT_TYPES
         assert set(cfg.dimensions) <= {"content", "sentiment", "recency", "category", "collaborative"}

@@ -1,14 +1,9 @@
-"""Domain presets (e-commerce, news, video) and small synthetic data sets for each.
+"""Small synthetic data sets for the domain presets (e-commerce, news, video).
 
-A :class:`DomainConfig` says how much each event type counts, which interest dimensions the
-domain relies on, and whether items go stale (a freshness half-life). The dimension names are
-the model's (:mod:`models.dimensions`): ``content``, ``sentiment``, ``recency``, ``category``,
-``collaborative``. Item attributes such as brand and price band reach the model through the
-``category`` dimension (:func:`models.features.category_tokens` hashes ``cat:``, ``brand:`` and
-``price:`` tokens); ``item_attributes`` lists the ones a domain's items carry.
-
-All three domains use the four event types of the data layer (``click``, ``favorite``,
-``rating``, ``review``):
+The presets themselves (:class:`models.domains.DomainConfig`: event weights, dimensions,
+freshness half-life) live in the serving core, :mod:`models.domains`; this module only writes
+data that looks like each domain. All three domains use the four event types of the data layer
+(``click``, ``favorite``, ``rating``, ``review``):
 
 - **ecommerce**: ``click`` = product view, ``favorite`` = add to cart / purchase (strong),
   ``rating`` = 1-5 stars, ``review`` = written review. Items have ``attributes.price`` and
@@ -27,10 +22,6 @@ few categories (and, per domain, price bands and brands, fresh articles, whole s
 items are more popular, and each item has "companions" that are often engaged with right after
 it (co-engagement a collaborative model can learn).
 
->>> DOMAINS["news"].freshness_half_life_days
-1.0
->>> get_domain("ecommerce").event_weights["favorite"] > get_domain("ecommerce").event_weights["click"]
-True
 >>> import json, tempfile
 >>> with tempfile.TemporaryDirectory() as tmp:
 ...     out = generate("ecommerce", tmp, seed=1, n_users=20, n_items=30, n_events=200)
@@ -40,99 +31,29 @@ True
 (30, 200)
 >>> sorted(items[0]["attributes"])
 ['brand', 'price']
+>>> sorted(GENERATED)
+['ecommerce', 'news', 'video']
 """
 from __future__ import annotations
 
 import json
 import math
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
+from models.domains import DomainConfig, get_domain
 from models.offline.vocabulary import (_NEWS, _NEWS_BAD, _NEWS_GOOD, _NEWS_VERBS, _SHOP, _SHOP_ADJ, _SHOP_BAD,
                                        _SHOP_GOOD, _VIDEO, _VIDEO_BAD, _VIDEO_GOOD)
 
-__all__ = ["DOMAINS", "DomainConfig", "generate", "get_domain"]
+__all__ = ["GENERATED", "generate"]
+
+#: The presets this module can generate data for (``default`` has none).
+GENERATED = ("ecommerce", "news", "video")
 
 DAY_MS = 86_400_000
 #: Start of the synthetic timeline: 2024-01-01T00:00:00Z.
 T0_MS = 1_704_067_200_000
-
-
-@dataclass(frozen=True)
-class DomainConfig:
-    """How one domain's events and items are read. ``event_weights``: relative strength of each
-    event type (``click``, ``favorite``, ``rating``, ``review``); ``dimensions``: the interest
-    dimensions that matter, most important first; ``freshness_half_life_days``: how fast an
-    item's appeal halves with its age (``None``: items do not go stale)."""
-
-    name: str
-    event_weights: dict[str, float] = field(hash=False)
-    dimensions: tuple[str, ...]
-    freshness_half_life_days: float | None
-    notes: str
-    item_attributes: tuple[str, ...] = ()
-
-    def __post_init__(self):
-        unknown = set(self.event_weights) - {"click", "favorite", "rating", "review"}
-        if unknown:
-            raise ValueError(f"{self.name}: unknown event types {sorted(unknown)}")
-        if self.freshness_half_life_days is not None and self.freshness_half_life_days <= 0:
-            raise ValueError(f"{self.name}: freshness_half_life_days must be > 0 or None")
-
-
-ECOMMERCE = DomainConfig(
-    name="ecommerce",
-    event_weights={"click": 0.3, "favorite": 2.0, "rating": 1.2, "review": 1.0},
-    dimensions=("category", "collaborative", "content", "sentiment", "recency"),
-    freshness_half_life_days=None,
-    notes="Views are cheap, cart/purchase (favorite) is the strong signal. Brand and price band "
-          "(attributes.brand, attributes.price) carry much of the preference and enter through "
-          "the category dimension; bought-together items give co-engagement.",
-    item_attributes=("price", "brand"),
-)
-
-NEWS = DomainConfig(
-    name="news",
-    event_weights={"click": 1.0, "favorite": 1.5, "rating": 0.5, "review": 0.8},
-    dimensions=("recency", "content", "category", "collaborative", "sentiment"),
-    freshness_half_life_days=1.0,
-    notes="Clicks dominate; articles are read mostly within a day or two of published_ts, so "
-          "freshness (half-life 1 day) and short-term interest matter more than long-term taste.",
-    item_attributes=(),
-)
-
-VIDEO = DomainConfig(
-    name="video",
-    event_weights={"click": 1.0, "favorite": 1.5, "rating": 1.0, "review": 0.8},
-    dimensions=("content", "collaborative", "category", "recency", "sentiment"),
-    freshness_half_life_days=30.0,
-    notes="A watch is a click whose rating field holds the fraction watched (0-1); likes are "
-          "favorites. Episodes of a series are watched in sequence (strong co-engagement); new "
-          "releases get a mild boost (half-life 30 days).",
-    item_attributes=("series", "duration_min"),
-)
-
-#: The presets by name.
-DOMAINS: dict[str, DomainConfig] = {d.name: d for d in (ECOMMERCE, NEWS, VIDEO)}
-
-
-def get_domain(domain: str | DomainConfig) -> DomainConfig:
-    """The preset named ``domain`` (or ``domain`` itself when it is a config).
-
-    >>> get_domain("video").name
-    'video'
-    >>> get_domain("books")
-    Traceback (most recent call last):
-    ...
-    ValueError: unknown domain 'books'; known: ecommerce, news, video
-    """
-    if isinstance(domain, DomainConfig):
-        return domain
-    try:
-        return DOMAINS[domain]
-    except KeyError:
-        raise ValueError(f"unknown domain {domain!r}; known: {', '.join(DOMAINS)}") from None
 
 
 # --------------------------------------------------------------------------- generator
@@ -254,8 +175,8 @@ def generate(domain: str | DomainConfig, out_dir: str | Path, seed: int = 0, n_u
     True
     """
     cfg = get_domain(domain)
-    if cfg.name not in DOMAINS:
-        raise ValueError(f"no generator for custom domain {cfg.name!r}; use one of {list(DOMAINS)}")
+    if cfg.name not in GENERATED:
+        raise ValueError(f"no generator for domain {cfg.name!r}; use one of {list(GENERATED)}")
     if n_users < 1 or n_items < 2 or n_events < 3 * n_users:
         raise ValueError("need n_users >= 1, n_items >= 2 and n_events >= 3 * n_users")
     rng = random.Random(f"stream-reco/{cfg.name}/{seed}")

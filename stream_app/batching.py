@@ -1,0 +1,81 @@
+"""Micro-batches from a Faust stream that are acknowledged only when they were handled.
+
+Faust's ``Stream.take_events`` acks a batch's events in a ``finally`` block: when the agent's body
+raises, or when the agent is cancelled by a rebalance or a shutdown halfway through a batch, the
+whole batch is still acked and its offsets are committed, although its states and recommendations
+were never written (events lost). ``take_batches`` is the same buffering with one change: a batch
+is acked only after the body has finished with it (the generator resumed for the next batch).
+An abandoned batch stays unacked, so its events are read again by whoever owns the partition
+next, and the event-id de-duplication in the user state makes that harmless.
+
+It uses the stream's buffering hooks (``add_processor``, ``_enable_passive``, ``_processors``) of
+the pinned faust-streaming version, exactly as ``take_events`` does; the real-broker tests cover it.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+from mode.utils.futures import notify
+
+
+async def take_batches(stream, max_: int, within: float) -> AsyncIterator[list]:
+    """Yield lists of at most ``max_`` events, or whatever arrived within ``within`` seconds."""
+    buffer: list = []
+    events: list = []
+    buffer_full = asyncio.Event()
+    buffer_consumed = asyncio.Event()
+    consuming: asyncio.Future | None = None
+    channel_it = stream.channel.__aiter__()
+
+    async def add_to_buffer(value):
+        nonlocal consuming
+        try:
+            if consuming is not None:
+                try:
+                    await consuming
+                finally:
+                    consuming = None
+            buffer.append(value)
+            event = stream.current_event
+            if event is None:
+                raise RuntimeError("take buffer found no current event")
+            events.append(event)
+            if len(buffer) >= max_:
+                buffer_full.set()
+                buffer_consumed.clear()
+                await stream.wait(buffer_consumed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            stream.log.exception("error adding to the batch buffer: %r", exc)
+            await stream.crash(exc)
+        return value
+
+    enable_acks = stream.enable_acks
+    stream.enable_acks = False  # we ack ourselves, once a batch was handled
+    stream.add_processor(add_to_buffer)
+    stream._enable_passive(channel_it)
+    try:
+        while not stream.should_stop:
+            await stream.wait_for_stopped(buffer_full, timeout=within)
+            if not buffer:
+                continue
+            consuming = asyncio.get_running_loop().create_future()
+            batch = list(events)
+            handled = False
+            try:
+                yield batch
+                handled = True  # reached only when the body asks for the next batch
+            finally:
+                buffer.clear()
+                events.clear()
+                if handled:
+                    for event in batch:
+                        await stream.ack(event)
+                notify(consuming)
+                buffer_full.clear()
+                buffer_consumed.set()
+    finally:
+        stream.enable_acks = enable_acks
+        stream._processors.remove(add_to_buffer)

@@ -1,0 +1,36 @@
+"""A generated e-commerce data set replayed into a worker started with STREAM_RECO_DOMAIN=ecommerce:
+the worker serves with the domain's preset and every user gets recommendations."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from models.domains import DOMAINS
+from models.offline.synthetic import generate
+from stream_app.dev.replay import replay_dataset
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]
+
+N_USERS, N_ITEMS, N_EVENTS = 200, 150, 3000  # the generator's default size
+
+
+def test_ecommerce_replay_into_an_ecommerce_worker(worker_factory, tmp_path):
+    folder = generate("ecommerce", tmp_path / "ecommerce", seed=0, n_users=N_USERS, n_items=N_ITEMS,
+                      n_events=N_EVENTS)
+    users = {json.loads(line)["user_id"] for line in (folder / "interactions.jsonl").read_text().splitlines()}
+    assert len(users) == N_USERS
+    worker = worker_factory(extra_env={"STREAM_RECO_DOMAIN": "ecommerce"}).start()
+    assert worker.stats()["domain"] == "ecommerce"
+    weights = DOMAINS["ecommerce"].event_weights
+    assert f"domain ecommerce (event weights {weights}" in worker.log()
+
+    out = io.StringIO()
+    result = replay_dataset(worker.settings, folder, show_users=1, progress=False, idle_timeout=30, out=out)
+    assert result.complete, (out.getvalue(), worker.log()[-3000:])
+    assert result.events_produced == N_EVENTS and result.events_covered == N_EVENTS
+    assert result.dead_letters == 0
+    assert result.users == N_USERS  # a recommendation for every user
+    stats = worker.stats()
+    assert stats["items"] == N_ITEMS and stats["users"] == N_USERS and stats["events"] == N_EVENTS
