@@ -19,6 +19,7 @@ from pathlib import Path
 import faust
 
 from stream_app import agents, tables, topics, views
+from stream_app.batching import start_fresh_partitions_at_the_beginning
 from stream_app.processor import Processor
 from stream_app.settings import Settings
 
@@ -34,7 +35,16 @@ def create_app(settings: Settings, processor: Processor) -> faust.App:
                                getattr(processor.encoder, "device", "?"))
     agents.register(app, ctx)
     views.register(app, ctx)
+    start_fresh_partitions_at_the_beginning(app, {declared.names.interactions, declared.names.catalog})
     return app
+
+
+def advertised_host(web_host: str) -> str:
+    """The host other workers use for this one: the bind address, or this machine's name when
+    bound to every interface."""
+    import socket
+
+    return socket.gethostname() if web_host in ("", "0.0.0.0", "::") else web_host
 
 
 def faust_options(settings: Settings) -> dict:
@@ -52,6 +62,8 @@ def faust_options(settings: Settings) -> dict:
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=settings.web_host,
+        # How the other workers reach this one's web views (/users/{id} is forwarded to the owner).
+        canonical_url=f"http://{advertised_host(settings.web_host)}:{settings.web_port}",
         producer_linger_ms=5,
         producer_max_batch_size=262_144,
         stream_buffer_maxsize=max(4096, 2 * settings.batch_max),

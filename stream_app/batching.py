@@ -79,3 +79,26 @@ async def take_batches(stream, max_: int, within: float) -> AsyncIterator[list]:
     finally:
         stream.enable_acks = enable_acks
         stream._processors.remove(add_to_buffer)
+
+
+def start_fresh_partitions_at_the_beginning(app, topics: set[str]) -> None:
+    """After a rebalance, read a partition that has no committed offset from its first message.
+
+    Faust seeks each newly assigned partition to its committed offset, and aiokafka skips the
+    seek when there is none (or it is 0), leaving the position wherever this consumer's fetcher
+    happened to be. A partition that moved between workers before its first commit would then
+    skip the messages fetched, but not handled, by the previous owner (lost). This wraps the
+    consumer's ``perform_seek`` (pinned faust-streaming) so such partitions of ``topics`` start at
+    their earliest offset; the event-id window makes any re-read harmless."""
+    consumer = app.consumer
+    original = consumer.perform_seek
+
+    async def perform_seek() -> None:
+        await original()
+        fresh = [tp for tp in consumer.assignment()
+                 if tp.topic in topics and not consumer._committed_offset.get(tp)]
+        if fresh:
+            earliest = await consumer.earliest_offsets(*fresh)
+            await consumer.seek_wait({tp: earliest[tp] for tp in fresh})
+
+    consumer.perform_seek = perform_seek

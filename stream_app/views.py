@@ -113,7 +113,9 @@ def register(app, ctx: Context) -> None:
         return web.bytes(body, content_type=content_type.split(";")[0])
 
     @app.page("/users/{user_id}")
+    @app.table_route(table=ctx.tables.users, match_info="user_id")
     async def user_view(web, request, user_id):
+        """Answered by the worker that holds the user: asked elsewhere, the request is forwarded."""
         return await user(ctx, web, user_id)
 
     @app.page("/users/{user_id}/events")
