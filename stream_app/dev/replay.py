@@ -122,27 +122,22 @@ class _Run:
         self.bar = tqdm(total=len(events), desc="events answered", unit="ev", disable=not progress,
                         mininterval=0.5, file=sys.stderr)
 
-    def on_record(self, topic: str, value: bytes, now: float) -> None:
-        if topic == self.rec_topic:
-            msg = orjson.loads(value)
-            ids = msg.get("based_on_event_ids") or []
-            times = [self.sent_at[i] for i in ids if i in self.sent_at]
-            if times:
-                self.latencies.append((now - max(times)) * 1000.0)
-                self.result.recommendations += 1
-                self.result.last_recommendation = now
-                self.users_seen.add(msg["user_id"])
-                self.coverage.answer(ids)
-                if self.view is not None:
-                    self.view.update(msg["user_id"], msg)
-        else:
+    def on_record(self, topic: str, value: bytes | None, now: float) -> None:
+        if topic != self.rec_topic:
             self.result.dead_letters += 1
-            try:
-                eid = orjson.loads(orjson.loads(value)["original"]).get("event_id")
-            except Exception:
-                eid = None
-            if eid is not None:
-                self.coverage.answer([eid])
+            return
+        if value is None:  # a forgotten user's tombstone
+            return
+        msg = orjson.loads(value)
+        self.result.recommendations += 1
+        self.result.last_recommendation = now
+        self.users_seen.add(msg["user_id"])
+        for eid in self.coverage.applied(msg["user_id"], msg["events_applied"]):
+            sent = self.sent_at.get(eid)
+            if sent is not None:
+                self.latencies.append((now - sent) * 1000.0)
+        if self.view is not None:
+            self.view.update(msg["user_id"], msg)
 
     async def consume(self, consumer) -> None:
         cov = self.coverage
@@ -232,6 +227,7 @@ async def replay_events(settings: Settings, events: Sequence[dict], rate: float 
     result.complete = run.coverage.complete
     result.users = len(run.users_seen)
     result.latencies_ms = np.asarray(run.latencies, dtype=np.float64)
+    result.regressions = run.coverage.regressions
     return result
 
 

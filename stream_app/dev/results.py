@@ -2,7 +2,6 @@
 (coverage), and the live view of a few users' lists printed while it runs."""
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -15,7 +14,7 @@ class ReplayResult:
     """What one replay measured. Times are wall-clock seconds (``time.time()``)."""
 
     events_produced: int = 0
-    events_covered: int = 0  # produced events reflected by a recommendation (or dead-lettered)
+    events_covered: int = 0  # produced events that a recommendation's events_applied counts
     recommendations: int = 0
     dead_letters: int = 0
     users: int = 0
@@ -24,7 +23,8 @@ class ReplayResult:
     last_produce: float = 0.0
     last_recommendation: float = 0.0
     complete: bool = False  # every produced event was covered before the timeout
-    latencies_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    latencies_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))  # one per covered event
+    regressions: int = 0  # recommendations whose events_applied went down for their user
 
     @property
     def produce_s(self) -> float:
@@ -51,7 +51,8 @@ class ReplayResult:
                 "produce_s": round(self.produce_s, 3), "duration_s": round(self.duration_s, 3),
                 "events_per_s": round(self.events_per_s, 1),
                 **{f"latency_p{q}_ms": round(self.latency_ms(q), 1) for q in (50, 95, 99)},
-                "latency_max_ms": round(float(self.latencies_ms.max()), 1) if self.latencies_ms.size else None}
+                "latency_max_ms": round(float(self.latencies_ms.max()), 1) if self.latencies_ms.size else None,
+                "latency_samples": int(self.latencies_ms.size), "regressions": self.regressions}
 
 
 def format_summary(r: ReplayResult) -> str:
@@ -59,13 +60,14 @@ def format_summary(r: ReplayResult) -> str:
         ("events produced", f"{r.events_produced}"
                             + (f" at {r.rate:g}/s" if r.rate else " as fast as possible")
                             + f" in {r.produce_s:.1f} s"),
-        ("events recommended on", f"{r.events_covered} of {r.events_produced}"
-                                  + ("" if r.complete else " (stopped by the timeout)")),
+        ("events applied", f"{r.events_covered} of {r.events_produced} (from each user's events_applied)"
+                           + ("" if r.complete else " (stopped by the timeout)")),
         ("recommendations received", f"{r.recommendations} for {r.users} users"),
         ("dead letters seen", f"{r.dead_letters}"),
         ("sustained events/s", f"{r.events_per_s:.0f} (first produce -> last recommendation, {r.duration_s:.1f} s)"),
         ("latency p50 / p95 / p99", " / ".join(f"{r.latency_ms(q):.0f}" for q in (50, 95, 99))
-                                    + " ms (event produced -> recommendation received)"),
+                                    + f" ms per event ({r.latencies_ms.size} events: produced -> first"
+                                    + " recommendation that counts it)"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(["== replay summary =="] + [f"{k:<{width}}  {v}" for k, v in rows])
@@ -74,33 +76,40 @@ def format_summary(r: ReplayResult) -> str:
 # -- coverage: which events have been answered ---------------------------------------------------
 
 class Coverage:
-    """Tracks which produced events some recommendation reflects.
+    """Which produced events the worker has applied, from the recommendations themselves.
 
-    A recommendation lists at most the newest 50 event ids of its micro-batch, but a user's events
-    are applied in order, so it also reflects every earlier event of that user. An event that was
-    dead-lettered counts as answered too (no recommendation will ever name it)."""
+    A user's events are applied in order, and every recommendation says how many of the user's
+    events its state holds (``events_applied``). A message with ``events_applied = n`` therefore
+    shows that the user's first n events were applied; the first such message is the moment
+    each of those events took effect (its per-event latency). Nothing is assumed: an event no
+    recommendation has counted is not covered, and a dead letter does not count as applied.
+
+    >>> cov = Coverage([{"event_id": "a", "user_id": "u"}, {"event_id": "b", "user_id": "u"}])
+    >>> cov.applied("u", 1), cov.applied("u", 1), cov.applied("u", 2), cov.complete
+    (['a'], [], ['b'], True)
+    """
 
     def __init__(self, events: Sequence[dict]):
-        self.where: dict[str, tuple[str, int]] = {}  # event_id -> (user, position among the user's events)
-        self.per_user: Counter[str] = Counter()
+        self.ids_of: dict[str, list[str]] = {}  # user -> event ids in send order
         for ev in events:
-            u = ev["user_id"]
-            self.where[ev["event_id"]] = (u, self.per_user[u])
-            self.per_user[u] += 1
+            self.ids_of.setdefault(ev["user_id"], []).append(ev["event_id"])
         self.total = len(events)
-        self.done_upto: dict[str, int] = {}  # user -> events answered (a prefix of the user's events)
+        self.done_upto: dict[str, int] = {}  # user -> events applied (a prefix of the user's events)
         self.covered = 0
+        self.regressions = 0  # messages whose events_applied was below one seen before for the user
 
-    def answer(self, event_ids: Sequence[str]) -> None:
-        for eid in event_ids:
-            pos = self.where.get(eid)
-            if pos is None:
-                continue
-            user, seq = pos
-            before = self.done_upto.get(user, 0)
-            if seq + 1 > before:
-                self.done_upto[user] = seq + 1
-                self.covered += seq + 1 - before
+    def applied(self, user: str, n: int) -> list[str]:
+        """A recommendation for ``user`` with ``events_applied = n``: the event ids it newly covers."""
+        before = self.done_upto.get(user, 0)
+        if n < before:
+            self.regressions += 1
+            return []
+        n = min(n, len(self.ids_of.get(user, ())))
+        if n <= before:
+            return []
+        self.done_upto[user] = n
+        self.covered += n - before
+        return self.ids_of[user][before:n]
 
     @property
     def complete(self) -> bool:

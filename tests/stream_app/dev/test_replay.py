@@ -96,15 +96,15 @@ def test_most_active_users(tiny):
     assert most_active_users(events, 0) == []
 
 
-def test_coverage_counts_earlier_events_of_the_user():
+def test_coverage_comes_from_events_applied_per_user():
     events = [{"event_id": f"e{i}", "user_id": u} for i, u in enumerate(["a", "b", "a", "a", "b"])]
     cov = Coverage(events)
-    cov.answer(["e2"])  # a's second event: a's first is reflected too
+    assert cov.applied("a", 2) == ["e0", "e2"]  # a's first two events, in send order
     assert cov.covered == 2 and not cov.complete
-    cov.answer(["e0", "unknown"])  # older: nothing new
-    assert cov.covered == 2
-    cov.answer(["e3", "e4"])
+    assert cov.applied("a", 1) == [] and cov.regressions == 1  # a list that went backwards
+    assert cov.applied("a", 3) == ["e3"] and cov.applied("b", 2) == ["e1", "e4"]
     assert cov.covered == 5 and cov.complete
+    assert cov.applied("zz", 4) == []  # a user this replay never sent
 
 
 def test_live_view_and_summary_render():
