@@ -72,7 +72,7 @@ def faust_options(settings: Settings) -> dict:
         # A worker that dies without leaving the group blocks a rebalance until this expires.
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 3),
-        # Do not wait on shutdown for buffered-but-unprocessed events to be acked (take_events
-        # never acks those): they are re-read after restart and the state update is idempotent.
-        stream_wait_empty=False,
+        # On a rebalance or shutdown, finish the batches in flight before giving partitions up, so
+        # the next owner restores state that includes them (never an older state).
+        stream_wait_empty=True,
     )

@@ -9,6 +9,11 @@
 ('schema_violation', True)
 >>> codec.decode("interaction", b"{not json").error_type
 'malformed_json'
+>>> codec.decode("interaction", b'{"event_id":"e1","type":"click","user_id":"u1","user_id":"u2","item_id":"i","ts":1}').error
+'an object repeats a key (ambiguous: which value counts?)'
+>>> deep = b'{"event_id":"e1","type":"click","user_id":' + b"[" * 300 + b"]" * 300 + b',"item_id":"i","ts":1}'
+>>> codec.decode("interaction", deep).error_type
+'schema_violation'
 >>> codec.decode("interaction", "{}".encode("utf-16")).error
 'not UTF-8 text (binary or another encoding): invalid byte at position 0'
 >>> codec.decode("interaction", b'{"schema":"forget/v1","type":"forget","event_id":"f","user_id":"u1","ts":1}')["type"]
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +85,12 @@ class Codec:
         if kind == "interaction" and isinstance(obj, dict) and (obj.get("type") == "forget"
                                                                or obj.get("schema") == "forget/v1"):
             kind, sid = "forget", self.ids["forget"]  # a forget request travels with the user's events
-        errors = list(self.validators[kind].iter_errors(obj))
+        if _has_duplicate_keys(raw):
+            return Rejected("malformed_json", "an object repeats a key (ambiguous: which value counts?)", sid)
+        try:
+            errors = list(self.validators[kind].iter_errors(obj))
+        except ValueError as exc:  # e.g. nesting deeper than the validator's recursion limit
+            return Rejected("schema_violation", f"cannot be validated: {exc}", sid)
         if errors:
             msg = "; ".join(f"{'/'.join(map(str, e.instance_path)) or '<root>'}: {e.message}" for e in errors[:5])
             return Rejected("schema_violation", msg, sid)
@@ -89,6 +100,28 @@ class Codec:
         """Raise ``jsonschema_rs.ValidationError`` if an outgoing message breaks its own schema
         (the worker checks its recommendations in tests: ``STREAM_RECO_CHECK_OUTPUT``)."""
         self.validators[kind].validate(obj)
+
+
+def _reject_pairs(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _DuplicateKey
+    return dict(pairs)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _has_duplicate_keys(raw: bytes) -> bool:
+    """orjson keeps the last of repeated keys silently; the standard parser tells us."""
+    try:
+        json.loads(raw, object_pairs_hook=_reject_pairs)
+    except _DuplicateKey:
+        return True
+    except (ValueError, RecursionError):  # orjson accepted it; deep nesting is the schema's business
+        return False
+    return False
 
 
 def dead_letter(raw: bytes | None, reason: Rejected, topic: str, partition: int, offset: int,
