@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         fn = run_replay if args.cmd == "replay" else run_demo
         return fn(settings, args.dataset, limit=args.limit, rate=args.rate, show_users=args.show_users)
     if args.cmd == "train":
-        from models.offline.train import train_checkpoint
+        from models.offline.fused import train_checkpoint
 
         train_checkpoint(args.dataset, args.out, seed=args.seed)
         return 0

@@ -11,9 +11,9 @@ Each model needs ``recall@10``, ``ndcg@10`` and ``prequential_hit@10``; other ke
 
 >>> print(format_table({"dataset": "toy", "protocol": "p",
 ...     "models": {"Pop": {"recall@10": 0.5, "ndcg@10": 0.25, "prequential_hit@10": 0.125}}}))
-model                  recall@10     ndcg@10  prequential_hit@10  valid_ndcg@10
--------------------------------------------------------------------------------
-Pop                       0.5000      0.2500              0.1250              -
+model                  recall@10     ndcg@10  prequential_hit@10  valid_ndcg@10  fit_seconds  n_test_skipped_seen
+----------------------------------------------------------------------------------------------------------------
+Pop                       0.5000      0.2500              0.1250              -            -                    -
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ __all__ = ["REQUIRED_METRICS", "TABLE_COLUMNS", "format_table", "validate_metric
 #: Keys every model entry must have.
 REQUIRED_METRICS: tuple[str, ...] = ("recall@10", "ndcg@10", "prequential_hit@10")
 #: Metric columns of the printed table.
-TABLE_COLUMNS: tuple[str, ...] = ("recall@10", "ndcg@10", "prequential_hit@10", "valid_ndcg@10")
+TABLE_COLUMNS: tuple[str, ...] = ("recall@10", "ndcg@10", "prequential_hit@10", "valid_ndcg@10", "fit_seconds",
+                                  "n_test_skipped_seen")
 
 
 def _plain(value: Any) -> Any:
@@ -72,6 +73,8 @@ def validate_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     if isinstance(value, Number) and not isinstance(value, bool):
         f = float(value)
         return f"{f:.4f}" if math.isfinite(f) else "nan"
