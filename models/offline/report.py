@@ -72,9 +72,11 @@ def validate_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return _plain(metrics)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, column: str = "") -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
+    if column.endswith("seconds") and isinstance(value, Number) and not isinstance(value, bool):
+        return f"{float(value):.1f}"
     if isinstance(value, Number) and not isinstance(value, bool):
         f = float(value)
         return f"{f:.4f}" if math.isfinite(f) else "nan"
@@ -88,7 +90,7 @@ def format_table(metrics: Mapping[str, Any]) -> str:
     header = f"{'model':<{widths[0]}}" + "".join(f"  {c:>{w}}" for c, w in zip(TABLE_COLUMNS, widths[1:]))
     lines = [header, "-" * len(header)]
     for label, values in zip(names, metrics["models"].values()):
-        cells = "".join(f"  {_cell(values.get(c)):>{w}}" for c, w in zip(TABLE_COLUMNS, widths[1:]))
+        cells = "".join(f"  {_cell(values.get(c), c):>{w}}" for c, w in zip(TABLE_COLUMNS, widths[1:]))
         lines.append(f"{label:<{widths[0]}}{cells}")
     return "\n".join(lines)
 
