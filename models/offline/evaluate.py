@@ -52,15 +52,15 @@ def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Se
     names = [n for n in MODELS if not only or n in only]
     results: dict[str, dict] = {}
 
-    def measure(name: str, model, fit_s: float, extra: dict) -> None:
+    def measure(name: str, model, fit_s: float, extra: dict) -> dict:
         t = time.perf_counter()
         m = replay_evaluate(model, split, catalog, k=10, progress=progress, seed=seed,
                             max_prequential_events=MAX_PREQUENTIAL)
         results[name] = {**m, **extra, "fit_seconds": round(fit_s, 1)}
-        return results[name]
         print(f"  {name:<20} ndcg@10 {m['ndcg@10']:.4f} recall@10 {m['recall@10']:.4f} "
               f"valid_ndcg@10 {m['valid_ndcg@10']:.4f} fit {fit_s:.0f}s replay {time.perf_counter() - t:.0f}s "
               f"skipped(test, seen) {m['n_test_skipped_seen']}", flush=True)
+        return results[name]
 
     if "pop" in names:
         t = time.perf_counter()
