@@ -12,7 +12,7 @@ Each model needs ``recall@10``, ``ndcg@10`` and ``prequential_hit@10``; other ke
 >>> print(format_table({"dataset": "toy", "protocol": "p",
 ...     "models": {"Pop": {"recall@10": 0.5, "ndcg@10": 0.25, "prequential_hit@10": 0.125}}}))
 model                  recall@10     ndcg@10  prequential_hit@10  valid_ndcg@10  fit_seconds  n_test_skipped_seen
-----------------------------------------------------------------------------------------------------------------
+-----------------------------------------------------------------------------------------------------------------
 Pop                       0.5000      0.2500              0.1250              -            -                    -
 """
 
