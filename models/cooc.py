@@ -26,7 +26,7 @@ Rows of ``S`` are recomputed from the counts at every request (O(hist_len * N));
 cache, so a score is a pure function of the counts and the user's recent items, and the worker
 and the offline replay agree exactly whatever the timing of their requests.
 
-Memory: ``M`` is a dense float32 matrix up to ``DENSE_MAX_ITEMS`` items (16,384: 1 GiB at the
+Memory: ``M`` is a dense float32 matrix up to ``DENSE_MAX_ITEMS`` items (12,288: 600 MB at the
 limit, 380 MB at 9,742 items, 11 MB at 1,682); beyond that the counts move to one dict per row,
 whose size is bounded by the number of distinct pairs the windows produced (not by N^2).
 
@@ -47,7 +47,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-DENSE_MAX_ITEMS = 16_384
+DENSE_MAX_ITEMS = 12_288
 MAX_SEEN_DEFAULT = 2000  # = models.state.MAX_SEEN (kept equal by a test; no import to stay a leaf)
 
 
