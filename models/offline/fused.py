@@ -108,9 +108,8 @@ class FusedRecommender(Recommender):
         events = sorted(train, key=lambda e: e.ts)
         train_ex, holdout = build_examples(model, events, self.text_features, progress=self.progress)
         cfg = self.config
-        if len(items) > 5000:  # the catalogue-wide softmax dominates the cost: subsample, larger steps
-            cfg = TrainConfig(**{**cfg.__dict__, "batch_size": 1024, "lr": cfg.lr * 1.5,
-                                 "max_examples": min(cfg.max_examples, 40_000)})
+        if len(items) > 5000:  # the catalogue-wide softmax dominates the cost: larger steps
+            cfg = TrainConfig(**{**cfg.__dict__, "batch_size": 1024, "lr": cfg.lr * 1.5})
         item_spaces = ("text", "category", "cf") if self.text else ("category", "cf")
         self.scorer, self.info = train_fusion(model, train_ex, holdout, cfg, self.name,
                                               item_spaces=item_spaces, progress=self.progress)
