@@ -25,7 +25,9 @@ from typing import Callable, Iterable, Iterator, Mapping, MutableMapping, NamedT
 import numpy as np
 import orjson
 
+from models.blend import COMPONENTS, combine, normalise_weights
 from models.cf import load_factors
+from models.cooc import CoocModel
 from models.dimensions import Dimension
 from models.domains import DomainConfig, get_domain
 from models.features import CATEGORY_BUCKETS, category_tokens, category_vector, strength, valence
@@ -67,24 +69,33 @@ class Recommendation:
 
 
 class InterestModel:
-    """``domain`` (a preset name of ``models.domains`` or a config; None: ``default``) sets the
-    strength of each event type; the dimensions are the scorer's (``untrained`` takes them from
-    the domain, a trained checkpoint keeps its own)."""
+    """``scorer``: the attention fusion of the dimensions; ``cooc``: the co-engagement counts
+    (updated from every new event); ``blend``: component -> weight of the final z-score blend
+    (``models.blend``); without a blend the attention score alone is served. ``domain`` (a preset
+    name of ``models.domains`` or a config; None: ``default``) sets the strength of each event
+    type; the dimensions are the scorer's (``untrained`` takes them from the domain, a trained
+    checkpoint keeps its own)."""
 
-    def __init__(self, scorer: FusedScorer, items: ItemVectors, domain: str | DomainConfig | None = None):
+    def __init__(self, scorer: FusedScorer, items: ItemVectors, cooc: CoocModel | None = None,
+                 blend: Mapping[str, float] | None = None, domain: str | DomainConfig | None = None):
         self.scorer = scorer
         self.dims: tuple[Dimension, ...] = scorer.cfg.dims
         self.items = items
         self.dim_names = [d.name for d in self.dims]
         self.domain = get_domain(domain)
         self.event_weights = dict(self.domain.event_weights)
+        self.cooc = cooc
+        self.blend = dict(blend) if blend else None
+        self._crow: list[int] = []  # catalogue row -> co-engagement row
+        if cooc is not None:
+            self._crow = [cooc.add_item(i) for i in items.ids]
 
     @classmethod
     def untrained(cls, text_dim: int = 384, cf_dim: int = 64,
                   domain: str | DomainConfig | None = None) -> "InterestModel":
         space = {"text": text_dim, "cf": cf_dim, "category": CATEGORY_BUCKETS, "hybrid": text_dim + cf_dim}
         cfg = get_domain(domain)
-        return cls(FusedScorer.default(cfg.dims(), space), ItemVectors(text_dim, cf_dim, CATEGORY_BUCKETS), cfg)
+        return cls(FusedScorer.default(cfg.dims(), space), ItemVectors(text_dim, cf_dim, CATEGORY_BUCKETS), domain=cfg)
 
     @classmethod
     def load(cls, checkpoint: str | Path | None, domain: str | DomainConfig | None = None) -> "InterestModel":
@@ -97,11 +108,13 @@ class InterestModel:
         sd = scorer.cfg.space_dims
         cf = load_factors(path / "cf.npz") if (path / "cf.npz").exists() else {}
         cfg = get_domain(domain)
-        trained_on = orjson.loads((path / "config.json").read_bytes()).get("domain", "default")
-        if trained_on != cfg.name:
+        meta = orjson.loads((path / "config.json").read_bytes())
+        if meta.get("domain", "default") != cfg.name:
             log.warning("checkpoint %s was trained with domain %r, serving with domain %r",
-                        scorer.version, trained_on, cfg.name)
-        return cls(scorer, ItemVectors(sd["text"], sd["cf"], sd["category"], cf_factors=cf), cfg)
+                        scorer.version, meta.get("domain", "default"), cfg.name)
+        cooc = CoocModel.load(path / "cooc.npz") if (path / "cooc.npz").exists() else None
+        return cls(scorer, ItemVectors(sd["text"], sd["cf"], sd["category"], cf_factors=cf), cooc,
+                   meta.get("blend"), domain=cfg)
 
     @property
     def version(self) -> str:
@@ -111,7 +124,10 @@ class InterestModel:
     def add_item(self, item_id: str, text_vector: np.ndarray, categories: Sequence[str] = (),
                  attributes: Mapping | None = None) -> int:
         cat = category_vector(category_tokens(categories, attributes), self.items.dims["category"])
-        return self.items.upsert(item_id, text=text_vector, category=cat)
+        row = self.items.upsert(item_id, text=text_vector, category=cat)
+        if self.cooc is not None and row == len(self._crow):
+            self._crow.append(self.cooc.add_item(item_id))
+        return row
 
     def delete_item(self, item_id: str) -> bool:
         return self.items.delete(item_id)
@@ -120,24 +136,34 @@ class InterestModel:
     def new_state(self) -> UserState:
         return UserState.empty(self.dims, self.items.dims)
 
-    def apply(self, state: UserState, ev: Event, text_features: TextFeatures | None = None) -> bool:
-        """Fold one event into the user's state; False for a duplicate event id.
+    def apply(self, state: UserState, ev: Event, text_features: TextFeatures | None = None,
+              learn: bool = True) -> bool:
+        """Fold one event into the user's state; False for a duplicate event id. A first
+        engagement with an item also updates the co-engagement counts (unless ``learn`` is False:
+        the offline replay of events the counts were already fitted on).
         Raises KeyError for an unknown or retired item."""
         if ev.item_id not in self.items:
             raise KeyError(ev.item_id)
         senti, text_vec = (text_features or {}).get(ev.text, (None, None)) if ev.text else (None, None)
         vectors = self.items.vectors(self.items.index[ev.item_id])
-        return state.apply(self.dims, vectors, ev.item_id, strength(ev.type, ev.value, self.event_weights),
-                           valence(ev.type, ev.value, senti), ev.ts, ev.event_id, text_vec)
+        first = learn and self.cooc is not None and ev.item_id not in state.seen
+        prev = self.recent_rows(state, self.cooc.params.span) if first else ()
+        applied = state.apply(self.dims, vectors, ev.item_id, strength(ev.type, ev.value, self.event_weights),
+                              valence(ev.type, ev.value, senti), ev.ts, ev.event_id, text_vec)
+        if applied and first:
+            self.cooc.update(prev, self.cooc.index[ev.item_id])
+        return applied
 
     def replay(self, events: Iterable[Event], states: MutableMapping[str, UserState],
                text_features: TextFeatures | None = None,
-               on_error: Callable[[Event, Exception], None] | None = None) -> Iterator[tuple[Event, UserState]]:
+               on_error: Callable[[Event, Exception], None] | None = None,
+               learn: Callable[[Event], bool] | None = None) -> Iterator[tuple[Event, UserState]]:
         """The one replay loop: for each event, yield (event, the user's state *before* it), then
         fold the event in when the caller asks for the next one. New users start empty; a
         ``forget`` event replaces the user's state by an empty one. Without ``on_error``, events
         about items not in the catalogue are skipped (offline data sets); with it, such an event
-        or any other failure is reported to ``on_error`` and the loop goes on (the worker)."""
+        or any other failure is reported to ``on_error`` and the loop goes on (the worker).
+        ``learn(ev)`` False: the event does not update the co-engagement counts."""
         for ev in events:
             st = states.get(ev.user_id)
             if st is None:
@@ -147,30 +173,65 @@ class InterestModel:
                 states[ev.user_id] = self.new_state()
             elif on_error is not None:
                 try:
-                    self.apply(st, ev, text_features)
+                    self.apply(st, ev, text_features, learn=learn(ev) if learn else True)
                 except Exception as exc:  # one bad event never takes its batch down
                     on_error(ev, exc)
             elif ev.item_id in self.items:
-                self.apply(st, ev, text_features)
+                self.apply(st, ev, text_features, learn=learn(ev) if learn else True)
+
+    def recent_rows(self, state: UserState, n: int) -> list[int]:
+        """Co-engagement rows of the user's last ``n`` distinct items, newest first."""
+        idx = self.cooc.index
+        return [idx[i] for i in state.seen[: -n - 1: -1] if i in idx]
 
     # -- ranking -----------------------------------------------------------------------------
+    def component_scores(self, state: UserState, dims: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Raw (N,) score of every blend component in ``items.ids`` order; ``dims`` restricts the
+        attention to those dimensions (the offline ablations)."""
+        norm = state.norm if dims is None else {n: (v if n in dims else 0.0) for n, v in state.norm.items()}
+        out = {"attention": self.scorer.scores(state.mean, norm, self.items)}
+        if self.cooc is not None:
+            crow = np.asarray(self._crow, dtype=np.int64)
+            out["co-engagement"] = self.cooc.scores(self.recent_rows(state, self.cooc.params.hist_len))[crow]
+            out["popularity"] = self.cooc.popularity()[crow]
+        return out
+
     def scores(self, state: UserState) -> np.ndarray:
         """(N,) scores over the catalogue in ``items.ids`` order (seen items not yet excluded)."""
-        return self.scorer.scores(state.mean, state.norm, self.items)
+        if self.blend is None:
+            return self.scorer.scores(state.mean, state.norm, self.items)
+        return combine(self.component_scores(state), self.blend)[0]
 
     def recommend(self, state: UserState, k: int = 10) -> Recommendation:
+        """Top-k unseen items with reasons that sum to each score (``bias``: the item prior and
+        the blend's centring) and the weight of every dimension/component (sum 1)."""
         u, alpha, h = self.scorer.user(state.mean, state.norm)
         E, b = self.scorer.item_matrix(self.items)
-        s = E @ u + b  # (N,)
+        att = E @ u + b  # (N,)
+        if self.blend is None:
+            s, scale, offset, comps = att.astype(np.float64), {"attention": 1.0}, {"attention": 0.0}, {}
+        else:
+            comps = self.component_scores(state)
+            comps["attention"] = att
+            s, scale, offset = combine(comps, self.blend)
+        s = s.copy()
         seen = [self.items.index[i] for i in state.seen if i in self.items.index]
         s[seen] = -np.inf
         s[self.items.deleted] = -np.inf
         top = top_k(s, k)
-        contrib = self.scorer.explain(alpha, h, E[top])  # (k, n_dims)
-        ranked = [Ranked(self.items.ids[r], float(s[r]),
-                         {n: round(float(c), 6) for n, c in zip(self.dim_names, contrib[j])})
-                  for j, r in enumerate(top)]
-        weights = {n: round(float(a), 6) for n, a in zip(self.dim_names, alpha)}
+        contrib = self.scorer.explain(alpha, h, E[top]) * scale["attention"]  # (k, n_dims)
+        ranked = []
+        for j, r in enumerate(top):
+            reasons = {n: float(c) for n, c in zip(self.dim_names, contrib[j])}
+            reasons["bias"] = scale["attention"] * float(b[r]) - offset["attention"]
+            for c in COMPONENTS[1:]:
+                if c in comps:
+                    reasons[c] = scale[c] * float(comps[c][r]) - offset[c]
+            ranked.append(Ranked(self.items.ids[r], float(s[r]), {n: round(v, 6) for n, v in reasons.items()}))
+        w_att = 1.0 if self.blend is None else self.blend.get("attention", 0.0)
+        weights = {n: w_att * float(a) for n, a in zip(self.dim_names, alpha)}
+        weights.update({c: float(self.blend.get(c, 0.0)) for c in COMPONENTS[1:] if self.blend and c in comps})
+        weights = {n: round(v, 6) for n, v in normalise_weights(weights).items()}
         return Recommendation(ranked, weights, self.version)
 
 

@@ -57,12 +57,16 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="folder that receives the versioned checkpoint folder")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     _domain_option(t)
+    t.add_argument("--budget-s", type=float, default=240.0,
+                   help="seconds for the co-engagement parameter search on validation (default: %(default)s)")
     e = sub.add_parser("evaluate", help="offline evaluation with baselines and ablations")
     e.add_argument("--dataset", required=True, help="data set folder (RecBole atomic, MovieLens CSV or JSONL)")
     e.add_argument("--out", required=True, help="folder for metrics.json, metrics.png and summary.json")
     e.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     e.add_argument("--models", default="", help="comma-separated subset of model names")
     _domain_option(e)
+    e.add_argument("--budget-s", type=float, default=240.0,
+                   help="seconds for the co-engagement parameter search on validation (default: %(default)s)")
     be = sub.add_parser("bench", help="throughput, latency, encoder and state-size benchmark")
     be.add_argument("--dataset", default=_dataset_default(settings), help="data set folder (default: %(default)s)")
     be.add_argument("--events", type=int, default=100_000, help="events to replay (default: %(default)s)")
@@ -96,13 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "train":
         from models.offline.fused import train_checkpoint
 
-        train_checkpoint(args.dataset, args.out, seed=args.seed, domain=args.domain)
+        train_checkpoint(args.dataset, args.out, seed=args.seed, budget_s=args.budget_s, domain=args.domain)
         return 0
     if args.cmd == "evaluate":
         from models.offline.evaluate import run_evaluation
 
         run_evaluation(args.dataset, args.out, seed=args.seed, domain=args.domain,
-                       only=[m for m in args.models.split(",") if m] or None)
+                       only=[m for m in args.models.split(",") if m] or None, cooc_budget_s=args.budget_s)
         return 0
     if args.cmd == "bench":
         from stream_app.dev.bench import run_bench

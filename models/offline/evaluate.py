@@ -1,11 +1,15 @@
 """``stream-app evaluate``: baselines, single-dimension ablations and the fusion, one protocol.
 
 Models: ``pop``, ``itemknn`` (k and shrinkage tuned on the validation split), ``only:<dim>`` for
-every interest dimension of the domain alone, ``fused-no-text`` (the same fusion with the
-transformer's vectors replaced by collaborative factors) and ``fused``. Every model is fitted on the training part and
-replayed over the whole log in time order (``models.protocol``); the fused variants use the same
-incremental state update as the stream worker, with the event weights and dimensions of
-``domain`` (``models.domains``; ``stream-app evaluate --domain``).
+every attention dimension alone (the trained attention fusion with the other dimensions masked as
+empty: one training serves all ablations), ``only:cooc`` (the co-engagement dimension alone,
+parameters tuned on validation within a time budget), ``attention`` (the attention fusion alone,
+the previous ``fused``), ``fused-no-text`` (the blend built on an attention fusion whose
+transformer vectors are replaced by collaborative factors) and ``fused`` (the served model: z-score
+blend of attention, co-engagement and popularity, weights chosen on validation). Every model is
+fitted on the training part and replayed over the whole log in time order
+(``models.offline.protocol``); the fused variants use the same incremental update as the worker.
+Nothing is chosen on the test targets.
 """
 from __future__ import annotations
 
@@ -13,49 +17,33 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import orjson
 import torch
 
-from models.offline.base import ItemCatalog, Recommender
+from models.offline.base import ItemCatalog
 from models.offline.baselines import ItemKNN, Pop
 from models.offline.loaders import load_dataset
-from models.domains import get_domain
+from models.dimensions import default_dimensions
 from models.offline.fused import FusedRecommender, dataset_text_features, item_text_vectors
-from models.offline.protocol import PROTOCOL, replay_evaluate, split_leave_one_out, tune
+from models.offline.protocol import PROTOCOL, Split, replay_evaluate, split_leave_one_out, tune
 from models.offline.report import write_report
-from models.offline.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
 ITEMKNN_GRID = {"k": [10, 50, 200, 800], "shrink": [0.0, 50.0]}
-
-
-def model_factories(catalog: ItemCatalog, item_vecs: np.ndarray, text_feats: dict, seed: int,
-                    progress: bool, domain: str = "default",
-                    config: TrainConfig | None = None) -> dict[str, Callable[[], Recommender]]:
-    cfg = get_domain(domain)
-
-    def fused(name: str, **kw) -> Callable[[], Recommender]:
-        return lambda: FusedRecommender(name, item_vectors=item_vecs, text_features=text_feats, seed=seed,
-                                        progress=progress, domain=cfg, config=config or TrainConfig(), **kw)
-
-    out: dict[str, Callable[[], Recommender]] = {"pop": Pop}
-    out["itemknn"] = ItemKNN  # replaced by the tuned one in run_evaluation
-    for d in cfg.dims():
-        out[f"only:{d.name}"] = fused(f"only:{d.name}", dims=[d.name])
-    out["fused-no-text"] = fused("fused-no-text", text=False)
-    out["fused"] = fused("fused")
-    return out
+MAX_PREQUENTIAL = 20_000  # prequential hit@10 on a seeded sample of stream events (wall time)
+MODELS = ("pop", "itemknn", *(f"only:{d.name}" for d in default_dimensions()), "only:cooc", "attention",
+          "fused", "fused-no-text")
 
 
 def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Sequence[str] | None = None,
-                   progress: bool = True, domain: str = "default", config: TrainConfig | None = None) -> dict:
+                   progress: bool = True, cooc_budget_s: float = 240.0, domain: str = "default") -> dict:
     """Fit and replay the models (all, or the names in ``only``) on ``dataset``; write the report
-    to ``out`` and return the metrics. ``domain``: the fused models' preset (``models.domains``);
-    ``config``: their training settings (default ``TrainConfig()``)."""
+    to ``out`` and return the metrics. ``domain``: the fused models' preset (``models.domains``:
+    event weights and dimensions, as ``STREAM_RECO_DOMAIN`` in the worker)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -64,51 +52,112 @@ def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Se
     catalog = ItemCatalog.from_dataset(ds)
     split = split_leave_one_out(ds)
     print(f"{ds.name}: {len(ds.interactions)} events, {len(catalog)} items, {split}", flush=True)
-    item_vecs = item_text_vectors(catalog)
-    text_feats = dataset_text_features(ds)
-    factories = model_factories(catalog, item_vecs, text_feats, seed, progress, domain, config)
-    names = [n for n in factories if not only or n in only]
+    names = [n for n in MODELS if not only or n in only]
     results: dict[str, dict] = {}
-    for name in names:
+
+    def measure(name: str, model, fit_s: float, extra: dict) -> dict:
         t = time.perf_counter()
-        if name == "itemknn":
-            tuned = tune(lambda **p: ItemKNN(**p), ITEMKNN_GRID, split, catalog, progress=False)
-            model = ItemKNN(**tuned.best_params)
-            extra = {"params": tuned.best_params}
-        else:
-            model, extra = factories[name](), {}
-        model.fit(split.train, catalog)
-        fit_s = time.perf_counter() - t
-        m = replay_evaluate(model, split, catalog, k=10, progress=progress, seed=seed)
-        if isinstance(model, FusedRecommender):
-            extra = {"best_holdout_ndcg@10": model.info["best_holdout_ndcg@10"],
-                     "epochs": len(model.info["history"]), "mean_dimension_weights": _mean_weights(model, split)}
+        m = replay_evaluate(model, split, catalog, k=10, progress=progress, seed=seed,
+                            max_prequential_events=MAX_PREQUENTIAL)
         results[name] = {**m, **extra, "fit_seconds": round(fit_s, 1)}
         print(f"  {name:<20} ndcg@10 {m['ndcg@10']:.4f} recall@10 {m['recall@10']:.4f} "
-              f"prequential_hit@10 {m['prequential_hit@10']:.4f} ({time.perf_counter() - t:.0f}s)", flush=True)
-    singles = {n: r["ndcg@10"] for n, r in results.items() if n.startswith("only:")}
-    summary = {"seconds": round(time.perf_counter() - t0, 1), "seed": seed, "domain": get_domain(domain).name}
-    if singles and "fused" in results:
-        best = max(singles, key=singles.get)
-        summary.update(best_single=best, fused_over_best_single=round(results["fused"]["ndcg@10"] / singles[best], 4))
-    if "fused" in results and "fused-no-text" in results:
-        summary["fused_over_fused_no_text"] = round(results["fused"]["ndcg@10"] / results["fused-no-text"]["ndcg@10"], 4)
-    metrics = {"dataset": ds.name, "protocol": PROTOCOL, "models": results}
+              f"valid_ndcg@10 {m['valid_ndcg@10']:.4f} fit {fit_s:.0f}s replay {time.perf_counter() - t:.0f}s "
+              f"skipped(test, seen) {m['n_test_skipped_seen']}", flush=True)
+        return results[name]
+
+    if "pop" in names:
+        t = time.perf_counter()
+        pop = Pop()
+        pop.fit(split.train, catalog)
+        measure("pop", pop, time.perf_counter() - t, {})
+    if "itemknn" in names:
+        t = time.perf_counter()
+        tuned = tune(lambda **p: ItemKNN(**p), ITEMKNN_GRID, split, catalog, progress=False)
+        knn = ItemKNN(**tuned.best_params)
+        knn.fit(split.train, catalog)
+        measure("itemknn", knn, time.perf_counter() - t, {"params": tuned.best_params})
+    fused_names = [n for n in names if n not in ("pop", "itemknn")]
+    if fused_names:
+        item_vecs = item_text_vectors(catalog)
+        text_feats = dataset_text_features(ds)
+        _evaluate_fused(fused_names, split, catalog, item_vecs, text_feats, seed, progress, cooc_budget_s, measure,
+                        domain)
+    summary = {**_summary(results, time.perf_counter() - t0, seed), "domain": domain}
+    metrics = {"dataset": ds.name, "protocol": PROTOCOL + f"; prequential on {MAX_PREQUENTIAL} sampled events",
+               "models": results}
     write_report(metrics, out)
     (Path(out) / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     print(f"summary: {summary}", flush=True)
     return metrics
 
 
+def _evaluate_fused(names, split: Split, catalog, item_vecs, text_feats, seed, progress, budget_s, measure,
+                    domain: str = "default") -> None:
+    """One attention training (+ co-engagement tuning and blend selection) serves fused, attention,
+    only:cooc and the only:<dim> ablations; fused-no-text trains its own attention fusion."""
+    rec = None
+    if any(n != "fused-no-text" for n in names):
+        t = time.perf_counter()
+        rec = FusedRecommender("fused", item_vectors=item_vecs, text_features=text_feats, seed=seed,
+                               progress=progress, domain=domain)
+        rec.fit(split.train, catalog)
+        train_s = time.perf_counter() - t
+        sel = rec.select(split, budget_s)
+        fit_s = time.perf_counter() - t
+        print(f"  fused: attention trained in {train_s:.0f}s, selection {sel.get('cooc', {}).get('seconds', 0)}s "
+              f"cooc {rec.cooc_params}, blend {rec.blend}", flush=True)
+    for name in names:
+        if name == "fused-no-text":
+            continue
+        v = rec.variant(name, name)
+        extra = {"shared_fit": "fused"} if name != "fused" else {"blend_weights": rec.blend,
+                                                                 "selection": _brief(rec.info["selection"])}
+        if name == "only:cooc" or name == "fused":
+            extra["cooc_params"] = rec.cooc_params.__dict__
+        if name == "fused" or name == "attention":
+            extra.update(best_holdout_ndcg=rec.info["best_holdout_ndcg@10"], epochs=len(rec.info["history"]))
+        entry = measure(name, v, fit_s, extra)
+        if name == "fused":
+            entry["mean_dimension_weights"] = _mean_weights(v, split)
+    if "fused-no-text" in names:
+        t = time.perf_counter()
+        nt = FusedRecommender("fused-no-text", text=False, item_vectors=item_vecs, text_features=text_feats,
+                              seed=seed, progress=progress, cooc_params=rec.cooc_params if rec else None,
+                              domain=domain)
+        nt.fit(split.train, catalog)
+        nt.select(split, budget_s)
+        measure("fused-no-text", nt, time.perf_counter() - t, {"blend_weights": nt.blend})
+
+
+def _brief(sel: dict) -> dict:
+    out = {"blend": {k: v for k, v in sel.get("blend", {}).items()}}
+    if "cooc" in sel:
+        out["cooc"] = {k: v for k, v in sel["cooc"].items() if k != "history"}
+    return out
+
+
+def _summary(results: dict, seconds: float, seed: int) -> dict:
+    summary = {"seconds": round(seconds, 1), "seed": seed}
+    singles = {n: r["ndcg@10"] for n, r in results.items() if n.startswith("only:")}
+    if singles and "fused" in results:
+        best = max(singles, key=singles.get)
+        summary.update(best_single=best, fused_over_best_single=round(results["fused"]["ndcg@10"] / singles[best], 4))
+    for other in ("itemknn", "pop", "attention", "fused-no-text"):
+        if "fused" in results and other in results and results[other]["ndcg@10"] > 0:
+            summary[f"fused_over_{other}"] = round(results["fused"]["ndcg@10"] / results[other]["ndcg@10"], 4)
+    for n, r in results.items():
+        if r.get("valid_ndcg@10") is not None:
+            summary.setdefault("valid_to_test_drop", {})[n] = round(r["valid_ndcg@10"] - r["ndcg@10"], 4)
+    return summary
+
+
 def _mean_weights(model: FusedRecommender, split) -> dict[str, float]:
-    """Average attention weight per dimension over the test users' final states."""
+    """Average published dimension/component weight over the test users' final states."""
     ws = []
     for user in split.test:
         st = model.state(user)
         if st is not None:
-            _, alpha, _ = model.scorer.user(st.mean, st.norm)
-            ws.append(alpha)
+            ws.append(model.model.recommend(st, k=1).dimension_weights)
     if not ws:
         return {}
-    mean = np.mean(ws, axis=0)
-    return {n: round(float(a), 4) for n, a in zip(model.model.dim_names, mean)}
+    return {n: round(float(np.mean([w.get(n, 0.0) for w in ws])), 4) for n in ws[0]}

@@ -1,15 +1,18 @@
 """The fused multi-dimension recommender, offline form: the same ``InterestModel`` the worker
 serves, wrapped in the evaluation's ``Recommender`` interface.
 
-``FusedRecommender("fused")`` uses every dimension of its domain (``models.domains``; the
-``default`` domain has all five), its semantic ones (content, sentiment, recency) over
-transformer vectors and collaborative factors side by side; ``dims=("content",)`` gives the
-single-dimension ablations ("only:content", ...); ``text=False`` drops the transformer's vectors
-everywhere (semantic dimensions and item tower on collaborative factors). ``domain`` also sets
-the event weights, exactly as ``STREAM_RECO_DOMAIN`` does in the worker.
+``FusedRecommender("fused")`` trains the attention fusion of every dimension (semantic ones over
+transformer vectors and collaborative factors side by side), fits the co-engagement counts
+(``models.cooc``) on the same training events, and, given the split, ``select`` tunes the
+co-engagement parameters and the blend weights on the validation targets (``models.blend``).
+``text=False`` drops the transformer's vectors everywhere (semantic dimensions and item tower on
+collaborative factors). ``variant(name, mode)`` gives the ablations without retraining: one
+attention dimension alone (``only:<dim>``, the other dimensions masked as if empty), the attention
+fusion alone (``attention``), the co-engagement dimension alone (``only:cooc``), or the blend.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -17,7 +20,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from models.blend import COMPONENTS
+from models.cooc import CoocParams
 from models.offline.base import ItemCatalog, Recommender
+from models.offline.baselines import _TrainingEvents
+from models.offline.blend import record_validation, select_weights
+from models.offline.cooc import fit_cooc, tune_cooc
+from models.offline.protocol import Split, split_leave_one_out
 from models.cf import item_factors, save_factors
 from models.offline.data import Dataset, Interaction
 from models.offline.loaders import load_dataset
@@ -64,91 +73,145 @@ def dataset_text_features(ds: Dataset) -> TextFeatures:
 
 
 class FusedRecommender(Recommender):
-    def __init__(self, name: str = "fused", dims: Sequence[str] | None = None, text: bool = True,
-                 text_features: Mapping | None = None, item_vectors: np.ndarray | None = None,
-                 config: TrainConfig = TrainConfig(), seed: int = 0, cf_dim: int = 64, progress: bool = True,
+    def __init__(self, name: str = "fused", text: bool = True, text_features: Mapping | None = None,
+                 item_vectors: np.ndarray | None = None, config: TrainConfig = TrainConfig(), seed: int = 0,
+                 cf_dim: int = 64, progress: bool = True, cooc_params: CoocParams | None = None,
                  domain: str | DomainConfig | None = None):
         self.name = name
-        self.domain = get_domain(domain)
+        self.mode = "fused"
+        self.domain = get_domain(domain)  # event weights and dimensions, as STREAM_RECO_DOMAIN in the worker
         self.text = text
-        self.dim_filter = tuple(dims) if dims else None
         self.text_features = dict(text_features or {})
         self.item_vectors = item_vectors
         self.config = TrainConfig(**{**config.__dict__, "seed": seed})
         self.cf_dim = cf_dim
         self.progress = progress
+        self.cooc_params = cooc_params
+        self.blend: dict[str, float] | None = None
         self.model: InterestModel | None = None
         self.scorer: FusedScorer | None = None
         self.info: dict = {}
-        self._states: dict[str, UserState] = {}
-        self._events = 0
         self._cf_ids: list[str] = []
         self._cf: np.ndarray | None = None
-
-    def _dims(self):
-        dims = self.domain.dims("hybrid" if self.text else "cf")
-        if self.dim_filter:
-            dims = tuple(d for d in dims if d.name in self.dim_filter)
-        return dims
 
     def fit(self, train: Sequence[Interaction], items: ItemCatalog) -> None:
         self._cf_ids, self._cf = item_factors(((e.user_id, e.item_id) for e in train), k=self.cf_dim,
                                               seed=self.config.seed)
         cf = dict(zip(self._cf_ids, self._cf))
         text_vecs = self.item_vectors if self.item_vectors is not None else item_text_vectors(items)
-        dims = self._dims()
+        dims = self.domain.dims("hybrid" if self.text else "cf")
         space = {"text": text_vecs.shape[1], "cf": self._cf.shape[1], "category": CATEGORY_BUCKETS,
                  "hybrid": text_vecs.shape[1] + self._cf.shape[1]}
-        model = InterestModel(FusedScorer.default(dims, space),
-                              ItemVectors(space["text"], space["cf"], space["category"], cf_factors=cf), self.domain)
+        model = InterestModel(FusedScorer.default(dims, space), ItemVectors(space["text"], space["cf"],
+                                                                           space["category"], cf_factors=cf),
+                              domain=self.domain)
         for i, item_id in enumerate(items.ids):  # catalogue order = score order
             it = items.item(i)
             model.add_item(item_id, text_vecs[i], it.categories, it.attributes)
         events = sorted(train, key=lambda e: e.ts)
         train_ex, holdout = build_examples(model, events, self.text_features, progress=self.progress)
         cfg = self.config
-        if len(items) > 5000:  # the catalogue-wide softmax dominates the cost: subsample, larger steps
-            cfg = TrainConfig(**{**cfg.__dict__, "batch_size": 1024, "lr": cfg.lr * 1.5,
-                                 "max_examples": min(cfg.max_examples, 40_000)})
+        if len(items) > 5000:  # the catalogue-wide softmax dominates the cost: larger steps
+            cfg = TrainConfig(**{**cfg.__dict__, "batch_size": 1024, "lr": cfg.lr * 1.5})
         item_spaces = ("text", "category", "cf") if self.text else ("category", "cf")
         self.scorer, self.info = train_fusion(model, train_ex, holdout, cfg, self.name,
                                               item_spaces=item_spaces, progress=self.progress)
-        self.model = InterestModel(self.scorer, model.items, self.domain)
-        self._states = {}
+        self._train_events = list(train)
+        self._catalog = items
+        self._cooc = fit_cooc(train, items, self.cooc_params or CoocParams())
+        self.model = InterestModel(self.scorer, model.items, self._cooc.with_params(self._cooc.params), self.blend,
+                                   domain=self.domain)
+        self._reset()
+
+    def select(self, split: Split, budget_s: float = 240.0) -> dict:
+        """Validation only: tune the co-engagement parameters (unless given; ``budget_s``), then
+        choose the blend weights. Test targets are never ranked."""
+        report: dict = {}
+        if self.cooc_params is None:
+            self.cooc_params, report["cooc"] = tune_cooc(split, self._catalog, budget_s)
+            self._cooc = fit_cooc(self._train_events, self._catalog, self.cooc_params)
+        probe = self.variant(self.name, "fused")
+        probe.model.blend = None
+        names = list(COMPONENTS)
+        Z, M, T = record_validation(probe.learn_one, probe.components, names, split, self._catalog)
+        self.blend, report["blend"] = select_weights(Z, M, T, names)
+        self.model = InterestModel(self.scorer, self.model.items, self._cooc.with_params(self.cooc_params), self.blend,
+                                   domain=self.domain)
+        self._reset()
+        self.info["selection"] = report
+        return report
+
+    def variant(self, name: str, mode: str) -> "FusedRecommender":
+        """The same trained model, fresh user states and fresh copies of the fitted counts;
+        ``mode``: fused | attention | only:cooc | only:<dimension>."""
+        v = copy.copy(self)
+        v.name, v.mode = name, mode
+        uses_cooc = mode in ("fused", "only:cooc")
+        cooc = self._cooc.with_params(self._cooc.params) if uses_cooc else None
+        v.model = InterestModel(self.scorer, self.model.items, cooc, self.blend if mode == "fused" else None,
+                                domain=self.domain)
+        v._reset()
+        return v
+
+    def _reset(self) -> None:
+        self._states: dict[str, UserState] = {}
+        self._events = 0
+        self._guard = _TrainingEvents(self._train_events)
 
     def learn_one(self, ev: Interaction) -> None:
+        """Replay one event through the served update; a training event does not count twice in
+        the co-engagement counts (they were fitted on it)."""
         self._events += 1
-        for _ in self.model.replay([ev.event(f"live-{self._events}")], self._states, self.text_features):
+        learn = not self._guard.consume(ev)
+        for _ in self.model.replay([ev.event(f"live-{self._events}")], self._states, self.text_features,
+                                   learn=lambda e: learn):
             pass
+
+    def components(self, user_id: str) -> dict[str, np.ndarray]:
+        return self.model.component_scores(self._states.get(user_id) or self.model.new_state())
 
     def score(self, user_id: str) -> np.ndarray:
         st = self._states.get(user_id) or self.model.new_state()
-        return self.model.scores(st)
+        if self.mode == "fused":
+            return self.model.scores(st)
+        if self.mode == "attention":
+            return self.model.scorer.scores(st.mean, st.norm, self.model.items)
+        if self.mode == "only:cooc":
+            return self.model.component_scores(st)["co-engagement"]
+        return self.model.component_scores(st, dims=[self.mode.split(":", 1)[1]])["attention"]
 
     def state(self, user_id: str) -> UserState | None:
         return self._states.get(user_id)
 
     def save(self, out_dir: str | Path) -> Path:
-        """A checkpoint the worker loads with STREAM_RECO_CHECKPOINT=<folder>."""
+        """A checkpoint the worker loads with STREAM_RECO_CHECKPOINT=<folder>: attention weights,
+        config and blend weights (config.json), CF factors (cf.npz), co-engagement counts and
+        parameters (cooc.npz), as the counts stand now."""
         out = self.scorer.save(out_dir, extra={"training": self.info, "train_config": self.config.__dict__,
-                                               "domain": self.domain.name})
+                                               "blend": self.blend, "domain": self.domain.name})
         save_factors(out / "cf.npz", self._cf_ids, self._cf)
+        if self.model.cooc is not None:
+            self.model.cooc.save(out / "cooc.npz")
         return out
 
 
-def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0, domain: str = "default") -> Path:
-    """``stream-app train``: fit CF factors and the fusion on the whole log; write a versioned
-    checkpoint folder (fusion weights, config, CF factors, the domain's name) that the worker
-    loads by setting. Serve it with the same ``STREAM_RECO_DOMAIN`` (the worker warns otherwise)."""
-
+def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0, budget_s: float = 240.0,
+                     progress: bool = True, domain: str = "default") -> Path:
+    """``stream-app train``: exactly the model ``stream-app evaluate`` measures as ``fused``: the
+    attention fusion and the co-engagement counts fitted on the training part of the
+    leave-one-out split, co-engagement parameters and blend weights chosen on its validation
+    targets; then the whole log is replayed through the served update, so the counts stand where
+    a worker that had streamed the log would have them. Writes a versioned checkpoint folder."""
     ds = load_dataset(dataset)
     catalog = ItemCatalog.from_dataset(ds)
-    events = sorted(ds.interactions, key=lambda e: e.ts)
-    rec = FusedRecommender("fused", text_features=dataset_text_features(ds), seed=seed, domain=domain)
-    rec.fit(events, catalog)
+    split = split_leave_one_out(ds)
+    rec = FusedRecommender("fused", text_features=dataset_text_features(ds), seed=seed, progress=progress,
+                           domain=domain)
+    rec.fit(split.train, catalog)
+    rec.select(split, budget_s)
+    for ev in split.events:
+        rec.learn_one(ev)
     version = f"fusion-{ds.name}-{time.strftime('%Y%m%d%H%M%S')}-s{seed}"
-    if rec.domain.name != "default":
-        version += f"-{rec.domain.name}"
     rec.scorer.version = version
     path = rec.save(Path(out) / version)
     log.info("wrote checkpoint %s", path)

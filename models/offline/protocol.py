@@ -156,7 +156,8 @@ def _plan(split: Split, measure: Collection[str], max_prequential_events: int | 
     return role, preq
 
 
-def _metrics(hits: dict[str, list], ndcgs: dict[str, list], k: int, skipped: int, seconds: float) -> dict[str, Any]:
+def _metrics(hits: dict[str, list], ndcgs: dict[str, list], k: int, skipped: int, seconds: float,
+             skipped_test: int = 0, skipped_valid: int = 0) -> dict[str, Any]:
     def mean(xs: list) -> float:
         return float(np.mean(xs)) if xs else float("nan")
 
@@ -170,6 +171,8 @@ def _metrics(hits: dict[str, list], ndcgs: dict[str, list], k: int, skipped: int
         "n_valid": len(hits["valid"]),
         "n_prequential": len(hits["preq"]),
         "n_skipped_seen": skipped,
+        "n_test_skipped_seen": skipped_test,
+        "n_valid_skipped_seen": skipped_valid,
         "eval_seconds": seconds,
     }
 
@@ -194,7 +197,8 @@ def replay_evaluate(
 
     Returns ``recall@k`` and ``ndcg@k`` (test), ``valid_recall@k``, ``valid_ndcg@k``,
     ``prequential_hit@k``, the counts ``n_test``, ``n_valid``, ``n_prequential``,
-    ``n_skipped_seen`` (targets or stream events not ranked because already seen) and
+    ``n_skipped_seen`` (targets or stream events not ranked because already seen; of them
+    ``n_test_skipped_seen`` / ``n_valid_skipped_seen`` test / validation targets) and
     ``eval_seconds``. A metric with nothing to average is NaN.
     """
     events = split.events
@@ -208,6 +212,7 @@ def replay_evaluate(
     hits = {"valid": [], "test": [], "preq": []}
     ndcgs = {"valid": [], "test": []}
     skipped = 0
+    skipped_role = [0, 0, 0]  # by role: neither, valid, test
     checked_shape = False
     log2 = np.log2(np.arange(2, k + 2, dtype=np.float64))
 
@@ -223,6 +228,7 @@ def replay_evaluate(
         if needs_score[pos]:
             if mask[j]:
                 skipped += 1
+                skipped_role[role[pos]] += 1
             else:
                 s = np.array(model.score(ev.user_id), dtype=np.float64)
                 if not checked_shape:
@@ -247,7 +253,8 @@ def replay_evaluate(
         bar.update(1)
     bar.close()
 
-    return _metrics(hits, ndcgs, k, skipped, time.perf_counter() - start_time)
+    return _metrics(hits, ndcgs, k, skipped, time.perf_counter() - start_time,
+                    skipped_test=skipped_role[2], skipped_valid=skipped_role[1])
 
 
 @dataclass

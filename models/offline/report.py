@@ -11,9 +11,9 @@ Each model needs ``recall@10``, ``ndcg@10`` and ``prequential_hit@10``; other ke
 
 >>> print(format_table({"dataset": "toy", "protocol": "p",
 ...     "models": {"Pop": {"recall@10": 0.5, "ndcg@10": 0.25, "prequential_hit@10": 0.125}}}))
-model                  recall@10     ndcg@10  prequential_hit@10  valid_ndcg@10
--------------------------------------------------------------------------------
-Pop                       0.5000      0.2500              0.1250              -
+model                  recall@10     ndcg@10  prequential_hit@10  valid_ndcg@10  fit_seconds  n_test_skipped_seen
+-----------------------------------------------------------------------------------------------------------------
+Pop                       0.5000      0.2500              0.1250              -            -                    -
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ __all__ = ["REQUIRED_METRICS", "TABLE_COLUMNS", "format_table", "validate_metric
 #: Keys every model entry must have.
 REQUIRED_METRICS: tuple[str, ...] = ("recall@10", "ndcg@10", "prequential_hit@10")
 #: Metric columns of the printed table.
-TABLE_COLUMNS: tuple[str, ...] = ("recall@10", "ndcg@10", "prequential_hit@10", "valid_ndcg@10")
+TABLE_COLUMNS: tuple[str, ...] = ("recall@10", "ndcg@10", "prequential_hit@10", "valid_ndcg@10", "fit_seconds",
+                                  "n_test_skipped_seen")
 
 
 def _plain(value: Any) -> Any:
@@ -71,7 +72,11 @@ def validate_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return _plain(metrics)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, column: str = "") -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if column.endswith("seconds") and isinstance(value, Number) and not isinstance(value, bool):
+        return f"{float(value):.1f}"
     if isinstance(value, Number) and not isinstance(value, bool):
         f = float(value)
         return f"{f:.4f}" if math.isfinite(f) else "nan"
@@ -85,7 +90,7 @@ def format_table(metrics: Mapping[str, Any]) -> str:
     header = f"{'model':<{widths[0]}}" + "".join(f"  {c:>{w}}" for c, w in zip(TABLE_COLUMNS, widths[1:]))
     lines = [header, "-" * len(header)]
     for label, values in zip(names, metrics["models"].values()):
-        cells = "".join(f"  {_cell(values.get(c)):>{w}}" for c, w in zip(TABLE_COLUMNS, widths[1:]))
+        cells = "".join(f"  {_cell(values.get(c), c):>{w}}" for c, w in zip(TABLE_COLUMNS, widths[1:]))
         lines.append(f"{label:<{widths[0]}}{cells}")
     return "\n".join(lines)
 

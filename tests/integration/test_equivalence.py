@@ -1,5 +1,7 @@
-"""The worker serves exactly what the offline model computes: same checkpoint, same events,
-same top-K."""
+"""The worker serves exactly what the offline model computes: ``stream-app train``'s checkpoint
+(attention fusion, CF factors, co-engagement counts and parameters, blend weights), the same
+events, the same top-K, scores, reasons and weights. The data set has categories, items without
+text and review events with text (tags)."""
 from __future__ import annotations
 
 import time
@@ -7,11 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from models.offline.base import ItemCatalog
-from models.offline.data import Dataset, Interaction, Item
-from models.offline.fused import FusedRecommender, encoder
-from models.offline.train import TrainConfig
-from models.features import item_text
+from models.engine import InterestModel
+from models.features import TextSentiment, item_text
+from models.offline.data import Dataset, Interaction, Item, write_jsonl_dataset
+from models.offline.fused import encoder, train_checkpoint
 from stream_app.dev.messages import catalog_message, interaction_message
 from tests.integration.kafka_io import consume_until, produce_json
 
@@ -35,61 +36,79 @@ def synthetic_dataset(seed: int = 0) -> Dataset:
     for topic, plots in TOPICS.items():
         for j, plot in enumerate(plots):
             iid = f"{topic}-{j}"
-            items[iid] = Item(iid, f"{topic.title()} story {j}", plot.capitalize() + ".", (topic,), {}, None)
+            text = "" if j == 4 else plot.capitalize() + "."  # one item per topic has no text
+            items[iid] = Item(iid, f"{topic.title()} story {j}", text, (topic,), {}, None)
     events, ts = [], 0
     for u in range(24):
         fav = list(TOPICS)[u % 4]
         pool = [i for i in items if i.startswith(fav)] * 3 + list(items)
-        for i in rng.choice(len(pool), size=10, replace=False):
-            ts += 1000
+        for n, i in enumerate(rng.choice(len(pool), size=10, replace=False)):
+            ts += 1000 * (n % 2)  # pairs of events share a timestamp
             iid = pool[i]
             events.append(Interaction(f"u{u}", iid, ts, "rating", float(5 if iid.startswith(fav) else rng.integers(1, 4))))
+            if n % 4 == 1:
+                events.append(Interaction(f"u{u}", iid, ts, "review", None, "loved it" if iid.startswith(fav) else "dull"))
     return Dataset("synthetic", items, events)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     ds = synthetic_dataset()
-    catalog = ItemCatalog.from_dataset(ds)
-    texts = [item_text(it.title, it.text, it.categories) for it in catalog.items]  # the worker's definition too
-    rec = FusedRecommender("fused", item_vectors=encoder().encode(texts), progress=False,
-                           config=TrainConfig(epochs=3, d_model=16, d_attn=8, batch_size=64))
-    rec.fit(sorted(ds.interactions, key=lambda e: e.ts), catalog)
-    rec.scorer.version = "fusion-synthetic-test"
-    path = rec.save(tmp_path_factory.mktemp("ck") / "fusion-synthetic-test")
-    return ds, rec, path
+    folder = write_jsonl_dataset(ds, tmp_path_factory.mktemp("data") / "synthetic")
+    path = train_checkpoint(folder, tmp_path_factory.mktemp("ck"), budget_s=5.0, progress=False)
+    return ds, path
+
+
+def offline_model(ds: Dataset, path) -> InterestModel:
+    """The checkpoint loaded the way the worker loads it, its catalogue encoded the worker's way."""
+    model = InterestModel.load(path)
+    items = list(ds.items.values())
+    vecs = encoder().encode([item_text(it.title, it.text, it.categories) for it in items])
+    for it, v in zip(items, vecs):
+        model.add_item(it.item_id, v, it.categories, it.attributes)
+    return model
 
 
 def test_worker_top_k_equals_offline_top_k(trained, worker_factory, kafka_bootstrap):
-    ds, rec, path = trained
+    ds, path = trained
+    offline = offline_model(ds, path)
+    assert offline.cooc is not None and offline.blend and (path / "cooc.npz").exists()
     w = worker_factory(extra_env={"STREAM_RECO_CHECKPOINT": str(path)}).start()
     produce_json(kafka_bootstrap, w.topic("catalog"), [catalog_message(it) for it in ds.items.values()], "item_id")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (w.stats() or {}).get("items", 0) < len(ds.items):
         time.sleep(0.2)
-    assert w.stats()["model_version"] == "fusion-synthetic-test"
+    assert w.stats()["model_version"] == path.name
 
     history = [
         Interaction("newbie", "space-0", 1_000, "rating", 5.0),
         Interaction("newbie", "romance-1", 2_000, "rating", 1.0),
         Interaction("newbie", "space-3", 3_000, "click"),
+        Interaction("newbie", "space-3", 3_000, "review", None, "loved it"),  # a tag, same timestamp
         Interaction("newbie", "crime-2", 4_000, "favorite"),
     ]
     produce_json(kafka_bootstrap, w.topic("interactions"),
                  [interaction_message(e, f"eq-{i}") for i, e in enumerate(history)], "user_id")
     msgs = consume_until(kafka_bootstrap, w.topic("recommendations"),
-                         lambda got: any(v["events_applied"] == 4 for k, v, _ in got if k == "newbie"), timeout=60)
-    served = [v for k, v, _ in msgs if k == "newbie" and v["events_applied"] == 4][-1]
+                         lambda got: any(v["events_applied"] == len(history) for k, v, _ in got if k == "newbie"), timeout=60)
+    served = [v for k, v, _ in msgs if k == "newbie" and v["events_applied"] == len(history)][-1]
 
-    offline = rec.model  # the trained InterestModel, fed the same events through the same update
-    st = offline.new_state()
+    feats = {"loved it": (TextSentiment()("loved it"), encoder().encode(["loved it"])[0])}
+    st = offline.new_state()  # the same events through the same update (co-engagement counts too)
     for i, e in enumerate(history):
-        offline.apply(st, e.event(f"eq-{i}"))
+        offline.apply(st, e.event(f"eq-{i}"), feats)
     expected = offline.recommend(st, k=10)
 
     assert [i["item_id"] for i in served["items"]] == [r.item_id for r in expected.items]
     np.testing.assert_allclose([i["score"] for i in served["items"]], [r.score for r in expected.items],
                                rtol=1e-3, atol=1e-3)
+    for got, want in zip(served["items"], expected.items):
+        assert set(got["reasons"]) == set(want.reasons) >= {"co-engagement", "recency", "bias"}
+        assert sum(got["reasons"].values()) == pytest.approx(got["score"], abs=1e-3)
+        for name, v in want.reasons.items():
+            assert got["reasons"][name] == pytest.approx(v, abs=1e-3)
     for name, weight in expected.dimension_weights.items():
         assert served["dimension_weights"][name] == pytest.approx(weight, abs=1e-3)
-    assert served["model_version"] == "fusion-synthetic-test"
+    assert sum(served["dimension_weights"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert served["model_version"] == path.name
+

@@ -75,7 +75,8 @@ def test_events_lead_to_schema_valid_recommendation_without_seen_items(worker, k
     assert ids[0] in {"sw5", "sw6"}, ids  # the closest items to what she engaged with
     assert set(last["dimension_weights"]) >= {"content", "sentiment", "recency"}
     assert abs(sum(last["dimension_weights"].values()) - 1.0) < 1e-3
-    assert set(last["items"][0]["reasons"]) == set(last["dimension_weights"])
+    assert set(last["items"][0]["reasons"]) == set(last["dimension_weights"]) | {"bias"}
+    assert abs(sum(last["items"][0]["reasons"].values()) - last["items"][0]["score"]) < 1e-3
 
 
 def test_one_star_pushes_similar_items_down_five_stars_pull_them_up(worker, kafka_bootstrap):

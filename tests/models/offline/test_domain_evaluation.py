@@ -31,7 +31,7 @@ def test_domain_evaluation_runs_and_fusion_beats_popularity(name, tmp_path):
             assert math.isfinite(m[key]) and 0.0 <= m[key] <= 1.0, (model, key, m[key])
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["domain"] == name
     weights = models["fused"]["mean_dimension_weights"]
-    assert set(weights) == set(DOMAINS[name].dimensions) and math.isclose(sum(weights.values()), 1.0, abs_tol=1e-3)
+    assert set(DOMAINS[name].dimensions) <= set(weights) and math.isclose(sum(weights.values()), 1.0, abs_tol=1e-3)
     ndcg = {model: round(m["ndcg@10"], 4) for model, m in models.items()}
     # Seeds 0-3 gave fused/pop NDCG@10 of about 0.17/0.09 (ecommerce), 0.18/0.10 (news),
     # 0.22/0.14 (video): the learned fusion is ahead of popularity in every domain.

@@ -42,9 +42,10 @@ def test_write_report_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     printed = capsys.readouterr().out
     assert table in printed
     lines = table.splitlines()
-    assert lines[0].split() == ["model", "recall@10", "ndcg@10", "prequential_hit@10", "valid_ndcg@10"]
-    assert lines[2].split() == ["Pop", "0.2500", "0.1250", "0.2000", "0.1000"]
-    assert lines[3].split() == ["ItemKNN", "0.5000", "0.3000", "nan", "-"]
+    assert lines[0].split() == ["model", "recall@10", "ndcg@10", "prequential_hit@10", "valid_ndcg@10",
+                                "fit_seconds", "n_test_skipped_seen"]
+    assert lines[2].split() == ["Pop", "0.2500", "0.1250", "0.2000", "0.1000", "-", "-"]
+    assert lines[3].split() == ["ItemKNN", "0.5000", "0.3000", "nan", "-", "-", "-"]
     assert len({len(line) for line in lines}) == 1  # fixed width
 
 

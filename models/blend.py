@@ -1,0 +1,57 @@
+"""Fusion of component scores that cannot fall below its best component (numpy only).
+
+Each component c (the attention-fused vector score, the co-engagement score, popularity) gives a
+score vector s_c over the catalogue; the final score is
+
+    score_i = sum_c w_c * (s_c,i - mean(s_c)) / std(s_c)          (per user, over the catalogue)
+
+with weights w_c >= 0 that sum to 1, chosen on the validation targets by a grid over the simplex
+that contains every single component alone (``models.offline.blend.select_weights``): on
+validation the blend is therefore never below its best component. A component with constant
+scores for this user (std 0, e.g. no recent items yet) contributes nothing.
+
+Explanations: score_i = sum_c scale_c * s_c,i - offset, with scale_c = w_c / std_c; the engine
+splits the attention term further into its dimensions (see ``InterestModel.recommend``).
+
+>>> import numpy as np
+>>> s, scale, offset = combine({"a": np.array([0.0, 1.0, 2.0]), "b": np.array([5.0, 5.0, 5.0])},
+...                            {"a": 1.0, "b": 0.0})
+>>> np.round(s, 3).tolist(), offset["b"]
+([-1.225, 0.0, 1.225], 0.0)
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+COMPONENTS = ("attention", "co-engagement", "popularity")
+
+
+def combine(components: Mapping[str, np.ndarray], weights: Mapping[str, float]):
+    """-> (score (N,), scale per component, offset per component) with
+    score = sum_c scale_c * s_c - offset_c."""
+    out = None
+    scale: dict[str, float] = {}
+    offset: dict[str, float] = {}
+    for name, s in components.items():
+        w = float(weights.get(name, 0.0))
+        s = np.asarray(s, dtype=np.float64)
+        sd = float(s.std()) if w > 0 else 0.0
+        if w <= 0 or not sd > 0:
+            scale[name], offset[name] = 0.0, 0.0
+            continue
+        scale[name] = w / sd
+        offset[name] = w * float(s.mean()) / sd
+        term = s * scale[name] - offset[name]
+        out = term if out is None else out + term
+    if out is None:
+        out = np.zeros(len(next(iter(components.values()))), dtype=np.float64)
+    return out, scale, offset
+
+
+def normalise_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """Non-negative weights scaled to sum to 1 (all zero stays all zero)."""
+    w = {k: max(0.0, float(v)) for k, v in weights.items()}
+    total = sum(w.values())
+    return {k: (v / total if total > 0 else 0.0) for k, v in w.items()}

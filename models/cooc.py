@@ -1,0 +1,282 @@
+"""The co-engagement dimension: item-to-item co-occurrence counts, updated one event at a time
+(numpy only; serving core).
+
+Global counts, keyed by item id (rows in the order items were first added here):
+
+* ``M[j, i]``: pair weight. When a user engages with an item ``i`` it has not engaged with before,
+  while its recent distinct items are ``r_1`` (newest) .. ``r_L``::
+
+      M[r_d, i] += 1 and M[i, r_d] += 1                   for d <= window        (co-occurrence)
+      M[r_d, i] += beta * trans_decay ** (d - 1)           for d <= trans_window  (follow-on bonus)
+      n[i] += 1
+
+  A re-engagement with an item the user already has (``UserState.seen``) changes no count.
+  ``update(prev_rows, row)`` is that rule for one event (O(window)); ``fit`` applies the very same
+  rule to whole training sequences (the per-user recent list is simulated exactly as
+  ``UserState.seen`` keeps it: newest last, a re-engaged item moves to the end, at most
+  ``max_seen`` items), so fitting on a log equals streaming it event by event.
+
+Scores for a user whose recent distinct items are ``r_1`` (newest) .. ``r_H`` (``H = hist_len``)::
+
+    S[j, i] = M[j, i] / (n[j] ** alpha * n[i] ** (1 - alpha) + shrink),  S[j, j] = 0,
+              only the k largest entries of row j kept
+    score(i) = sum_d decay ** (d - 1) * S[r_d, i]
+
+Rows of ``S`` are recomputed from the counts at every request (O(hist_len * N)); there is no
+cache, so a score is a pure function of the counts and the user's recent items, and the worker
+and the offline replay agree exactly whatever the timing of their requests.
+
+Memory: ``M`` is a dense float32 matrix up to ``DENSE_MAX_ITEMS`` items (12,288: 600 MB at the
+limit, 380 MB at 9,742 items, 11 MB at 1,682); beyond that the counts move to one dict per row,
+whose size is bounded by the number of distinct pairs the windows produced (not by N^2).
+
+>>> m = CoocModel(CoocParams(window=2, trans_window=1, beta=1.0, shrink=0.0, hist_len=2, k=10))
+>>> for i in "abcd":
+...     _ = m.add_item(i)
+>>> _ = m.fit([[0, 1, 2], [0, 1]])      # two users: a b c and a b
+>>> m.counts.row(0).tolist()             # a: with b twice (+1 follow-on each time), with c once
+[0.0, 4.0, 1.0, 0.0]
+>>> s = m.scores([0]); int(s.argmax())   # a user who just had "a" gets "b" first
+1
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+DENSE_MAX_ITEMS = 12_288
+MAX_SEEN_DEFAULT = 2000  # = models.state.MAX_SEEN (kept equal by a test; no import to stay a leaf)
+
+
+@dataclass(frozen=True)
+class CoocParams:
+    window: int = 20  # co-occurrence pairs within this many recent distinct items
+    trans_window: int = 3  # follow-on (directed) pairs within this many
+    trans_decay: float = 0.5
+    beta: float = 1.0  # follow-on bonus
+    shrink: float = 10.0
+    alpha: float = 0.5  # 0.5: shrunk cosine; > 0.5 favours popular candidates
+    k: int = 100  # neighbours kept per similarity row
+    hist_len: int = 5  # the user's last-N items that vote
+    decay: float = 0.8  # vote weight decay by recency rank
+
+    @property
+    def span(self) -> int:
+        """How many of the user's recent items the update rule reads."""
+        return max(self.window, self.trans_window)
+
+    def count_key(self) -> tuple:
+        """The parameters that change the counts (the rest only change scoring)."""
+        return self.window, self.trans_window, self.trans_decay, self.beta
+
+
+class CoocCounts:
+    """Pair weights ``M`` and engagement counts ``n`` over item rows; dense or per-row dicts."""
+
+    def __init__(self, dense_max: int = DENSE_MAX_ITEMS):
+        self.dense_max = int(dense_max)
+        self.ids: list[str] = []
+        self.index: dict[str, int] = {}
+        self.n = np.zeros(0, dtype=np.float64)
+        self._dense: np.ndarray | None = np.zeros((0, 0), dtype=np.float32)
+        self._rows: list[dict[int, float]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dense(self) -> bool:
+        return self._dense is not None
+
+    def add_item(self, item_id: str) -> int:
+        row = self.index.get(item_id)
+        if row is not None:
+            return row
+        row = len(self.ids)
+        self.ids.append(item_id)
+        self.index[item_id] = row
+        self._reserve(row + 1)
+        return row
+
+    def _reserve(self, n: int) -> None:
+        if self.n.size < n:
+            self.n = np.concatenate([self.n, np.zeros(max(n - self.n.size, 64, self.n.size // 4))])
+        if self._dense is not None and n > self._dense.shape[0]:
+            cap = min(max(n, self._dense.shape[0] + max(64, self._dense.shape[0] // 4)), self.dense_max)
+            if n > self.dense_max:
+                self._to_sparse()
+            else:
+                grown = np.zeros((cap, cap), dtype=np.float32)
+                k = self._dense.shape[0]
+                grown[:k, :k] = self._dense
+                self._dense = grown
+        if self._rows is not None:
+            self._rows.extend({} for _ in range(n - len(self._rows)))
+
+    def _to_sparse(self) -> None:
+        d = self._dense
+        self._rows = [{int(c): float(d[r, c]) for c in np.flatnonzero(d[r])} for r in range(d.shape[0])]
+        self._dense = None
+
+    def add(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> None:
+        """M[rows, cols] += vals (repeated coordinates add up)."""
+        if self._dense is not None:
+            np.add.at(self._dense, (rows, cols), vals.astype(np.float32))
+            return
+        for r, c, v in zip(rows.tolist(), cols.tolist(), vals.tolist()):
+            row = self._rows[r]
+            row[c] = float(np.float32(row.get(c, 0.0) + v))
+
+    def row(self, j: int) -> np.ndarray:
+        """Row ``j`` of M over all items, float32 (a copy)."""
+        n = len(self.ids)
+        if self._dense is not None:
+            return self._dense[j, :n].copy()
+        out = np.zeros(n, dtype=np.float32)
+        r = self._rows[j]
+        if r:
+            out[np.fromiter(r.keys(), np.int64, len(r))] = np.fromiter(r.values(), np.float32, len(r))
+        return out
+
+    def triplets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Non-zero entries (rows, cols, vals) of M, for saving."""
+        n = len(self.ids)
+        if self._dense is not None:
+            r, c = np.nonzero(self._dense[:n, :n])
+            return r, c, self._dense[r, c]
+        rs = [(r, c, v) for r, d in enumerate(self._rows[:n]) for c, v in d.items()]
+        arr = np.array(rs, dtype=np.float64).reshape(-1, 3)
+        return arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2].astype(np.float32)
+
+    def copy(self) -> "CoocCounts":
+        out = CoocCounts(self.dense_max)
+        out.ids, out.index, out.n = list(self.ids), dict(self.index), self.n.copy()
+        out._dense = None if self._dense is None else self._dense.copy()
+        out._rows = None if self._rows is None else [dict(r) for r in self._rows]
+        return out
+
+
+class CoocModel:
+    """Counts + parameters: the update rule and the scores of the module doc."""
+
+    def __init__(self, params: CoocParams = CoocParams(), counts: CoocCounts | None = None):
+        self.params = params
+        self.counts = counts if counts is not None else CoocCounts()
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    @property
+    def index(self) -> dict[str, int]:
+        return self.counts.index
+
+    def add_item(self, item_id: str) -> int:
+        return self.counts.add_item(item_id)
+
+    def with_params(self, params: CoocParams, copy: bool = True) -> "CoocModel":
+        """Same counts (copied), other parameters; only scoring parameters may differ."""
+        if params.count_key() != self.params.count_key():
+            raise ValueError("count parameters differ: refit instead")
+        return CoocModel(params, self.counts.copy() if copy else self.counts)
+
+    # -- the update rule ---------------------------------------------------------------------
+    def pairs(self, prev_rows: Sequence[int], row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, cols, vals) that one new engagement with ``row`` adds; ``prev_rows`` newest first."""
+        p = self.params
+        r = np.asarray(list(prev_rows)[: p.span], dtype=np.int64)
+        rc, rt = r[: p.window], r[: p.trans_window]
+        rows = np.concatenate([rc, np.full(rc.size, row), rt])
+        cols = np.concatenate([np.full(rc.size, row), rc, np.full(rt.size, row)])
+        vals = np.concatenate([np.ones(2 * rc.size), p.beta * p.trans_decay ** np.arange(rt.size)])
+        return rows, cols, vals
+
+    def update(self, prev_rows: Sequence[int], row: int) -> None:
+        """One event: a user engages with ``row`` for the first time; ``prev_rows`` are its recent
+        distinct items, newest first (``UserState.seen`` reversed)."""
+        rows, cols, vals = self.pairs(prev_rows, row)
+        keep = vals != 0
+        self.counts.add(rows[keep], cols[keep], vals[keep])
+        self.counts.n[row] += 1.0
+
+    def fit(self, sequences: Iterable[Sequence[int]], max_seen: int = MAX_SEEN_DEFAULT) -> "CoocModel":
+        """Apply the update rule to per-user sequences of item rows (time order, every engagement,
+        re-engagements included), simulating the state's recent list exactly."""
+        span = self.params.span
+        chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        firsts: list[int] = []
+        for seq in sequences:
+            seen: list[int] = []
+            member: set[int] = set()
+            for row in seq:
+                if row in member:
+                    seen.remove(row)
+                    seen.append(row)
+                    continue
+                chunks.append(self.pairs(seen[: -span - 1: -1], row))
+                firsts.append(row)
+                seen.append(row)
+                member.add(row)
+                if len(seen) > max_seen:
+                    member.discard(seen.pop(0))
+        if chunks:
+            rows, cols, vals = (np.concatenate(x) for x in zip(*chunks))
+            keep = vals != 0
+            self.counts.add(rows[keep], cols[keep], vals[keep])
+        n = len(self.counts)
+        self.counts.n[:n] += np.bincount(np.asarray(firsts, dtype=np.int64), minlength=n)
+        return self
+
+    # -- scoring -----------------------------------------------------------------------------
+    def similarity_row(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pruned row ``j`` of S as (columns, values)."""
+        p, c = self.params, self.counts
+        n = len(c)
+        num = c.row(j)
+        cnt = c.n[:n]
+        den = (cnt[j] ** p.alpha) * cnt ** (1.0 - p.alpha) + p.shrink
+        den[den <= 0] = 1.0
+        row = (num / den).astype(np.float32)
+        row[j] = 0.0
+        idx = np.flatnonzero(row)
+        if idx.size > p.k:
+            idx = idx[np.argpartition(-row[idx], p.k - 1)[: p.k]]
+        return idx, row[idx]
+
+    def scores(self, recent_rows: Sequence[int], weights: Sequence[float] | None = None) -> np.ndarray:
+        """(N,) scores in this model's row order; ``recent_rows`` newest first (only the first
+        ``hist_len`` vote, with ``weights`` or ``decay ** rank``)."""
+        p = self.params
+        rows = list(recent_rows)[: p.hist_len]
+        w = p.decay ** np.arange(len(rows)) if weights is None else weights
+        out = np.zeros(len(self.counts), dtype=np.float64)
+        for wd, j in zip(w, rows):
+            idx, vals = self.similarity_row(j)
+            out[idx] += wd * vals
+        return out
+
+    def popularity(self) -> np.ndarray:
+        """(N,) log(1 + engagements), the counts' own popularity signal."""
+        return np.log1p(self.counts.n[: len(self.counts)])
+
+    # -- checkpoint --------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        r, c, v = self.counts.triplets()
+        np.savez_compressed(path, ids=np.array(self.counts.ids, dtype=object).astype(str), n=self.counts.n[: len(self)],
+                            rows=r.astype(np.int32), cols=c.astype(np.int32), vals=v.astype(np.float32),
+                            params=np.array([repr(asdict(self.params))]))
+
+    @classmethod
+    def load(cls, path: str | Path, dense_max: int = DENSE_MAX_ITEMS) -> "CoocModel":
+        import ast
+
+        with np.load(path) as z:
+            params = CoocParams(**ast.literal_eval(str(z["params"][0])))
+            counts = CoocCounts(dense_max)
+            for iid in z["ids"].tolist():
+                counts.add_item(iid)
+            counts.add(z["rows"].astype(np.int64), z["cols"].astype(np.int64), z["vals"])
+            counts.n[: len(counts)] = z["n"]
+        return cls(params, counts)

@@ -1,0 +1,102 @@
+"""Choosing the blend weights (``models.blend``) on the validation targets only.
+
+One replay up to the last validation target records, at every validation target the protocol
+ranks, each component's per-user z-scores over the catalogue, the seen mask and the target
+(exactly what ``models.offline.protocol.replay_evaluate`` would rank). A grid over the simplex
+(step ``step``), which contains every component alone, is then scored offline; the best point
+wins, ties going to the earlier grid point. So on validation the blend is never below its best
+single component (up to float32 rounding of the recorded z-scores).
+
+At most ``max_users`` validation targets are recorded (a seeded sample beyond that) to bound
+memory: V x C x N float32.
+
+>>> simplex_grid(2, 0.5).tolist()
+[[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Callable, Mapping
+
+import numpy as np
+
+from models.offline.base import ItemCatalog
+from models.offline.data import Interaction
+from models.offline.protocol import Split
+
+Components = Callable[[str], Mapping[str, np.ndarray]]
+
+
+def simplex_grid(n_comp: int, step: float = 0.05) -> np.ndarray:
+    """Every weight vector on the simplex with the given step, one-hot vectors included."""
+    m = int(round(1 / step))
+    pts = [c for c in itertools.product(range(m, -1, -1), repeat=n_comp) if sum(c) == m]
+    return np.asarray(pts, dtype=np.float64) / m
+
+
+def _z(s: np.ndarray) -> np.ndarray:
+    s = np.asarray(s, dtype=np.float64)
+    sd = s.std()
+    return ((s - s.mean()) / sd if sd > 0 else np.zeros_like(s)).astype(np.float32)
+
+
+def record_validation(learn: Callable[[Interaction], None], components: Components, names: list[str],
+                      split: Split, catalog: ItemCatalog, max_users: int = 3000, seed: int = 0):
+    """Replay with ``learn`` up to the last validation target; at each (recorded) validation
+    target store the z-scored components. -> (Z (V, C, N) float32, seen (V, N) bool, targets (V,))."""
+    vpos = dict(zip(split.valid_pos.values(), split.valid_pos))
+    if len(vpos) > max_users:
+        keep = np.random.default_rng(seed).choice(sorted(vpos), size=max_users, replace=False)
+        vpos = {int(p): vpos[int(p)] for p in keep}
+    last = max(split.valid_pos.values()) + 1 if split.valid_pos else 0
+    n = len(catalog)
+    seen: dict[str, np.ndarray] = {}
+    Z, M, T = [], [], []
+    for pos in range(last):
+        ev = split.events[pos]
+        j = catalog.get(ev.item_id)
+        if j is None:
+            continue
+        mask = seen.setdefault(ev.user_id, np.zeros(n, dtype=bool))
+        if pos in vpos and not mask[j]:
+            comps = components(ev.user_id)
+            Z.append(np.stack([_z(comps[c]) for c in names]))
+            M.append(mask.copy())
+            T.append(j)
+        learn(ev)
+        mask[j] = True
+    if not Z:
+        return np.zeros((0, len(names), n), np.float32), np.zeros((0, n), bool), np.zeros(0, np.int64)
+    return np.stack(Z), np.stack(M), np.asarray(T, dtype=np.int64)
+
+
+def ndcg_of(Z: np.ndarray, M: np.ndarray, T: np.ndarray, w: np.ndarray, k: int = 10) -> np.ndarray:
+    """Per-target NDCG@k of weights ``w`` (protocol tie rule: the lower index wins a tie)."""
+    s = np.tensordot(w.astype(np.float32), Z, axes=(0, 1))  # (V, N)
+    s[M] = -np.inf
+    rows = np.arange(len(T))
+    t = s[rows, T][:, None]
+    lower = np.arange(s.shape[1])[None, :] < T[:, None]
+    rank = (s > t).sum(1) + ((s == t) & lower).sum(1)
+    return np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
+
+
+def select_weights(Z: np.ndarray, M: np.ndarray, T: np.ndarray, names: list[str],
+                   step: float = 0.05) -> tuple[dict[str, float], dict]:
+    """Best simplex point on the recorded validation targets. -> (weights by name, report)."""
+    t0 = time.perf_counter()
+    grid = simplex_grid(len(names), step)
+    if len(T) == 0:
+        w = grid[0]
+        return dict(zip(names, w.tolist())), {"valid_ndcg@10": float("nan"), "n_valid": 0}
+    scores = np.array([ndcg_of(Z, M, T, w).mean() for w in grid])
+    best = int(scores.argmax())
+    single = {}
+    for c, name in enumerate(names):
+        one = int(np.flatnonzero((grid == np.eye(len(names))[c]).all(1))[0])
+        single[name] = float(scores[one])
+    report = {"weights": dict(zip(names, grid[best].tolist())), "valid_ndcg@10": float(scores[best]),
+              "single_valid_ndcg@10": single, "n_valid": int(len(T)), "grid_points": int(len(grid)),
+              "seconds": round(time.perf_counter() - t0, 1)}
+    return dict(zip(names, grid[best].tolist())), report
