@@ -52,6 +52,10 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         r.add_argument("--limit", type=int, default=0, help="replay at most this many events (0: all)")
         r.add_argument("--rate", type=float, default=0.0, help="events/s (0: as fast as possible)")
         r.add_argument("--show-users", type=int, default=3, help="print live recommendations of this many users")
+        if name == "demo":
+            r.add_argument("--untrained", action="store_true",
+                           help="serve the untrained default model instead of a checkpoint trained on the data set "
+                                "(STREAM_RECO_CHECKPOINT, when set, is served as it is)")
     t = sub.add_parser("train", help="train the fusion module; writes a versioned checkpoint")
     t.add_argument("--dataset", required=True, help="data set folder (RecBole atomic, MovieLens CSV or JSONL)")
     t.add_argument("--out", required=True, help="folder that receives the versioned checkpoint folder")
@@ -95,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         from stream_app.dev.demo import run_demo
         from stream_app.dev.replay import run_replay
 
-        fn = run_replay if args.cmd == "replay" else run_demo
-        return fn(settings, args.dataset, limit=args.limit, rate=args.rate, show_users=args.show_users)
+        if args.cmd == "demo":
+            return run_demo(settings, args.dataset, limit=args.limit, rate=args.rate, show_users=args.show_users,
+                            trained=not args.untrained)
+        return run_replay(settings, args.dataset, limit=args.limit, rate=args.rate, show_users=args.show_users)
     if args.cmd == "train":
         from models.offline.fused import train_checkpoint
 

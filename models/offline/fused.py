@@ -26,7 +26,7 @@ from models.offline.base import ItemCatalog, Recommender
 from models.offline.baselines import _TrainingEvents
 from models.offline.blend import record_validation, select_weights
 from models.offline.cooc import fit_cooc, tune_cooc
-from models.offline.protocol import Split, split_leave_one_out
+from models.offline.protocol import PROTOCOL, Split, replay_evaluate, split_leave_one_out
 from models.cf import item_factors, save_factors
 from models.offline.data import Dataset, Interaction
 from models.offline.loaders import load_dataset
@@ -201,7 +201,9 @@ def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0, budget
     attention fusion and the co-engagement counts fitted on the training part of the
     leave-one-out split, co-engagement parameters and blend weights chosen on its validation
     targets; then the whole log is replayed through the served update, so the counts stand where
-    a worker that had streamed the log would have them. Writes a versioned checkpoint folder."""
+    a worker that had streamed the log would have them. That replay is the evaluation protocol's,
+    so the checkpoint records its own measured quality (``measured`` in config.json: test and
+    validation NDCG@10 / Recall@10 of this very model). Writes a versioned checkpoint folder."""
     ds = load_dataset(dataset)
     catalog = ItemCatalog.from_dataset(ds)
     split = split_leave_one_out(ds)
@@ -209,8 +211,10 @@ def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0, budget
                            domain=domain)
     rec.fit(split.train, catalog)
     rec.select(split, budget_s)
-    for ev in split.events:
-        rec.learn_one(ev)
+    m = replay_evaluate(rec, split, catalog, k=10, progress=progress, measure=("valid", "test"))
+    rec.info["measured"] = {"dataset": ds.name, "protocol": PROTOCOL,
+                            **{k: m[k] for k in ("ndcg@10", "recall@10", "valid_ndcg@10", "valid_recall@10",
+                                                 "n_test", "n_valid")}}
     version = f"fusion-{ds.name}-{time.strftime('%Y%m%d%H%M%S')}-s{seed}"
     rec.scorer.version = version
     path = rec.save(Path(out) / version)

@@ -23,17 +23,62 @@ def demo_settings(settings: Settings, bootstrap_servers: str | None = None) -> S
     return replace(settings, topic_prefix=f"{settings.topic_prefix}demo-{run}-", app_id=f"{settings.app_id}-demo-{run}")
 
 
+def demo_checkpoint(settings: Settings, dataset_path: str | Path, out: TextIO, progress: bool = True) -> Path:
+    """The checkpoint the demo serves: ``settings.checkpoint`` when set, else one trained on the
+    data set by ``stream-app train`` (cached by the data set's files and this package's code, so
+    later demos reuse it). Prints the quality that checkpoint measured for itself."""
+    import hashlib
+
+    import orjson
+
+    from models.offline.fused import train_checkpoint
+
+    if settings.checkpoint:
+        path = Path(settings.checkpoint)
+    else:
+        folder = Path(dataset_path).resolve()
+        root = Path(__file__).resolve().parents[2]
+        digest = hashlib.sha1()
+        for f in sorted(folder.iterdir()) + sorted((root / "models").rglob("*.py")):
+            if f.is_file():
+                digest.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+        cache = Path(settings.cache_dir) / "demo-checkpoints" / f"{folder.name}-{digest.hexdigest()[:12]}"
+        found = sorted(p for p in cache.glob("*/config.json")) if cache.exists() else []
+        if found:
+            path = found[-1].parent
+            print(f"serving the checkpoint trained earlier on {folder.name}: {path}", file=out, flush=True)
+        else:
+            print(f"training a checkpoint on {folder.name} (stream-app train; once, then cached) ...", file=out,
+                  flush=True)
+            path = train_checkpoint(folder, cache, budget_s=60.0, progress=progress, domain=settings.domain)
+    meta = orjson.loads((path / "config.json").read_bytes())
+    m = meta.get("training", {}).get("measured")
+    if m:
+        def f(v) -> str:
+            return "n/a" if v is None else f"{v:.4f}"
+
+        print(f"model {meta['version']}: measured on {m['dataset']} (leave-one-out, full ranking, seen items "
+              f"excluded): test NDCG@10 {f(m['ndcg@10'])}, Recall@10 {f(m['recall@10'])} over {m['n_test']} "
+              f"users; validation NDCG@10 {f(m['valid_ndcg@10'])}", file=out, flush=True)
+    else:
+        print(f"model {meta['version']}: no measured quality recorded in its checkpoint", file=out, flush=True)
+    return path
+
+
 def run_demo(settings: Settings, dataset_path: str | Path, limit: int = 0, rate: float = 0.0,
              show_users: int = 3, *, progress: bool = True, idle_timeout: float = 30.0,
-             out: TextIO | None = None) -> int:
-    """``stream-app demo``: a broker (unless KAFKA_BOOTSTRAP_SERVERS is set) and one worker of its
-    own, a replay, then both stopped again."""
+             out: TextIO | None = None, trained: bool = True) -> int:
+    """``stream-app demo``: a broker (unless KAFKA_BOOTSTRAP_SERVERS is set), a trained checkpoint
+    (``demo_checkpoint``; ``trained=False``: the untrained default), one worker serving it, a
+    replay, then everything stopped again."""
     from stream_app.dev.broker import LocalKafka
     from stream_app.dev.local import LocalWorker
 
     out = out or sys.stdout
     t0 = time.monotonic()
     worker = None
+    if trained:
+        settings = replace(settings, checkpoint=str(demo_checkpoint(settings, dataset_path, out, progress)))
     with ExitStack() as stack:
         if settings.bootstrap_servers:
             settings = demo_settings(settings)
