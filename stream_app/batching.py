@@ -52,8 +52,10 @@ async def take_batches(stream, max_: int, within: float) -> AsyncIterator[list]:
             await stream.crash(exc)
         return value
 
-    enable_acks = stream.enable_acks
-    stream.enable_acks = False  # we ack ourselves, once a batch was handled
+    # We ack ourselves, once a batch was handled. Acks stay off for good, also after this
+    # generator ends: when it is closed (shutdown, rebalance) the stream may still drain a few
+    # already-fetched events without our processor, and with acks back on it would ack them unseen.
+    stream.enable_acks = False
     stream.add_processor(add_to_buffer)
     stream._enable_passive(channel_it)
     try:
@@ -77,7 +79,6 @@ async def take_batches(stream, max_: int, within: float) -> AsyncIterator[list]:
                 buffer_full.clear()
                 buffer_consumed.set()
     finally:
-        stream.enable_acks = enable_acks
         stream._processors.remove(add_to_buffer)
 
 
