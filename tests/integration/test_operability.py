@@ -13,7 +13,7 @@ import pytest
 
 from stream_app.dev.chromium import HeadlessPage, chromium_available
 from tests.integration.kafka_io import produce, produce_json
-from tests.integration.test_worker import ev, load_catalog
+from tests.integration.test_worker import ev, worker  # noqa: F401 (worker: the fixture, reused)
 
 pytestmark = pytest.mark.broker
 SCREENSHOT = Path(__file__).resolve().parents[2] / "artifacts" / "live-page.png"  # docs/ holds a copy
@@ -35,13 +35,6 @@ def wait_until(fn, timeout: float = 60.0):
             return got
         time.sleep(0.2)
     raise TimeoutError(fn)
-
-
-@pytest.fixture(scope="module")
-def worker(worker_factory, kafka_bootstrap):
-    w = worker_factory().start()
-    load_catalog(w, kafka_bootstrap)
-    return w
 
 
 def test_metrics_count_applied_duplicate_and_dead_lettered(worker, kafka_bootstrap):
