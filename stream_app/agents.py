@@ -1,17 +1,11 @@
-"""The agents: ``index_catalog`` (catalog -> catalogue table) and ``score_interactions``
-(interactions -> user-state table + recommendations). Both take micro-batches
-(``stream_app.batching.take_batches``) and hand the heavy work to the ``Processor`` in the model
-thread.
+"""What the app runs: the ``index_catalog`` agent (catalog -> catalogue table, in micro-batches
+from ``stream_app.batching.take_batches``), the interactions hot path (``stream_app.hotpath``:
+interactions -> user states + recommendations, consumed in bulk outside Faust's per-message
+dispatch) and two timers. The heavy work runs in the ``Processor``, in one model thread.
 
-Follow one event: ``handle_interactions`` parses it (bad -> dead letter; on the wrong partition ->
-re-published to its user's owner partition), reads the touched users' stored states, calls
-``Processor.apply_batch`` (fold events into states, rank once per user; a failing event is dead-
-lettered alone), writes the new states to the table and sends one recommendation per touched user.
-
-Guarantee: a batch is acknowledged (its offsets may be committed) only after everything it
-produced (states, recommendations, dead letters, forwarded events) has been delivered to Kafka.
-A batch that fails, or is interrupted by a rebalance or shutdown, stays unacknowledged and is read
-again; the per-user event-id window makes the replay harmless.
+Guarantee of the catalogue agent: a batch is acknowledged (its offsets may be committed) only
+after everything it produced has been delivered to Kafka; a batch that fails, or is interrupted by
+a rebalance or shutdown, stays unacknowledged and is read again.
 """
 from __future__ import annotations
 
@@ -27,10 +21,11 @@ import faust.streams
 import orjson
 
 from stream_app.batching import take_batches
+from stream_app.hotpath import HotPath
 from stream_app.codec import Rejected, dead_letter
 from stream_app.live import Subscribers
 from stream_app.metrics import Metrics
-from stream_app.processor import Forward, Processor, Source
+from stream_app.processor import Processor, Source
 from stream_app.settings import Settings
 from stream_app.tables import CatalogFollower, Tables
 from stream_app.topics import ClusterChanged, ClusterWatch, Declared
@@ -40,7 +35,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Context:
-    """What the agents and views share: settings, topics, tables, the processor, one model thread."""
+    """What the agents, the hot path and the views share: settings, topics, tables, the
+    processor, one model thread."""
 
     app: object  # the faust.App
     settings: Settings
@@ -55,6 +51,7 @@ class Context:
                                                  "dead_letters": 0, "rerouted": 0, "started_at": time.time()})
     metrics: Metrics = field(default_factory=Metrics)
     subscribers: Subscribers = field(default_factory=Subscribers)
+    hot: HotPath | None = None  # the interactions hot path, once the app started it
     _dead: list = field(default_factory=list)  # (delivery future, reason, source topic) of this batch
 
     async def run_model(self, fn, *args):
@@ -137,76 +134,6 @@ async def handle_catalog(ctx: Context, batch: list) -> None:
     await ctx.finish_batch()
 
 
-async def score_interactions(ctx: Context, stream) -> None:
-    """Interaction micro-batches -> user states updated -> one recommendation per touched user."""
-    s = ctx.settings
-    async for batch in take_batches(stream, s.batch_max, s.batch_within_s):
-        try:
-            await handle_interactions(ctx, batch)
-        except Exception as exc:
-            await ctx.crash(exc)
-            raise
-
-
-async def handle_interactions(ctx: Context, batch: list) -> None:
-    t0 = time.perf_counter()
-    await ctx.catalog.sync(ctx.run_model, ctx.processor)
-    good, good_events = [], []
-    for event in batch:
-        src = source(event)
-        parsed = ctx.processor.parse_event(src, ctx.settings.partitions)
-        if isinstance(parsed, Rejected):
-            await ctx.reject(src, parsed)
-        elif isinstance(parsed, Forward):
-            await ctx.topics.interactions.send(key=parsed.event["user_id"].encode(), value=src.value,
-                                               partition=parsed.partition)
-            ctx.stats["rerouted"] += 1
-            ctx.metrics.event("rerouted")
-        else:
-            good.append(parsed)
-            good_events.append(event)
-    ctx.stats["events"] += len(batch)
-    ctx.stats["batches"] += 1
-    if good:
-        await apply_and_publish(ctx, good, good_events)
-    await ctx.finish_batch()
-    ctx.metrics.batch(len(batch), time.perf_counter() - t0)
-
-
-async def apply_and_publish(ctx: Context, good: list[dict], good_events: list) -> None:
-    users = ctx.tables.users
-    last = {msg["user_id"]: event for msg, event in zip(good, good_events)}
-    stored = {u: users.get(u.encode()) for u in last}
-    result = await ctx.run_model(ctx.processor.apply_batch, good, stored)
-    sid = ctx.processor.codec.ids["interaction"]
-    for i, reason in result.failed:
-        await ctx.reject(source(good_events[i]), Rejected("processing_error", reason, sid))
-    for user, st in result.states.items():
-        with event_context(last[user]):
-            if user in result.messages:
-                users[user.encode()] = st.to_bytes()
-            else:  # forgotten, and nothing since: a tombstone in the changelog
-                users.pop(user.encode(), None)
-    for user in result.forgotten:
-        await ctx.topics.recommendations.send(key=user.encode(), value=None)
-        ctx.subscribers.forget(user)
-    await publish(ctx, result.messages)
-    ctx.metrics.event("applied", result.applied)
-    ctx.metrics.event("duplicate", max(0, len(good) - len(result.failed) - result.applied - len(result.forgotten)))
-    ctx.metrics.published(len(result.messages), [int(e.message.timestamp * 1000) for e in good_events])
-
-
-async def publish(ctx: Context, messages: dict[str, dict]) -> None:
-    """Send one recommendation per user to Kafka and to this worker's open pages."""
-    for user, msg in messages.items():
-        if ctx.settings.check_output:
-            ctx.processor.codec.check("recommendation", msg)
-        value = orjson.dumps(msg)
-        await ctx.topics.recommendations.send(key=user.encode(), value=value)
-        ctx.subscribers.publish(user, value)
-    ctx.stats["recommendations"] += len(messages)
-
-
 def register(app, ctx: Context) -> None:
     """Attach both agents to ``app``; each is a thin shell over the function above."""
 
@@ -214,9 +141,14 @@ def register(app, ctx: Context) -> None:
     async def index_catalog_agent(stream):
         await index_catalog(ctx, stream)
 
-    @app.agent(ctx.topics.interactions, name="score_interactions")
-    async def score_interactions_agent(stream):
-        await score_interactions(ctx, stream)
+    @app.service
+    class ScoreInteractions(HotPath):
+        """The interactions hot path (``stream_app.hotpath``), started once the catalogue table
+        is recovered and stopped before the rest of the app."""
+
+        def __init__(self, **kwargs):
+            super().__init__(ctx, **kwargs)
+            ctx.hot = self
 
     @app.timer(interval=1.0)
     async def follow_catalog():

@@ -1,10 +1,11 @@
 """The Faust application, read in the order of Faust's own examples: app, topics, tables,
 agents, web views. Each part lives in its own module; this one only assembles them.
 
-Follow one event: ``interactions`` topic -> ``stream_app.agents.score_interactions`` (a
-micro-batch: check, encode review text, fold each event into its user's state, rank; the work
-itself is ``stream_app.processor.Processor.apply_batch``) -> ``recommendations`` topic, one message
-per touched user per micro-batch. Bad messages go to ``dead-letters`` with the reason. Item
+Follow one event: ``interactions`` topic -> ``stream_app.hotpath`` (read in bulk by a consumer of
+its own; a batch is checked, review texts encoded, each event folded into its user's state, and
+each touched user ranked once: ``stream_app.processor.Processor.apply_batch``) -> the user's state
+to ``stream_app.store`` and its changelog -> ``recommendations`` topic, one message per touched
+user per batch -> offsets committed. Bad messages go to ``dead-letters`` with the reason. Item
 upserts arrive on ``catalog`` and are encoded in batches by ``stream_app.agents.index_catalog``
 into the ``catalog-items`` global table, which every worker reads.
 
@@ -35,7 +36,7 @@ def create_app(settings: Settings, processor: Processor) -> faust.App:
                                getattr(processor.encoder, "device", "?"))
     agents.register(app, ctx)
     views.register(app, ctx)
-    start_fresh_partitions_at_the_beginning(app, {declared.names.interactions, declared.names.catalog})
+    start_fresh_partitions_at_the_beginning(app, {declared.names.catalog})
     return app
 
 

@@ -1,12 +1,10 @@
-"""The app's state, in Faust tables backed by compacted changelog topics (a restarted or moved
-worker restores them from Kafka):
+"""The catalogue, in a Faust GlobalTable backed by a compacted changelog topic (a restarted
+worker restores it from Kafka): ``catalog-items``, every worker holds all of it: item_id -> item
+message plus its encoded vector (``stream_app.codec.encode_item_record``), so a restart does not
+re-encode. Keys and values are bytes we encode ourselves (key_type=bytes selects Faust's raw
+codec). Faust names the changelog ``<app_id>-catalog-items-changelog`` (``stream_app.topics``).
 
-- ``user-state`` (Table, partitioned like ``interactions``): user_id -> ``UserState.to_bytes()``;
-- ``catalog-items`` (GlobalTable, every worker holds all of it): item_id -> item message plus its
-  encoded vector (``stream_app.codec.encode_item_record``), so a restart does not re-encode.
-
-Keys and values are bytes we encode ourselves (key_type=bytes selects Faust's raw codec).
-Faust names the changelog topics ``<app_id>-<table>-changelog`` (``stream_app.topics``).
+The user states live outside Faust, with the hot path that updates them (``stream_app.store``).
 
 Every worker's in-memory catalogue follows the ``catalog-items`` changelog: upserts and deletions
 made by any worker, in changelog order (``CatalogFollower``).
@@ -16,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from stream_app.settings import Settings
-from stream_app.topics import CATALOG_TABLE, USER_STATE_TABLE
+from stream_app.topics import CATALOG_TABLE
 
 
 @dataclass
@@ -46,12 +44,10 @@ def apply_catalog_changes(processor, changes: list) -> None:
 
 @dataclass(frozen=True)
 class Tables:
-    users: object  # faust.Table
     items: object  # faust.GlobalTable
 
 
 def declare(app, settings: Settings, catalog: CatalogFollower) -> Tables:
-    users = app.Table(USER_STATE_TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions)
     items = app.GlobalTable(CATALOG_TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions,
                             on_changelog_event=catalog.on_changelog_event)
-    return Tables(users, items)
+    return Tables(items)
