@@ -33,6 +33,7 @@ from models.domains import DomainConfig, get_domain
 from models.features import CATEGORY_BUCKETS, category_tokens, category_vector, strength, valence
 from models.items import ItemVectors
 from models.scorer import FusedScorer
+from models.seen import RECENT_ITEMS, item_key
 from models.state import UserState
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,11 @@ class InterestModel:
         self.cooc = cooc
         self.blend = dict(blend) if blend else None
         self._crow: list[int] = []  # catalogue row -> co-engagement row
+        self._keys = np.zeros(0, dtype=np.int64)  # catalogue row -> item_key (grown on demand)
         if cooc is not None:
+            reads = max(cooc.params.span, cooc.params.hist_len)
+            if reads > RECENT_ITEMS:
+                raise ValueError(f"co-engagement reads a user's last {reads} items; a state keeps {RECENT_ITEMS}")
             self._crow = [cooc.add_item(i) for i in items.ids]
 
     @classmethod
@@ -182,7 +187,19 @@ class InterestModel:
     def recent_rows(self, state: UserState, n: int) -> list[int]:
         """Co-engagement rows of the user's last ``n`` distinct items, newest first."""
         idx = self.cooc.index
-        return [idx[i] for i in state.seen[: -n - 1: -1] if i in idx]
+        return [idx[i] for i in state.seen.newest(n) if i in idx]
+
+    def seen_rows(self, state: UserState) -> np.ndarray:
+        """Catalogue rows of the items the user has seen: exactly its recent items, by hash the
+        older ones (``models.seen``: a rare unseen item may be among them)."""
+        n = len(self.items.ids)
+        if self._keys.size < n:
+            new = [item_key(i) for i in self.items.ids[self._keys.size:n]]
+            self._keys = np.concatenate([self._keys, np.array(new, dtype=np.int64)])
+        mask = state.seen.hashed_mask(self._keys[:n])
+        idx = self.items.index
+        mask[[idx[i] for i in state.seen.recent if i in idx]] = True
+        return np.flatnonzero(mask)
 
     # -- ranking -----------------------------------------------------------------------------
     def component_scores(self, state: UserState, dims: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -215,8 +232,7 @@ class InterestModel:
             comps["attention"] = att
             s, scale, offset = combine(comps, self.blend)
         s = s.copy()
-        seen = [self.items.index[i] for i in state.seen if i in self.items.index]
-        s[seen] = -np.inf
+        s[self.seen_rows(state)] = -np.inf
         s[self.items.deleted] = -np.inf
         top = top_k(s, k)
         contrib = self.scorer.explain(alpha, h, E[top]) * scale["attention"]  # (k, n_dims)

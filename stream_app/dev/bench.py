@@ -220,16 +220,20 @@ def state_sizes(catalog: Sequence[dict], vectors: np.ndarray, events: Sequence[d
 
 
 def worst_case_state_bytes(model, id_length: int = 12) -> int:
-    """Bytes of a synthetic user at every cap: MAX_SEEN remembered items (ids of ``id_length``
-    characters), a full de-duplication window, every dimension with evidence."""
-    from models.state import DEDUP_WINDOW, MAX_SEEN
+    """Bytes of a synthetic user at every cap: the recent item ids verbatim (``id_length``
+    characters each) and both generations of older item hashes full (``MAX_SEEN`` items
+    remembered, ``models.seen``), a full de-duplication window, every dimension with evidence."""
+    from models.state import DEDUP_WINDOW
 
     rng = np.random.default_rng(0)
     st = model.new_state()
     for name in st.mean:
         st.mean[name] = rng.normal(size=st.mean[name].shape).astype(np.float16)
-        st.norm[name] = 1.0
-    st.seen = [f"{i:0{id_length}d}" for i in range(MAX_SEEN)]
+        st.norm[name] = float(np.float32(rng.uniform(1.0, 1000.0)))
+    i = 0
+    while not st.seen.full:  # distinct ids until every cap is reached (a hash collision takes one more)
+        st.seen.add(f"{i:0{id_length}d}")
+        i += 1
     st.recent = rng.integers(0, 2**63, size=DEDUP_WINDOW).tolist()
     st.events, st.last_ts = 10**6, 1_800_000_000_000
     return len(st.to_bytes())
