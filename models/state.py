@@ -6,14 +6,15 @@ item's vectors, one per space. The stream worker and the offline evaluation call
 a compacted changelog topic.
 
 Idempotency is by event identity: the ids of the last ``DEDUP_WINDOW`` applied events are kept
-(as 64-bit hashes), and an event whose id is among them is not applied again. A replayed batch
+(as 48-bit hashes: with 256 ids in the window, a new event is taken for a duplicate with odds
+of about 1 in 10^12), and an event whose id is among them is not applied again. A replayed batch
 after a crash, or a producer's retry of the same ``event_id``, is therefore harmless as long as
 the duplicate arrives within that many of the user's events.
 
 The items already engaged with are a ``models.seen.SeenItems``: the last ``RECENT_ITEMS`` ids
 verbatim, older ones as short hashes (that module has the trade-off: a small false-positive rate
 for a bounded size). With every cap full, a state of the untrained default model (five
-dimensions, 2,944 bytes of float16 means) is 8,042 bytes: 172 of header, 20 of norms, 2,048 of
+dimensions, 2,944 bytes of float16 means) is 7,530 bytes: 172 of header, 20 of norms, 1,536 of
 event-id hashes, 650 for 50 recent ids of 12 characters, 2,208 for 1,950 older items
 (``stream_app.dev.bench.worst_case_state_bytes``). A trained checkpoint's 448-d text+CF space
 adds 384 bytes of means. Format 2 states (every seen id verbatim in the header) are still read,
@@ -53,8 +54,20 @@ _FORMAT = 3
 
 
 def event_key(event_id: str) -> int:
-    """A stable 64-bit hash of an event id (what the de-duplication window stores)."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+    """A stable 48-bit hash of an event id (what the de-duplication window stores): the top 48
+    bits of its 64-bit BLAKE2b digest, so format 2's 64-bit hashes convert by a shift."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big") >> 16
+
+
+def _pack_keys(keys: list[int]) -> bytes:
+    return np.array(keys, dtype=">u8").view(np.uint8).reshape(-1, 8)[:, 2:].tobytes()
+
+
+def _unpack_keys(data: bytes, count: int, pos: int) -> list[int]:
+    raw = np.frombuffer(data, dtype=np.uint8, count=6 * count, offset=pos).reshape(-1, 6)
+    full = np.zeros((count, 8), dtype=np.uint8)
+    full[:, 2:] = raw
+    return full.view(">u8").ravel().tolist()
 
 
 @dataclass
@@ -109,7 +122,7 @@ class UserState:
         return True
 
     # -- wire format 3: 4-byte header length, orjson header, the float16 means in header order,
-    #    their float32 norms, the de-duplication window as big-endian uint64, then the seen items
+    #    their float32 norms, the de-duplication window as 6-byte big-endian hashes, then the seen items
     #    (``SeenItems.pack``: the recent ids, the older items' hashes)
     def to_bytes(self) -> bytes:
         names = list(self.mean)
@@ -118,7 +131,7 @@ class UserState:
                              "seen": self.seen.counts()})
         body = b"".join(self.mean[n].astype(np.float16).tobytes() for n in names)
         norms = np.array([self.norm[n] for n in names], dtype=">f4").tobytes()  # float32 values (apply)
-        return (struct.pack(">I", len(head)) + head + body + norms + np.array(self.recent, dtype=">u8").tobytes()
+        return (struct.pack(">I", len(head)) + head + body + norms + _pack_keys(self.recent)
                 + self.seen.pack())
 
     @classmethod
@@ -134,8 +147,12 @@ class UserState:
         else:
             norm = np.frombuffer(data, dtype=">f4", count=len(head["dims"]), offset=pos).tolist()
             pos += 4 * len(head["dims"])
-        recent = np.frombuffer(data, dtype=">u8", count=head["recent"], offset=pos).tolist()
-        pos += 8 * head["recent"]
+        if head["v"] == 2:  # 64-bit hashes: keep their top 48 bits
+            recent = [k >> 16 for k in np.frombuffer(data, dtype=">u8", count=head["recent"], offset=pos).tolist()]
+            pos += 8 * head["recent"]
+        else:
+            recent = _unpack_keys(data, head["recent"], pos)
+            pos += 6 * head["recent"]
         if head["v"] == 2:
             seen = SeenItems.from_ids(head["seen"])
         else:

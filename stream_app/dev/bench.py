@@ -234,7 +234,7 @@ def worst_case_state_bytes(model, id_length: int = 12) -> int:
     while not st.seen.full:  # distinct ids until every cap is reached (a hash collision takes one more)
         st.seen.add(f"{i:0{id_length}d}")
         i += 1
-    st.recent = rng.integers(0, 2**63, size=DEDUP_WINDOW).tolist()
+    st.recent = rng.integers(0, 2**48, size=DEDUP_WINDOW).tolist()
     st.events, st.last_ts = 10**6, 1_800_000_000_000
     return len(st.to_bytes())
 

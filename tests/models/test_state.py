@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import struct
 
+from dataclasses import replace
+
 import numpy as np
 import orjson
 import pytest
@@ -24,7 +26,7 @@ def full_state(model: InterestModel, seed: int = 0) -> UserState:
     while not st.seen.full:  # MAX_SEEN distinct ids, a few more where hashes collide
         st.seen.add(f"item-{n:07d}")
         n += 1
-    st.recent = rng.integers(0, 2**64, size=DEDUP_WINDOW, dtype=np.uint64).tolist()
+    st.recent = rng.integers(0, 2**48, size=DEDUP_WINDOW).tolist()
     st.events, st.last_ts = 123_456, 1_700_000_000_123
     return st
 
@@ -63,11 +65,22 @@ def test_a_full_state_round_trips_exactly():
     assert_same(UserState.from_bytes(empty.to_bytes()), empty)
 
 
+def test_an_event_applied_under_format_2_is_still_a_duplicate():
+    import hashlib
+
+    model = InterestModel.untrained(text_dim=8, cf_dim=4)
+    st = model.new_state()
+    st.recent = [int.from_bytes(hashlib.blake2b(b"e1", digest_size=8).digest(), "big")]  # format 2's hash
+    back = UserState.from_bytes(v2_bytes(st, ["a"]))
+    assert back.has_applied("e1") and not back.has_applied("e2")
+
+
 def test_format_2_states_are_read_and_converted():
     model = InterestModel.untrained(text_dim=8, cf_dim=4)
     st = full_state(model)
     old_seen = [f"movie/{i}" for i in range(MAX_SEEN)]  # a format 2 state at its cap, newest last
-    back = UserState.from_bytes(v2_bytes(st, old_seen))
+    v2 = replace(st, recent=[k << 16 for k in st.recent])  # format 2 kept 64-bit event hashes
+    back = UserState.from_bytes(v2_bytes(v2, old_seen))
     assert back.seen.recent == old_seen[-RECENT_ITEMS:]
     assert all(i in back.seen for i in old_seen)  # all 2,000 still remembered
     assert (back.norm, back.recent, back.events, back.last_ts) == (st.norm, st.recent, st.events, st.last_ts)
