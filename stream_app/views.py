@@ -47,12 +47,8 @@ async def current_list(ctx: Context, user_id: str) -> dict | None:
 
 
 def item_titles(ctx: Context, item_ids: list[str]) -> dict[str, str]:
-    out = {}
-    for item_id in item_ids:
-        record = ctx.tables.items.get(item_id.encode())
-        if record is not None:
-            out[item_id] = orjson.loads(record).get("title", item_id)
-    return out
+    titles = ctx.catalog.titles if ctx.catalog else {}
+    return {i: titles[i] for i in item_ids if i in titles}
 
 
 async def user(ctx: Context, web, owners: Owners, user_id: str, forwarded: bool):
@@ -111,7 +107,7 @@ def static_file(web, name: str):
 
 
 def register(app, ctx: Context) -> None:
-    owners = Owners(ctx.settings.bootstrap_servers, hot_group(ctx.settings), ctx.topics.names.interactions)
+    owners = Owners(ctx.settings.bootstrap_servers, hot_group(ctx.settings), ctx.topics.interactions)
 
     @app.page("/")
     async def page_view(web, request):
@@ -142,13 +138,3 @@ def register(app, ctx: Context) -> None:
     @app.page("/users/{user_id}/events")
     async def user_events_view(web, request, user_id):
         return await user_events(ctx, request, user_id)
-
-    @app.timer(interval=5.0)
-    async def measure_lag():
-        """Lag of the catalogue partitions (Faust's consumer; the hot path measures its own)."""
-        consumer = app.consumer
-        for tp in consumer.assignment():
-            hw = consumer.highwater(tp)
-            read = consumer._read_offset.get(tp)  # private, pinned faust-streaming version
-            if hw is not None:
-                ctx.metrics.set_lag(tp.topic, tp.partition, max(0, hw - ((read or -1) + 1)))
