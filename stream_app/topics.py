@@ -106,7 +106,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> TopicNames:
     names = TopicNames.from_settings(settings)
     asyncio.run(ensure_topics_async(settings.bootstrap_servers, names.plain, names.changelogs,
                                     settings.partitions, settings.replication_factor, timeout_s,
-                                    copartitioned=[names.interactions, names.user_state_changelog]))
+                                    copartitioned=[names.interactions, names.user_state_changelog,
+                                                   names.catalog, names.catalog_items_changelog]))
     return names
 
 
