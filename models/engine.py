@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, MutableMapping, NamedTuple, Sequence
 
@@ -87,6 +88,7 @@ class InterestModel:
         self.cooc = cooc
         self.blend = dict(blend) if blend else None
         self._crow: list[int] = []  # catalogue row -> co-engagement row
+        self._crow_array = np.zeros(0, dtype=np.int64)  # the same as an array, rebuilt when it grows
         if cooc is not None:
             self._crow = [cooc.add_item(i) for i in items.ids]
 
@@ -142,16 +144,17 @@ class InterestModel:
         engagement with an item also updates the co-engagement counts (unless ``learn`` is False:
         the offline replay of events the counts were already fitted on).
         Raises KeyError for an unknown or retired item."""
-        if ev.item_id not in self.items:
+        items, cooc = self.items, self.cooc
+        if ev.item_id not in items:
             raise KeyError(ev.item_id)
         senti, text_vec = (text_features or {}).get(ev.text, (None, None)) if ev.text else (None, None)
-        vectors = self.items.vectors(self.items.index[ev.item_id])
-        first = learn and self.cooc is not None and ev.item_id not in state.seen
-        prev = self.recent_rows(state, self.cooc.params.span) if first else ()
-        applied = state.apply(self.dims, vectors, ev.item_id, strength(ev.type, ev.value, self.event_weights),
-                              valence(ev.type, ev.value, senti), ev.ts, ev.event_id, text_vec)
+        first = learn and cooc is not None and ev.item_id not in state.seen
+        prev = self.recent_rows(state, cooc.params.span) if first else ()
+        applied = state.apply(self.dims, items.vectors(items.index[ev.item_id]), ev.item_id,
+                              strength(ev.type, ev.value, self.event_weights), valence(ev.type, ev.value, senti),
+                              ev.ts, ev.event_id, text_vec)
         if applied and first:
-            self.cooc.update(prev, self.cooc.index[ev.item_id])
+            cooc.update(prev, cooc.index[ev.item_id])
         return applied
 
     def replay(self, events: Iterable[Event], states: MutableMapping[str, UserState],
@@ -181,20 +184,29 @@ class InterestModel:
 
     def recent_rows(self, state: UserState, n: int) -> list[int]:
         """Co-engagement rows of the user's last ``n`` distinct items, newest first."""
-        idx = self.cooc.index
-        return [idx[i] for i in state.seen[: -n - 1: -1] if i in idx]
+        return [r for r in map(self.cooc.index.get, state.seen[: -n - 1: -1]) if r is not None]
 
     # -- ranking -----------------------------------------------------------------------------
     def component_scores(self, state: UserState, dims: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Raw (N,) score of every blend component in ``items.ids`` order; ``dims`` restricts the
         attention to those dimensions (the offline ablations)."""
         norm = state.norm if dims is None else {n: (v if n in dims else 0.0) for n, v in state.norm.items()}
-        out = {"attention": self.scorer.scores(state.mean, norm, self.items)}
-        if self.cooc is not None:
-            crow = np.asarray(self._crow, dtype=np.int64)
-            out["co-engagement"] = self.cooc.scores(self.recent_rows(state, self.cooc.params.hist_len))[crow]
-            out["popularity"] = self.cooc.popularity()[crow]
-        return out
+        return {"attention": self.scorer.scores(state.mean, norm, self.items), **self._count_scores(state)}
+
+    def _count_scores(self, state: UserState) -> dict[str, np.ndarray]:
+        """The co-engagement and popularity components (none without counts)."""
+        if self.cooc is None:
+            return {}
+        if self._crow_array.size != len(self._crow):
+            self._crow_array = np.asarray(self._crow, dtype=np.int64)
+        crow = self._crow_array
+        return {"co-engagement": self.cooc.scores(self.recent_rows(state, self.cooc.params.hist_len))[crow],
+                "popularity": self.cooc.popularity()[crow]}
+
+    def seen_rows(self, state: UserState) -> np.ndarray:
+        """Catalogue rows of the user's remembered items (unknown ids left out)."""
+        rows = np.fromiter(map(self.items.index.get, state.seen, repeat(-1)), np.int64, len(state.seen))
+        return rows[rows >= 0]
 
     def scores(self, state: UserState) -> np.ndarray:
         """(N,) scores over the catalogue in ``items.ids`` order (seen items not yet excluded)."""
@@ -211,23 +223,20 @@ class InterestModel:
         if self.blend is None:
             s, scale, offset, comps = att.astype(np.float64), {"attention": 1.0}, {"attention": 0.0}, {}
         else:
-            comps = self.component_scores(state)
-            comps["attention"] = att
-            s, scale, offset = combine(comps, self.blend)
-        s = s.copy()
-        seen = [self.items.index[i] for i in state.seen if i in self.items.index]
-        s[seen] = -np.inf
+            comps = {"attention": att, **self._count_scores(state)}
+            s, scale, offset = combine(comps, self.blend)  # a new array
+        s[self.seen_rows(state)] = -np.inf
         s[self.items.deleted] = -np.inf
         top = top_k(s, k)
-        contrib = self.scorer.explain(alpha, h, E[top]) * scale["attention"]  # (k, n_dims)
+        contrib = (self.scorer.explain(alpha, h, E[top]) * scale["attention"]).tolist()  # (k, n_dims)
+        extra = [(c, scale[c], offset[c], comps[c][top].tolist()) for c in COMPONENTS[1:] if c in comps]
         ranked = []
-        for j, r in enumerate(top):
-            reasons = {n: float(c) for n, c in zip(self.dim_names, contrib[j])}
-            reasons["bias"] = scale["attention"] * float(b[r]) - offset["attention"]
-            for c in COMPONENTS[1:]:
-                if c in comps:
-                    reasons[c] = scale[c] * float(comps[c][r]) - offset[c]
-            ranked.append(Ranked(self.items.ids[r], float(s[r]), {n: round(v, 6) for n, v in reasons.items()}))
+        for j, (r, score, bias) in enumerate(zip(top.tolist(), s[top].tolist(), b[top].tolist())):
+            reasons = dict(zip(self.dim_names, contrib[j]))
+            reasons["bias"] = scale["attention"] * bias - offset["attention"]
+            for c, sc, off, vals in extra:
+                reasons[c] = sc * vals[j] - off
+            ranked.append(Ranked(self.items.ids[r], score, {n: round(v, 6) for n, v in reasons.items()}))
         w_att = 1.0 if self.blend is None else self.blend.get("attention", 0.0)
         weights = {n: w_att * float(a) for n, a in zip(self.dim_names, alpha)}
         weights.update({c: float(self.blend.get(c, 0.0)) for c in COMPONENTS[1:] if self.blend and c in comps})
