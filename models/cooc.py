@@ -128,13 +128,13 @@ class CoocCounts:
 
     def add(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> None:
         """M[rows, cols] += vals (repeated coordinates add up)."""
-        self.version += 1
         if self._dense is not None:
             np.add.at(self._dense, (rows, cols), vals.astype(np.float32))
-            return
-        for r, c, v in zip(rows.tolist(), cols.tolist(), vals.tolist()):
-            row = self._rows[r]
-            row[c] = float(np.float32(row.get(c, 0.0) + v))
+        else:
+            for r, c, v in zip(rows.tolist(), cols.tolist(), vals.tolist()):
+                row = self._rows[r]
+                row[c] = float(np.float32(row.get(c, 0.0) + v))
+        self.version += 1
 
     def add_engagement(self, recent: Sequence[int], row: int, near: int, bonus: tuple) -> bool:
         """The dense fast path of one event's pairs, ``recent`` newest first: ``M[r, row] += 1``
