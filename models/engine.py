@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator, Mapping, MutableMapping, NamedT
 import numpy as np
 import orjson
 
-from models.blend import COMPONENTS, combine, normalise_weights
+from models.blend import COMPONENTS, combine, component_moments, normalise_weights
 from models.cf import load_factors
 from models.cooc import CoocModel
 from models.dimensions import Dimension
@@ -89,6 +89,7 @@ class InterestModel:
         self.blend = dict(blend) if blend else None
         self._crow: list[int] = []  # catalogue row -> co-engagement row
         self._crow_array = np.zeros(0, dtype=np.int64)  # the same as an array, rebuilt when it grows
+        self._pop: tuple = (None, -1, None, None)  # counts' popularity, n, it in catalogue order, moments
         if cooc is not None:
             self._crow = [cooc.add_item(i) for i in items.ids]
 
@@ -201,7 +202,17 @@ class InterestModel:
             self._crow_array = np.asarray(self._crow, dtype=np.int64)
         crow = self._crow_array
         return {"co-engagement": self.cooc.scores(self.recent_rows(state, self.cooc.params.hist_len))[crow],
-                "popularity": self.cooc.popularity()[crow]}
+                "popularity": self._popularity()[0]}
+
+    def _popularity(self) -> tuple[np.ndarray, tuple[float, float]]:
+        """Popularity in catalogue order and its moments, the same for every user until the
+        counts change (``CoocModel.popularity`` then returns a new array)."""
+        pop = self.cooc.popularity()
+        if self._pop[0] is not pop or self._pop[1] != self._crow_array.size:
+            mapped = pop[self._crow_array]
+            mapped.flags.writeable = False
+            self._pop = (pop, self._crow_array.size, mapped, component_moments(mapped))
+        return self._pop[2], self._pop[3]
 
     def seen_rows(self, state: UserState) -> np.ndarray:
         """Catalogue rows of the user's remembered items (unknown ids left out)."""
@@ -224,24 +235,45 @@ class InterestModel:
             s, scale, offset, comps = att.astype(np.float64), {"attention": 1.0}, {"attention": 0.0}, {}
         else:
             comps = {"attention": att, **self._count_scores(state)}
-            s, scale, offset = combine(comps, self.blend)  # a new array
+            moments = {"popularity": self._popularity()[1]} if "popularity" in comps else None
+            s, scale, offset = combine(comps, self.blend, moments)  # a new array
         s[self.seen_rows(state)] = -np.inf
         s[self.items.deleted] = -np.inf
         top = top_k(s, k)
-        contrib = (self.scorer.explain(alpha, h, E[top]) * scale["attention"]).tolist()  # (k, n_dims)
-        extra = [(c, scale[c], offset[c], comps[c][top].tolist()) for c in COMPONENTS[1:] if c in comps]
-        ranked = []
-        for j, (r, score, bias) in enumerate(zip(top.tolist(), s[top].tolist(), b[top].tolist())):
-            reasons = dict(zip(self.dim_names, contrib[j]))
-            reasons["bias"] = scale["attention"] * bias - offset["attention"]
-            for c, sc, off, vals in extra:
-                reasons[c] = sc * vals[j] - off
-            ranked.append(Ranked(self.items.ids[r], score, {n: round(v, 6) for n, v in reasons.items()}))
+        names = [*self.dim_names, "bias"]  # reasons, one column each
+        cols = [(self.scorer.explain(alpha, h, E[top]) * scale["attention"]).astype(np.float64),  # (k, n_dims)
+                scale["attention"] * b[top].astype(np.float64) - offset["attention"]]
+        for c in COMPONENTS[1:]:
+            if c in comps:
+                names.append(c)
+                cols.append(scale[c] * comps[c][top].astype(np.float64) - offset[c])
+        reasons = round6(np.column_stack(cols)).tolist()
+        ranked = [Ranked(self.items.ids[r], score, dict(zip(names, why)))
+                  for r, score, why in zip(top.tolist(), s[top].tolist(), reasons)]
         w_att = 1.0 if self.blend is None else self.blend.get("attention", 0.0)
         weights = {n: w_att * float(a) for n, a in zip(self.dim_names, alpha)}
         weights.update({c: float(self.blend.get(c, 0.0)) for c in COMPONENTS[1:] if self.blend and c in comps})
         weights = {n: round(v, 6) for n, v in normalise_weights(weights).items()}
         return Recommendation(ranked, weights, self.version)
+
+
+def round6(values: np.ndarray) -> np.ndarray:
+    """``round(v, 6)`` of every value, exactly as Python rounds a float (the nearest double to
+    the correctly rounded 6-place decimal). rint(v * 1e6) / 1e6 gives that unless v * 1e6 lies
+    near a half (the product's rounding could pick the other integer) or is huge: those few go
+    through ``round``.
+
+    >>> round6(np.array([0.0078125, 2.5e-7, -1.23456789, 1e300])).tolist()
+    [0.007812, 0.0, -1.234568, 1e+300]
+    """
+    v = np.asarray(values, dtype=np.float64)
+    y = v * 1e6
+    out = np.rint(y) / 1e6
+    with np.errstate(invalid="ignore"):  # inf and nan go to the odd ones
+        odd = ~(np.abs(y) < 2.0**40) | (np.abs(y - np.floor(y) - 0.5) < 1e-3)
+    for i in np.flatnonzero(odd):
+        out.flat[i] = round(float(v.flat[i]), 6)
+    return out
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -250,9 +282,17 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     >>> top_k(np.array([0.1, 0.9, -np.inf, 0.9, 0.5]), 3).tolist()
     [1, 3, 4]
     """
-    finite = np.flatnonzero(np.isfinite(scores))
+    finite = np.isfinite(scores).nonzero()[0]
     k = min(k, finite.size)
     if k == 0:
         return np.zeros(0, dtype=np.int64)
-    cand = finite[np.argpartition(-scores[finite], k - 1)[:k]] if k < finite.size else finite
+    if k < finite.size:
+        neg = -scores[finite]
+        kth = np.partition(neg, [k - 1, k])  # two pivots: much faster than one here
+        if kth[k - 1] < kth[k]:  # the k best are unambiguous: the same set as argpartition's
+            cand = finite[(neg <= kth[k - 1]).nonzero()[0]]
+        else:  # a tie across the cut: argpartition decides which tied items are in, as always
+            cand = finite[np.argpartition(neg, k - 1)[:k]]
+    else:
+        cand = finite
     return cand[np.lexsort((cand, -scores[cand]))][:k]
