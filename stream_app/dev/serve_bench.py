@@ -40,24 +40,25 @@ from typing import Callable, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-DATA_CANDIDATES = ("../shared/data/ml-100k", "/work/shared/data/ml-100k")
-CHECKPOINT_DIRS = ("runs/checkpoints", "/work/main/runs/checkpoints",
-                   str(Path.home() / ".cache" / "stream-reco" / "demo-checkpoints"))
+REPO = Path(__file__).resolve().parents[2]
+CHECKPOINT_DIRS = (REPO / "runs" / "checkpoints", Path.home() / ".cache" / "stream-reco" / "demo-checkpoints")
 
 
 def find_checkpoint(name: str = "fusion-ml-100k-") -> Path:
-    """The newest checkpoint folder named ``name*`` under the usual places."""
-    found = [p for d in CHECKPOINT_DIRS for p in Path(d).glob(f"**/{name}*") if (p / "config.json").exists()]
+    """The newest checkpoint folder named ``name*`` where ``make train`` and ``make demo`` put them."""
+    found = [p for d in CHECKPOINT_DIRS for p in d.glob(f"**/{name}*") if (p / "config.json").exists()]
     if not found:
-        raise SystemExit(f"no {name}* checkpoint under {', '.join(CHECKPOINT_DIRS)}; pass --checkpoint")
+        raise SystemExit(f"no {name}* checkpoint under {', '.join(map(str, CHECKPOINT_DIRS))}; pass --checkpoint")
     return max(found, key=lambda p: p.name)
 
 
 def find_dataset() -> Path:
-    for d in DATA_CANDIDATES:
-        if Path(d).exists():
-            return Path(d)
-    raise SystemExit("ml-100k not found; pass --dataset")
+    """ml-100k under STREAM_RECO_DATA_ROOT, else <repo>/../shared/data."""
+    root = os.environ.get("STREAM_RECO_DATA_ROOT") or REPO.parent / "shared" / "data"
+    path = Path(root) / "ml-100k"
+    if not path.exists():
+        raise SystemExit(f"{path} not found; pass --dataset")
+    return path
 
 
 class _StubEncoder:
@@ -84,7 +85,7 @@ def build(checkpoint: Path):
     except Exception as exc:  # no weights here: timings do not depend on the vectors' values
         print(f"encoder unavailable ({type(exc).__name__}); using stand-in vectors", file=sys.stderr)
         encoder = _StubEncoder()
-    schemas = Path(__file__).resolve().parents[2] / "schemas"
+    schemas = REPO / "schemas"
     return Processor(InterestModel.load(checkpoint), encoder, TextSentiment(), Codec.load(schemas))
 
 
