@@ -12,9 +12,9 @@ Global counts, keyed by item id (rows in the order items were first added here):
 
   A re-engagement with an item the user already has (``UserState.seen``) changes no count.
   ``update(prev_rows, row)`` is that rule for one event (O(window)); ``fit`` applies the very same
-  rule to whole training sequences (the per-user recent list is simulated exactly as
-  ``UserState.seen`` keeps it: newest last, a re-engaged item moves to the end, at most
-  ``max_seen`` items), so fitting on a log equals streaming it event by event.
+  rule to whole training sequences (each user's items are kept in a ``models.seen.SeenItems``,
+  as ``UserState.seen`` keeps them, so "already has" is decided alike, a rare false positive
+  included), so fitting on a log equals streaming it event by event.
 
 Scores for a user whose recent distinct items are ``r_1`` (newest) .. ``r_H`` (``H = hist_len``)::
 
@@ -49,9 +49,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from models.seen import SeenItems, item_key
+
 DENSE_MAX_ITEMS = 12_288
 ROW_CACHE_MAX = 4096  # similarity rows kept per counts version
-MAX_SEEN_DEFAULT = 2000  # = models.state.MAX_SEEN (kept equal by a test; no import to stay a leaf)
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,7 @@ class CoocModel:
 
     def update(self, prev_rows: Sequence[int], row: int) -> None:
         """One event: a user engages with ``row`` for the first time; ``prev_rows`` are its recent
-        distinct items, newest first (``UserState.seen`` reversed)."""
+        distinct items, newest first (``UserState.seen.newest``)."""
         p = self.params
         prev = list(prev_rows)[: p.span]
         if self._bonuses[0] is not p:
@@ -253,26 +254,21 @@ class CoocModel:
             self.counts.add(rows[keep], cols[keep], vals[keep])
         self.counts.add_engaged(row)
 
-    def fit(self, sequences: Iterable[Sequence[int]], max_seen: int = MAX_SEEN_DEFAULT) -> "CoocModel":
+    def fit(self, sequences: Iterable[Sequence[int]]) -> "CoocModel":
         """Apply the update rule to per-user sequences of item rows (time order, every engagement,
-        re-engagements included), simulating the state's recent list exactly."""
+        re-engagements included), keeping each user's items as the state does."""
         span = self.params.span
+        ids, index = self.counts.ids, self.counts.index
+        keys = [item_key(i) for i in ids]
         chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         firsts: list[int] = []
         for seq in sequences:
-            seen: list[int] = []
-            member: set[int] = set()
+            seen = SeenItems()
             for row in seq:
-                if row in member:
-                    seen.remove(row)
-                    seen.append(row)
-                    continue
-                chunks.append(self.pairs(seen[: -span - 1: -1], row))
-                firsts.append(row)
-                seen.append(row)
-                member.add(row)
-                if len(seen) > max_seen:
-                    member.discard(seen.pop(0))
+                if not seen.has(ids[row], keys[row]):
+                    chunks.append(self.pairs([index[i] for i in seen.newest(span)], row))
+                    firsts.append(row)
+                seen.add(ids[row], keys[row])
         if chunks:
             rows, cols, vals = (np.concatenate(x) for x in zip(*chunks))
             keep = vals != 0

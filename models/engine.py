@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from itertools import repeat
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, MutableMapping, NamedTuple, Sequence
 
@@ -34,6 +33,7 @@ from models.domains import DomainConfig, get_domain
 from models.features import CATEGORY_BUCKETS, category_tokens, category_vector, strength, valence
 from models.items import ItemVectors
 from models.scorer import FusedScorer
+from models.seen import RECENT_ITEMS, item_key
 from models.state import UserState
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,11 @@ class InterestModel:
         self._crow: list[int] = []  # catalogue row -> co-engagement row
         self._crow_array = np.zeros(0, dtype=np.int64)  # the same as an array, rebuilt when it grows
         self._pop: tuple = (None, -1, None, None)  # counts' popularity, n, it in catalogue order, moments
+        self._keys = np.zeros(0, dtype=np.int64)  # catalogue row -> item_key (grown on demand)
         if cooc is not None:
+            reads = max(cooc.params.span, cooc.params.hist_len)
+            if reads > RECENT_ITEMS:
+                raise ValueError(f"co-engagement reads a user's last {reads} items; a state keeps {RECENT_ITEMS}")
             self._crow = [cooc.add_item(i) for i in items.ids]
 
     @classmethod
@@ -185,7 +189,20 @@ class InterestModel:
 
     def recent_rows(self, state: UserState, n: int) -> list[int]:
         """Co-engagement rows of the user's last ``n`` distinct items, newest first."""
-        return [r for r in map(self.cooc.index.get, state.seen[: -n - 1: -1]) if r is not None]
+        idx = self.cooc.index
+        return [r for r in map(idx.get, state.seen.newest(n)) if r is not None]
+
+    def seen_rows(self, state: UserState) -> np.ndarray:
+        """Catalogue rows of the items the user has seen: exactly its recent items, by hash the
+        older ones (``models.seen``: a rare unseen item may be among them)."""
+        n = len(self.items.ids)
+        if self._keys.size < n:
+            new = [item_key(i) for i in self.items.ids[self._keys.size:n]]
+            self._keys = np.concatenate([self._keys, np.array(new, dtype=np.int64)])
+        mask = state.seen.hashed_mask(self._keys[:n])
+        idx = self.items.index
+        mask[[idx[i] for i in state.seen.recent if i in idx]] = True
+        return np.flatnonzero(mask)
 
     # -- ranking -----------------------------------------------------------------------------
     def component_scores(self, state: UserState, dims: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -213,11 +230,6 @@ class InterestModel:
             mapped.flags.writeable = False
             self._pop = (pop, self._crow_array.size, mapped, component_moments(mapped))
         return self._pop[2], self._pop[3]
-
-    def seen_rows(self, state: UserState) -> np.ndarray:
-        """Catalogue rows of the user's remembered items (unknown ids left out)."""
-        rows = np.fromiter(map(self.items.index.get, state.seen, repeat(-1)), np.int64, len(state.seen))
-        return rows[rows >= 0]
 
     def scores(self, state: UserState) -> np.ndarray:
         """(N,) scores over the catalogue in ``items.ids`` order (seen items not yet excluded)."""

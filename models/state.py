@@ -6,9 +6,19 @@ item's vectors, one per space. The stream worker and the offline evaluation call
 a compacted changelog topic.
 
 Idempotency is by event identity: the ids of the last ``DEDUP_WINDOW`` applied events are kept
-(as 64-bit hashes), and an event whose id is among them is not applied again. A replayed batch
+(as 48-bit hashes: with 256 ids in the window, a new event is taken for a duplicate with odds
+of about 1 in 10^12), and an event whose id is among them is not applied again. A replayed batch
 after a crash, or a producer's retry of the same ``event_id``, is therefore harmless as long as
 the duplicate arrives within that many of the user's events.
+
+The items already engaged with are a ``models.seen.SeenItems``: the last ``RECENT_ITEMS`` ids
+verbatim, older ones as short hashes (that module has the trade-off: a small false-positive rate
+for a bounded size). With every cap full, a state of the untrained default model (five
+dimensions, 2,944 bytes of float16 means) is 7,530 bytes: 172 of header, 20 of norms, 1,536 of
+event-id hashes, 650 for 50 recent ids of 12 characters, 2,208 for 1,950 older items
+(``stream_app.dev.bench.worst_case_state_bytes``). A trained checkpoint's 448-d text+CF space
+adds 384 bytes of means. Format 2 states (every seen id verbatim in the header) are still read,
+and converted.
 
 >>> import numpy as np
 >>> from models.dimensions import default_dimensions
@@ -19,8 +29,8 @@ the duplicate arrives within that many of the user's events.
 True
 >>> st.apply(dims, vecs, item_id="a", strength=2.0, valence=1.0, ts=1000, event_id="e1")
 False
->>> st.mean["content"].tolist(), st.seen, st.events
-([1.0, 0.0], ['a'], 1)
+>>> st.mean["content"].tolist(), st.seen.recent, "a" in st.seen, st.events
+([1.0, 0.0], ['a'], True, 1)
 >>> UserState.from_bytes(st.to_bytes()).mean["content"].tolist()
 [1.0, 0.0]
 """
@@ -29,21 +39,35 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import orjson
 
 from models.dimensions import Dimension
+from models.seen import MAX_SEEN, RECENT_ITEMS, SeenItems
 
-MAX_SEEN = 2000  # items remembered for "already seen" exclusion, newest kept
+__all__ = ["DEDUP_WINDOW", "MAX_SEEN", "RECENT_ITEMS", "UserState", "event_key"]
+
 DEDUP_WINDOW = 256  # ids of the user's last applied events, for de-duplication
-_FORMAT = 2
+_FORMAT = 3
 
 
 def event_key(event_id: str) -> int:
-    """A stable 64-bit hash of an event id (what the de-duplication window stores)."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+    """A stable 48-bit hash of an event id (what the de-duplication window stores): the top 48
+    bits of its 64-bit BLAKE2b digest, so format 2's 64-bit hashes convert by a shift."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big") >> 16
+
+
+def _pack_keys(keys: list[int]) -> bytes:
+    return np.array(keys, dtype=">u8").view(np.uint8).reshape(-1, 8)[:, 2:].tobytes()
+
+
+def _unpack_keys(data: bytes, count: int, pos: int) -> list[int]:
+    raw = np.frombuffer(data, dtype=np.uint8, count=6 * count, offset=pos).reshape(-1, 6)
+    full = np.zeros((count, 8), dtype=np.uint8)
+    full[:, 2:] = raw
+    return full.view(">u8").ravel().tolist()
 
 
 @dataclass
@@ -52,7 +76,7 @@ class UserState:
     norm: dict[str, float]  # dimension -> decayed total |weight| (0 = no evidence)
     last_ts: int = -1  # event time of the last applied event, ms
     events: int = 0  # events applied so far
-    seen: list[str] = field(default_factory=list)
+    seen: SeenItems = field(default_factory=SeenItems)  # items engaged with (models.seen)
     recent: list[int] = field(default_factory=list)  # event_key of the last DEDUP_WINDOW events
 
     @classmethod
@@ -94,33 +118,52 @@ class UserState:
         self.recent.append(key)
         if len(self.recent) > DEDUP_WINDOW:
             del self.recent[: len(self.recent) - DEDUP_WINDOW]
-        if item_id in self.seen:
-            self.seen.remove(item_id)
-        self.seen.append(item_id)
-        if len(self.seen) > MAX_SEEN:
-            del self.seen[: len(self.seen) - MAX_SEEN]
+        self.seen.add(item_id)
         return True
 
-    # -- wire format: 4-byte header length, orjson header, float16 means in header order, then
-    #    the de-duplication window as big-endian uint64
+    # -- wire format 3: 4-byte header length, orjson header, the float16 means in header order,
+    #    their float32 norms, the de-duplication window as 6-byte big-endian hashes, then the seen items
+    #    (``SeenItems.pack``: the recent ids, the older items' hashes)
     def to_bytes(self) -> bytes:
         names = list(self.mean)
         head = orjson.dumps({"v": _FORMAT, "dims": names, "sizes": [int(self.mean[n].size) for n in names],
-                             "norm": [self.norm[n] for n in names], "ts": self.last_ts,
-                             "n": self.events, "seen": self.seen, "recent": len(self.recent)})
+                             "ts": self.last_ts, "n": self.events, "recent": len(self.recent),
+                             "seen": self.seen.counts()})
         body = b"".join(self.mean[n].astype(np.float16).tobytes() for n in names)
-        return struct.pack(">I", len(head)) + head + body + np.array(self.recent, dtype=">u8").tobytes()
+        norms = np.array([self.norm[n] for n in names], dtype=">f4").tobytes()  # float32 values (apply)
+        return (struct.pack(">I", len(head)) + head + body + norms + _pack_keys(self.recent)
+                + self.seen.pack())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "UserState":
+        """Formats 3 and 2 (a format 2 state's seen list becomes a ``SeenItems``)."""
         (hlen,) = struct.unpack(">I", data[:4])
         head = orjson.loads(data[4:4 + hlen])
-        if head.get("v") != _FORMAT:
+        if head.get("v") not in (2, _FORMAT):
             raise ValueError(f"unsupported user state format {head.get('v')!r}")
-        mean, pos = {}, 4 + hlen
-        for name, size in zip(head["dims"], head["sizes"]):
-            mean[name] = np.frombuffer(data, dtype=np.float16, count=size, offset=pos).copy()
-            pos += 2 * size
-        recent = np.frombuffer(data, dtype=">u8", count=head["recent"], offset=pos).tolist()
-        return cls(mean=mean, norm=dict(zip(head["dims"], head["norm"])), last_ts=head["ts"],
-                   events=head["n"], seen=head["seen"], recent=recent)
+        mean, pos = _read_means(head, data, 4 + hlen)
+        if head["v"] == 2:
+            norm = head["norm"]
+        else:
+            norm = np.frombuffer(data, dtype=">f4", count=len(head["dims"]), offset=pos).tolist()
+            pos += 4 * len(head["dims"])
+        if head["v"] == 2:  # 64-bit hashes: keep their top 48 bits
+            recent = [k >> 16 for k in np.frombuffer(data, dtype=">u8", count=head["recent"], offset=pos).tolist()]
+            pos += 8 * head["recent"]
+        else:
+            recent = _unpack_keys(data, head["recent"], pos)
+            pos += 6 * head["recent"]
+        if head["v"] == 2:
+            seen = SeenItems.from_ids(head["seen"])
+        else:
+            seen, pos = SeenItems.unpack(head["seen"], data, pos)
+        return cls(mean=mean, norm=dict(zip(head["dims"], norm)), last_ts=head["ts"],
+                   events=head["n"], seen=seen, recent=recent)
+
+
+def _read_means(head: Mapping[str, Any], data: bytes, pos: int) -> tuple[dict[str, np.ndarray], int]:
+    mean = {}
+    for name, size in zip(head["dims"], head["sizes"]):
+        mean[name] = np.frombuffer(data, dtype=np.float16, count=size, offset=pos).copy()
+        pos += 2 * size
+    return mean, pos

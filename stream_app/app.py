@@ -1,12 +1,14 @@
-"""The Faust application, read in the order of Faust's own examples: app, topics, tables,
-agents, web views. Each part lives in its own module; this one only assembles them.
+"""The Faust application: it runs the worker (lifecycle, signals, logging), the web views and
+the timers, and hosts the services that consume the topics (``stream_app.agents.register``).
+This module only assembles them.
 
-Follow one event: ``interactions`` topic -> ``stream_app.agents.score_interactions`` (a
-micro-batch: check, encode review text, fold each event into its user's state, rank; the work
-itself is ``stream_app.processor.Processor.apply_batch``) -> ``recommendations`` topic, one message
-per touched user per micro-batch. Bad messages go to ``dead-letters`` with the reason. Item
-upserts arrive on ``catalog`` and are encoded in batches by ``stream_app.agents.index_catalog``
-into the ``catalog-items`` global table, which every worker reads.
+Follow one event: ``interactions`` topic -> ``stream_app.hotpath`` (read in bulk by a consumer of
+its own; a batch is checked, review texts encoded, each event folded into its user's state, and
+each touched user ranked once: ``stream_app.processor.Processor.apply_batch``) -> the user's state
+to ``stream_app.store`` and its changelog -> ``recommendations`` topic, one message per touched
+user per batch -> offsets committed. Bad messages go to ``dead-letters`` with the reason. Item
+upserts arrive on ``catalog`` and are encoded in batches by ``stream_app.catalog.CatalogIndexer``
+into the catalogue changelog, which every worker follows.
 
 Nothing runs on import: ``create_app(settings, processor)`` builds everything;
 ``stream-app worker`` (``stream_app.worker``) runs it.
@@ -18,24 +20,19 @@ from pathlib import Path
 
 import faust
 
-from stream_app import agents, tables, topics, views
-from stream_app.batching import start_fresh_partitions_at_the_beginning
+from stream_app import agents, topics, views
 from stream_app.processor import Processor
 from stream_app.settings import Settings
 
 
 def create_app(settings: Settings, processor: Processor) -> faust.App:
     app = faust.App(settings.app_id, **faust_options(settings))
-    declared = topics.declare(app, topics.TopicNames.from_settings(settings), settings)
-    catalog = tables.CatalogFollower()
-    state = tables.declare(app, settings, catalog)
-    ctx = agents.Context(app, settings, declared, state, processor, catalog)
+    ctx = agents.Context(app, settings, topics.TopicNames.from_settings(settings), processor)
     processor.metrics = ctx.metrics
     ctx.metrics.set_model_info(processor.model.version, getattr(processor.encoder, "version", "?"),
                                getattr(processor.encoder, "device", "?"))
     agents.register(app, ctx)
     views.register(app, ctx)
-    start_fresh_partitions_at_the_beginning(app, {declared.names.interactions, declared.names.catalog})
     return app
 
 
@@ -64,15 +61,6 @@ def faust_options(settings: Settings) -> dict:
         web_host=settings.web_host,
         # How the other workers reach this one's web views (/users/{id} is forwarded to the owner).
         canonical_url=f"http://{advertised_host(settings.web_host)}:{settings.web_port}",
-        producer_linger_ms=5,
-        producer_max_batch_size=262_144,
-        stream_buffer_maxsize=max(4096, 2 * settings.batch_max),
-        consumer_max_fetch_size=4 * 1024 * 1024,
-        broker_commit_interval=1.0,
-        # A worker that dies without leaving the group blocks a rebalance until this expires.
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 3),
-        # On a rebalance or shutdown, finish the batches in flight before giving partitions up, so
-        # the next owner restores state that includes them (never an older state).
-        stream_wait_empty=True,
     )

@@ -110,26 +110,6 @@ def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> TopicNames:
     return names
 
 
-@dataclass(frozen=True)
-class Declared:
-    """The app's Faust topic objects (raw bytes in and out; we encode JSON ourselves)."""
-
-    names: TopicNames
-    interactions: object
-    catalog: object
-    recommendations: object
-    dead_letters: object
-
-
-def declare(app, names: TopicNames, settings: Settings) -> Declared:
-    """Declare the four plain topics on a Faust app. internal=True: the worker creates them (with
-    the tables' partition count) at start."""
-    raw = {"key_serializer": "raw", "value_serializer": "raw", "partitions": settings.partitions,
-           "internal": True, "replicas": settings.replication_factor}
-    return Declared(names, app.topic(names.interactions, **raw), app.topic(names.catalog, **raw),
-                    app.topic(names.recommendations, **raw), app.topic(names.dead_letters, **raw))
-
-
 class ClusterChanged(RuntimeError):
     """The Kafka cluster behind the bootstrap address is not the one the worker started on."""
 

@@ -1,7 +1,8 @@
 """The worker's web views (Faust's web server, aiohttp underneath):
 
 - ``GET /``: the live page (``stream_app/static/``): pick a user, watch their list change;
-- ``GET /users/{user_id}``: the current list of a user held by this worker (JSON);
+- ``GET /users/{user_id}``: the current list of a user (JSON); asked on a worker that does not
+  hold the user, the request is forwarded to the one that does (``stream_app.owners``);
 - ``GET /users/{user_id}/events``: Server-Sent Events, one recommendation message per update;
 - ``GET /overview``: events/s, lag, dead letters by reason, model version (JSON, for the page);
 - ``GET /metrics``: Prometheus text format;
@@ -12,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import orjson
 
 from models.state import UserState
 from stream_app.agents import Context
+from stream_app.hotpath import hot_group
+from stream_app.owners import Owners
+from stream_app.processor import owner_partition
 
 STATIC = Path(__file__).resolve().parent / "static"
 _CONTENT_TYPES = {".html": "text/html", ".js": "application/javascript", ".css": "text/css"}
@@ -25,14 +30,14 @@ KEEPALIVE_S = 15.0
 
 async def stats(ctx: Context, web):
     s = ctx.stats
-    return web.json({**s, "items": len(ctx.processor.model.items), "users": len(ctx.tables.users),
+    return web.json({**s, "items": len(ctx.processor.model.items), "users": len(ctx.hot.store) if ctx.hot else 0,
                      "model_version": ctx.processor.model.version, "domain": ctx.processor.model.domain.name,
                      "uptime_s": round(time.time() - s["started_at"], 1)})
 
 
 async def current_list(ctx: Context, user_id: str) -> dict | None:
     """The user's list now, ranked in the model thread (never on the loop while it mutates)."""
-    raw_state = ctx.tables.users.get(user_id.encode())
+    raw_state = ctx.hot.store.find(user_id) if ctx.hot else None
     if raw_state is None:
         return None
     st = UserState.from_bytes(raw_state)
@@ -42,19 +47,30 @@ async def current_list(ctx: Context, user_id: str) -> dict | None:
 
 
 def item_titles(ctx: Context, item_ids: list[str]) -> dict[str, str]:
-    out = {}
-    for item_id in item_ids:
-        record = ctx.tables.items.get(item_id.encode())
-        if record is not None:
-            out[item_id] = orjson.loads(record).get("title", item_id)
-    return out
+    titles = ctx.catalog.titles if ctx.catalog else {}
+    return {i: titles[i] for i in item_ids if i in titles}
 
 
-async def user(ctx: Context, web, user_id: str):
+async def user(ctx: Context, web, owners: Owners, user_id: str, forwarded: bool):
     msg = await current_list(ctx, user_id)
-    if msg is None:
-        return web.json({"error": f"unknown user {user_id!r}"}, status=404)
-    return web.json(msg)
+    if msg is not None:
+        return web.json(msg)
+    url = await owners.url_of(owner_partition(user_id, ctx.settings.partitions))
+    if url and url != ctx.app.conf.canonical_url and not forwarded:
+        return await forward(web, f"{url}/users/{quote(user_id, safe='')}?forwarded=1")
+    return web.json({"error": f"unknown user {user_id!r}"}, status=404)
+
+
+async def forward(web, url: str):
+    """The owner's answer, passed on as it is."""
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            async with session.get(url) as resp:
+                return web.bytes(await resp.read(), content_type="application/json", status=resp.status)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        return web.json({"error": f"the worker holding this user did not answer: {exc!r}"}, status=503)
 
 
 async def user_events(ctx: Context, request, user_id: str):
@@ -91,6 +107,8 @@ def static_file(web, name: str):
 
 
 def register(app, ctx: Context) -> None:
+    owners = Owners(ctx.settings.bootstrap_servers, hot_group(ctx.settings), ctx.topics.interactions)
+
     @app.page("/")
     async def page_view(web, request):
         return static_file(web, "index.html")
@@ -113,21 +131,10 @@ def register(app, ctx: Context) -> None:
         return web.bytes(body, content_type=content_type.split(";")[0])
 
     @app.page("/users/{user_id}")
-    @app.table_route(table=ctx.tables.users, match_info="user_id")
     async def user_view(web, request, user_id):
         """Answered by the worker that holds the user: asked elsewhere, the request is forwarded."""
-        return await user(ctx, web, user_id)
+        return await user(ctx, web, owners, user_id, forwarded="forwarded" in request.query)
 
     @app.page("/users/{user_id}/events")
     async def user_events_view(web, request, user_id):
         return await user_events(ctx, request, user_id)
-
-    @app.timer(interval=5.0)
-    async def measure_lag():
-        """Consumer lag per assigned partition: log end minus the next offset to read."""
-        consumer = app.consumer
-        for tp in consumer.assignment():
-            hw = consumer.highwater(tp)
-            read = consumer._read_offset.get(tp)  # private, pinned faust-streaming version
-            if hw is not None:
-                ctx.metrics.set_lag(tp.topic, tp.partition, max(0, hw - ((read or -1) + 1)))

@@ -1,10 +1,10 @@
 """The co-engagement dimension offline: a light ``Recommender`` over ``models.cooc.CoocModel``
 (for fast tuning) and the validation-only, time-budgeted parameter search.
 
-``CoocRecommender`` keeps, per user, exactly the recent list ``UserState.seen`` keeps (newest
-last, a re-engaged item moves to the end, ``MAX_SEEN`` items), so its scores equal the engine's
-``co-engagement`` component (a test checks it). Training events replayed by the protocol do not
-count twice; every other event updates the counts, as the stream does.
+``CoocRecommender`` keeps, per user, the items exactly as ``UserState.seen`` keeps them (a
+``models.seen.SeenItems``), so its scores equal the engine's ``co-engagement`` component (a test
+checks it). Training events replayed by the protocol do not count twice; every other event
+updates the counts, as the stream does.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from models.offline.base import ItemCatalog, Recommender
 from models.offline.baselines import _TrainingEvents
 from models.offline.data import Interaction
 from models.offline.protocol import Split, replay_evaluate
-from models.state import MAX_SEEN
+from models.seen import SeenItems
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def fit_cooc(train: Sequence[Interaction], catalog: ItemCatalog, params: CoocPar
     model = CoocModel(params)
     for iid in catalog.ids:
         model.add_item(iid)
-    return model.fit(user_sequences(train, catalog), max_seen=MAX_SEEN)
+    return model.fit(user_sequences(train, catalog))
 
 
 class CoocRecommender(Recommender):
@@ -68,27 +68,24 @@ class CoocRecommender(Recommender):
             self.fitted = fit_cooc(train, items, self.params)
         self.model = self.fitted.with_params(self.params, copy=True)
         self._train = _TrainingEvents(train)
-        self._seen: dict[str, list[int]] = {}
+        self._seen: dict[str, SeenItems] = {}
 
     def learn_one(self, ev: Interaction) -> None:
         is_train = self._train.consume(ev)
         i = self.catalog.get(ev.item_id)
         if i is None:
             return
-        seen = self._seen.setdefault(ev.user_id, [])
-        if i in seen:
-            seen.remove(i)
-            seen.append(i)
-            return
-        if not is_train:
-            self.model.update(seen[: -self.params.span - 1: -1], i)
-        seen.append(i)
-        if len(seen) > MAX_SEEN:
-            del seen[: len(seen) - MAX_SEEN]
+        seen = self._seen.setdefault(ev.user_id, SeenItems())
+        if not is_train and ev.item_id not in seen:
+            self.model.update(self._rows(seen, self.params.span), i)
+        seen.add(ev.item_id)
+
+    def _rows(self, seen: SeenItems, n: int) -> list[int]:
+        return [self.catalog.get(i) for i in seen.newest(n)]
 
     def score(self, user_id: str):
-        seen = self._seen.get(user_id, [])
-        return self.model.scores(seen[: -self.params.hist_len - 1: -1])
+        seen = self._seen.get(user_id)
+        return self.model.scores(self._rows(seen, self.params.hist_len) if seen else [])
 
 
 def tune_cooc(split: Split, catalog: ItemCatalog, budget_s: float = 240.0,

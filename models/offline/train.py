@@ -76,7 +76,7 @@ def build_examples(model: InterestModel, events: Sequence[Interaction], text_fea
                 rows[n].append(st.mean[n])
             masks.append([st.norm[n] > 0 for n in model.dim_names])
             targets.append(model.items.index[ev.item_id])
-            seen.append(np.array([model.items.index[s] for s in st.seen], dtype=np.int64))
+            seen.append(model.seen_rows(st))
             is_holdout.append(last_of_user[ev.user_id] == i)
     bar.close()
     x = {n: np.stack(v).astype(np.float32) for n, v in rows.items()}

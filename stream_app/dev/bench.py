@@ -117,32 +117,44 @@ async def raw_passthrough(settings: Settings, events: Sequence[dict]) -> dict:
 # -- b. the pipeline -----------------------------------------------------------------------------
 
 def pipeline_run(settings: Settings, catalog: list[dict], events: list[dict], rate: float, label: str,
-                 progress: bool = True) -> tuple[ReplayResult, dict]:
-    """One worker on fresh topics and app id: load the catalogue, replay ``events`` at ``rate``
-    (0 = as fast as possible). Returns the replay's result and facts about the worker run."""
+                 progress: bool = True, workers: int = 1) -> tuple[ReplayResult, dict]:
+    """``workers`` worker processes in one group, on fresh topics and app id: load the catalogue,
+    replay ``events`` at ``rate`` (0 = as fast as possible). Returns the replay's result and facts
+    about the worker run (CPU and counters summed over the workers)."""
     from stream_app.dev.local import LocalWorker
 
     run = _run_id()
     s = replace(settings, topic_prefix=f"{settings.topic_prefix}bench-{run}-", app_id=f"{settings.app_id}-bench-{run}")
     t0 = time.monotonic()
-    with LocalWorker(s) as worker:
+    with ExitStack() as stack:
+        group = [stack.enter_context(LocalWorker(s)) for _ in range(workers)]
         start_s = time.monotonic() - t0
 
+        def cpu() -> float | None:
+            got = [w.cpu_seconds() for w in group]
+            return None if any(c is None for c in got) else sum(got)
+
         async def go() -> tuple[float, ReplayResult, float | None]:
-            catalog_s = await load_catalog(worker.settings, catalog)
-            cpu0 = worker.cpu_seconds()
-            result = await replay_events(worker.settings, events, rate=rate, progress=progress, idle_timeout=60.0)
-            cpu1 = worker.cpu_seconds()
+            catalog_s = await load_catalog(group[0].settings, catalog)
+            cpu0 = cpu()
+            result = await replay_events(group[0].settings, events, rate=rate, progress=progress, idle_timeout=60.0)
+            cpu1 = cpu()
             return catalog_s, result, (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None
 
         catalog_s, result, cpu_s = asyncio.run(go())
-        stats = worker.stats() or {}
-    info = {"label": label, "worker_start_s": start_s, "loadavg_1m": round(os.getloadavg()[0], 2), "catalog_s": catalog_s, "worker_log": str(worker.log_path),
-            "worker_cpu_s": cpu_s,
+        stats = [w.stats() or {} for w in group]
+        logs = [str(w.log_path) for w in group]
+
+    def total(key: str) -> int | None:
+        got = [st.get(key) for st in stats]
+        return None if any(g is None for g in got) else sum(got)
+
+    events_, batches = total("events"), total("batches")
+    info = {"label": label, "workers": workers, "worker_start_s": start_s, "loadavg_1m": round(os.getloadavg()[0], 2),
+            "catalog_s": catalog_s, "worker_log": logs, "worker_cpu_s": cpu_s,
             "worker_cpu_us_per_event": 1e6 * cpu_s / len(events) if cpu_s is not None and events else None,
-            "worker_events": stats.get("events"), "worker_batches": stats.get("batches"),
-            "worker_recommendations": stats.get("recommendations"),
-            "events_per_batch": (stats["events"] / stats["batches"]) if stats.get("batches") else None}
+            "worker_events": events_, "worker_batches": batches, "worker_recommendations": total("recommendations"),
+            "events_per_batch": (events_ / batches) if batches else None}
     return result, info
 
 
@@ -208,17 +220,21 @@ def state_sizes(catalog: Sequence[dict], vectors: np.ndarray, events: Sequence[d
 
 
 def worst_case_state_bytes(model, id_length: int = 12) -> int:
-    """Bytes of a synthetic user at every cap: MAX_SEEN remembered items (ids of ``id_length``
-    characters), a full de-duplication window, every dimension with evidence."""
-    from models.state import DEDUP_WINDOW, MAX_SEEN
+    """Bytes of a synthetic user at every cap: the recent item ids verbatim (``id_length``
+    characters each) and both generations of older item hashes full (``MAX_SEEN`` items
+    remembered, ``models.seen``), a full de-duplication window, every dimension with evidence."""
+    from models.state import DEDUP_WINDOW
 
     rng = np.random.default_rng(0)
     st = model.new_state()
     for name in st.mean:
         st.mean[name] = rng.normal(size=st.mean[name].shape).astype(np.float16)
-        st.norm[name] = 1.0
-    st.seen = [f"{i:0{id_length}d}" for i in range(MAX_SEEN)]
-    st.recent = rng.integers(0, 2**63, size=DEDUP_WINDOW).tolist()
+        st.norm[name] = float(np.float32(rng.uniform(1.0, 1000.0)))
+    i = 0
+    while not st.seen.full:  # distinct ids until every cap is reached (a hash collision takes one more)
+        st.seen.add(f"{i:0{id_length}d}")
+        i += 1
+    st.recent = rng.integers(0, 2**48, size=DEDUP_WINDOW).tolist()
     st.events, st.last_ts = 10**6, 1_800_000_000_000
     return len(st.to_bytes())
 
@@ -261,9 +277,9 @@ def _pipeline_section(settings: Settings, catalog: list[dict], events: list[dict
     full, full_info = pipeline_run(settings, catalog, events, 0.0, "full speed", progress)
     half_rate = max(1.0, full.events_per_s / 2)
     half, half_info = pipeline_run(settings, catalog, events, half_rate, "half rate", progress)
-    runs = []
-    for r, info in ((full, full_info), (half, half_info)):
-        runs.append({**r.summary(), **info})
+    two, two_info = pipeline_run(settings, catalog, events, 0.0, "full speed, 2 workers", progress, workers=2)
+    pairs = ((full, full_info), (half, half_info), (two, two_info))
+    runs = [{**r.summary(), **info} for r, info in pairs]
     report["pipeline"] = runs
     raw_rate = report.get("raw", {}).get("passthrough_events_per_s")
     if raw_rate:
@@ -272,14 +288,14 @@ def _pipeline_section(settings: Settings, catalog: list[dict], events: list[dict
     print("answered = events counted by each user's events_applied; latency = per event, produced -> "
           "first recommendation that counts it; load = 1-minute load average after the run\n")
     print(markdown_table(
-        ["run", "offered ev/s", "events", "answered", "recs", "dead letters", "sustained ev/s",
+        ["run", "workers", "offered ev/s", "events", "answered", "recs", "dead letters", "sustained ev/s",
          "p50 ms", "p95 ms", "p99 ms", "latency samples", "regressions", "events/batch",
          "worker CPU µs/event", "load 1m"],
-        [[i["label"], r["rate"] or "max", r["events_produced"], r["events_covered"],
+        [[i["label"], i["workers"], r["rate"] or "max", r["events_produced"], r["events_covered"],
           r["recommendations"], r["dead_letters"], r["events_per_s"], r["latency_p50_ms"],
           r["latency_p95_ms"], r["latency_p99_ms"], r["latency_samples"], r["regressions"],
           i["events_per_batch"] or float("nan"), i["worker_cpu_us_per_event"] or float("nan"), i["loadavg_1m"]]
-         for r, i in zip(runs, (full_info, half_info))]))
+         for r, i in zip(runs, (i for _, i in pairs))]))
     if raw_rate:
         print(f"\npipeline / raw passthrough: {report['pipeline_over_raw']:.3f} "
               f"({full.events_per_s:,.0f} / {raw_rate:,.0f} events/s)")

@@ -923,7 +923,7 @@ def lost_offsets_note(bootstrap: str, worker, ledger: Ledger, folded: dict, verd
     if not first:
         return "  (every lost event was listed once: the state holding it was lost, see above)"
     try:
-        committed = committed_offsets(bootstrap, worker.settings.app_id, worker.topic("interactions"), sorted(first))
+        committed = committed_offsets(bootstrap, f"{worker.settings.app_id}-interactions", worker.topic("interactions"), sorted(first))
     except Exception as exc:  # diagnostics only
         return f"  (committed offsets unavailable: {exc!r})"
     def why(p):
@@ -934,7 +934,7 @@ def lost_offsets_note(bootstrap: str, worker, ledger: Ledger, folded: dict, verd
                 else "not committed either: nobody consumed them (a stuck or idle partition owner?)")
 
     return "  never-applied events by partition: " + "; ".join(
-        f"partition {p}: first at offset {first[p]}, group {worker.settings.app_id} committed "
+        f"partition {p}: first at offset {first[p]}, group {worker.settings.app_id}-interactions committed "
         f"{committed.get(p, (None,))[0]} of {committed.get(p, (None, None))[1]}: {why(p)}" for p in sorted(first))
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.cooc import MAX_SEEN_DEFAULT, CoocModel, CoocParams
+from models.cooc import CoocModel, CoocParams
 from models.dimensions import default_dimensions
 from models.engine import Event, InterestModel
 from models.items import ItemVectors
 from models.scorer import FusedScorer
-from models.state import MAX_SEEN
+from models.seen import MAX_SEEN, SeenItems
 
 PARAMS = CoocParams(window=3, trans_window=2, trans_decay=0.5, beta=2.0, shrink=1.0, alpha=0.6, k=4,
                     hist_len=3, decay=0.7)
@@ -29,13 +29,11 @@ def engine(n_items: int, params: CoocParams = PARAMS) -> InterestModel:
     return model
 
 
-def test_max_seen_matches_the_state():
-    assert MAX_SEEN_DEFAULT == MAX_SEEN
-
-
-def test_stream_update_equals_batch_fit():
-    log = random_log()
-    model, states = engine(15), {}
+@pytest.mark.parametrize("n_users,n_items,n_events", [(12, 15, 200), (2, 3000, 10_000)],
+                         ids=["short histories", "long histories: hashed items, a dropped generation"])
+def test_stream_update_equals_batch_fit(n_users, n_items, n_events):
+    log = random_log(n_users, n_items, n_events)
+    model, states = engine(n_items), {}
     events = [Event(u, f"i{i}", "click", None, t, f"e{t}") for t, (u, i) in enumerate(log)]
     for _ in model.replay(events, states):
         pass
@@ -43,18 +41,32 @@ def test_stream_update_equals_batch_fit():
     for u, i in log:
         seqs.setdefault(u, []).append(i)
     batch = CoocModel(PARAMS)
-    for i in range(15):
+    for i in range(n_items):
         batch.add_item(f"i{i}")
     batch.fit(seqs.values())
-    for j in range(15):
+    np.testing.assert_allclose(model.cooc.counts.row(n_items - 1), batch.counts.row(n_items - 1))
+    for j in range(0, n_items, max(1, n_items // 50)):
         np.testing.assert_allclose(model.cooc.counts.row(j), batch.counts.row(j))
-    np.testing.assert_array_equal(model.cooc.counts.n[:15], batch.counts.n[:15])
+    np.testing.assert_array_equal(model.cooc.counts.n[:n_items], batch.counts.n[:n_items])
     # duplicates and re-engagements change nothing
     before = model.cooc.counts.row(0).copy()
     st = states[log[0][0]]
     model.apply(st, events[0])  # same event id again
-    model.apply(st, Event(log[0][0], st.seen[0], "click", None, 10_000, "again"))
+    model.apply(st, Event(log[0][0], st.seen.recent[0], "click", None, 10_000, "again"))
     np.testing.assert_array_equal(model.cooc.counts.row(0), before)
+    if n_items > 1000:  # the long histories dropped a generation and met false positives
+        assert sum(false_positives(f"i{i}" for i in seq) for seq in seqs.values()) > 0
+
+
+def false_positives(item_ids) -> int:
+    """First engagements that a user's ``SeenItems`` takes for re-engagements."""
+    seen, had, n = SeenItems(), set(), 0
+    for i in item_ids:
+        n += i not in had and i in seen
+        seen.add(i)
+        had.add(i)
+    assert len(had) > MAX_SEEN
+    return n
 
 
 def test_sparse_rows_equal_dense_and_checkpoint_round_trip(tmp_path):

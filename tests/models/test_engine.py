@@ -56,7 +56,7 @@ def test_state_update_is_incremental_weighted_mean_and_sentiment_is_signed():
     recency = st.mean["recency"].astype(np.float32)
     assert recency[1] / recency[0] > content[1] / content[0]  # short-term leans to the newest
     np.testing.assert_allclose(st.mean["collaborative"].astype(np.float32), [0.8, 0.2, 0], atol=1e-3)
-    assert st.seen == ["a", "b"] and st.events == 2
+    assert st.seen.recent == ["a", "b"] and st.events == 2
 
 
 def test_state_ignores_replayed_event_ids_and_roundtrips_bytes():
@@ -67,7 +67,7 @@ def test_state_ignores_replayed_event_ids_and_roundtrips_bytes():
     assert not st.apply(dims, items.vectors(1), "b", 1.0, 1.0, ts=6, event_id=str(7))  # same event id: a duplicate
     assert st.to_bytes() == before
     back = UserState.from_bytes(before)
-    assert back.seen == ["a"] and back.recent == st.recent and back.norm == st.norm
+    assert back.seen == st.seen and back.seen.recent == ["a"] and back.recent == st.recent and back.norm == st.norm
     for name in st.mean:
         np.testing.assert_array_equal(back.mean[name], st.mean[name])
 

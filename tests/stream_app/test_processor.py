@@ -79,7 +79,7 @@ def test_forget_erases_the_state_and_later_events_start_afresh(processor):
     gone = processor.apply_batch([forget], stored)
     assert gone.forgotten == {"u1"} and gone.messages == {} and gone.states["u1"].events == 0
     again = processor.apply_batch([forget, ev("e9", "u1", "d", ts=3)], stored)
-    assert again.messages["u1"]["events_applied"] == 1 and again.states["u1"].seen == ["d"]
+    assert again.messages["u1"]["events_applied"] == 1 and again.states["u1"].seen.recent == ["d"]
 
 
 def test_unknown_items_and_bad_json_are_rejected_with_a_reason(processor):

@@ -1,0 +1,124 @@
+"""The catalogue: item upserts and deletions, encoded once, held by every worker.
+
+- ``CatalogIndexer`` (group ``<app_id>-catalog``, a ``stream_app.bulk.BulkConsumer``) reads the
+  ``catalog`` topic in batches, checks each message (bad -> dead letter), encodes the new item
+  texts in one pass and writes each item's record (the item message plus its vector,
+  ``stream_app.codec.encode_item_record``; a tombstone for a deletion) to the compacted
+  ``<app_id>-catalog-items-changelog``, same partition as the message; then commits.
+- ``CatalogFollower`` (every worker) reads that changelog, all partitions, from its first record
+  and for as long as the worker runs: upserts and deletions made by any worker reach every
+  worker's model, in changelog order, without re-encoding. The hot path applies what arrived
+  (``sync``) before each batch, in the model thread, and starts only after the follower has read
+  the changelog to its end once, so a restarted worker never sees its catalogue half-loaded.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import mode
+import orjson
+
+from stream_app.bulk import BulkConsumer, reject, source
+from stream_app.codec import Rejected
+
+log = logging.getLogger(__name__)
+
+
+class CatalogIndexer(BulkConsumer):
+    def __init__(self, ctx, **kwargs):
+        s = ctx.settings
+        super().__init__(ctx, ctx.topics.catalog, f"{s.app_id}-catalog", s.encoder_batch * 4, **kwargs)
+
+    async def handle(self, records: list) -> None:
+        ctx, good, partition = self.ctx, [], {}
+        for record in records:
+            src = source(record)
+            parsed = ctx.processor.parse_item(src)
+            if isinstance(parsed, Rejected):
+                await reject(ctx, self.outbox, src, parsed, event=False)
+                continue
+            good.append(parsed)
+            partition[parsed["item_id"]] = record.partition
+        await ctx.catalog.sync(ctx.run_model, ctx.processor)  # other workers' changes first, in order
+        written = await ctx.run_model(ctx.processor.index_items, good) if good else []
+        for item_id, value in written:
+            await self.outbox.send(ctx.topics.catalog_items_changelog, key=item_id.encode(),
+                                   value=value, partition=partition[item_id])
+
+
+class CatalogFollower(mode.Service):
+    """Every worker's reader of the catalogue changelog."""
+
+    def __init__(self, bootstrap_servers: str, changelog: str, **kwargs):
+        self.bootstrap_servers, self.changelog = bootstrap_servers, changelog
+        self.pending: list = []  # (item_id bytes, record bytes | None), in changelog order
+        self.titles: dict[str, str] = {}  # item_id -> title, for the web views
+        self.caught_up = asyncio.Event()
+        self._reader = None
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=None,
+                                        enable_auto_commit=False, auto_offset_reset="earliest")
+        await self._reader.start()
+        parts = self._reader.partitions_for_topic(self.changelog) or set()
+        if not parts:
+            await self._reader._client.force_metadata_update()
+            parts = self._reader.partitions_for_topic(self.changelog) or set()
+        tps = [TopicPartition(self.changelog, p) for p in sorted(parts)]
+        self._reader.assign(tps)
+        await self._reader.seek_to_beginning(*tps)
+        end = await self._reader.end_offsets(tps)
+        behind = set(tps)
+        while behind:
+            await self._read(200)
+            behind = {tp for tp in behind if await self._reader.position(tp) < end[tp]}
+        log.info("catalogue changelog read: %d items", len(self.titles))
+        self.caught_up.set()
+        self.add_future(self._follow())
+
+    async def on_stop(self) -> None:
+        if self._reader is not None:
+            await self._reader.stop()
+            self._reader = None
+
+    async def _read(self, timeout_ms: int) -> None:
+        fetched = await self._reader.getmany(timeout_ms=timeout_ms)
+        for batch in fetched.values():
+            for r in batch:
+                self.pending.append((r.key, r.value))
+                item_id = r.key.decode()
+                if r.value is None:
+                    self.titles.pop(item_id, None)
+                else:
+                    self.titles[item_id] = orjson.loads(r.value).get("title", item_id)
+
+    async def _follow(self) -> None:
+        while not self.should_stop and self._reader is not None:
+            try:
+                await self._read(500)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.should_stop:
+                    return
+                log.warning("catalogue changelog: %r", exc)
+                await asyncio.sleep(0.5)
+
+    async def sync(self, run_model, processor) -> None:
+        """Apply the changes read so far to the model, in order, in the model thread."""
+        if not self.pending:
+            return
+        changes, self.pending = self.pending, []
+        await run_model(apply_catalog_changes, processor, changes)
+
+
+def apply_catalog_changes(processor, changes: list) -> None:
+    for key, record in changes:
+        if record is None:
+            processor.model.delete_item(key.decode())
+        else:
+            processor.restore_item(record)

@@ -1,0 +1,114 @@
+"""The interactions hot path: interactions read in bulk (``stream_app.bulk.BulkConsumer``, group
+``<app_id>-interactions``), the user states of the owned partitions in ``stream_app.store``.
+
+Follow one batch (``handle_batch``):
+
+1. up to ``batch_max`` records of the partitions this worker owns;
+2. each is parsed (bad -> dead letter with the reason; on the wrong partition -> re-published to
+   its user's owner partition, ``stream_app.processor.owner_partition``);
+3. the model thread folds the events into the users' states (``Processor.apply_batch``; a failing
+   event is dead-lettered alone) and ranks once per touched user;
+4. the new states go to the store and its changelog, one recommendation per user to
+   ``recommendations``; ``BulkConsumer`` then waits until all of it is on the broker, and commits.
+
+Guarantees. At least once, made exact by the per-user event-id window: a crash at any point leads
+to a re-read of events whose effects are either absent or already in the restored state (then
+skipped as duplicates). A rebalance waits for the batch in flight, and a newly assigned partition's
+states are restored from the changelog before any of its records is handled, so the next owner
+never publishes a list older than one already published.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+
+from stream_app.bulk import BulkConsumer, reject, source
+from stream_app.codec import Rejected
+from stream_app.processor import Forward
+from stream_app.store import UserStore
+
+log = logging.getLogger(__name__)
+
+
+def hot_group(settings) -> str:
+    """The consumer group of the hot path."""
+    return f"{settings.app_id}-interactions"
+
+
+class HotPath(BulkConsumer):
+    """Consumes ``interactions`` in bulk; owns the user states of its partitions (``UserStore``)."""
+
+    def __init__(self, ctx, **kwargs):
+        s = ctx.settings
+        super().__init__(ctx, ctx.topics.interactions, hot_group(s), s.batch_max, **kwargs)
+        self.store = UserStore(s.bootstrap_servers, ctx.topics.user_state_changelog)
+
+    async def before_start(self) -> None:
+        await self.store.start()
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        await self.store.stop()
+
+    async def assigned(self, partitions: list[int]) -> None:
+        await self.store.restore(partitions)
+
+    async def revoked(self, partitions: list[int]) -> None:
+        self.store.drop(partitions)
+
+    async def handle(self, records: list) -> None:
+        await handle_batch(self.ctx, self, records)
+
+
+async def handle_batch(ctx, hot: HotPath, records: list) -> None:
+    """Parse, apply, publish one batch of interaction records (``BulkConsumer`` then waits for
+    delivery and commits)."""
+    t0 = time.perf_counter()
+    out, names = hot.outbox, ctx.topics
+    await ctx.catalog.sync(ctx.run_model, ctx.processor)  # catalogue changes first, in order
+    good, good_records = [], []
+    for record in records:
+        src = source(record)
+        parsed = ctx.processor.parse_event(src, ctx.settings.partitions)
+        if isinstance(parsed, Rejected):
+            await reject(ctx, out, src, parsed)
+        elif isinstance(parsed, Forward):
+            await out.send(names.interactions, key=parsed.event["user_id"].encode(), value=src.value,
+                           partition=parsed.partition)
+            ctx.stats["rerouted"] += 1
+            ctx.metrics.event("rerouted")
+        else:
+            good.append(parsed)
+            good_records.append(record)
+    ctx.stats["events"] += len(records)
+    ctx.stats["batches"] += 1
+    if good:
+        await apply_and_publish(ctx, hot, good, good_records)
+    ctx.metrics.batch(len(records), time.perf_counter() - t0)
+
+
+async def apply_and_publish(ctx, hot: HotPath, good: list[dict], good_records: list) -> None:
+    out, names, store = hot.outbox, ctx.topics, hot.store
+    partition = {msg["user_id"]: r.partition for msg, r in zip(good, good_records)}
+    stored = {u: store.get(p, u) for u, p in partition.items()}
+    result = await ctx.run_model(ctx.processor.apply_batch, good, stored)
+    sid = ctx.processor.codec.ids["interaction"]
+    for i, reason in result.failed:
+        await reject(ctx, out, source(good_records[i]), Rejected("processing_error", reason, sid))
+    for user, st in result.states.items():  # forgotten with nothing since: a tombstone
+        await store.put(out.send, partition[user], user, st.to_bytes() if user in result.messages else None)
+    for user in result.forgotten:
+        await out.send(names.recommendations, key=user.encode(), value=None)
+        ctx.subscribers.forget(user)
+    for user, msg in result.messages.items():
+        if ctx.settings.check_output:
+            ctx.processor.codec.check("recommendation", msg)
+        value = orjson.dumps(msg)
+        await out.send(names.recommendations, key=user.encode(), value=value)
+        ctx.subscribers.publish(user, value)
+    ctx.stats["recommendations"] += len(result.messages)
+    ctx.metrics.event("applied", result.applied)
+    ctx.metrics.event("duplicate", max(0, len(good) - len(result.failed) - result.applied - len(result.forgotten)))
+    ctx.metrics.published(len(result.messages), [r.timestamp for r in good_records])
