@@ -28,26 +28,34 @@ import numpy as np
 COMPONENTS = ("attention", "co-engagement", "popularity")
 
 
-def combine(components: Mapping[str, np.ndarray], weights: Mapping[str, float]):
+def combine(components: Mapping[str, np.ndarray], weights: Mapping[str, float],
+            moments: Mapping[str, tuple[float, float]] | None = None):
     """-> (score (N,), scale per component, offset per component) with
-    score = sum_c scale_c * s_c - offset_c."""
+    score = sum_c scale_c * s_c - offset_c. ``moments``: (mean, std) of some components, known
+    already (``component_moments``)."""
     out = None
     scale: dict[str, float] = {}
     offset: dict[str, float] = {}
     for name, s in components.items():
         w = float(weights.get(name, 0.0))
         s = np.asarray(s, dtype=np.float64)
-        sd = float(s.std()) if w > 0 else 0.0
+        mean, sd = moments[name] if moments and name in moments else (None, float(s.std()) if w > 0 else 0.0)
         if w <= 0 or not sd > 0:
             scale[name], offset[name] = 0.0, 0.0
             continue
         scale[name] = w / sd
-        offset[name] = w * float(s.mean()) / sd
+        offset[name] = w * (float(s.mean()) if mean is None else mean) / sd
         term = s * scale[name] - offset[name]
         out = term if out is None else out + term
     if out is None:
         out = np.zeros(len(next(iter(components.values()))), dtype=np.float64)
     return out, scale, offset
+
+
+def component_moments(s: np.ndarray) -> tuple[float, float]:
+    """(mean, std) of one component's scores, as ``combine`` computes them."""
+    s = np.asarray(s, dtype=np.float64)
+    return float(s.mean()), float(s.std())
 
 
 def normalise_weights(weights: Mapping[str, float]) -> dict[str, float]:

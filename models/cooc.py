@@ -22,9 +22,11 @@ Scores for a user whose recent distinct items are ``r_1`` (newest) .. ``r_H`` (`
               only the k largest entries of row j kept
     score(i) = sum_d decay ** (d - 1) * S[r_d, i]
 
-Rows of ``S`` are recomputed from the counts at every request (O(hist_len * N)); there is no
-cache, so a score is a pure function of the counts and the user's recent items, and the worker
-and the offline replay agree exactly whatever the timing of their requests.
+A score is a pure function of the counts and the user's recent items, so the worker and the
+offline replay agree exactly whatever the timing of their requests. Rows of ``S`` are computed
+from the counts when asked for (O(N) each) and kept only until the counts next change: every
+change bumps ``CoocCounts.version``, and a row computed at another version is never used (change
+the counts through ``CoocCounts`` / ``CoocModel`` methods only).
 
 Memory: ``M`` is a dense float32 matrix up to ``DENSE_MAX_ITEMS`` items (12,288: 600 MB at the
 limit, 380 MB at 9,742 items, 11 MB at 1,682); beyond that the counts move to one dict per row,
@@ -50,6 +52,7 @@ import numpy as np
 from models.seen import SeenItems, item_key
 
 DENSE_MAX_ITEMS = 12_288
+ROW_CACHE_MAX = 4096  # similarity rows kept per counts version
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class CoocCounts:
         self.n = np.zeros(0, dtype=np.float64)
         self._dense: np.ndarray | None = np.zeros((0, 0), dtype=np.float32)
         self._rows: list[dict[int, float]] | None = None
+        self.version = 0  # bumped on every change of M, n or the item rows
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -100,6 +104,7 @@ class CoocCounts:
         self.ids.append(item_id)
         self.index[item_id] = row
         self._reserve(row + 1)
+        self.version += 1
         return row
 
     def _reserve(self, n: int) -> None:
@@ -126,10 +131,47 @@ class CoocCounts:
         """M[rows, cols] += vals (repeated coordinates add up)."""
         if self._dense is not None:
             np.add.at(self._dense, (rows, cols), vals.astype(np.float32))
-            return
-        for r, c, v in zip(rows.tolist(), cols.tolist(), vals.tolist()):
-            row = self._rows[r]
-            row[c] = float(np.float32(row.get(c, 0.0) + v))
+        else:
+            for r, c, v in zip(rows.tolist(), cols.tolist(), vals.tolist()):
+                row = self._rows[r]
+                row[c] = float(np.float32(row.get(c, 0.0) + v))
+        self.version += 1
+
+    def add_engagement(self, recent: Sequence[int], row: int, near: int, bonus: tuple) -> bool:
+        """The dense fast path of one event's pairs, ``recent`` newest first: ``M[r, row] += 1``
+        and ``M[row, r] += 1`` for ``r`` in ``recent[:near]``, then the follow-on bonus
+        ``M[recent[keep], row] += vals`` (``bonus = (keep, vals)``, float32). That is exactly what
+        ``add`` does with those triplets in that order when ``recent`` holds distinct rows other
+        than ``row``; False (nothing changed) where that does not hold or M is stored per row."""
+        d = self._dense
+        if d is None or row in recent or len(set(recent)) != len(recent):
+            return False
+        r = np.array(recent, dtype=np.intp)
+        col = d[:, row]  # 1-d views: fancy indexing on them is cheaper than on the matrix
+        col[r[:near]] += np.float32(1.0)
+        d[row][r[:near]] += np.float32(1.0)
+        keep, vals = bonus
+        if vals.size:
+            col[r[keep]] += vals
+        self.version += 1
+        return True
+
+    def add_engaged(self, row: int, times: float = 1.0) -> None:
+        """n[row] += times."""
+        self.n[row] += times
+        self.version += 1
+
+    def off_diagonal(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row ``j`` of M as (columns ascending, float32 values): its non-zero entries but ``M[j, j]``."""
+        if self._dense is not None:
+            r = self._dense[j, : len(self.ids)]
+            nz = r != 0
+            nz[j] = False
+            idx = nz.nonzero()[0]
+            return idx, r[idx]
+        d = self._rows[j]
+        cols = sorted(c for c, v in d.items() if v != 0 and c != j)
+        return np.array(cols, dtype=np.int64), np.array([d[c] for c in cols], dtype=np.float32)
 
     def row(self, j: int) -> np.ndarray:
         """Row ``j`` of M over all items, float32 (a copy)."""
@@ -157,6 +199,7 @@ class CoocCounts:
         out.ids, out.index, out.n = list(self.ids), dict(self.index), self.n.copy()
         out._dense = None if self._dense is None else self._dense.copy()
         out._rows = None if self._rows is None else [dict(r) for r in self._rows]
+        out.version = self.version
         return out
 
 
@@ -166,6 +209,10 @@ class CoocModel:
     def __init__(self, params: CoocParams = CoocParams(), counts: CoocCounts | None = None):
         self.params = params
         self.counts = counts if counts is not None else CoocCounts()
+        self._at: tuple | None = None  # (counts, version, params) the cached rows were computed from
+        self._bonuses: tuple = (None, [])  # (params, _bonus(params, size) by size)
+        self._cached_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._col_pow = self._popularity = np.zeros(0)
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -197,10 +244,15 @@ class CoocModel:
     def update(self, prev_rows: Sequence[int], row: int) -> None:
         """One event: a user engages with ``row`` for the first time; ``prev_rows`` are its recent
         distinct items, newest first (``UserState.seen.newest``)."""
-        rows, cols, vals = self.pairs(prev_rows, row)
-        keep = vals != 0
-        self.counts.add(rows[keep], cols[keep], vals[keep])
-        self.counts.n[row] += 1.0
+        p = self.params
+        prev = list(prev_rows)[: p.span]
+        if self._bonuses[0] is not p:
+            self._bonuses = (p, [_bonus(p, size) for size in range(p.trans_window + 1)])
+        if not self.counts.add_engagement(prev, row, p.window, self._bonuses[1][min(len(prev), p.trans_window)]):
+            rows, cols, vals = self.pairs(prev, row)
+            keep = vals != 0
+            self.counts.add(rows[keep], cols[keep], vals[keep])
+        self.counts.add_engaged(row)
 
     def fit(self, sequences: Iterable[Sequence[int]]) -> "CoocModel":
         """Apply the update rule to per-user sequences of item rows (time order, every engagement,
@@ -223,23 +275,45 @@ class CoocModel:
             self.counts.add(rows[keep], cols[keep], vals[keep])
         n = len(self.counts)
         self.counts.n[:n] += np.bincount(np.asarray(firsts, dtype=np.int64), minlength=n)
+        self.counts.version += 1
         return self
 
     # -- scoring -----------------------------------------------------------------------------
+    def _current(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """The row cache, emptied (with the per-column terms recomputed) if the counts changed."""
+        c = self.counts
+        if self._at is None or self._at[0] is not c or self._at[1] != c.version or self._at[2] is not self.params:
+            cnt = c.n[: len(c)]
+            self._col_pow = cnt ** (1.0 - self.params.alpha)
+            self._popularity = np.log1p(cnt)
+            self._popularity.flags.writeable = False
+            self._cached_rows = {}
+            self._at = (c, c.version, self.params)
+        return self._cached_rows
+
     def similarity_row(self, j: int) -> tuple[np.ndarray, np.ndarray]:
-        """Pruned row ``j`` of S as (columns, values)."""
+        """Pruned row ``j`` of S as (columns, values) (read-only arrays). Computed on the non-zero
+        entries of M's row only: each value is the same float operation as on the whole row."""
+        cache = self._current()
+        hit = cache.get(j)
+        if hit is not None:
+            return hit
         p, c = self.params, self.counts
-        n = len(c)
-        num = c.row(j)
-        cnt = c.n[:n]
-        den = (cnt[j] ** p.alpha) * cnt ** (1.0 - p.alpha) + p.shrink
+        idx, num = c.off_diagonal(j)
+        den = (c.n[j] ** p.alpha) * self._col_pow[idx] + p.shrink
         den[den <= 0] = 1.0
-        row = (num / den).astype(np.float32)
-        row[j] = 0.0
-        idx = np.flatnonzero(row)
+        vals = (num / den).astype(np.float32)
+        if not vals.all():  # a quotient that rounds to zero is no neighbour
+            keep = vals != 0
+            idx, vals = idx[keep], vals[keep]
         if idx.size > p.k:
-            idx = idx[np.argpartition(-row[idx], p.k - 1)[: p.k]]
-        return idx, row[idx]
+            top = np.argpartition(-vals, p.k - 1)[: p.k]
+            idx, vals = idx[top], vals[top]
+        idx.flags.writeable = vals.flags.writeable = False
+        if len(cache) >= ROW_CACHE_MAX:
+            cache.clear()
+        cache[j] = (idx, vals)
+        return idx, vals
 
     def scores(self, recent_rows: Sequence[int], weights: Sequence[float] | None = None) -> np.ndarray:
         """(N,) scores in this model's row order; ``recent_rows`` newest first (only the first
@@ -254,8 +328,9 @@ class CoocModel:
         return out
 
     def popularity(self) -> np.ndarray:
-        """(N,) log(1 + engagements), the counts' own popularity signal."""
-        return np.log1p(self.counts.n[: len(self.counts)])
+        """(N,) log(1 + engagements), the counts' own popularity signal (read-only)."""
+        self._current()
+        return self._popularity
 
     # -- checkpoint --------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -275,4 +350,15 @@ class CoocModel:
                 counts.add_item(iid)
             counts.add(z["rows"].astype(np.int64), z["cols"].astype(np.int64), z["vals"])
             counts.n[: len(counts)] = z["n"]
+            counts.version += 1
         return cls(params, counts)
+
+
+def _bonus(p: CoocParams, size: int) -> tuple[slice | np.ndarray, np.ndarray]:
+    """The follow-on bonus of the ``size`` newest items as ``pairs`` computes it, float32: (which
+    of them get one, their values) (zeros are left out, as ``update`` leaves them out)."""
+    vals = (p.beta * p.trans_decay ** np.arange(size)).astype(np.float32)
+    keep = slice(0, size) if vals.all() else np.flatnonzero(vals)
+    vals = vals[keep]
+    vals.flags.writeable = False
+    return keep, vals

@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator, Mapping, MutableMapping, NamedT
 import numpy as np
 import orjson
 
-from models.blend import COMPONENTS, combine, normalise_weights
+from models.blend import COMPONENTS, combine, component_moments, normalise_weights
 from models.cf import load_factors
 from models.cooc import CoocModel
 from models.dimensions import Dimension
@@ -88,6 +88,8 @@ class InterestModel:
         self.cooc = cooc
         self.blend = dict(blend) if blend else None
         self._crow: list[int] = []  # catalogue row -> co-engagement row
+        self._crow_array = np.zeros(0, dtype=np.int64)  # the same as an array, rebuilt when it grows
+        self._pop: tuple = (None, -1, None, None)  # counts' popularity, n, it in catalogue order, moments
         self._keys = np.zeros(0, dtype=np.int64)  # catalogue row -> item_key (grown on demand)
         if cooc is not None:
             reads = max(cooc.params.span, cooc.params.hist_len)
@@ -147,16 +149,17 @@ class InterestModel:
         engagement with an item also updates the co-engagement counts (unless ``learn`` is False:
         the offline replay of events the counts were already fitted on).
         Raises KeyError for an unknown or retired item."""
-        if ev.item_id not in self.items:
+        items, cooc = self.items, self.cooc
+        if ev.item_id not in items:
             raise KeyError(ev.item_id)
         senti, text_vec = (text_features or {}).get(ev.text, (None, None)) if ev.text else (None, None)
-        vectors = self.items.vectors(self.items.index[ev.item_id])
-        first = learn and self.cooc is not None and ev.item_id not in state.seen
-        prev = self.recent_rows(state, self.cooc.params.span) if first else ()
-        applied = state.apply(self.dims, vectors, ev.item_id, strength(ev.type, ev.value, self.event_weights),
-                              valence(ev.type, ev.value, senti), ev.ts, ev.event_id, text_vec)
+        first = learn and cooc is not None and ev.item_id not in state.seen
+        prev = self.recent_rows(state, cooc.params.span) if first else ()
+        applied = state.apply(self.dims, items.vectors(items.index[ev.item_id]), ev.item_id,
+                              strength(ev.type, ev.value, self.event_weights), valence(ev.type, ev.value, senti),
+                              ev.ts, ev.event_id, text_vec)
         if applied and first:
-            self.cooc.update(prev, self.cooc.index[ev.item_id])
+            cooc.update(prev, cooc.index[ev.item_id])
         return applied
 
     def replay(self, events: Iterable[Event], states: MutableMapping[str, UserState],
@@ -187,7 +190,7 @@ class InterestModel:
     def recent_rows(self, state: UserState, n: int) -> list[int]:
         """Co-engagement rows of the user's last ``n`` distinct items, newest first."""
         idx = self.cooc.index
-        return [idx[i] for i in state.seen.newest(n) if i in idx]
+        return [r for r in map(idx.get, state.seen.newest(n)) if r is not None]
 
     def seen_rows(self, state: UserState) -> np.ndarray:
         """Catalogue rows of the items the user has seen: exactly its recent items, by hash the
@@ -206,12 +209,27 @@ class InterestModel:
         """Raw (N,) score of every blend component in ``items.ids`` order; ``dims`` restricts the
         attention to those dimensions (the offline ablations)."""
         norm = state.norm if dims is None else {n: (v if n in dims else 0.0) for n, v in state.norm.items()}
-        out = {"attention": self.scorer.scores(state.mean, norm, self.items)}
-        if self.cooc is not None:
-            crow = np.asarray(self._crow, dtype=np.int64)
-            out["co-engagement"] = self.cooc.scores(self.recent_rows(state, self.cooc.params.hist_len))[crow]
-            out["popularity"] = self.cooc.popularity()[crow]
-        return out
+        return {"attention": self.scorer.scores(state.mean, norm, self.items), **self._count_scores(state)}
+
+    def _count_scores(self, state: UserState) -> dict[str, np.ndarray]:
+        """The co-engagement and popularity components (none without counts)."""
+        if self.cooc is None:
+            return {}
+        if self._crow_array.size != len(self._crow):
+            self._crow_array = np.asarray(self._crow, dtype=np.int64)
+        crow = self._crow_array
+        return {"co-engagement": self.cooc.scores(self.recent_rows(state, self.cooc.params.hist_len))[crow],
+                "popularity": self._popularity()[0]}
+
+    def _popularity(self) -> tuple[np.ndarray, tuple[float, float]]:
+        """Popularity in catalogue order and its moments, the same for every user until the
+        counts change (``CoocModel.popularity`` then returns a new array)."""
+        pop = self.cooc.popularity()
+        if self._pop[0] is not pop or self._pop[1] != self._crow_array.size:
+            mapped = pop[self._crow_array]
+            mapped.flags.writeable = False
+            self._pop = (pop, self._crow_array.size, mapped, component_moments(mapped))
+        return self._pop[2], self._pop[3]
 
     def scores(self, state: UserState) -> np.ndarray:
         """(N,) scores over the catalogue in ``items.ids`` order (seen items not yet excluded)."""
@@ -228,27 +246,46 @@ class InterestModel:
         if self.blend is None:
             s, scale, offset, comps = att.astype(np.float64), {"attention": 1.0}, {"attention": 0.0}, {}
         else:
-            comps = self.component_scores(state)
-            comps["attention"] = att
-            s, scale, offset = combine(comps, self.blend)
-        s = s.copy()
+            comps = {"attention": att, **self._count_scores(state)}
+            moments = {"popularity": self._popularity()[1]} if "popularity" in comps else None
+            s, scale, offset = combine(comps, self.blend, moments)  # a new array
         s[self.seen_rows(state)] = -np.inf
         s[self.items.deleted] = -np.inf
         top = top_k(s, k)
-        contrib = self.scorer.explain(alpha, h, E[top]) * scale["attention"]  # (k, n_dims)
-        ranked = []
-        for j, r in enumerate(top):
-            reasons = {n: float(c) for n, c in zip(self.dim_names, contrib[j])}
-            reasons["bias"] = scale["attention"] * float(b[r]) - offset["attention"]
-            for c in COMPONENTS[1:]:
-                if c in comps:
-                    reasons[c] = scale[c] * float(comps[c][r]) - offset[c]
-            ranked.append(Ranked(self.items.ids[r], float(s[r]), {n: round(v, 6) for n, v in reasons.items()}))
+        names = [*self.dim_names, "bias"]  # reasons, one column each
+        cols = [(self.scorer.explain(alpha, h, E[top]) * scale["attention"]).astype(np.float64),  # (k, n_dims)
+                scale["attention"] * b[top].astype(np.float64) - offset["attention"]]
+        for c in COMPONENTS[1:]:
+            if c in comps:
+                names.append(c)
+                cols.append(scale[c] * comps[c][top].astype(np.float64) - offset[c])
+        reasons = round6(np.column_stack(cols)).tolist()
+        ranked = [Ranked(self.items.ids[r], score, dict(zip(names, why)))
+                  for r, score, why in zip(top.tolist(), s[top].tolist(), reasons)]
         w_att = 1.0 if self.blend is None else self.blend.get("attention", 0.0)
         weights = {n: w_att * float(a) for n, a in zip(self.dim_names, alpha)}
         weights.update({c: float(self.blend.get(c, 0.0)) for c in COMPONENTS[1:] if self.blend and c in comps})
         weights = {n: round(v, 6) for n, v in normalise_weights(weights).items()}
         return Recommendation(ranked, weights, self.version)
+
+
+def round6(values: np.ndarray) -> np.ndarray:
+    """``round(v, 6)`` of every value, exactly as Python rounds a float (the nearest double to
+    the correctly rounded 6-place decimal). rint(v * 1e6) / 1e6 gives that unless v * 1e6 lies
+    near a half (the product's rounding could pick the other integer) or is huge: those few go
+    through ``round``.
+
+    >>> round6(np.array([0.0078125, 2.5e-7, -1.23456789, 1e300])).tolist()
+    [0.007812, 0.0, -1.234568, 1e+300]
+    """
+    v = np.asarray(values, dtype=np.float64)
+    y = v * 1e6
+    out = np.rint(y) / 1e6
+    with np.errstate(invalid="ignore"):  # inf and nan go to the odd ones
+        odd = ~(np.abs(y) < 2.0**40) | (np.abs(y - np.floor(y) - 0.5) < 1e-3)
+    for i in np.flatnonzero(odd):
+        out.flat[i] = round(float(v.flat[i]), 6)
+    return out
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -257,9 +294,17 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     >>> top_k(np.array([0.1, 0.9, -np.inf, 0.9, 0.5]), 3).tolist()
     [1, 3, 4]
     """
-    finite = np.flatnonzero(np.isfinite(scores))
+    finite = np.isfinite(scores).nonzero()[0]
     k = min(k, finite.size)
     if k == 0:
         return np.zeros(0, dtype=np.int64)
-    cand = finite[np.argpartition(-scores[finite], k - 1)[:k]] if k < finite.size else finite
+    if k < finite.size:
+        neg = -scores[finite]
+        kth = np.partition(neg, [k - 1, k])  # two pivots: much faster than one here
+        if kth[k - 1] < kth[k]:  # the k best are unambiguous: the same set as argpartition's
+            cand = finite[(neg <= kth[k - 1]).nonzero()[0]]
+        else:  # a tie across the cut: argpartition decides which tied items are in, as always
+            cand = finite[np.argpartition(neg, k - 1)[:k]]
+    else:
+        cand = finite
     return cand[np.lexsort((cand, -scores[cand]))][:k]

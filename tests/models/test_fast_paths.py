@@ -1,0 +1,132 @@
+"""The serving fast paths give bit-identical results to the plain formulas they replace: the
+one-event co-engagement update (vs ``np.add.at`` on the pair triplets), similarity rows kept
+until the counts change (vs recomputed from the whole row at every request), ``top_k`` and the
+rounding of reasons."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.cooc import CoocModel, CoocParams
+from models.engine import round6, top_k
+
+PARAMS = [CoocParams(window=3, trans_window=2, trans_decay=0.5, beta=2.0, shrink=1.0, alpha=0.6, k=4, hist_len=3),
+          CoocParams(window=2, trans_window=4, trans_decay=0.3, beta=0.7, shrink=0.0, alpha=0.5, k=3, hist_len=4),
+          CoocParams(window=4, trans_window=3, trans_decay=0.0, beta=1.0, shrink=10.0, k=100),
+          CoocParams(window=3, trans_window=2, beta=0.0, shrink=2.5, alpha=0.8, k=2)]
+
+
+def plain_update(m: CoocModel, prev_rows, row: int) -> None:
+    rows, cols, vals = m.pairs(prev_rows, row)
+    keep = vals != 0
+    m.counts.add(rows[keep], cols[keep], vals[keep])
+    m.counts.n[row] += 1.0
+
+
+def plain_row(m: CoocModel, j: int) -> tuple[np.ndarray, np.ndarray]:
+    p, c = m.params, m.counts
+    n = len(c)
+    num = c.row(j)
+    cnt = c.n[:n]
+    den = (cnt[j] ** p.alpha) * cnt ** (1.0 - p.alpha) + p.shrink
+    den[den <= 0] = 1.0
+    row = (num / den).astype(np.float32)
+    row[j] = 0.0
+    idx = np.flatnonzero(row)
+    if idx.size > p.k:
+        idx = idx[np.argpartition(-row[idx], p.k - 1)[: p.k]]
+    return idx, row[idx]
+
+
+def plain_scores(m: CoocModel, recent) -> np.ndarray:
+    rows = list(recent)[: m.params.hist_len]
+    out = np.zeros(len(m.counts), dtype=np.float64)
+    for wd, j in zip(m.params.decay ** np.arange(len(rows)), rows):
+        idx, vals = plain_row(m, j)
+        out[idx] += wd * vals
+    return out
+
+
+def model(params: CoocParams, n_items: int, dense_max: int) -> CoocModel:
+    m = CoocModel(params)
+    m.counts.dense_max = dense_max
+    for i in range(n_items):
+        m.add_item(f"i{i}")
+    return m
+
+
+@pytest.mark.parametrize("params", PARAMS)
+@pytest.mark.parametrize("dense_max", [10_000, 8])
+def test_streamed_counts_and_scores_equal_the_plain_formulas_bit_for_bit(params, dense_max):
+    rng = np.random.default_rng(0)
+    fast, plain = model(params, 12, dense_max), model(params, 12, dense_max)
+    recent: dict[int, list[int]] = {}
+    for step in range(400):
+        seen = recent.setdefault(int(rng.integers(6)), [])
+        row = int(rng.integers(12))
+        if row in seen:
+            seen.remove(row)
+        else:
+            prev = seen[::-1]
+            if step % 50 == 7:
+                prev = prev + prev[:1]  # a repeated row takes the general path
+            fast.update(prev, row)
+            plain_update(plain, prev, row)
+        seen.append(row)
+        if step % 7 == 0:  # scores read between updates: cached rows must follow the counts
+            hist = seen[::-1]
+            np.testing.assert_array_equal(fast.scores(hist), plain_scores(plain, hist))
+            np.testing.assert_array_equal(fast.popularity(), np.log1p(plain.counts.n[:12]))
+    for j in range(12):
+        np.testing.assert_array_equal(fast.counts.row(j), plain.counts.row(j))
+        idx, vals = fast.similarity_row(j)
+        ref_idx, ref_vals = plain_row(plain, j)
+        order, ref_order = np.argsort(idx), np.argsort(ref_idx)
+        np.testing.assert_array_equal(idx[order], ref_idx[ref_order])
+        np.testing.assert_array_equal(vals[order], ref_vals[ref_order])
+    np.testing.assert_array_equal(fast.counts.n, plain.counts.n)
+
+
+def test_cached_rows_are_read_only_and_dropped_when_the_counts_change():
+    m = model(PARAMS[0], 5, 10_000)
+    m.fit([[0, 1, 2, 3], [1, 2, 4]])
+    idx, vals = m.similarity_row(1)
+    assert m.similarity_row(1)[0] is idx
+    with pytest.raises(ValueError):
+        vals[0] = 1.0
+    m.update([2, 1], 0)
+    assert m.similarity_row(1)[0] is not idx
+    other = m.with_params(m.params, copy=False)  # shared counts, separate caches
+    other.update([0], 3)
+    np.testing.assert_array_equal(m.scores([1, 2]), plain_scores(m, [1, 2]))
+
+
+def test_top_k_picks_what_a_plain_argpartition_picks():
+    def plain(scores, k):
+        finite = np.flatnonzero(np.isfinite(scores))
+        k = min(k, finite.size)
+        if k == 0:
+            return np.zeros(0, dtype=np.int64)
+        cand = finite[np.argpartition(-scores[finite], k - 1)[:k]] if k < finite.size else finite
+        return cand[np.lexsort((cand, -scores[cand]))][:k]
+
+    rng = np.random.default_rng(1)
+    for trial in range(3000):
+        n = int(rng.integers(1, 60)) if trial % 10 else int(rng.integers(100, 2000))
+        s = rng.integers(0, 4, n).astype(np.float64) if trial % 2 else rng.normal(size=n)  # ties / none
+        s[rng.random(n) < 0.3] = -np.inf
+        k = int(rng.integers(0, min(n + 3, 40)))
+        np.testing.assert_array_equal(top_k(s, k), plain(s, k))
+
+
+def test_round6_is_pythons_round():
+    rng = np.random.default_rng(2)
+    halves = (rng.integers(-10**7, 10**7, 20_000) + 0.5) / 1e6
+    v = np.concatenate([rng.normal(size=20_000) * 10.0 ** rng.integers(-9, 4, 20_000), halves,
+                        np.nextafter(halves, np.inf), np.nextafter(halves, -np.inf),
+                        rng.integers(-2**20, 2**20, 5_000) / 2.0 ** rng.integers(0, 30, 5_000),
+                        [0.0, -0.0, -1e-9, np.inf, -np.inf, np.nan, 1e300, 5e-324, 2.0**40 / 1e6]])
+    got = round6(v)
+    want = np.array([round(x, 6) for x in v.tolist()])
+    same = ((got == want) | (np.isnan(got) & np.isnan(want))) & (np.signbit(got) == np.signbit(want))
+    assert same.all(), v[~same][:5]
