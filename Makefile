@@ -29,12 +29,10 @@ demo: jars
 	$(PY) -m stream_app.cli demo --dataset $(DATA)/ml-100k
 
 test: jars
-	STREAM_RECO_DATA_ROOT=$(DATA) $(PY) -m pytest -m "not slow"
+	STREAM_RECO_DATA_ROOT=$(DATA) $(PY) -m pytest
 
-# The rebalance-under-load scenarios (2 worker processes, ~3 min): intermittent failures remain
-# (BENCHMARKS.md, "Reliability"), so they run here rather than in `make test`.
+# Every reliability scenario (also in `make test`, once each) repeated: BENCHMARKS.md, "Reliability".
 test-reliability: jars
-	$(PY) -m pytest -m slow tests/integration/test_reliability.py
 	$(PY) -m stream_app.dev.reliability --runs 3
 
 test-fast: env

@@ -54,7 +54,6 @@ def test_null_wrong_and_differently_partitioned_keys_are_applied_once(worker_fac
     check(h.scenario_keys(kafka_bootstrap, worker_factory))
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("mode", ["leave", "join", "crash"])
 def test_exactly_once_through_a_rebalance_under_load(mode, worker_factory, kafka_bootstrap):
