@@ -342,6 +342,12 @@ def _model_sections(settings: Settings, catalog: list[dict], events: list[dict],
                                st["max_bytes"], st["worst_case_bytes"], st["total_bytes"] / 1e6,
                                st["apply_events_per_s"]]]) + "\n",
               flush=True)
+        if settings.checkpoint:
+            from models.engine import InterestModel
+
+            st["worst_case_bytes_checkpoint"] = worst_case_state_bytes(InterestModel.load(settings.checkpoint))
+            print(f"worst case with the checkpoint's model ({settings.checkpoint}): "
+                  f"{st['worst_case_bytes_checkpoint']:,} B\n", flush=True)
 
 
 

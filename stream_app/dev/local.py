@@ -54,7 +54,8 @@ class LocalWorker:
     def __init__(self, settings: Settings, *, web_port: int | None = None, log_path: str | Path | None = None,
                  extra_env: Mapping[str, str] | None = None, wrapper: Sequence[str] = (),
                  cwd: str | Path | None = None):
-        self.settings = replace(settings, web_port=web_port or free_port())
+        self.settings = replace(settings, web_port=web_port or free_port(),  # the child's cwd differs
+                                checkpoint=str(Path(settings.checkpoint).resolve()) if settings.checkpoint else "")
         if log_path is None:
             folder = Path(tempfile.mkdtemp(prefix="stream-reco-worker-"))
             log_path = folder / f"worker-{uuid.uuid4().hex[:6]}.log"
