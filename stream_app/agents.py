@@ -46,6 +46,7 @@ class Context:
     subscribers: Subscribers = field(default_factory=Subscribers)
     catalog: CatalogFollower | None = None  # set when the app starts its services
     hot: HotPath | None = None
+    cluster_id: str | None = None  # of the Kafka cluster the worker started on
 
     async def run_model(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.model_thread, fn, *args)
@@ -82,7 +83,7 @@ def register(app, ctx: Context) -> None:
         """Apply catalogue changes made by other workers even while no events arrive."""
         await ctx.catalog.sync(ctx.run_model, ctx.processor)
 
-    watch = ClusterWatch(ctx.settings.bootstrap_servers)
+    watch = ClusterWatch(ctx.settings.bootstrap_servers, ctx.cluster_id)
 
     @app.timer(interval=5.0)
     async def watch_cluster():

@@ -25,9 +25,9 @@ from stream_app.processor import Processor
 from stream_app.settings import Settings
 
 
-def create_app(settings: Settings, processor: Processor) -> faust.App:
+def create_app(settings: Settings, processor: Processor, cluster_id: str | None = None) -> faust.App:
     app = faust.App(settings.app_id, **faust_options(settings))
-    ctx = agents.Context(app, settings, topics.TopicNames.from_settings(settings), processor)
+    ctx = agents.Context(app, settings, topics.TopicNames.from_settings(settings), processor, cluster_id=cluster_id)
     processor.metrics = ctx.metrics
     ctx.metrics.set_model_info(processor.model.version, getattr(processor.encoder, "version", "?"),
                                getattr(processor.encoder, "device", "?"))

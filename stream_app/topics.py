@@ -120,9 +120,9 @@ class ClusterWatch:
     its cluster id differs from the one seen at start. Going on would serve from empty state as if
     nothing happened, so the worker stops with a clear message instead."""
 
-    def __init__(self, bootstrap_servers: str):
+    def __init__(self, bootstrap_servers: str, cluster_id: str | None = None):
         self.bootstrap_servers = bootstrap_servers
-        self.cluster_id: str | None = None
+        self.cluster_id = cluster_id  # the id seen at start (run_worker reads it before the app starts)
 
     async def current(self) -> str | None:
         from aiokafka.admin import AIOKafkaAdminClient

@@ -28,8 +28,10 @@ def build_processor(settings: Settings):
 def run_worker(settings: Settings) -> int:
     """Blocks until the worker is stopped (SIGTERM / SIGINT); returns the exit code: 0 after a
     normal stop, non-zero when it stopped because something failed (the reason is printed)."""
+    import asyncio
+
     from stream_app.app import create_app
-    from stream_app.topics import ensure_topics
+    from stream_app.topics import ClusterWatch, ensure_topics
 
     if not settings.bootstrap_servers:
         raise SystemExit("KAFKA_BOOTSTRAP_SERVERS is not set: point it at your Kafka cluster "
@@ -42,7 +44,8 @@ def run_worker(settings: Settings) -> int:
         raise SystemExit(f"cannot reach Kafka at {settings.bootstrap_servers} ({type(exc).__name__}: {exc}). "
                          "Check KAFKA_BOOTSTRAP_SERVERS and that the broker is running "
                          "(`stream-app broker` starts a local one on 127.0.0.1:9092).") from None
-    app = create_app(settings, build_processor(settings))
+    cluster_id = asyncio.run(ClusterWatch(settings.bootstrap_servers).current())
+    app = create_app(settings, build_processor(settings), cluster_id=cluster_id)
     try:
         worker_class()(app, loglevel=settings.log_level).execute_from_commandline()
     except SystemExit as exc:
