@@ -81,7 +81,8 @@ def register(app, ctx: Context) -> None:
     @app.timer(interval=1.0)
     async def follow_catalog():
         """Apply catalogue changes made by other workers even while no events arrive."""
-        await ctx.catalog.sync(ctx.run_model, ctx.processor)
+        if ctx.catalog is not None:  # timers start just before the services
+            await ctx.catalog.sync(ctx.run_model, ctx.processor)
 
     watch = ClusterWatch(ctx.settings.bootstrap_servers, ctx.cluster_id)
 

@@ -56,7 +56,7 @@ async def user(ctx: Context, web, owners: Owners, user_id: str, forwarded: bool)
     if msg is not None:
         return web.json(msg)
     url = await owners.url_of(owner_partition(user_id, ctx.settings.partitions))
-    if url and url != ctx.app.conf.canonical_url and not forwarded:
+    if url and url != str(ctx.app.conf.canonical_url) and not forwarded:
         return await forward(web, f"{url}/users/{quote(user_id, safe='')}?forwarded=1")
     return web.json({"error": f"unknown user {user_id!r}"}, status=404)
 
