@@ -56,13 +56,13 @@ _CHECKS: dict[str, tuple | frozenset] = {
 @dataclass(frozen=True)
 class Settings:
     bootstrap_servers: str = ""  # host:port[,host:port] of the Kafka cluster; demo/tests start one when empty
-    app_id: str = "stream-reco"  # consumer group and prefix of the changelog topics
+    app_id: str = "stream-reco"  # prefix of the consumer groups and of the changelog topics
     topic_prefix: str = ""  # prepended to every topic name (tests run isolated apps side by side)
     partitions: int = 4  # partitions of the topics and tables this app creates
     replication_factor: int = 1  # of the topics and changelogs this app creates
     top_k: int = 10  # recommendation list length
-    batch_max: int = 1000  # micro-batch: at most this many events ...
-    batch_within_s: float = 0.05  # ... or whatever arrived within this many seconds
+    batch_max: int = 1000  # a batch: at most this many interaction records ...
+    batch_within_s: float = 0.05  # ... and a fetch waits at most this long for more
     max_message_bytes: int = 65_536  # larger interaction/catalog messages go to the dead-letter topic
     checkpoint: str = ""  # trained fusion checkpoint folder (stream-app train); empty: untrained default
     domain: str = "default"  # event weights, dimensions, freshness: default | ecommerce | news | video
