@@ -21,6 +21,7 @@ import orjson
 
 from stream_app.bulk import BulkConsumer, reject, source
 from stream_app.codec import Rejected
+from stream_app.store import read_to_end
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,7 @@ class CatalogFollower(mode.Service):
             parts = self._reader.partitions_for_topic(self.changelog) or set()
         tps = [TopicPartition(self.changelog, p) for p in sorted(parts)]
         self._reader.assign(tps)
-        await self._reader.seek_to_beginning(*tps)
-        end = await self._reader.end_offsets(tps)
-        behind = set(tps)
-        while behind:
-            await self._read(200)
-            behind = {tp for tp in behind if await self._reader.position(tp) < end[tp]}
+        await read_to_end(self._reader, tps, self._apply)
         log.info("catalogue changelog read: %d items", len(self.titles))
         self.caught_up.set()
         self.add_future(self._follow())
@@ -85,16 +81,18 @@ class CatalogFollower(mode.Service):
             await self._reader.stop()
             self._reader = None
 
+    def _apply(self, r) -> None:
+        self.pending.append((r.key, r.value))
+        item_id = r.key.decode()
+        if r.value is None:
+            self.titles.pop(item_id, None)
+        else:
+            self.titles[item_id] = orjson.loads(r.value).get("title", item_id)
+
     async def _read(self, timeout_ms: int) -> None:
-        fetched = await self._reader.getmany(timeout_ms=timeout_ms)
-        for batch in fetched.values():
+        for batch in (await self._reader.getmany(timeout_ms=timeout_ms)).values():
             for r in batch:
-                self.pending.append((r.key, r.value))
-                item_id = r.key.decode()
-                if r.value is None:
-                    self.titles.pop(item_id, None)
-                else:
-                    self.titles[item_id] = orjson.loads(r.value).get("title", item_id)
+                self._apply(r)
 
     async def _follow(self) -> None:
         while not self.should_stop and self._reader is not None:

@@ -83,29 +83,35 @@ class UserStore:
         tps = [TopicPartition(self.changelog, p) for p in sorted(set(partitions))]
         if not tps:
             return
-        reader = self._reader
-        reader.assign(tps)
-        end = await reader.end_offsets(tps)
-        await reader.seek_to_beginning(*tps)
         data: dict[int, dict[bytes, bytes]] = {tp.partition: {} for tp in tps}
-        pending = {tp for tp in tps if await reader.position(tp) < end[tp]}
-        records = 0
-        while pending:
-            fetched = await reader.getmany(*pending, timeout_ms=200)
-            for tp, batch in fetched.items():
-                d = data[tp.partition]
-                for r in batch:
-                    if r.offset >= end[tp]:
-                        break
-                    records += 1
-                    if r.value is None:
-                        d.pop(r.key, None)
-                    else:
-                        d[r.key] = r.value
-            for tp in list(pending):
-                if await reader.position(tp) >= end[tp]:
-                    pending.discard(tp)
-        reader.unsubscribe()  # no background fetching until the next restore
+
+        def apply(r) -> None:
+            if r.value is None:
+                data[r.partition].pop(r.key, None)
+            else:
+                data[r.partition][r.key] = r.value
+
+        self._reader.assign(tps)
+        records = await read_to_end(self._reader, tps, apply)
+        self._reader.unsubscribe()  # no background fetching until the next restore
         self.parts.update(data)
         log.info("restored %d user states of partitions %s from %d changelog records in %.2f s",
                  sum(len(d) for d in data.values()), sorted(data), records, time.monotonic() - t0)
+
+
+async def read_to_end(reader, tps: list, apply: Callable) -> int:
+    """Read ``tps`` (assigned to ``reader``, a consumer without a group) from their first offset
+    until each reaches the end offset it had when this started; ``apply(record)`` for every
+    record fetched on the way (the last fetch may reach past that end: nothing is dropped).
+    Returns the number of records."""
+    end = await reader.end_offsets(tps)
+    await reader.seek_to_beginning(*tps)
+    behind = {tp for tp in tps if await reader.position(tp) < end[tp]}
+    records = 0
+    while behind:
+        for batch in (await reader.getmany(*behind, timeout_ms=200)).values():
+            records += len(batch)
+            for r in batch:
+                apply(r)
+        behind = {tp for tp in behind if await reader.position(tp) < end[tp]}
+    return records
