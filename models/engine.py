@@ -34,6 +34,7 @@ from models.features import CATEGORY_BUCKETS, category_tokens, category_vector, 
 from models.items import ItemVectors
 from models.scorer import FusedScorer
 from models.seen import RECENT_ITEMS, item_key
+from models.sequence import SequenceModel
 from models.state import UserState
 
 log = logging.getLogger(__name__)
@@ -71,14 +72,16 @@ class Recommendation:
 
 class InterestModel:
     """``scorer``: the attention fusion of the dimensions; ``cooc``: the co-engagement counts
-    (updated from every new event); ``blend``: component -> weight of the final z-score blend
+    (updated from every new event); ``sequence``: the GRU over the user's last items
+    (``models.sequence``); ``blend``: component -> weight of the final z-score blend
     (``models.blend``); without a blend the attention score alone is served. ``domain`` (a preset
     name of ``models.domains`` or a config; None: ``default``) sets the strength of each event
     type; the dimensions are the scorer's (``untrained`` takes them from the domain, a trained
     checkpoint keeps its own)."""
 
     def __init__(self, scorer: FusedScorer, items: ItemVectors, cooc: CoocModel | None = None,
-                 blend: Mapping[str, float] | None = None, domain: str | DomainConfig | None = None):
+                 blend: Mapping[str, float] | None = None, domain: str | DomainConfig | None = None,
+                 sequence: SequenceModel | None = None):
         self.scorer = scorer
         self.dims: tuple[Dimension, ...] = scorer.cfg.dims
         self.items = items
@@ -87,6 +90,8 @@ class InterestModel:
         self.event_weights = dict(self.domain.event_weights)
         self.cooc = cooc
         self.blend = dict(blend) if blend else None
+        self.sequence = sequence
+        self._srow = np.zeros(0, dtype=np.int64)  # catalogue row -> sequence vocabulary row (-1: none)
         self._crow: list[int] = []  # catalogue row -> co-engagement row
         self._crow_array = np.zeros(0, dtype=np.int64)  # the same as an array, rebuilt when it grows
         self._pop: tuple = (None, -1, None, None)  # counts' popularity, n, it in catalogue order, moments
@@ -96,6 +101,8 @@ class InterestModel:
             if reads > RECENT_ITEMS:
                 raise ValueError(f"co-engagement reads a user's last {reads} items; a state keeps {RECENT_ITEMS}")
             self._crow = [cooc.add_item(i) for i in items.ids]
+        if sequence is not None and sequence.window > RECENT_ITEMS:
+            raise ValueError(f"the sequence model reads a user's last {sequence.window} items; a state keeps {RECENT_ITEMS}")
 
     @classmethod
     def untrained(cls, text_dim: int = 384, cf_dim: int = 64,
@@ -120,8 +127,9 @@ class InterestModel:
             log.warning("checkpoint %s was trained with domain %r, serving with domain %r",
                         scorer.version, meta.get("domain", "default"), cfg.name)
         cooc = CoocModel.load(path / "cooc.npz") if (path / "cooc.npz").exists() else None
+        seq = SequenceModel.load(path / "sequence.npz") if (path / "sequence.npz").exists() else None
         return cls(scorer, ItemVectors(sd["text"], sd["cf"], sd["category"], cf_factors=cf), cooc,
-                   meta.get("blend"), domain=cfg)
+                   meta.get("blend"), domain=cfg, sequence=seq)
 
     @property
     def version(self) -> str:
@@ -212,14 +220,29 @@ class InterestModel:
         return {"attention": self.scorer.scores(state.mean, norm, self.items), **self._count_scores(state)}
 
     def _count_scores(self, state: UserState) -> dict[str, np.ndarray]:
-        """The co-engagement and popularity components (none without counts)."""
+        """The co-engagement and popularity components (none without counts), and the sequence
+        component (none without a sequence model)."""
+        out = {} if self.sequence is None else {"sequence": self._sequence_scores(state)}
         if self.cooc is None:
-            return {}
+            return out
         if self._crow_array.size != len(self._crow):
             self._crow_array = np.asarray(self._crow, dtype=np.int64)
         crow = self._crow_array
         return {"co-engagement": self.cooc.scores(self.recent_rows(state, self.cooc.params.hist_len))[crow],
-                "popularity": self._popularity()[0]}
+                "popularity": self._popularity()[0], **out}
+
+    def _sequence_scores(self, state: UserState) -> np.ndarray:
+        """(N,) the sequence model's scores in catalogue order; items it was not trained on get
+        the mean (neutral after the blend's z-scoring)."""
+        seq, n = self.sequence, len(self.items.ids)
+        if self._srow.size != n:
+            self._srow = np.array([seq.index.get(i, -1) for i in self.items.ids], dtype=np.int64)
+        s = seq.scores(state.seen.newest(seq.window))  # (V,)
+        out = s[self._srow]
+        unknown = self._srow < 0
+        if unknown.any():
+            out[unknown] = s.mean()
+        return out
 
     def _popularity(self) -> tuple[np.ndarray, tuple[float, float]]:
         """Popularity in catalogue order and its moments, the same for every user until the

@@ -3,10 +3,11 @@
 Models: ``pop``, ``itemknn`` (k and shrinkage tuned on the validation split), ``only:<dim>`` for
 every attention dimension alone (the trained attention fusion with the other dimensions masked as
 empty: one training serves all ablations), ``only:cooc`` (the co-engagement dimension alone,
-parameters tuned on validation within a time budget), ``attention`` (the attention fusion alone,
+parameters tuned on validation within a time budget), ``only:sequence`` (the GRU over the user's
+last items alone, epochs chosen on validation), ``attention`` (the attention fusion alone,
 the previous ``fused``), ``fused-no-text`` (the blend built on an attention fusion whose
 transformer vectors are replaced by collaborative factors) and ``fused`` (the served model: z-score
-blend of attention, co-engagement and popularity, weights chosen on validation). Every model is
+blend of attention, co-engagement, popularity and sequence, weights chosen on validation). Every model is
 fitted on the training part and replayed over the whole log in time order
 (``models.offline.protocol``); the fused variants use the same incremental update as the worker.
 Nothing is chosen on the test targets.
@@ -28,6 +29,7 @@ from models.offline.baselines import ItemKNN, Pop
 from models.offline.loaders import load_dataset
 from models.dimensions import default_dimensions
 from models.offline.fused import FusedRecommender, dataset_text_features, item_text_vectors
+from models.offline.sequence import SequenceConfig
 from models.offline.protocol import PROTOCOL, Split, replay_evaluate, split_leave_one_out, tune
 from models.offline.report import write_report
 
@@ -35,12 +37,14 @@ log = logging.getLogger(__name__)
 
 ITEMKNN_GRID = {"k": [10, 50, 200, 800], "shrink": [0.0, 50.0]}
 MAX_PREQUENTIAL = 20_000  # prequential hit@10 on a seeded sample of stream events (wall time)
-MODELS = ("pop", "itemknn", *(f"only:{d.name}" for d in default_dimensions()), "only:cooc", "attention",
+MODELS = ("pop", "itemknn", *(f"only:{d.name}" for d in default_dimensions()), "only:cooc", "only:sequence",
+          "attention",
           "fused", "fused-no-text")
 
 
 def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Sequence[str] | None = None,
-                   progress: bool = True, cooc_budget_s: float = 240.0, domain: str = "default") -> dict:
+                   progress: bool = True, cooc_budget_s: float = 240.0, domain: str = "default",
+                   sequence_budget_s: float = 180.0) -> dict:
     """Fit and replay the models (all, or the names in ``only``) on ``dataset``; write the report
     to ``out`` and return the metrics. ``domain``: the fused models' preset (``models.domains``:
     event weights and dimensions, as ``STREAM_RECO_DOMAIN`` in the worker)."""
@@ -81,7 +85,7 @@ def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Se
         item_vecs = item_text_vectors(catalog)
         text_feats = dataset_text_features(ds)
         _evaluate_fused(fused_names, split, catalog, item_vecs, text_feats, seed, progress, cooc_budget_s, measure,
-                        domain)
+                        domain, SequenceConfig(budget_s=sequence_budget_s))
     summary = {**_summary(results, time.perf_counter() - t0, seed), "domain": domain}
     metrics = {"dataset": ds.name, "protocol": PROTOCOL + f"; prequential on {MAX_PREQUENTIAL} sampled events",
                "models": results}
@@ -92,20 +96,22 @@ def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Se
 
 
 def _evaluate_fused(names, split: Split, catalog, item_vecs, text_feats, seed, progress, budget_s, measure,
-                    domain: str = "default") -> None:
-    """One attention training (+ co-engagement tuning and blend selection) serves fused, attention,
-    only:cooc and the only:<dim> ablations; fused-no-text trains its own attention fusion."""
+                    domain: str = "default", sequence: SequenceConfig = SequenceConfig()) -> None:
+    """One attention training (+ co-engagement tuning, sequence training and blend selection) serves
+    fused, attention, only:cooc, only:sequence and the only:<dim> ablations; fused-no-text trains its
+    own attention fusion (and reuses the co-engagement parameters and the sequence model)."""
     rec = None
     if any(n != "fused-no-text" for n in names):
         t = time.perf_counter()
         rec = FusedRecommender("fused", item_vectors=item_vecs, text_features=text_feats, seed=seed,
-                               progress=progress, domain=domain)
+                               progress=progress, domain=domain, sequence=sequence)
         rec.fit(split.train, catalog)
         train_s = time.perf_counter() - t
         sel = rec.select(split, budget_s)
         fit_s = time.perf_counter() - t
         print(f"  fused: attention trained in {train_s:.0f}s, selection {sel.get('cooc', {}).get('seconds', 0)}s "
-              f"cooc {rec.cooc_params}, blend {rec.blend}", flush=True)
+              f"cooc {rec.cooc_params}, sequence {sel.get('sequence', {}).get('train_seconds', 0)}s, "
+              f"blend {rec.blend}", flush=True)
     for name in names:
         if name == "fused-no-text":
             continue
@@ -114,6 +120,8 @@ def _evaluate_fused(names, split: Split, catalog, item_vecs, text_feats, seed, p
                                                                  "selection": _brief(rec.info["selection"])}
         if name == "only:cooc" or name == "fused":
             extra["cooc_params"] = rec.cooc_params.__dict__
+        if (name == "only:sequence" or name == "fused") and rec.sequence is not None:
+            extra["sequence"] = {k: rec.sequence.info[k] for k in ("best_valid_ndcg@10", "train_seconds")}
         if name == "fused" or name == "attention":
             extra.update(best_holdout_ndcg=rec.info["best_holdout_ndcg@10"], epochs=len(rec.info["history"]))
         entry = measure(name, v, fit_s, extra)
@@ -123,8 +131,9 @@ def _evaluate_fused(names, split: Split, catalog, item_vecs, text_feats, seed, p
         t = time.perf_counter()
         nt = FusedRecommender("fused-no-text", text=False, item_vectors=item_vecs, text_features=text_feats,
                               seed=seed, progress=progress, cooc_params=rec.cooc_params if rec else None,
-                              domain=domain)
+                              domain=domain, sequence=None if rec else sequence)
         nt.fit(split.train, catalog)
+        nt.sequence = rec.sequence if rec else None
         nt.select(split, budget_s)
         measure("fused-no-text", nt, time.perf_counter() - t, {"blend_weights": nt.blend})
 

@@ -4,11 +4,13 @@ serves, wrapped in the evaluation's ``Recommender`` interface.
 ``FusedRecommender("fused")`` trains the attention fusion of every dimension (semantic ones over
 transformer vectors and collaborative factors side by side), fits the co-engagement counts
 (``models.cooc``) on the same training events, and, given the split, ``select`` tunes the
-co-engagement parameters and the blend weights on the validation targets (``models.blend``).
+co-engagement parameters, trains the sequence model (``models.sequence``, epochs chosen on
+validation) and chooses the blend weights on the validation targets (``models.blend``).
 ``text=False`` drops the transformer's vectors everywhere (semantic dimensions and item tower on
 collaborative factors). ``variant(name, mode)`` gives the ablations without retraining: one
 attention dimension alone (``only:<dim>``, the other dimensions masked as if empty), the attention
-fusion alone (``attention``), the co-engagement dimension alone (``only:cooc``), or the blend.
+fusion alone (``attention``), the co-engagement dimension alone (``only:cooc``), the sequence
+model alone (``only:sequence``), or the blend.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from models.offline.base import ItemCatalog, Recommender
 from models.offline.baselines import _TrainingEvents
 from models.offline.blend import record_validation, select_weights
 from models.offline.cooc import fit_cooc, tune_cooc
+from models.offline.sequence import SequenceConfig, train_sequence
 from models.offline.protocol import PROTOCOL, Split, replay_evaluate, split_leave_one_out
 from models.cf import item_factors, save_factors
 from models.offline.data import Dataset, Interaction
@@ -76,7 +79,7 @@ class FusedRecommender(Recommender):
     def __init__(self, name: str = "fused", text: bool = True, text_features: Mapping | None = None,
                  item_vectors: np.ndarray | None = None, config: TrainConfig = TrainConfig(), seed: int = 0,
                  cf_dim: int = 64, progress: bool = True, cooc_params: CoocParams | None = None,
-                 domain: str | DomainConfig | None = None):
+                 domain: str | DomainConfig | None = None, sequence: SequenceConfig | None = SequenceConfig()):
         self.name = name
         self.mode = "fused"
         self.domain = get_domain(domain)  # event weights and dimensions, as STREAM_RECO_DOMAIN in the worker
@@ -87,6 +90,8 @@ class FusedRecommender(Recommender):
         self.cf_dim = cf_dim
         self.progress = progress
         self.cooc_params = cooc_params
+        self.sequence_config = None if sequence is None else SequenceConfig(**{**sequence.__dict__, "seed": seed})
+        self.sequence = None  # models.sequence.SequenceModel, trained in select
         self.blend: dict[str, float] | None = None
         self.model: InterestModel | None = None
         self.scorer: FusedScorer | None = None
@@ -124,32 +129,38 @@ class FusedRecommender(Recommender):
         self._reset()
 
     def select(self, split: Split, budget_s: float = 240.0) -> dict:
-        """Validation only: tune the co-engagement parameters (unless given; ``budget_s``), then
-        choose the blend weights. Test targets are never ranked."""
+        """Validation only: tune the co-engagement parameters (unless given; ``budget_s``), train
+        the sequence model (its own budget), then choose the blend weights. Test targets are never
+        ranked."""
         report: dict = {}
         if self.cooc_params is None:
             self.cooc_params, report["cooc"] = tune_cooc(split, self._catalog, budget_s)
             self._cooc = fit_cooc(self._train_events, self._catalog, self.cooc_params)
+        if self.sequence_config is not None:
+            self.sequence = train_sequence(self._train_events, split, self._catalog, self.sequence_config)
+            if self.sequence is not None:
+                report["sequence"] = {k: v for k, v in self.sequence.info.items() if k != "config"}
         probe = self.variant(self.name, "fused")
         probe.model.blend = None
-        names = list(COMPONENTS)
+        names = [c for c in COMPONENTS if c != "sequence" or self.sequence is not None]
         Z, M, T = record_validation(probe.learn_one, probe.components, names, split, self._catalog)
         self.blend, report["blend"] = select_weights(Z, M, T, names)
         self.model = InterestModel(self.scorer, self.model.items, self._cooc.with_params(self.cooc_params), self.blend,
-                                   domain=self.domain)
+                                   domain=self.domain, sequence=self.sequence)
         self._reset()
         self.info["selection"] = report
         return report
 
     def variant(self, name: str, mode: str) -> "FusedRecommender":
         """The same trained model, fresh user states and fresh copies of the fitted counts;
-        ``mode``: fused | attention | only:cooc | only:<dimension>."""
+        ``mode``: fused | attention | only:cooc | only:sequence | only:<dimension>."""
         v = copy.copy(self)
         v.name, v.mode = name, mode
         uses_cooc = mode in ("fused", "only:cooc")
         cooc = self._cooc.with_params(self._cooc.params) if uses_cooc else None
+        seq = self.sequence if mode in ("fused", "only:sequence") else None
         v.model = InterestModel(self.scorer, self.model.items, cooc, self.blend if mode == "fused" else None,
-                                domain=self.domain)
+                                domain=self.domain, sequence=seq)
         v._reset()
         return v
 
@@ -178,6 +189,8 @@ class FusedRecommender(Recommender):
             return self.model.scorer.scores(st.mean, st.norm, self.model.items)
         if self.mode == "only:cooc":
             return self.model.component_scores(st)["co-engagement"]
+        if self.mode == "only:sequence":
+            return self.model.component_scores(st)["sequence"]
         return self.model.component_scores(st, dims=[self.mode.split(":", 1)[1]])["attention"]
 
     def state(self, user_id: str) -> UserState | None:
@@ -186,17 +199,19 @@ class FusedRecommender(Recommender):
     def save(self, out_dir: str | Path) -> Path:
         """A checkpoint the worker loads with STREAM_RECO_CHECKPOINT=<folder>: attention weights,
         config and blend weights (config.json), CF factors (cf.npz), co-engagement counts and
-        parameters (cooc.npz), as the counts stand now."""
+        parameters (cooc.npz), as the counts stand now, and the sequence model (sequence.npz)."""
         out = self.scorer.save(out_dir, extra={"training": self.info, "train_config": self.config.__dict__,
                                                "blend": self.blend, "domain": self.domain.name})
         save_factors(out / "cf.npz", self._cf_ids, self._cf)
         if self.model.cooc is not None:
             self.model.cooc.save(out / "cooc.npz")
+        if self.model.sequence is not None:
+            self.model.sequence.save(out / "sequence.npz")
         return out
 
 
 def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0, budget_s: float = 240.0,
-                     progress: bool = True, domain: str = "default") -> Path:
+                     progress: bool = True, domain: str = "default", sequence_budget_s: float = 180.0) -> Path:
     """``stream-app train``: exactly the model ``stream-app evaluate`` measures as ``fused``: the
     attention fusion and the co-engagement counts fitted on the training part of the
     leave-one-out split, co-engagement parameters and blend weights chosen on its validation
@@ -208,7 +223,7 @@ def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0, budget
     catalog = ItemCatalog.from_dataset(ds)
     split = split_leave_one_out(ds)
     rec = FusedRecommender("fused", text_features=dataset_text_features(ds), seed=seed, progress=progress,
-                           domain=domain)
+                           domain=domain, sequence=SequenceConfig(budget_s=sequence_budget_s))
     rec.fit(split.train, catalog)
     rec.select(split, budget_s)
     m = replay_evaluate(rec, split, catalog, k=10, progress=progress, measure=("valid", "test"))

@@ -55,7 +55,7 @@ def synthetic_dataset(seed: int = 0) -> Dataset:
 def trained(tmp_path_factory):
     ds = synthetic_dataset()
     folder = write_jsonl_dataset(ds, tmp_path_factory.mktemp("data") / "synthetic")
-    path = train_checkpoint(folder, tmp_path_factory.mktemp("ck"), budget_s=5.0, progress=False)
+    path = train_checkpoint(folder, tmp_path_factory.mktemp("ck"), budget_s=5.0, progress=False, sequence_budget_s=5.0)
     return ds, path
 
 
@@ -73,6 +73,7 @@ def test_worker_top_k_equals_offline_top_k(trained, worker_factory, kafka_bootst
     ds, path = trained
     offline = offline_model(ds, path)
     assert offline.cooc is not None and offline.blend and (path / "cooc.npz").exists()
+    assert offline.sequence is not None and (path / "sequence.npz").exists()
     w = worker_factory(extra_env={"STREAM_RECO_CHECKPOINT": str(path)}).start()
     produce_json(kafka_bootstrap, w.topic("catalog"), [catalog_message(it) for it in ds.items.values()], "item_id")
     deadline = time.monotonic() + 60

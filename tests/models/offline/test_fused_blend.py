@@ -14,6 +14,7 @@ from models.offline.cooc import CoocRecommender
 from models.offline.data import Dataset, Interaction, Item
 from models.offline.fused import FusedRecommender
 from models.offline.protocol import replay_evaluate, split_leave_one_out
+from models.offline.sequence import SequenceConfig
 from models.offline.train import TrainConfig
 from models.cooc import CoocParams
 
@@ -47,7 +48,8 @@ def fitted():
     split = split_leave_one_out(ds)
     vecs = np.random.default_rng(1).normal(size=(len(catalog), 8)).astype(np.float32)
     rec = FusedRecommender("fused", item_vectors=vecs, progress=False, cf_dim=4,
-                           config=TrainConfig(epochs=2, d_model=8, d_attn=4, batch_size=64))
+                           config=TrainConfig(epochs=2, d_model=8, d_attn=4, batch_size=64),
+                           sequence=SequenceConfig(dim=8, hidden=8, epochs=3))
     rec.fit(split.train, catalog)
     report = rec.select(split, budget_s=3.0)
     return ds, catalog, split, rec, report

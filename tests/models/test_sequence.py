@@ -1,0 +1,118 @@
+"""The sequential dimension: the numpy server equals the torch model it was trained as, training
+windows are exactly what a user state holds, and the engine serves it as a blend component."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import models.offline.sequence as seqmod
+from models.engine import Event, InterestModel
+from models.offline.base import ItemCatalog
+from models.offline.data import Dataset, Interaction, Item
+from models.offline.protocol import split_leave_one_out
+from models.offline.sequence import SequenceConfig, _GRU, train_sequence, training_examples
+from models.seen import SeenItems
+from models.sequence import SequenceModel
+
+
+def chain_dataset(n_users: int = 60, n_items: int = 30, seed: int = 0) -> Dataset:
+    """Users walk a ring of items (i -> i+1 mostly), with re-engagements, clicks and reviews."""
+    rng = np.random.default_rng(seed)
+    items = {f"i{j}": Item(f"i{j}", f"item {j}", "", (), {}, None) for j in range(n_items)}
+    events = []
+    for u in range(n_users):
+        j = int(rng.integers(n_items))
+        for t in range(15):
+            kind = ("rating", "click", "review")[int(rng.integers(3))]
+            events.append(Interaction(f"u{u}", f"i{j}", 1000 * (t + u), kind, 4.0 if kind == "rating" else None,
+                                      "ok" if kind == "review" else None))
+            j = (j + (1 if rng.random() < 0.8 else int(rng.integers(n_items)))) % n_items
+    return Dataset("chain", items, sorted(events, key=lambda e: e.ts))
+
+
+def test_numpy_state_equals_the_torch_gru():
+    torch.manual_seed(0)
+    cfg = SequenceConfig(dim=6, hidden=5, window=4, dropout=0.0)
+    module = _GRU(9, cfg).eval()
+    served = module.export([f"i{j}" for j in range(9)], cfg.window, {})
+    windows = [[3, 1, 4, -1], [2, -1, -1, -1], [-1, -1, -1, -1], [8, 0, 7, 5]]
+    lengths = [3, 1, 0, 4]
+    with torch.no_grad():
+        h = module.hidden(torch.tensor(windows), torch.tensor(lengths)).numpy()
+        want = module.out(torch.from_numpy(h)).numpy()
+    for b, (w, n) in enumerate(zip(windows, lengths)):
+        newest_first = [f"i{j}" for j in reversed(w[:n])]
+        np.testing.assert_allclose(served.state(newest_first), h[b], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(served.scores(newest_first), want[b], rtol=1e-5, atol=1e-5)
+
+
+def test_training_windows_are_what_the_user_state_holds():
+    ds = chain_dataset()
+    catalog = ItemCatalog.from_dataset(ds)
+    window = 4
+    ex = training_examples(ds.interactions, catalog, window)
+    seen: dict[str, SeenItems] = {}
+    want = []
+    for ev in ds.interactions:
+        s = seen.setdefault(ev.user_id, SeenItems())
+        if ev.type in ("rating", "click") and ev.item_id not in s:
+            want.append(([catalog.get(i) for i in reversed(s.newest(window))], catalog.get(ev.item_id)))
+        s.add(ev.item_id)
+    assert len(ex) == len(want) > 0
+    for k, (w, t) in enumerate(want):
+        assert ex.windows[k, : ex.lengths[k]].tolist() == w and int(ex.target[k]) == t
+
+
+@pytest.fixture(scope="module")
+def trained():
+    ds = chain_dataset()
+    catalog = ItemCatalog.from_dataset(ds)
+    split = split_leave_one_out(ds)
+    model = train_sequence(split.train, split, catalog, SequenceConfig(dim=16, hidden=16, window=5, epochs=40, lr=1e-2, patience=40))
+    return ds, catalog, split, model
+
+
+def test_training_learns_the_chain_and_keeps_the_best_validation_epoch(trained):
+    _, _, _, model = trained
+    hist = model.info["history"]
+    assert model.info["best_valid_ndcg@10"] == pytest.approx(max(h["valid_ndcg@10"] for h in hist), abs=1e-5)
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    top = int(np.argmax(model.scores(["i7", "i6"])))
+    assert model.ids[top] == "i8"  # i -> i+1 is the pattern of 80% of the steps
+
+
+def test_sampled_softmax_trains_too(trained, monkeypatch):
+    ds, catalog, split, _ = trained
+    monkeypatch.setattr(seqmod, "SAMPLED_ABOVE", 10)
+    model = train_sequence(split.train, split, catalog, SequenceConfig(dim=8, hidden=8, window=5, epochs=2,
+                                                                       negatives=8))
+    assert model.info["sampled_softmax"] and model.scores(["i1"]).shape == (len(catalog),)
+
+
+def test_checkpoint_round_trip_and_engine_component(trained, tmp_path):
+    _, catalog, _, model = trained
+    model.save(tmp_path / "sequence.npz")
+    back = SequenceModel.load(tmp_path / "sequence.npz")
+    assert back.ids == model.ids and back.window == model.window and back.info == model.info
+    np.testing.assert_array_equal(back.scores(["i3", "i2"]), model.scores(["i3", "i2"]))
+
+    engine = InterestModel.untrained(text_dim=2, cf_dim=2)
+    engine.sequence = back
+    engine.blend = {"attention": 0.2, "sequence": 0.8}
+    rng = np.random.default_rng(0)
+    for iid in [*catalog.ids, "brand-new"]:
+        engine.add_item(iid, rng.normal(size=2))
+    st = engine.new_state()
+    for k, iid in enumerate(["i2", "i3", "i4"]):
+        engine.apply(st, Event("u", iid, "rating", 5.0, 1000 + k, f"e{k}"))
+    comp = engine.component_scores(st)["sequence"]
+    raw = back.scores(["i4", "i3", "i2"])
+    np.testing.assert_array_equal(comp[: len(catalog)], raw)
+    assert comp[-1] == pytest.approx(raw.mean())  # an item the model was not trained on: neutral
+    rec = engine.recommend(st, k=3)
+    assert int(np.argmax(raw)) == catalog.get("i5")  # the chain's next step
+    assert "i5" in [r.item_id for r in rec.items]
+    for r in rec.items:
+        assert "sequence" in r.reasons and sum(r.reasons.values()) == pytest.approx(r.score, abs=1e-5)
+    assert rec.dimension_weights["sequence"] == pytest.approx(0.8)
