@@ -39,10 +39,6 @@ from typing import Sequence
 import numpy as np
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 class SequenceModel:
     """GRU weights in torch's gate order (r, z, n), float32; ``ids``: the trained vocabulary."""
 
@@ -57,6 +53,15 @@ class SequenceModel:
         self.b_out = np.asarray(b_out, dtype=np.float32)  # (V,)
         self.window = int(window)
         self.info = dict(info or {})
+        # The step, rearranged for few numpy calls: sigmoid(x) = 0.5 + 0.5 * tanh(x / 2), so the
+        # r and z rows are pre-halved, and their hidden bias is folded into the input table.
+        H = self.hidden
+        half = np.ones(3 * H, dtype=np.float32)
+        half[: 2 * H] = 0.5
+        self._gi = self.in_proj * half  # (V, 3H)
+        self._gi[:, : 2 * H] += half[: 2 * H] * self.b_hh[: 2 * H]
+        self._w = self.w_hh * half[:, None]  # (3H, H)
+        self._b_n = self.b_hh[2 * H:]  # (H,)
 
     @property
     def hidden(self) -> int:
@@ -68,12 +73,18 @@ class SequenceModel:
         h = np.zeros(H, dtype=np.float32)
         rows = [r for r in map(self.index.get, newest_first[: self.window]) if r is not None]
         for r in reversed(rows):
-            gi = self.in_proj[r]  # (3H,)
-            gh = self.w_hh @ h + self.b_hh  # (3H,)
-            rz = _sigmoid(gi[: 2 * H] + gh[: 2 * H])
-            n = np.tanh(gi[2 * H:] + rz[:H] * gh[2 * H:])
-            z = rz[H:]
-            h = ((1.0 - z) * n + z * h).astype(np.float32)
+            gi = self._gi[r]  # (3H,)
+            gh = self._w @ h  # (3H,)
+            rz = np.tanh(gi[: 2 * H] + gh[: 2 * H])
+            rz *= 0.5
+            rz += 0.5  # (2H,) reset and update gates
+            n = gh[2 * H:] + self._b_n
+            n *= rz[:H]
+            n += gi[2 * H:]
+            np.tanh(n, out=n)  # (H,) candidate
+            h -= n
+            h *= rz[H:]
+            h += n  # (1 - z) * n + z * h
         return h
 
     def scores(self, newest_first: Sequence[str]) -> np.ndarray:

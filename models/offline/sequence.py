@@ -35,7 +35,7 @@ SAMPLED_ABOVE = 20_000  # catalogue size from which the softmax is sampled
 
 @dataclass(frozen=True)
 class SequenceConfig:
-    window: int = 20  # last distinct items read (<= models.seen.RECENT_ITEMS)
+    window: int = 10  # last distinct items read (<= models.seen.RECENT_ITEMS)
     dim: int = 64  # item embedding
     hidden: int = 64  # GRU state
     dropout: float = 0.25
