@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -57,8 +58,10 @@ HASH_BITS = 17  # width of an older item's hash (the false-positive rate above)
 _UNIVERSE = 1 << HASH_BITS
 
 
+@lru_cache(maxsize=1 << 16)
 def item_key(item_id: str) -> int:
-    """The ``HASH_BITS``-bit hash by which an older item is remembered."""
+    """The ``HASH_BITS``-bit hash by which an older item is remembered (kept for the last 65,536
+    ids asked: each engagement of a heavy user asks for two)."""
     digest = hashlib.blake2b(item_id.encode(), digest_size=8, person=b"seen-item").digest()
     return int.from_bytes(digest, "big") >> (64 - HASH_BITS)
 
@@ -79,14 +82,15 @@ class SeenItems:
 
     def has(self, item_id: str, key: int | None = None) -> bool:
         """Seen already (``key``: ``item_key(item_id)`` when the caller has it)."""
-        if item_id in self.recent:
-            return True
+        return item_id in self.recent or self._hashed(item_id, key)
+
+    __contains__ = has
+
+    def _hashed(self, item_id: str, key: int | None) -> bool:
         if not self.older and not self.newer:
             return False
         key = item_key(item_id) if key is None else key
         return key in self.newer or key in self.older
-
-    __contains__ = has
 
     def add(self, item_id: str, key: int | None = None) -> bool:
         """One engagement with ``item_id``; True when it was not seen before (a first one)."""
@@ -94,7 +98,7 @@ class SeenItems:
             self.recent.remove(item_id)
             self.recent.append(item_id)
             return False
-        first = not self.has(item_id, key)
+        first = not self._hashed(item_id, key)
         self.recent.append(item_id)
         if len(self.recent) > RECENT_ITEMS:
             self._retire(item_key(self.recent.pop(0)))
