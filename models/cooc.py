@@ -44,6 +44,7 @@ whose size is bounded by the number of distinct pairs the windows produced (not 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -253,6 +254,37 @@ class CoocModel:
             keep = vals != 0
             self.counts.add(rows[keep], cols[keep], vals[keep])
         self.counts.add_engaged(row)
+
+    def update_many(self, engagements: Sequence[tuple[Sequence[int], int]]) -> None:
+        """``update`` for each (prev_rows, row), in that order, to the same bits: one
+        ``np.add.at`` over every event's pairs, which adds to a cell repeated among them in the
+        order given, so each float32 count receives the same additions in the same order."""
+        c, p = self.counts, self.params
+        if not c.dense or not engagements:
+            for prev, row in engagements:
+                self.update(prev, row)
+            return
+        span, tw = p.span, p.trans_window
+        prev = [r[:span] for r, _ in engagements]
+        size = np.fromiter(map(len, prev), np.intp, len(prev))  # (E,)
+        rows = np.fromiter((row for _, row in engagements), np.intp, len(prev))[:, None]  # (E, 1)
+        have = np.arange(span) < size[:, None]  # (E, span)
+        recent = np.zeros(have.shape, dtype=np.intp)
+        recent[have] = np.fromiter(chain.from_iterable(prev), np.intp, int(size.sum()))
+        bonus = np.zeros((tw + 1, span), dtype=np.float32)  # the follow-on bonus by how many items precede
+        for n in range(tw + 1):
+            bonus[n, :n] = (p.beta * p.trans_decay ** np.arange(n)).astype(np.float32)  # as _bonus
+        vals = bonus[np.minimum(size, tw)]  # (E, span)
+        near = have & (np.arange(span) < p.window)
+        width = c._dense.shape[1]
+        to_row, from_row = recent * width + rows, rows * width + recent  # M[r, row], M[row, r]
+        # per event, in update's order: M[r, row] += 1, M[row, r] += 1 (r in the window), M[r, row] += bonus
+        cells = np.stack([to_row, from_row, to_row], axis=1)  # (E, 3, span)
+        add = np.stack(np.broadcast_arrays(np.float32(1.0), np.float32(1.0), vals), axis=1)
+        take = np.stack([near, near, have & (vals != 0)], axis=1)
+        np.add.at(np.reshape(c._dense, -1, copy=False), cells[take], add[take])
+        np.add.at(c.n, rows[:, 0], 1.0)
+        c.version += 1
 
     def fit(self, sequences: Iterable[Sequence[int]]) -> "CoocModel":
         """Apply the update rule to per-user sequences of item rows (time order, every engagement,

@@ -1,7 +1,7 @@
 """The serving fast paths give bit-identical results to the plain formulas they replace: the
-one-event co-engagement update (vs ``np.add.at`` on the pair triplets), similarity rows kept
-until the counts change (vs recomputed from the whole row at every request), ``top_k`` and the
-rounding of reasons."""
+one-event co-engagement update (vs ``np.add.at`` on the pair triplets) and a batch's updates at
+once (vs one at a time), similarity rows kept until the counts change (vs recomputed from the
+whole row at every request), ``top_k`` and the rounding of reasons."""
 from __future__ import annotations
 
 import numpy as np
@@ -85,6 +85,27 @@ def test_streamed_counts_and_scores_equal_the_plain_formulas_bit_for_bit(params,
         np.testing.assert_array_equal(idx[order], ref_idx[ref_order])
         np.testing.assert_array_equal(vals[order], ref_vals[ref_order])
     np.testing.assert_array_equal(fast.counts.n, plain.counts.n)
+
+
+@pytest.mark.parametrize("params", PARAMS)
+@pytest.mark.parametrize("dense_max", [10_000, 8])
+def test_update_many_adds_what_update_adds_in_the_same_order(params, dense_max):
+    """A batch's updates at once (``update_many``) equal them one at a time, bit for bit: counts
+    large and small (float32 sums that round differently in another order), fractional bonuses,
+    repeated rows and the row itself among the previous ones."""
+    rng = np.random.default_rng(3)
+    one, many = model(params, 12, dense_max), model(params, 12, dense_max)
+    start = rng.random(144) * 2.0 ** rng.integers(0, 25, 144)
+    for m in (one, many):
+        m.counts.add(np.repeat(np.arange(12), 12), np.tile(np.arange(12), 12), start)
+    engagements = [(rng.integers(0, 12, size=int(rng.integers(0, 7))).tolist(), int(rng.integers(0, 12)))
+                   for _ in range(600)]
+    for prev, row in engagements:
+        one.update(prev, row)
+    many.update_many(engagements)
+    for j in range(12):
+        assert one.counts.row(j).tobytes() == many.counts.row(j).tobytes()
+    assert one.counts.n.tobytes() == many.counts.n.tobytes()
 
 
 def test_cached_rows_are_read_only_and_dropped_when_the_counts_change():
