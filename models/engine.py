@@ -31,11 +31,12 @@ from models.cooc import CoocModel
 from models.dimensions import Dimension
 from models.domains import DomainConfig, get_domain
 from models.features import CATEGORY_BUCKETS, category_tokens, category_vector, strength, valence
+from models.fold import Pending, event_vectors, fold
 from models.items import ItemVectors
 from models.scorer import FusedScorer
 from models.seen import RECENT_ITEMS, item_key
 from models.sequence import SequenceModel
-from models.state import UserState
+from models.state import UserState, event_key
 
 log = logging.getLogger(__name__)
 
@@ -157,18 +158,40 @@ class InterestModel:
         engagement with an item also updates the co-engagement counts (unless ``learn`` is False:
         the offline replay of events the counts were already fitted on).
         Raises KeyError for an unknown or retired item."""
+        state.check(self.dims, self.items.dims)
+        done = self._advance(state, ev, text_features, learn)
+        if done is None:
+            return False
+        p, engaged = done
+        state.fold(self.dims, self.items.vectors(p.x) if isinstance(p.x, int) else p.x, p.strength, p.valence, p.dt)
+        if engaged is not None:
+            self.cooc.update(*engaged)
+        return True
+
+    def _advance(self, state: UserState, ev: Event, text_features: TextFeatures | None, learn: bool,
+                 window: set[int] | None = None) -> tuple[Pending, tuple[list[int], int] | None] | None:
+        """All ``apply`` does to the state but its norms and means; None for a duplicate, else what
+        is left: the event for ``models.fold`` and the co-engagement update (prev rows, row) or
+        None. ``window``: a set kept holding every key of ``state.recent`` (a key not in it is no
+        duplicate: no scan of the list)."""
         items, cooc = self.items, self.cooc
         if ev.item_id not in items:
             raise KeyError(ev.item_id)
         senti, text_vec = (text_features or {}).get(ev.text, (None, None)) if ev.text else (None, None)
-        first = learn and cooc is not None and ev.item_id not in state.seen
-        prev = self.recent_rows(state, cooc.params.span) if first else ()
-        applied = state.apply(self.dims, items.vectors(items.index[ev.item_id]), ev.item_id,
-                              strength(ev.type, ev.value, self.event_weights), valence(ev.type, ev.value, senti),
-                              ev.ts, ev.event_id, text_vec)
-        if applied and first:
-            cooc.update(prev, cooc.index[ev.item_id])
-        return applied
+        s, v = strength(ev.type, ev.value, self.event_weights), valence(ev.type, ev.value, senti)
+        key = event_key(ev.event_id)
+        if (window is None or key in window) and key in state.recent:
+            return None
+        row = items.index[ev.item_id]
+        x = row if text_vec is None else event_vectors(self.dims, items.vectors(row), text_vec)
+        prev = self.recent_rows(state, cooc.params.span) if learn and cooc is not None else None
+        pending = Pending(state, x, s, v, state.since(ev.ts))
+        state.advance(ev.ts, key)
+        if window is not None:
+            window.add(key)
+        if state.seen.add(ev.item_id) and prev is not None:  # a first engagement
+            return pending, (prev, cooc.index[ev.item_id])
+        return pending, None
 
     def replay(self, events: Iterable[Event], states: MutableMapping[str, UserState],
                text_features: TextFeatures | None = None,
@@ -194,6 +217,48 @@ class InterestModel:
                     on_error(ev, exc)
             elif ev.item_id in self.items:
                 self.apply(st, ev, text_features, learn=learn(ev) if learn else True)
+
+    def fold(self, events: Iterable[Event], states: MutableMapping[str, UserState],
+             text_features: TextFeatures | None = None,
+             on_error: Callable[[Event, Exception], None] | None = None,
+             learn: Callable[[Event], bool] | None = None) -> None:
+        """``replay`` run to the end, to the same bits (states, counts), in a fraction of the time
+        when users have many events: the event-by-event part in event order (``_advance``), then
+        the co-engagement updates in that order (``CoocModel.update_many``) and the norms and
+        means of every touched state in rounds (``models.fold``). Nothing reads them meanwhile."""
+        pending: list[Pending] = []  # norms and means to fold
+        engaged: list = []  # co-engagement updates in event order
+        windows: dict[int, tuple[UserState, set[int]]] = {}  # by id: a checked state, its window's keys
+        try:
+            for ev in events:
+                st = states.get(ev.user_id)
+                if st is None:
+                    st = states[ev.user_id] = self.new_state()
+                if ev.type == "forget":
+                    states[ev.user_id] = self.new_state()
+                    continue
+                if on_error is None and ev.item_id not in self.items:
+                    continue
+                try:
+                    checked = windows.get(id(st))
+                    if checked is None:
+                        st.check(self.dims, self.items.dims)
+                        checked = windows[id(st)] = st, set(st.recent)
+                    done = self._advance(st, ev, text_features, learn(ev) if learn else True, checked[1])
+                except Exception as exc:  # one bad event never takes its batch down
+                    if on_error is None:
+                        raise
+                    on_error(ev, exc)
+                    continue
+                if done is not None:
+                    pending.append(done[0])
+                    if done[1] is not None:
+                        engaged.append(done[1])
+        finally:  # what was done so far, as replay would have left it
+            if engaged:
+                self.cooc.update_many(engaged)
+            if pending:
+                fold(self.dims, pending, {s: self.items.space(s) for s in self.items.dims})
 
     def recent_rows(self, state: UserState, n: int) -> list[int]:
         """Co-engagement rows of the user's last ``n`` distinct items, newest first."""

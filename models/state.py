@@ -1,9 +1,11 @@
 """One user's multi-dimension interest state, updated one event at a time.
 
 The state never sees the catalogue: the caller (``models.engine.InterestModel``) hands it the
-item's vectors, one per space. The stream worker and the offline evaluation call the very same
-``UserState.apply``; the state serialises to a compact byte string (float16 means) that lives in
-a compacted changelog topic.
+item's vectors, one per space. An event is its bookkeeping (``advance``: time, count,
+de-duplication window; the seen items) and the update of the norms and means (``fold``); the
+offline evaluation folds one event at a time, the stream worker a whole batch at once through
+``models.fold``, which gives the same bits. The state serialises to a compact byte string
+(float16 means) that lives in a compacted changelog topic.
 
 Idempotency is by event identity: the ids of the last ``DEDUP_WINDOW`` applied events are kept
 (as 48-bit hashes: with 256 ids in the window, a new event is taken for a duplicate with odds
@@ -45,6 +47,7 @@ import numpy as np
 import orjson
 
 from models.dimensions import Dimension
+from models.fold import event_vectors
 from models.seen import MAX_SEEN, RECENT_ITEMS, SeenItems
 
 __all__ = ["DEDUP_WINDOW", "MAX_SEEN", "RECENT_ITEMS", "UserState", "event_key"]
@@ -84,6 +87,14 @@ class UserState:
         return cls(mean={d.name: np.zeros(space_dims[d.space], dtype=np.float16) for d in dims},
                    norm={d.name: 0.0 for d in dims})
 
+    def check(self, dims: Sequence[Dimension], space_dims: Mapping[str, int]) -> None:
+        """ValueError unless the state has a norm and a mean of the right size for every dimension
+        (not so: a state written by a model with other dimensions)."""
+        for d in dims:
+            m = self.mean.get(d.name)
+            if m is None or m.shape != (space_dims[d.space],) or d.name not in self.norm:
+                raise ValueError(f"user state does not fit the model's dimension {d.name!r}")
+
     def has_applied(self, event_id: str) -> bool:
         return event_key(event_id) in self.recent
 
@@ -96,30 +107,39 @@ class UserState:
         key = event_key(event_id)
         if key in self.recent:
             return False
-        dt = float(ts - self.last_ts) if self.last_ts >= 0 else 0.0
+        self.fold(dims, event_vectors(dims, vectors, text_vector), strength, valence, self.since(ts))
+        self.advance(ts, key)
+        self.seen.add(item_id)
+        return True
+
+    def since(self, ts: int) -> float:
+        """ms from the last applied event to ``ts`` (0.0 before the first): what the decays take."""
+        return float(ts - self.last_ts) if self.last_ts >= 0 else 0.0
+
+    def fold(self, dims: Sequence[Dimension], vectors: Mapping[str, np.ndarray], strength: float, valence: float,
+             dt: float) -> None:
+        """One event's norms and means (the update rule of ``models.dimensions``), ``dt`` ms after
+        the previous one. ``models.fold.fold`` does the same for many states' events at once,
+        operation for operation."""
         for d in dims:
             w = d.event_weight(strength, valence)
-            decay = d.decay(dt)
-            old_norm = self.norm[d.name] * decay
+            old_norm = self.norm[d.name] * d.decay(dt)
             new_norm = old_norm + abs(w)
             if new_norm <= 0.0:
                 self.norm[d.name] = 0.0
                 continue
-            x = vectors[d.space]
-            if text_vector is not None and d.space in ("text", "hybrid"):
-                n = text_vector.shape[0]  # the text part of the space comes first
-                x = np.array(x, dtype=np.float32, copy=True)
-                x[:n] = 0.5 * (x[:n] + text_vector)
-            acc = self.mean[d.name].astype(np.float32) * old_norm + w * x
+            acc = self.mean[d.name].astype(np.float32) * old_norm + w * vectors[d.space]
             self.mean[d.name] = (acc / new_norm).astype(np.float16)
             self.norm[d.name] = float(np.float32(new_norm))
+
+    def advance(self, ts: int, key: int) -> None:
+        """The time, the count and the de-duplication window of a new event (``key``: the
+        ``event_key`` of its id, not among ``recent``)."""
         self.last_ts = max(self.last_ts, int(ts))
         self.events += 1
         self.recent.append(key)
         if len(self.recent) > DEDUP_WINDOW:
             del self.recent[: len(self.recent) - DEDUP_WINDOW]
-        self.seen.add(item_id)
-        return True
 
     # -- wire format 3: 4-byte header length, orjson header, the float16 means in header order,
     #    their float32 norms, the de-duplication window as 6-byte big-endian hashes, then the seen items

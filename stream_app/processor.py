@@ -152,13 +152,16 @@ class Processor:
 
         before = {u: st.events for u, st in result.states.items()}
         meta: dict[str, dict] = {}
-        for ev, st in self.model.replay(evs, result.states, feats, on_error):
+        self.model.fold(evs, result.states, feats, on_error)  # replay to the end, in one go
+        for ev in evs:
             if ev.type == "forget":
                 result.forgotten.add(ev.user_id)
                 meta.pop(ev.user_id, None)
                 before[ev.user_id] = 0
             else:
-                m = meta.setdefault(ev.user_id, {"ts": ev.ts, "ids": []})
+                m = meta.get(ev.user_id)
+                if m is None:
+                    m = meta[ev.user_id] = {"ts": ev.ts, "ids": []}
                 m["ts"] = max(m["ts"], ev.ts)
                 m["ids"].append(ev.event_id)
         result.failed = sorted(failed.items())

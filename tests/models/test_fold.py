@@ -1,0 +1,281 @@
+"""Many events at once (``InterestModel.fold``, what ``Processor.apply_batch`` uses) and one at a
+time (``InterestModel.replay``) give the states, co-engagement counts and recommendation
+messages of the one-event, one-dimension-at-a-time code they replaced, bit for bit, whatever the
+batch boundaries. The streams have many users, repeated items, duplicate event ids within and
+across batches, forget events, unknown and retired items, review texts, tiny vector components
+(float16 subnormals), equal or out-of-order timestamps, and gaps long enough for a norm to
+decay to nothing."""
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import pytest
+
+from models.cooc import CoocModel, CoocParams
+from models.dimensions import DAY_MS, Dimension, default_dimensions
+from models.engine import Event, InterestModel
+from models.fold import half_round
+from models.features import strength, valence
+from models.items import ItemVectors
+from models.scorer import FusedScorer
+from models.state import DEDUP_WINDOW, UserState, event_key
+from stream_app.codec import Codec
+from stream_app.processor import Processor
+
+TEXT, CF, CAT = 8, 3, 16
+TEXTS = ["great", "awful", "meh", "fine", "so-so"]
+DIMS = (*default_dimensions("hybrid"), Dimension("liked", "category", "liked", half_life_ms=3 * DAY_MS),
+        Dimension("burst", "text", per_event_decay=0.6))
+
+
+# -- the reference: the code before the fold, verbatim but for names --------------------------
+def plain_state_apply(st: UserState, dims, vectors, item_id, strength, valence, ts, event_id, text_vector=None):
+    key = event_key(event_id)
+    if key in st.recent:
+        return False
+    dt = float(ts - st.last_ts) if st.last_ts >= 0 else 0.0
+    for d in dims:
+        w = d.event_weight(strength, valence)
+        decay = d.decay(dt)
+        old_norm = st.norm[d.name] * decay
+        new_norm = old_norm + abs(w)
+        if new_norm <= 0.0:
+            st.norm[d.name] = 0.0
+            continue
+        x = vectors[d.space]
+        if text_vector is not None and d.space in ("text", "hybrid"):
+            n = text_vector.shape[0]
+            x = np.array(x, dtype=np.float32, copy=True)
+            x[:n] = 0.5 * (x[:n] + text_vector)
+        acc = st.mean[d.name].astype(np.float32) * old_norm + w * x
+        st.mean[d.name] = (acc / new_norm).astype(np.float16)
+        st.norm[d.name] = float(np.float32(new_norm))
+    st.last_ts = max(st.last_ts, int(ts))
+    st.events += 1
+    st.recent.append(key)
+    if len(st.recent) > DEDUP_WINDOW:
+        del st.recent[: len(st.recent) - DEDUP_WINDOW]
+    st.seen.add(item_id)
+    return True
+
+
+def plain_apply(model: InterestModel, st: UserState, ev: Event, feats=None, learn=True) -> bool:
+    items, cooc = model.items, model.cooc
+    if ev.item_id not in items:
+        raise KeyError(ev.item_id)
+    senti, text_vec = (feats or {}).get(ev.text, (None, None)) if ev.text else (None, None)
+    first = learn and cooc is not None and ev.item_id not in st.seen
+    prev = model.recent_rows(st, cooc.params.span) if first else ()
+    applied = plain_state_apply(st, model.dims, items.vectors(items.index[ev.item_id]), ev.item_id,
+                                strength(ev.type, ev.value, model.event_weights),
+                                valence(ev.type, ev.value, senti), ev.ts, ev.event_id, text_vec)
+    if applied and first:
+        cooc.update(prev, cooc.index[ev.item_id])
+    return applied
+
+
+def plain_replay(model: InterestModel, events, states, feats=None, on_error=None, learn=None) -> None:
+    for ev in events:
+        st = states.get(ev.user_id)
+        if st is None:
+            st = states[ev.user_id] = model.new_state()
+        if ev.type == "forget":
+            states[ev.user_id] = model.new_state()
+        elif on_error is not None:
+            try:
+                plain_apply(model, st, ev, feats, learn(ev) if learn else True)
+            except Exception as exc:
+                on_error(ev, exc)
+        elif ev.item_id in model.items:
+            plain_apply(model, st, ev, feats, learn(ev) if learn else True)
+
+
+# -- models and streams ------------------------------------------------------------------------
+def trained_like(seed: int, cooc: CoocModel | None, dims=DIMS) -> InterestModel:
+    """Random projections and attention, co-engagement counts, a blend: a stand-in for a checkpoint."""
+    rng = np.random.default_rng(seed)
+    space = {"text": TEXT, "cf": CF, "category": CAT, "hybrid": TEXT + CF}
+    scorer = FusedScorer.default(dims, space)
+    scorer.w = {k: rng.normal(size=v.shape).astype(np.float32) if v.size else v for k, v in scorer.w.items()}
+    ids = [f"i{i}" for i in range(70)]
+    cf = {i: rng.normal(size=CF) * 10.0 ** rng.integers(-6, 1) for i in ids[::2]}
+    blend = {"attention": 0.5, "co-engagement": 0.3, "popularity": 0.2} if cooc is not None else None
+    model = InterestModel(scorer, ItemVectors(TEXT, CF, CAT, cf_factors=cf, capacity=16), cooc, blend)
+    add_items(model, ids, rng)
+    return model
+
+
+def add_items(model: InterestModel, ids, rng) -> None:
+    for i in ids:
+        text = (rng.normal(size=TEXT) * 10.0 ** rng.integers(-7, 1, TEXT)).astype(np.float32)
+        cats = [f"g{g}" for g in rng.choice(6, size=rng.integers(0, 3), replace=False)]
+        model.add_item(i, text, cats, {"price": float(rng.integers(1, 300))} if rng.random() < 0.5 else None)
+    model.delete_item(ids[-1])  # retired: its events fail
+
+
+def features(rng, dim: int) -> dict:
+    sentiment = [0.0, -0.0, -0.7, 0.3, 1.0]
+    return {t: (s, rng.normal(size=dim).astype(np.float32)) for t, s in zip(TEXTS, sentiment)}
+
+
+def stream(rng, n: int, n_users: int = 9, n_items: int = 70) -> list[Event]:
+    """Skewed users (the busiest have hundreds of events: beyond the de-duplication window and the
+    verbatim seen items) and items; now and then a forget, a repeated event id, an unknown item,
+    a gap of decades or millennia (a norm decays to 0.0 and keeps its mean)."""
+    users = [f"u{k}" for k in range(n_users)]
+    p_user = 1.0 / np.arange(1, n_users + 1)
+    p_item = 1.0 / np.arange(1, n_items + 1) ** 0.7
+    ids: dict[str, list[str]] = {}
+    ts, out = 10**12, []
+    for k in range(n):
+        user = users[rng.choice(n_users, p=p_user / p_user.sum())]
+        gaps, p_gap = [0, 1000, 3_600_000, 2 * int(DAY_MS), 10**12, 10**16], [.5, .2, .15, .144, .004, .002]
+        ts += int(rng.choice(gaps, p=p_gap))
+        t = ts - int(rng.integers(1, 10**6)) if rng.random() < 0.05 else ts
+        item = f"i{rng.choice(n_items, p=p_item / p_item.sum())}"
+        type_, value, text = str(rng.choice(["click", "favorite", "rating", "rating", "review"])), None, None
+        if type_ == "rating":
+            value = float(rng.integers(1, 6))
+        elif type_ == "review":
+            text = str(rng.choice(TEXTS))
+        r, eid = rng.random(), f"e{k}"
+        if r < 0.01 and user != users[0]:  # the busiest user never forgets
+            type_ = "forget"
+        elif r < 0.05 and ids.get(user):
+            eid = str(rng.choice(ids[user][-400:]))  # a retry: within the window or long gone
+        elif r < 0.07:
+            item = "nope"
+        ids.setdefault(user, []).append(eid)
+        out.append(Event(user, item, type_, value, t, eid, text))
+    return out
+
+
+def cuts(rng, n: int) -> list[tuple[int, int]]:
+    edges = sorted({0, n, *rng.integers(0, n, size=int(rng.integers(1, 12))).tolist()})
+    return list(zip(edges, edges[1:]))
+
+
+def assert_same(a: dict[str, UserState], b: dict[str, UserState]) -> None:
+    assert a.keys() == b.keys()
+    for u in a:
+        assert a[u].to_bytes() == b[u].to_bytes(), u
+        assert a[u].norm == b[u].norm and a[u].seen == b[u].seen
+
+
+def assert_same_counts(a: InterestModel, b: InterestModel) -> None:
+    if a.cooc is None:
+        return
+    ca, cb = a.cooc.counts, b.cooc.counts
+    assert ca.n.tobytes() == cb.n.tobytes()
+    for j in range(len(ca)):
+        assert ca.row(j).tobytes() == cb.row(j).tobytes(), j
+
+
+MODELS = {
+    "untrained": lambda seed: InterestModel.untrained(text_dim=TEXT, cf_dim=CF),
+    "trained-like": lambda seed: trained_like(seed, CoocModel(CoocParams(window=4, trans_window=3, trans_decay=0.3,
+                                                                          beta=0.7, hist_len=3))),
+    "counts per row": lambda seed: trained_like(seed, CoocModel(CoocParams(window=3, trans_window=2, beta=1.3),
+                                                                CoocCountsSparse())),
+}
+
+
+def CoocCountsSparse():
+    from models.cooc import CoocCounts
+
+    return CoocCounts(dense_max=8)
+
+
+def build(kind: str, seed: int) -> InterestModel:
+    model = MODELS[kind](seed)
+    if kind == "untrained":
+        add_items(model, [f"i{i}" for i in range(70)], np.random.default_rng(seed))
+    return model
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("worker", [True, False], ids=["on_error", "offline"])
+def test_fold_and_replay_equal_the_one_event_code(kind, seed, worker):
+    rng = np.random.default_rng(seed)
+    model = build(kind, seed)
+    feats, events = features(rng, TEXT), stream(rng, 2500)
+    learn = (lambda e: int(e.event_id[1:]) % 5 != 0) if seed else None
+    runs = {}
+    for how in ("plain", "replay", "fold"):
+        m, states, errors = copy.deepcopy(model), {}, []
+        on_error = (lambda ev, exc: errors.append((ev, type(exc)))) if worker else None
+        if how == "plain":
+            plain_replay(m, events, states, feats, on_error, learn)
+        elif how == "replay":
+            for _ in m.replay(events, states, feats, on_error, learn):
+                pass
+        else:
+            for a, b in cuts(np.random.default_rng(seed + 10), len(events)):
+                m.fold(events[a:b], states, feats, on_error, learn)
+        runs[how] = m, states, errors
+    plain = runs.pop("plain")
+    assert max(st.events for st in plain[1].values()) > DEDUP_WINDOW
+    for m, states, errors in runs.values():
+        assert_same(states, plain[1])
+        assert_same_counts(m, plain[0])
+        assert errors == plain[2]
+    if worker:
+        assert {t for _, t in plain[2]} == {KeyError}
+
+
+class Encoder:
+    dim = TEXT
+
+    def encode(self, texts):
+        return np.stack([np.random.default_rng(sum(map(ord, t))).normal(size=TEXT) for t in texts]).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_apply_batch_gives_the_messages_of_the_one_event_code(seed, monkeypatch):
+    """The same batches through ``apply_batch`` with the fold, and with the reference replay in its
+    place: the same states, failures and messages, batch by batch."""
+    monkeypatch.setattr("stream_app.processor.time.time", lambda: 1.7e9)
+    rng = np.random.default_rng(seed)
+    events = [{k: v for k, v in e._asdict().items() if v is not None} for e in stream(rng, 1500)]
+    sentiment = {t: s for t, (s, _) in features(rng, TEXT).items()}
+    procs = []
+    for how in ("fold", "plain"):
+        proc = Processor(trained_like(seed, CoocModel(CoocParams(window=4, trans_window=2, trans_decay=0.3))),
+                         Encoder(), sentiment.get, Codec.load(), top_k=5)
+        if how == "plain":
+            proc.model.fold = lambda evs, states, feats, on_error, m=proc.model: plain_replay(
+                m, evs, states, feats, on_error)
+        procs.append(proc)
+    stored: list[dict[str, bytes]] = [{}, {}]
+    for a, b in cuts(np.random.default_rng(seed + 20), len(events)):
+        batch = events[a:b]
+        results = [p.apply_batch(batch, {u: st.get(u) for u in dict.fromkeys(e["user_id"] for e in batch)})
+                   for p, st in zip(procs, stored)]
+        for res, st in zip(results, stored):
+            st.update({u: s.to_bytes() for u, s in res.states.items()})
+        new, ref = results
+        assert new.messages == ref.messages and new.messages
+        assert (new.failed, new.applied, new.forgotten) == (ref.failed, ref.applied, ref.forgotten)
+        assert stored[0] == stored[1]
+    assert_same_counts(procs[0].model, procs[1].model)
+
+
+def test_half_round_is_numpys_float16_round_trip():
+    """Every exponent and every top-20-bit pattern, with low bits at and around the rounding ties
+    of every float16 spacing, NaN payloads, infinities; in rows without NaN or infinity too
+    (the fast path). STREAM_RECO_EXHAUSTIVE=1: all 2**32 float32 values (about 10 minutes)."""
+    top = np.arange(1 << 20, dtype=np.uint32) << 12
+    chunks = [(top[:, None] | np.uint32([0, 1, 0x7FF, 0x800, 0x801, 0xFFF])).ravel()]
+    if os.environ.get("STREAM_RECO_EXHAUSTIVE"):
+        chunks = (np.arange(lo, lo + (1 << 24), dtype=np.uint64).astype(np.uint32) for lo in range(0, 1 << 32, 1 << 24))
+    for bits in chunks:
+        a = bits.view(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            want = a.astype(np.float16).astype(np.float32).view(np.uint32)
+        mag = a.view(np.uint32) & 0x7FFFFFFF
+        # all of them, |a| < 65520 (the fast path), 2**15 <= |a| < 2**16 (its edge)
+        for part in (mag == mag, mag < 0x477FF000, (mag >= 0x47000000) & (mag < 0x47800000)):
+            assert (half_round(a[part]).view(np.uint32) == want[part]).all()
