@@ -121,7 +121,7 @@ def _evaluate_fused(names, split: Split, catalog, item_vecs, text_feats, seed, p
         if name == "only:cooc" or name == "fused":
             extra["cooc_params"] = rec.cooc_params.__dict__
         if (name == "only:sequence" or name == "fused") and rec.sequence is not None:
-            extra["sequence"] = {k: rec.sequence.info[k] for k in ("best_valid_ndcg@10", "train_seconds")}
+            extra["sequence"] = {k: rec.sequence.info[k] for k in ("best_holdout_ndcg@10", "train_seconds")}
         if name == "fused" or name == "attention":
             extra.update(best_holdout_ndcg=rec.info["best_holdout_ndcg@10"], epochs=len(rec.info["history"]))
         entry = measure(name, v, fit_s, extra)
