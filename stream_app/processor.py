@@ -121,7 +121,8 @@ class Processor:
     # -- interactions ------------------------------------------------------------------------
     def parse_event(self, src: Source, partitions: int) -> dict | Rejected | Forward:
         """A checked interaction or forget request, or why not; ``Forward`` when it belongs to
-        another partition (``partitions``: the topic's partition count)."""
+        another partition (``partitions``: the topic's partition count). ``src``: a ``Source``, or
+        anything with its ``partition`` and ``value`` (the hot path passes the consumer record)."""
         ev = self.codec.decode("interaction", src.value)
         if isinstance(ev, Rejected):
             return ev
