@@ -106,7 +106,14 @@ class Codec:
         """Whether the second (standard-library) parse that finds repeated keys is needed: only
         for a nested object, a key the schema does not know, or a known key whose quoted name
         occurs twice (in a flat object of known keys a repeat must show that way; escaped quotes
-        inside strings never form ``"name"``). Most messages skip it."""
+        inside strings never form ``"name"``). Most messages skip it: first of all those that are
+        byte for byte what orjson writes for the parsed object (each key once, whatever the
+        nesting), as producers using orjson send them."""
+        try:
+            if orjson.dumps(obj) == raw:
+                return False
+        except orjson.JSONEncodeError:  # e.g. nested deeper than orjson writes
+            pass
         if not isinstance(obj, dict) or raw.count(b"{") > 1:
             return True
         quoted = self._quoted[kind]
