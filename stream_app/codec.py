@@ -60,7 +60,9 @@ class Codec:
         self.schemas = schemas
         self.ids = {name: s.get("$id", name) for name, s in schemas.items()}
         self.validators = {name: jsonschema_rs.validator_for(s) for name, s in schemas.items()}
-        self._properties = {name: set(s.get("properties", {})) for name, s in schemas.items()}
+        # each known key as it appears quoted in the raw bytes (``_may_repeat_a_key``)
+        self._quoted = {name: {k: f'"{k}"'.encode() for k in s.get("properties", {})}
+                        for name, s in schemas.items()}
         self.max_bytes = max_bytes
 
     @classmethod
@@ -74,22 +76,25 @@ class Codec:
             return Rejected("malformed_json", "empty message value (null)", sid)
         if len(raw) > self.max_bytes:
             return Rejected("oversized", f"message is {len(raw)} bytes; the limit is {self.max_bytes}", sid)
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return Rejected("malformed_json", f"not UTF-8 text (binary or another encoding): invalid byte "
-                                              f"at position {exc.start}", sid)
-        try:
+        try:  # orjson accepts only valid UTF-8: the text is checked on its own only when this fails
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return Rejected("malformed_json", f"not UTF-8 text (binary or another encoding): invalid byte "
+                                                  f"at position {bad.start}", sid)
             return Rejected("malformed_json", f"not valid JSON: {exc}", sid)
         if kind == "interaction" and isinstance(obj, dict) and (obj.get("type") == "forget"
                                                                or obj.get("schema") == "forget/v1"):
             kind, sid = "forget", self.ids["forget"]  # a forget request travels with the user's events
         if self._may_repeat_a_key(kind, raw, obj) and _has_duplicate_keys(raw):
             return Rejected("malformed_json", "an object repeats a key (ambiguous: which value counts?)", sid)
+        validator = self.validators[kind]
         try:
-            errors = list(self.validators[kind].iter_errors(obj))
+            if validator.is_valid(obj):  # the common case; the errors are collected only when not
+                return obj
+            errors = list(validator.iter_errors(obj))
         except ValueError as exc:  # e.g. nesting deeper than the validator's recursion limit
             return Rejected("schema_violation", f"cannot be validated: {exc}", sid)
         if errors:
@@ -101,11 +106,22 @@ class Codec:
         """Whether the second (standard-library) parse that finds repeated keys is needed: only
         for a nested object, a key the schema does not know, or a known key whose quoted name
         occurs twice (in a flat object of known keys a repeat must show that way; escaped quotes
-        inside strings never form ``"name"``). Most messages skip it."""
+        inside strings never form ``"name"``). Most messages skip it: first of all those that are
+        byte for byte what orjson writes for the parsed object (each key once, whatever the
+        nesting), as producers using orjson send them."""
+        try:
+            if orjson.dumps(obj) == raw:
+                return False
+        except orjson.JSONEncodeError:  # e.g. nested deeper than orjson writes
+            pass
         if not isinstance(obj, dict) or raw.count(b"{") > 1:
             return True
-        props = self._properties[kind]
-        return any(k not in props or raw.count(f'"{k}"'.encode()) > 1 for k in obj)
+        quoted = self._quoted[kind]
+        for k in obj:
+            q = quoted.get(k)
+            if q is None or raw.count(q) > 1:
+                return True
+        return False
 
     def check(self, kind: str, obj: dict) -> None:
         """Raise ``jsonschema_rs.ValidationError`` if an outgoing message breaks its own schema

@@ -69,13 +69,16 @@ async def handle_batch(ctx, hot: HotPath, records: list) -> None:
     out, names = hot.outbox, ctx.topics
     await ctx.catalog.sync(ctx.run_model, ctx.processor)  # catalogue changes first, in order
     good, good_records = [], []
+    parse, partitions = ctx.processor.parse_event, ctx.settings.partitions
     for record in records:
-        src = source(record)
-        parsed = ctx.processor.parse_event(src, ctx.settings.partitions)
-        if isinstance(parsed, Rejected):
-            await reject(ctx, out, src, parsed)
+        parsed = parse(record, partitions)  # the record serves as its own Source
+        if type(parsed) is dict:
+            good.append(parsed)
+            good_records.append(record)
+        elif isinstance(parsed, Rejected):
+            await reject(ctx, out, source(record), parsed)
         elif isinstance(parsed, Forward):
-            await out.send(names.interactions, key=parsed.event["user_id"].encode(), value=src.value,
+            await out.send(names.interactions, key=parsed.event["user_id"].encode(), value=record.value,
                            partition=parsed.partition)
             ctx.stats["rerouted"] += 1
             ctx.metrics.event("rerouted")

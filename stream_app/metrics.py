@@ -54,8 +54,10 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left
+from collections import Counter as Tally
 from collections import deque
-from typing import Callable
+from typing import Callable, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -66,6 +68,7 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
+from prometheus_client.values import MutexValue
 
 __all__ = ["DEAD_LETTER_REASONS", "OUTCOMES", "Metrics", "Overview"]
 
@@ -169,6 +172,39 @@ class Overview:
             }
 
 
+def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """``histogram.observe(a)`` for each of ``amounts`` in order, leaving the same sum and bucket
+    counts to the last bit (the sum is added to one amount at a time, in order; the counts are
+    whole numbers), with a few lock round trips per call instead of two per amount. An event's
+    latency is observed per event, so this runs for every event. Value classes other than
+    prometheus-client's in-process one (multiprocess mode) get plain ``observe`` calls.
+
+    >>> a, b = Histogram("a", "", buckets=(0.1, 1.0)), Histogram("b", "", buckets=(0.1, 1.0))
+    >>> xs = [0.05, 0.1, 0.3, 1.0, 7.0, 0.1 + 0.2]
+    >>> observe_many(a, xs); _ = [b.observe(x) for x in xs]
+    >>> def samples(h):
+    ...     return [(s.name, s.labels, s.value) for s in h.collect()[0].samples if "created" not in s.name]
+    >>> [v for _, _, v in samples(a)] == [v for _, _, v in samples(b)]
+    True
+    """
+    total = getattr(histogram, "_sum", None)
+    buckets = getattr(histogram, "_buckets", ())
+    if type(total) is not MutexValue or any(type(b) is not MutexValue for b in buckets):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    histogram._raise_if_not_observable()
+    bounds = histogram._upper_bounds  # ascending, the last one +Inf: observe's first bound >= amount
+    tally = Tally(bisect_left(bounds, amount) for amount in amounts)
+    with total._lock:
+        value = total._value
+        for amount in amounts:
+            value += amount
+        total._value = value
+    for i, n in tally.items():
+        buckets[i].inc(n)
+
+
 class Metrics:
     """The worker's Prometheus metrics on a dedicated registry, plus an :class:`Overview`.
 
@@ -251,8 +287,7 @@ class Metrics:
             self.recommendations.inc(n)
         if produce_ts_ms:
             now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-            for ts in produce_ts_ms:
-                self.event_latency.observe(max(0.0, (now_ms - ts) / 1000.0))
+            observe_many(self.event_latency, [max(0.0, (now_ms - ts) / 1000.0) for ts in produce_ts_ms])
 
     def encoded(self, texts: int, seconds: float) -> None:
         self.encoder_texts.inc(texts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -42,14 +43,19 @@ class Forward:
     partition: int
 
 
+@lru_cache(maxsize=1 << 14)
 def owner_partition(user_id: str, partitions: int) -> int:
     """The one partition that holds a user's state: murmur2 of the user id, as Kafka's Java
     client (and aiokafka, and librdkafka's ``murmur2_random``) partition a message keyed by it.
 
     >>> owner_partition("196", 4), owner_partition("196", 1)
     (0, 0)
+
+    The hash is pure Python (~1 µs for a short id) and every event needs it, so the answers for
+    the 16,384 users seen last are kept (users recur; ~2.5 MB when full).
     """
     return (murmur2(user_id.encode()) & 0x7FFFFFFF) % partitions
+
 
 
 @dataclass
@@ -115,7 +121,8 @@ class Processor:
     # -- interactions ------------------------------------------------------------------------
     def parse_event(self, src: Source, partitions: int) -> dict | Rejected | Forward:
         """A checked interaction or forget request, or why not; ``Forward`` when it belongs to
-        another partition (``partitions``: the topic's partition count)."""
+        another partition (``partitions``: the topic's partition count). ``src``: a ``Source``, or
+        anything with its ``partition`` and ``value`` (the hot path passes the consumer record)."""
         ev = self.codec.decode("interaction", src.value)
         if isinstance(ev, Rejected):
             return ev

@@ -44,6 +44,10 @@ def test_owner_partition_is_the_keyed_murmur2_partition():
         user = f"user-{i}"
         assert owner_partition(user, 4) == keyed(user.encode(), [0, 1, 2, 3], [0, 1, 2, 3])
     assert {owner_partition(f"user-{i}", 4) for i in range(100)} == {0, 1, 2, 3}
+    for i in range(200):  # answered again (from the cache), and for other partition counts
+        user = f"user-{i}"
+        for n in (4, 1, 3, 12):
+            assert owner_partition(user, n) == keyed(user.encode(), list(range(n)), list(range(n)))
 
 
 def test_events_on_a_foreign_partition_are_forwarded_whatever_their_key(processor):
