@@ -73,6 +73,7 @@ class BulkConsumer(mode.Service):
 
     # -- to implement ------------------------------------------------------------------------
     async def handle(self, records: list) -> None:
+        """One fetched batch; each subclass defines it (``HotPath``, ``CatalogIndexer``)."""
         raise NotImplementedError
 
     async def assigned(self, partitions: list[int]) -> None:

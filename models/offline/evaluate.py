@@ -133,7 +133,8 @@ def _evaluate_fused(names, split: Split, catalog, item_vecs, text_feats, seed, p
                               seed=seed, progress=progress, cooc_params=rec.cooc_params if rec else None,
                               domain=domain, sequence=None if rec else sequence)
         nt.fit(split.train, catalog)
-        nt.sequence = rec.sequence if rec else None
+        if rec is not None:  # the sequence model does not read text: the fused one serves here too
+            nt.sequence = rec.sequence
         nt.select(split, budget_s)
         measure("fused-no-text", nt, time.perf_counter() - t, {"blend_weights": nt.blend})
 

@@ -1,7 +1,7 @@
 """Training the sequential dimension (``models.sequence``) by maximum likelihood (torch).
 
 Examples replay the log as the user state sees it: per user, the last ``window`` distinct items
-(a re-engaged item moves to the end, exactly ``UserState.seen.recent``'s rule), and every first
+(kept by a ``models.seen.SeenItems``, as ``UserState.seen`` keeps them), and every first
 engagement of a consumption type (``TARGET_TYPES``) is a label with the window before it as input:
 
     L(theta) = - sum_e log softmax(W_out h(window_e) + b_out)[item_e]
@@ -29,6 +29,7 @@ import torch
 from models.offline.base import ItemCatalog
 from models.offline.data import Interaction
 from models.offline.protocol import TARGET_TYPES, Split
+from models.seen import SeenItems
 from models.sequence import SequenceModel
 
 log = logging.getLogger(__name__)
@@ -74,30 +75,27 @@ class SeqExamples:
 
 def _walk(events: Sequence[Interaction], catalog: ItemCatalog, window: int, take, keep_seen: bool) -> SeqExamples:
     """Replay ``events`` (time order); ``take(pos, ev)`` says whether a first engagement is a label."""
-    recent: dict[str, list[int]] = {}
-    seen: dict[str, set[int]] = {}
+    recent: dict[str, SeenItems] = {}  # the window, by the user state's own rule
+    seen: dict[str, set[int]] = {}  # every row engaged with (labels are first engagements)
     wins, lens, tgts, seens, users, where = [], [], [], [], [], []
     for pos, ev in enumerate(events):
         j = catalog.get(ev.item_id)
         if j is None:
             continue
-        r = recent.setdefault(ev.user_id, [])
+        r = recent.setdefault(ev.user_id, SeenItems())
         s = seen.setdefault(ev.user_id, set())
         if j not in s and ev.type in TARGET_TYPES and take(pos, ev):
+            rows = [catalog.get(i) for i in reversed(r.newest(window))]
             row = np.full(window, -1, dtype=np.int64)
-            row[: len(r)] = r
+            row[: len(rows)] = rows
             wins.append(row)
-            lens.append(len(r))
+            lens.append(len(rows))
             tgts.append(j)
             users.append(ev.user_id)
             where.append(pos)
             if keep_seen:
                 seens.append(np.fromiter(s, dtype=np.int64, count=len(s)))
-        if j in r:
-            r.remove(j)
-        r.append(j)
-        if len(r) > window:
-            del r[0]
+        r.add(ev.item_id)
         s.add(j)
     if not tgts:
         return SeqExamples(np.zeros((0, window), np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
