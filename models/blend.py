@@ -32,23 +32,40 @@ def combine(components: Mapping[str, np.ndarray], weights: Mapping[str, float],
             moments: Mapping[str, tuple[float, float]] | None = None):
     """-> (score (N,), scale per component, offset per component) with
     score = sum_c scale_c * s_c - offset_c. ``moments``: (mean, std) of some components, known
-    already (``component_moments``)."""
+    already (``component_moments``). One user's ``combine_many``."""
+    out, scale, offset = combine_many({c: np.asarray(s)[None] for c, s in components.items()}, weights, moments)
+    return out[0], {c: float(v[0]) for c, v in scale.items()}, {c: float(v[0]) for c, v in offset.items()}
+
+
+def combine_many(components: Mapping[str, np.ndarray], weights: Mapping[str, float],
+                 moments: Mapping[str, tuple[float, float]] | None = None):
+    """``combine`` of B users at once: each component (B, N) -> (score (B, N), scale and offset
+    per component, each (B,)); every user's moments are its own row's."""
     out = None
-    scale: dict[str, float] = {}
-    offset: dict[str, float] = {}
+    scale: dict[str, np.ndarray] = {}
+    offset: dict[str, np.ndarray] = {}
     for name, s in components.items():
         w = float(weights.get(name, 0.0))
-        s = np.asarray(s, dtype=np.float64)
-        mean, sd = moments[name] if moments and name in moments else (None, float(s.std()) if w > 0 else 0.0)
-        if w <= 0 or not sd > 0:
-            scale[name], offset[name] = 0.0, 0.0
+        B = len(s)
+        if w <= 0:
+            scale[name] = offset[name] = np.zeros(B)
             continue
-        scale[name] = w / sd
-        offset[name] = w * (float(s.mean()) if mean is None else mean) / sd
-        term = s * scale[name] - offset[name]
+        s = np.asarray(s, dtype=np.float64)
+        if moments and name in moments:
+            mean, sd = np.full(B, moments[name][0]), np.full(B, moments[name][1])
+        else:
+            mean, sd = s.mean(axis=1), s.std(axis=1)
+        ok = sd > 0  # a constant component contributes nothing
+        safe = np.where(ok, sd, 1.0)
+        scale[name] = np.where(ok, w / safe, 0.0)
+        offset[name] = np.where(ok, w * mean / safe, 0.0)
+        if not ok.any():
+            continue
+        term = s * scale[name][:, None] - offset[name][:, None]
         out = term if out is None else out + term
     if out is None:
-        out = np.zeros(len(next(iter(components.values()))), dtype=np.float64)
+        first = next(iter(components.values()))
+        out = np.zeros((len(first), np.shape(first)[1]), dtype=np.float64)
     return out, scale, offset
 
 

@@ -359,6 +359,20 @@ class CoocModel:
             out[idx] += wd * vals
         return out
 
+    def scores_many(self, recent_rows: Sequence[Sequence[int]]) -> np.ndarray:
+        """(B, N) ``scores`` of several users (the same sums, added in the same order)."""
+        p, n = self.params, len(self.counts)
+        decay = p.decay ** np.arange(p.hist_len)
+        at, add = [], []
+        for b, rows in enumerate(recent_rows):
+            for wd, j in zip(decay, list(rows)[: p.hist_len]):
+                idx, vals = self.similarity_row(j)
+                at.append(idx + b * n)
+                add.append(wd * vals)
+        if not at:
+            return np.zeros((len(recent_rows), n))
+        return np.bincount(np.concatenate(at), np.concatenate(add), minlength=len(recent_rows) * n).reshape(-1, n)
+
     def popularity(self) -> np.ndarray:
         """(N,) log(1 + engagements), the counts' own popularity signal (read-only)."""
         self._current()

@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator, Mapping, MutableMapping, NamedT
 import numpy as np
 import orjson
 
-from models.blend import COMPONENTS, combine, component_moments, normalise_weights
+from models.blend import COMPONENTS, combine, combine_many, component_moments, normalise_weights
 from models.cf import load_factors
 from models.cooc import CoocModel
 from models.dimensions import Dimension
@@ -286,27 +286,31 @@ class InterestModel:
 
     def _count_scores(self, state: UserState) -> dict[str, np.ndarray]:
         """The co-engagement and popularity components (none without counts), and the sequence
-        component (none without a sequence model)."""
-        out = {} if self.sequence is None else {"sequence": self._sequence_scores(state)}
+        component (none without a sequence model), (N,) each."""
+        return {c: s[0] for c, s in self._count_scores_many([state]).items()}
+
+    def _count_scores_many(self, states: Sequence[UserState]) -> dict[str, np.ndarray]:
+        """``_count_scores`` of several users, (B, N) each (popularity: one row, broadcast)."""
+        out = {} if self.sequence is None else {"sequence": self._sequence_scores(states)}
         if self.cooc is None:
             return out
         if self._crow_array.size != len(self._crow):
             self._crow_array = np.asarray(self._crow, dtype=np.int64)
-        crow = self._crow_array
-        return {"co-engagement": self.cooc.scores(self.recent_rows(state, self.cooc.params.hist_len))[crow],
-                "popularity": self._popularity()[0], **out}
+        hist = self.cooc.params.hist_len
+        co = self.cooc.scores_many([self.recent_rows(st, hist) for st in states])[:, self._crow_array]
+        return {"co-engagement": co, "popularity": np.broadcast_to(self._popularity()[0], co.shape), **out}
 
-    def _sequence_scores(self, state: UserState) -> np.ndarray:
-        """(N,) the sequence model's scores in catalogue order; items it was not trained on get
-        the mean (neutral after the blend's z-scoring)."""
+    def _sequence_scores(self, states: Sequence[UserState]) -> np.ndarray:
+        """(B, N) the sequence model's scores in catalogue order; items it was not trained on get
+        the user's mean (neutral after the blend's z-scoring)."""
         seq, n = self.sequence, len(self.items.ids)
         if self._srow.size != n:
             self._srow = np.array([seq.index.get(i, -1) for i in self.items.ids], dtype=np.int64)
-        s = seq.scores(state.seen.newest(seq.window))  # (V,)
-        out = s[self._srow]
+        s = seq.scores_many([st.seen.newest(seq.window) for st in states])  # (B, V)
+        out = s[:, self._srow]
         unknown = self._srow < 0
         if unknown.any():
-            out[unknown] = s.mean()
+            out[:, unknown] = s.mean(axis=1, keepdims=True)
         return out
 
     def _popularity(self) -> tuple[np.ndarray, tuple[float, float]]:
@@ -328,33 +332,47 @@ class InterestModel:
     def recommend(self, state: UserState, k: int = 10) -> Recommendation:
         """Top-k unseen items with reasons that sum to each score (``bias``: the item prior and
         the blend's centring) and the weight of every dimension/component (sum 1)."""
-        u, alpha, h = self.scorer.user(state.mean, state.norm)
-        E, b = self.scorer.item_matrix(self.items)
-        att = E @ u + b  # (N,)
+        return self.recommend_many([state], k)[0]
+
+    def recommend_many(self, states: Sequence[UserState], k: int = 10) -> list[Recommendation]:
+        """``recommend`` for several users (the worker: every user a batch touched). The matrix
+        products, the sequence model and the blend run once for all of them; a user's list is the
+        same as alone, its scores to float32 rounding (the products are summed in another order)."""
+        if not states:
+            return []
+        U, alpha, h = self.scorer.users([st.mean for st in states], [st.norm for st in states])  # (B, D)...
+        E, b = self.scorer.item_matrix(self.items)  # (N, D), (N,)
+        att = U @ E.T + b  # (B, N)
+        B = len(states)
         if self.blend is None:
-            s, scale, offset, comps = att.astype(np.float64), {"attention": 1.0}, {"attention": 0.0}, {}
+            S, comps = att.astype(np.float64), {}
+            scale, offset = {"attention": np.ones(B)}, {"attention": np.zeros(B)}
         else:
-            comps = {"attention": att, **self._count_scores(state)}
+            comps = {"attention": att, **self._count_scores_many(states)}
             moments = {"popularity": self._popularity()[1]} if "popularity" in comps else None
-            s, scale, offset = combine(comps, self.blend, moments)  # a new array
-        s[self.seen_rows(state)] = -np.inf
-        s[self.items.deleted] = -np.inf
-        top = top_k(s, k)
+            S, scale, offset = combine_many(comps, self.blend, moments)  # a new array
         names = [*self.dim_names, "bias"]  # reasons, one column each
-        cols = [(self.scorer.explain(alpha, h, E[top]) * scale["attention"]).astype(np.float64),  # (k, n_dims)
-                scale["attention"] * b[top].astype(np.float64) - offset["attention"]]
-        for c in COMPONENTS[1:]:
-            if c in comps:
-                names.append(c)
-                cols.append(scale[c] * comps[c][top].astype(np.float64) - offset[c])
-        reasons = round6(np.column_stack(cols)).tolist()
-        ranked = [Ranked(self.items.ids[r], score, dict(zip(names, why)))
-                  for r, score, why in zip(top.tolist(), s[top].tolist(), reasons)]
+        extra = [c for c in COMPONENTS[1:] if c in comps]
+        names += extra
         w_att = 1.0 if self.blend is None else self.blend.get("attention", 0.0)
-        weights = {n: w_att * float(a) for n, a in zip(self.dim_names, alpha)}
-        weights.update({c: float(self.blend.get(c, 0.0)) for c in COMPONENTS[1:] if self.blend and c in comps})
-        weights = {n: round(v, 6) for n, v in normalise_weights(weights).items()}
-        return Recommendation(ranked, weights, self.version)
+        out = []
+        for i, st in enumerate(states):
+            s = S[i]
+            s[self.seen_rows(st)] = -np.inf
+            s[self.items.deleted] = -np.inf
+            top = top_k(s, k)
+            sa = scale["attention"][i]
+            cols = [(self.scorer.explain(alpha[i], h[i], E[top]) * sa).astype(np.float64),  # (k, n_dims)
+                    sa * b[top].astype(np.float64) - offset["attention"][i]]
+            cols += [scale[c][i] * comps[c][i][top].astype(np.float64) - offset[c][i] for c in extra]
+            reasons = round6(np.column_stack(cols)).tolist()
+            ranked = [Ranked(self.items.ids[r], score, dict(zip(names, why)))
+                      for r, score, why in zip(top.tolist(), s[top].tolist(), reasons)]
+            weights = {n: w_att * float(a) for n, a in zip(self.dim_names, alpha[i])}
+            weights.update({c: float(self.blend.get(c, 0.0)) for c in extra})
+            weights = {n: round(v, 6) for n, v in normalise_weights(weights).items()}
+            out.append(Recommendation(ranked, weights, self.version))
+        return out
 
 
 def round6(values: np.ndarray) -> np.ndarray:

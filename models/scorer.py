@@ -85,21 +85,29 @@ class FusedScorer:
 
     # -- user side ---------------------------------------------------------------------------
     def user(self, means: Mapping[str, np.ndarray], norms: Mapping[str, float]):
-        """-> u (D,), alpha (n_dims,), h (n_dims, D)."""
-        w = self.w
-        h = np.stack([w[f"proj.{n}.weight"] @ means[n].astype(np.float32) + w[f"proj.{n}.bias"]
-                      for n in self.dim_names])  # (n, D)
-        mask = np.array([norms[n] > 0 for n in self.dim_names])  # (n,)
-        if not mask.any():
-            return np.zeros(h.shape[1], np.float32), np.zeros(len(mask), np.float32), h
-        ctx = h[mask].mean(0)  # (D,)
-        q = w["w_q.weight"] @ ctx + w["w_q.bias"]  # (A,)
-        k = h @ w["w_k.weight"].T  # (n, A)
-        logits = k @ q / math.sqrt(self.cfg.d_attn) + w["dim_bias"]
+        """-> u (D,), alpha (n_dims,), h (n_dims, D) of one user (``users`` of one)."""
+        u, alpha, h = self.users([means], [norms])
+        return u[0], alpha[0], h[0]
+
+    def users(self, means: Sequence[Mapping[str, np.ndarray]], norms: Sequence[Mapping[str, float]]):
+        """Several users at once: -> u (B, D), alpha (B, n_dims), h (B, n_dims, D). A user with
+        no evidence in any dimension gets u = 0 and alpha = 0."""
+        w, names = self.w, self.dim_names
+        h = np.stack([np.stack([m[n] for m in means]).astype(np.float32) @ w[f"proj.{n}.weight"].T
+                      + w[f"proj.{n}.bias"] for n in names], axis=1)  # (B, n, D)
+        mask = np.array([[nm[n] > 0 for n in names] for nm in norms]).reshape(len(norms), len(names))  # (B, n)
+        some = mask.any(axis=1)  # (B,)
+        count = np.maximum(mask.sum(axis=1, keepdims=True), 1).astype(np.float32)
+        ctx = (h * mask[:, :, None]).sum(axis=1) / count  # (B, D)
+        q = ctx @ w["w_q.weight"].T + w["w_q.bias"]  # (B, A)
+        k = h @ w["w_k.weight"].T  # (B, n, A)
+        logits = np.einsum("bna,ba->bn", k, q) / math.sqrt(self.cfg.d_attn) + w["dim_bias"]  # (B, n)
         logits = np.where(mask, logits, -np.inf)
-        alpha = np.exp(logits - logits[mask].max())
-        alpha = (alpha / alpha.sum()).astype(np.float32)  # (n,)
-        return alpha @ h, alpha, h
+        top = np.where(some, logits.max(axis=1, initial=-np.inf), 0.0)[:, None]
+        alpha = np.exp(logits - top)
+        alpha = (alpha / np.maximum(alpha.sum(axis=1, keepdims=True), 1e-30)).astype(np.float32)  # (B, n)
+        u = np.einsum("bn,bnd->bd", alpha, h)  # (B, D)
+        return u, alpha, h
 
     # -- item side ---------------------------------------------------------------------------
     def item_matrix(self, items: ItemVectors) -> tuple[np.ndarray, np.ndarray]:

@@ -61,6 +61,7 @@ class SequenceModel:
         self._gi = self.in_proj * half  # (V, 3H)
         self._gi[:, : 2 * H] += half[: 2 * H] * self.b_hh[: 2 * H]
         self._w = self.w_hh * half[:, None]  # (3H, H)
+        self._wT = np.ascontiguousarray(self._w.T)  # (H, 3H)
         self._b_n = self.b_hh[2 * H:]  # (H,)
 
     @property
@@ -69,27 +70,47 @@ class SequenceModel:
 
     def state(self, newest_first: Sequence[str]) -> np.ndarray:
         """(H,) hidden state after the last ``window`` known items of ``newest_first``, oldest first."""
-        H = self.hidden
-        h = np.zeros(H, dtype=np.float32)
-        rows = [r for r in map(self.index.get, newest_first[: self.window]) if r is not None]
-        for r in reversed(rows):
-            gi = self._gi[r]  # (3H,)
-            gh = self._w @ h  # (3H,)
-            rz = np.tanh(gi[: 2 * H] + gh[: 2 * H])
+        return self.states([newest_first])[0]
+
+    def states(self, windows: Sequence[Sequence[str]]) -> np.ndarray:
+        """(B, H) hidden states of several users (each a list of recent items, newest first),
+        stepped together: user b's items are the last L_b of T steps, its state stays 0 before."""
+        H, B = self.hidden, len(windows)
+        rows = [[r for r in map(self.index.get, w[: self.window]) if r is not None][::-1] for w in windows]
+        T = max(map(len, rows), default=0)
+        h = np.zeros((B, H), dtype=np.float32)
+        if T == 0:
+            return h
+        table = np.full((B, T), -1, dtype=np.int64)  # (B, T) input rows, right-aligned; -1: no step
+        for b, r in enumerate(rows):
+            if r:
+                table[b, T - len(r):] = r
+        for t in range(T):
+            live = table[:, t] >= 0
+            idx = np.flatnonzero(live) if not live.all() else slice(None)
+            gi = self._gi[table[idx, t]]  # (b, 3H)
+            hb = h[idx]
+            gh = hb @ self._wT  # (b, 3H)
+            rz = np.tanh(gi[:, : 2 * H] + gh[:, : 2 * H])
             rz *= 0.5
-            rz += 0.5  # (2H,) reset and update gates
-            n = gh[2 * H:] + self._b_n
-            n *= rz[:H]
-            n += gi[2 * H:]
-            np.tanh(n, out=n)  # (H,) candidate
-            h -= n
-            h *= rz[H:]
-            h += n  # (1 - z) * n + z * h
+            rz += 0.5  # (b, 2H) reset and update gates
+            n = gh[:, 2 * H:] + self._b_n
+            n *= rz[:, :H]
+            n += gi[:, 2 * H:]
+            np.tanh(n, out=n)  # (b, H) candidate
+            hb -= n
+            hb *= rz[:, H:]
+            hb += n  # (1 - z) * n + z * h
+            h[idx] = hb
         return h
 
     def scores(self, newest_first: Sequence[str]) -> np.ndarray:
         """(V,) score of every vocabulary item, given the user's recent items (newest first)."""
-        return self.w_out @ self.state(newest_first) + self.b_out
+        return self.scores_many([newest_first])[0]
+
+    def scores_many(self, windows: Sequence[Sequence[str]]) -> np.ndarray:
+        """(B, V) scores of several users."""
+        return self.states(windows) @ self.w_out.T + self.b_out
 
     def save(self, path: str | Path) -> None:
         import orjson

@@ -13,7 +13,10 @@ One batch (``BulkConsumer._consume``):
 3. ``outbox.delivered()`` waits until the broker has acknowledged every one of those records
    (``acks=all``, idempotent producer); a refusal or any other failure stops the worker with a
    non-zero exit, so the batch is read again after a restart and nothing is skipped;
-4. only then are the batch's offsets committed.
+4. only then are the batch's offsets committed. The commit's round trip overlaps the next batch:
+   it is sent, and awaited before the next commit is sent (offsets go to the broker in order), before
+   a revocation hands the partitions over, and before the consumer stops. A commit that fails only
+   means its records are read again: the event-id windows skip what was already applied.
 
 Rebalances: the revocation callback takes the same lock as a batch, so the batch in flight
 finishes and commits before the partitions go; ``revoked``/``assigned`` (the subclass) drop and
@@ -69,6 +72,9 @@ class BulkConsumer(mode.Service):
         self.producer = None
         self.outbox: Outbox | None = None
         self._lag_at = 0.0
+        self._committing: asyncio.Future | None = None  # the last commit sent, until it is settled
+        # seconds spent in each step of the loop, summed (``/stats``: where a batch's time goes)
+        self.seconds = {"fetch": 0.0, "handle": 0.0, "deliver": 0.0, "commit": 0.0}
         super().__init__(**kwargs)
 
     # -- to implement ------------------------------------------------------------------------
@@ -115,6 +121,7 @@ class BulkConsumer(mode.Service):
 
     async def on_stop(self) -> None:
         async with self.lock:  # the batch in flight finishes (and commits) first
+            await self._settle()
             if self.consumer is not None:
                 await self.consumer.stop()  # leaves the group: the others take over at once
                 self.consumer = None
@@ -123,6 +130,7 @@ class BulkConsumer(mode.Service):
 
     async def _on_revoked(self, revoked) -> None:
         async with self.lock:
+            await self._settle()  # the next owner starts from the offsets of the last batch
             self.generation += 1
             parts = sorted(tp.partition for tp in revoked)
             self.owned.difference_update(parts)
@@ -144,6 +152,7 @@ class BulkConsumer(mode.Service):
             consumer = self.consumer
             if consumer is None:
                 return
+            secs, t0 = self.seconds, time.perf_counter()
             try:
                 fetched = await consumer.getmany(timeout_ms=wait_ms, max_records=self.max_records)
             except asyncio.CancelledError:
@@ -155,6 +164,8 @@ class BulkConsumer(mode.Service):
                 await asyncio.sleep(0.5)
                 continue
             generation = self.generation  # no await since getmany returned
+            t1 = time.perf_counter()
+            secs["fetch"] += t1 - t0
             if not fetched:
                 continue
             async with self.lock:
@@ -162,23 +173,41 @@ class BulkConsumer(mode.Service):
                     continue  # fetched before a rebalance: read again from the committed offsets
                 fetched = {tp: rs for tp, rs in fetched.items() if rs and tp.partition in self.owned}
                 try:
+                    t1 = time.perf_counter()
                     await self.handle([r for rs in fetched.values() for r in rs])
+                    t2 = time.perf_counter()
                     await self.outbox.delivered()
                 except Exception as exc:
                     log.exception("%s: a batch could not be handled", self.topic)
                     await self.ctx.crash(exc)
                     return
+                t3 = time.perf_counter()
                 await self._commit(fetched)
+                secs["handle"] += t2 - t1
+                secs["deliver"] += t3 - t2
+                secs["commit"] += time.perf_counter() - t3
             self._measure_lag(fetched)
 
     async def _commit(self, fetched: dict) -> None:
+        """Send the commit of ``fetched``'s offsets once the previous commit is settled; it is
+        awaited by the next ``_commit`` or ``_settle``."""
         from aiokafka.structs import OffsetAndMetadata
 
         offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in fetched.items()}
         if not offsets:
             return
+        await self._settle()
+        self._committing = asyncio.ensure_future(self._send_commit(self.consumer, offsets))
+
+    async def _settle(self) -> None:
+        """Wait for the commit in flight, if any."""
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            await committing
+
+    async def _send_commit(self, consumer, offsets: dict) -> None:
         try:
-            await self.consumer.commit(offsets)
+            await consumer.commit(offsets)
         except Exception as exc:  # a rebalance under way: the next owner re-reads (harmless)
             log.warning("%s: offset commit failed (%r); these records will be read again", self.topic, exc)
 

@@ -44,6 +44,7 @@ class HotPath(BulkConsumer):
         s = ctx.settings
         super().__init__(ctx, ctx.topics.interactions, hot_group(s), s.batch_max, **kwargs)
         self.store = UserStore(s.bootstrap_servers, ctx.topics.user_state_changelog)
+        self.seconds["model"] = 0.0  # of "handle": the model thread's part
 
     async def before_start(self) -> None:
         await self.store.start()
@@ -96,7 +97,9 @@ async def apply_and_publish(ctx, hot: HotPath, good: list[dict], good_records: l
     out, names, store = hot.outbox, ctx.topics, hot.store
     partition = {msg["user_id"]: r.partition for msg, r in zip(good, good_records)}
     stored = {u: store.get(p, u) for u, p in partition.items()}
+    t0 = time.perf_counter()
     result = await ctx.run_model(ctx.processor.apply_batch, good, stored)
+    hot.seconds["model"] += time.perf_counter() - t0
     sid = ctx.processor.codec.ids["interaction"]
     for i, reason in result.failed:
         await reject(ctx, out, source(good_records[i]), Rejected("processing_error", reason, sid))

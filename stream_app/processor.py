@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from aiokafka.partitioner import murmur2
 
-from models.engine import Event, InterestModel
+from models.engine import Event, InterestModel, Recommendation
 from models.features import item_text
 from models.state import UserState
 from stream_app.codec import Codec, Rejected, decode_item_record, encode_item_record
@@ -174,18 +174,26 @@ class Processor:
         result.failed = sorted(failed.items())
         result.applied = sum(result.states[u].events - before[u] for u in result.states)
         now = int(time.time() * 1000)
-        for user, m in meta.items():
-            st = result.states[user]
+        users = list(meta)
+        try:  # every touched user ranked at once
+            recs = self.model.recommend_many([result.states[u] for u in users], self.top_k)
+        except Exception:  # one by one, to find whose ranking fails
+            recs = [None] * len(users)
+        for user, rec in zip(users, recs):
+            m, st = meta[user], result.states[user]
             try:
-                result.messages[user] = self.recommendation(user, st, m["ts"], m["ids"], now)
+                result.messages[user] = self.recommendation(user, st, m["ts"], m["ids"], now, rec)
             except Exception as exc:  # ranking failed: the user's events of this batch are dead letters
                 log.exception("ranking failed for user %r", user)
                 result.failed += [(i, f"ranking failed: {exc!r}") for i, e in enumerate(evs) if e.user_id == user]
         result.states = {u: st for u, st in result.states.items() if u in meta or u in result.forgotten}
         return result
 
-    def recommendation(self, user: str, st: UserState, based_on_ts: int, event_ids: list[str], now: int) -> dict:
-        rec = self.model.recommend(st, self.top_k)
+    def recommendation(self, user: str, st: UserState, based_on_ts: int, event_ids: list[str], now: int,
+                       rec: Recommendation | None = None) -> dict:
+        """The ``recommendation/v1`` message of ``rec`` (None: ranked here)."""
+        if rec is None:
+            rec = self.model.recommend(st, self.top_k)
         return {
             "schema": "recommendation/v1",
             "user_id": user,

@@ -32,7 +32,8 @@ async def stats(ctx: Context, web):
     s = ctx.stats
     return web.json({**s, "items": len(ctx.processor.model.items), "users": len(ctx.hot.store) if ctx.hot else 0,
                      "model_version": ctx.processor.model.version, "domain": ctx.processor.model.domain.name,
-                     "uptime_s": round(time.time() - s["started_at"], 1)})
+                     "uptime_s": round(time.time() - s["started_at"], 1),
+                     "hot_path_seconds": {k: round(v, 3) for k, v in ctx.hot.seconds.items()} if ctx.hot else {}})
 
 
 async def current_list(ctx: Context, user_id: str) -> dict | None:

@@ -154,7 +154,8 @@ def pipeline_run(settings: Settings, catalog: list[dict], events: list[dict], ra
             "catalog_s": catalog_s, "worker_log": logs, "worker_cpu_s": cpu_s,
             "worker_cpu_us_per_event": 1e6 * cpu_s / len(events) if cpu_s is not None and events else None,
             "worker_events": events_, "worker_batches": batches, "worker_recommendations": total("recommendations"),
-            "events_per_batch": (events_ / batches) if batches else None}
+            "events_per_batch": (events_ / batches) if batches else None,
+            "hot_path_seconds": [st.get("hot_path_seconds") for st in stats]}
     return result, info
 
 
