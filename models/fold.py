@@ -37,6 +37,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from models import fold_jit
 from models.dimensions import Dimension
 
 TEXT_SPACES = ("text", "hybrid")  # spaces whose first part is the text encoder's
@@ -117,16 +118,22 @@ class Pending(NamedTuple):
     dt: float  # ms since the state's previous event
 
 
-def fold(dims: Sequence[Dimension], pending: Sequence[Pending], spaces: Mapping[str, np.ndarray]) -> None:
+def fold(dims: Sequence[Dimension], pending: Sequence[Pending], spaces: Mapping[str, np.ndarray],
+         compiled: bool | None = None) -> None:
     """``UserState.fold`` of each of the ``pending`` events (in event order; ``spaces``: space ->
-    (N, D) float32 item vectors that ``Pending.x`` rows index), in rounds: the r-th event of every
-    state at once."""
-    slot, states, rounds = _rounds(pending)
+    (N, D) float32 item vectors that ``Pending.x`` rows index): event by event in the compiled
+    loop of ``models.fold_jit`` when numba is there (``compiled`` None) or asked for (True), else
+    in rounds, the r-th event of every state at once. The same bits either way."""
+    slot, states = _slots(pending)
     w, decay = _scalars(dims, pending)  # (E, n) each
     norm, mean, sizes = _load(dims, states)  # (S, n), (S, L)
     table, row = _item_table(dims, pending, spaces, mean.shape[1])  # (T, L), (E,)
-    for r in rounds:
-        step(norm, mean, slot[r], decay[r], w[r], table[row[r]], sizes)
+    if fold_jit.available if compiled is None else compiled:
+        bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        fold_jit.fold_events(norm, mean, slot, decay, w, table, row, bounds)
+    else:
+        for r in _rounds(slot):
+            step(norm, mean, slot[r], decay[r], w[r], table[row[r]], sizes)
     _store(dims, states, norm, mean, sizes)
 
 
@@ -148,17 +155,20 @@ def _store(dims: Sequence[Dimension], states: Sequence[Any], norm: np.ndarray, m
             st.norm[d.name], st.mean[d.name] = v, row[a:b]
 
 
-def _rounds(pending: Sequence[Pending]) -> tuple[np.ndarray, list[Any], list[np.ndarray]]:
-    """(each event's state slot, the states, the events of each round in event order: the r-th
-    event of every state that has one)."""
-    states = list({id(p.state): p.state for p in pending}.values())  # in order of first event
+def _slots(pending: Sequence[Pending]) -> tuple[np.ndarray, list[Any]]:
+    """(each event's state slot, the states in order of their first event)."""
+    states = list({id(p.state): p.state for p in pending}.values())
     index = {id(st): k for k, st in enumerate(states)}
-    slot = np.array([index[id(p.state)] for p in pending], dtype=np.intp)  # (E,)
+    return np.array([index[id(p.state)] for p in pending], dtype=np.intp), states  # (E,)
+
+
+def _rounds(slot: np.ndarray) -> list[np.ndarray]:
+    """The events of each round in event order: the r-th event of every state that has one."""
     count = np.bincount(slot)
     rank = np.empty(slot.size, dtype=np.intp)  # the event's position among its state's events
     rank[np.argsort(slot, kind="stable")] = np.arange(slot.size) - np.repeat(np.cumsum(count) - count, count)
     order = np.argsort(rank, kind="stable")
-    return slot, states, np.split(order, np.cumsum(np.bincount(rank))[:-1])
+    return np.split(order, np.cumsum(np.bincount(rank))[:-1])
 
 
 def _scalars(dims: Sequence[Dimension], pending: Sequence[Pending]) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import logging
 import sys
+import time
 
 from stream_app.settings import Settings, unknown_variables
 
@@ -11,6 +12,7 @@ log = logging.getLogger(__name__)
 
 
 def build_processor(settings: Settings):
+    from models import fold_jit
     from models.encoder import build_encoder
     from models.engine import InterestModel
     from models.features import TextSentiment
@@ -20,6 +22,10 @@ def build_processor(settings: Settings):
     encoder = build_encoder(device=settings.device, batch_size=settings.encoder_batch,
                             threads=settings.torch_threads)
     model = InterestModel.load(settings.checkpoint or None, domain=settings.domain)
+    t0 = time.perf_counter()
+    fold_jit.warm_up()
+    log.info("state update %s (%.1f s)", "compiled" if fold_jit.available else "in numpy rounds (no numba)",
+             time.perf_counter() - t0)
     log.info("encoder on %s; model %s; domain %s (event weights %s, dimensions %s)", encoder.device,
              model.version, model.domain.name, model.event_weights, ",".join(model.dim_names))
     return Processor(model, encoder, TextSentiment(),

@@ -16,7 +16,8 @@ import pytest
 from models.cooc import CoocModel, CoocParams
 from models.dimensions import DAY_MS, Dimension, default_dimensions
 from models.engine import Event, InterestModel
-from models.fold import half_round
+from models import fold_jit
+from models.fold import fold, half_round, Pending
 from models.features import strength, valence
 from models.items import ItemVectors
 from models.scorer import FusedScorer
@@ -28,6 +29,15 @@ TEXT, CF, CAT = 8, 3, 16
 TEXTS = ["great", "awful", "meh", "fine", "so-so"]
 DIMS = (*default_dimensions("hybrid"), Dimension("liked", "category", "liked", half_life_ms=3 * DAY_MS),
         Dimension("burst", "text", per_event_decay=0.6))
+
+
+@pytest.fixture(autouse=True, params=["compiled", "rounds"])
+def fold_path(request, monkeypatch):
+    """Every test here runs with the compiled loop (``models.fold_jit``) and with the rounds."""
+    if request.param == "compiled":
+        assert fold_jit.available, "numba is a dependency: pip install -e ."
+    monkeypatch.setattr(fold_jit, "available", request.param == "compiled")
+    return request.param
 
 
 # -- the reference: the code before the fold, verbatim but for names --------------------------
@@ -279,3 +289,24 @@ def test_half_round_is_numpys_float16_round_trip():
         # all of them, |a| < 65520 (the fast path), 2**15 <= |a| < 2**16 (its edge)
         for part in (mag == mag, mag < 0x477FF000, (mag >= 0x47000000) & (mag < 0x47800000)):
             assert (half_round(a[part]).view(np.uint32) == want[part]).all()
+
+
+def test_compiled_fold_rounds_to_float16_as_numpy_does(fold_path):
+    """The compiled loop's float16 rounding on the bit patterns of the test above (every exponent,
+    every top-20-bit pattern, ties, NaN payloads, infinities), as means folded with weight 1 into
+    an empty dimension: the stored mean is then the item vector (after the rule's arithmetic:
+    0 * 0 + 1 * x, then / 1, which quiets a signalling NaN and makes -0 +0), rounded."""
+    from models.dimensions import Dimension
+
+    top = np.arange(1 << 20, dtype=np.uint32) << 12
+    bits = (top[:, None] | np.uint32([0, 1, 0x7FF, 0x800, 0x801, 0xFFF])).ravel()
+    width = 1 << 12
+    vectors = bits.view(np.float32).reshape(-1, width)  # (T, width)
+    dims = [Dimension("all", "text")]
+    states = [UserState.empty(dims, {"text": width}) for _ in range(len(vectors))]
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = ((np.float32(0) * np.float32(0) + np.float32(1) * vectors) / np.float32(1)).astype(np.float16)
+        fold(dims, [Pending(st, k, 1.0, 1.0, 0.0) for k, st in enumerate(states)], {"text": vectors},
+             compiled=fold_path == "compiled")
+    got = np.stack([st.mean["all"] for st in states])
+    assert got.view(np.uint16).tobytes() == want.view(np.uint16).tobytes()
