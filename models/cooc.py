@@ -347,30 +347,20 @@ class CoocModel:
         cache[j] = (idx, vals)
         return idx, vals
 
-    def scores(self, recent_rows: Sequence[int], weights: Sequence[float] | None = None) -> np.ndarray:
+    def scores(self, recent_rows: Sequence[int]) -> np.ndarray:
         """(N,) scores in this model's row order; ``recent_rows`` newest first (only the first
-        ``hist_len`` vote, with ``weights`` or ``decay ** rank``)."""
-        p = self.params
-        rows = list(recent_rows)[: p.hist_len]
-        w = p.decay ** np.arange(len(rows)) if weights is None else weights
-        out = np.zeros(len(self.counts), dtype=np.float64)
-        for wd, j in zip(w, rows):
-            idx, vals = self.similarity_row(j)
-            out[idx] += wd * vals
-        return out
+        ``hist_len`` vote, with weights ``decay ** rank``)."""
+        return self.scores_many([recent_rows])[0]
 
     def scores_many(self, recent_rows: Sequence[Sequence[int]]) -> np.ndarray:
-        """(B, N) ``scores`` of several users (the same sums, added in the same order)."""
+        """(B, N) ``scores`` of several users: each user's sum over its rows in order."""
         p, n = self.params, len(self.counts)
-        decay = p.decay ** np.arange(p.hist_len)
-        at, add = [], []
+        at, add = [np.zeros(0, np.intp)], [np.zeros(0)]
         for b, rows in enumerate(recent_rows):
-            for wd, j in zip(decay, list(rows)[: p.hist_len]):
+            for wd, j in zip(p.decay ** np.arange(p.hist_len), list(rows)[: p.hist_len]):
                 idx, vals = self.similarity_row(j)
                 at.append(idx + b * n)
                 add.append(wd * vals)
-        if not at:
-            return np.zeros((len(recent_rows), n))
         return np.bincount(np.concatenate(at), np.concatenate(add), minlength=len(recent_rows) * n).reshape(-1, n)
 
     def popularity(self) -> np.ndarray:

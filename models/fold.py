@@ -17,7 +17,9 @@ trip through float16 (checked on every float32 value) without its element-at-a-t
 (2.5 ns an element here, most of the cost). ``fold`` runs a batch in rounds: round r folds the
 r-th event of every state that has one, so a batch of 5,000 events of 90 users takes as many
 ``step`` calls as its busiest user has events (332 in the serving benchmark), instead of 30
-numpy calls per event.
+numpy calls per event. With numba (a dependency), ``models.fold_jit`` runs the same operations
+event by event, compiled (~5x less time for the update); the rounds stay the reference that the
+tests hold it to, and the path taken without numba.
 
 >>> from models.dimensions import default_dimensions
 >>> from models.state import UserState
