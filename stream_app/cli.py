@@ -79,6 +79,8 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     be.add_argument("--dataset", default=_dataset_default(settings), help="data set folder (default: %(default)s)")
     be.add_argument("--events", type=int, default=100_000, help="events to replay (default: %(default)s)")
     be.add_argument("--out", default="", help="also write the tables as JSON here")
+    be.add_argument("--sections", default="abcd",
+                    help="a: raw passthrough, b: pipeline, c: encoder, d: state size (default: %(default)s)")
     return p
 
 
@@ -123,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "bench":
         from stream_app.dev.bench import run_bench
 
-        return run_bench(settings, args.dataset, n_events=args.events, out=args.out or None)
+        if not args.sections or set(args.sections) - set("abcd"):
+            raise SystemExit(f"--sections: letters among a, b, c, d, not {args.sections!r}")
+        return run_bench(settings, args.dataset, n_events=args.events, out=args.out or None, sections=args.sections)
     return 2
 
 
