@@ -8,7 +8,7 @@ them), then the next ``--events`` events are measured:
 * ``apply``: ``InterestModel.replay`` over those events (per event: state update and
   co-engagement counts), and again without updating the counts;
 * ``recommend``: one ``InterestModel.recommend`` per touched user, with the blend, and with the
-  attention fusion alone;
+  attention fusion alone; ``recommend_many``: all of them in one call (what a batch does);
 * ``apply_batch``: the whole ``Processor.apply_batch`` (decode states, replay, rank each touched
   user) over the events in batches of each ``--batch`` size.
 
@@ -142,6 +142,13 @@ def measure(proc, events: list[dict], stored: dict[str, bytes], batches: Sequenc
         finally:
             model.blend = saved
 
+    def recommend_many(clock: _Clock) -> np.ndarray:
+        for _ in model.replay(evs, fresh):
+            pass
+        clock.start()
+        model.recommend_many([fresh[u] for u in users], proc.top_k)
+        return clock.stop() / len(users)
+
     def batch_run(clock: _Clock, size: int) -> np.ndarray:
         states = dict(stored)
         clock.start()
@@ -157,7 +164,8 @@ def measure(proc, events: list[dict], stored: dict[str, bytes], batches: Sequenc
     rows = [["apply, µs/event", *us(lambda c: apply(c, True))],
             ["apply without co-engagement counts, µs/event", *us(lambda c: apply(c, False))],
             [f"recommend, µs/call ({len(users)} users)", *us(lambda c: recommend(c, True))],
-            ["recommend, attention fusion alone, µs/call", *us(lambda c: recommend(c, False))]]
+            ["recommend, attention fusion alone, µs/call", *us(lambda c: recommend(c, False))],
+            [f"recommend_many, all {len(users)} users in one call, µs/list", *us(recommend_many)]]
     for size in batches:
         n_b = -(-len(events) // size)
         rows.append([f"apply_batch of {size:,} ({n_b} batches; states as bytes), events/s",
