@@ -62,6 +62,10 @@ class HotPath(BulkConsumer):
     async def handle(self, records: list) -> None:
         await handle_batch(self.ctx, self, records)
 
+    def spent(self, step: str, seconds: float) -> None:
+        super().spent(step, seconds)
+        self.ctx.metrics.hot_path_seconds.labels(step=step).inc(seconds)
+
 
 async def handle_batch(ctx, hot: HotPath, records: list) -> None:
     """Parse, apply, publish one batch of interaction records (``BulkConsumer`` then waits for
@@ -99,7 +103,7 @@ async def apply_and_publish(ctx, hot: HotPath, good: list[dict], good_records: l
     stored = {u: store.get(p, u) for u, p in partition.items()}
     t0 = time.perf_counter()
     result = await ctx.run_model(ctx.processor.apply_batch, good, stored)
-    hot.seconds["model"] += time.perf_counter() - t0
+    hot.spent("model", time.perf_counter() - t0)
     sid = ctx.processor.codec.ids["interaction"]
     for i, reason in result.failed:
         await reject(ctx, out, source(good_records[i]), Rejected("processing_error", reason, sid))

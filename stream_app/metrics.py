@@ -26,6 +26,9 @@ stream_reco_encoder_texts_total          counter   texts encoded
 stream_reco_encoder_seconds_total        counter   seconds spent encoding; texts/s is
                                                    ``rate(texts) / rate(seconds)``
 stream_reco_recommendations_total        counter   recommendation messages published
+stream_reco_hot_path_seconds_total{step} counter   the interactions loop's time by step: fetch,
+                                                   handle (of which model: the model thread),
+                                                   deliver (waiting for acks), commit
 stream_reco_model_info{version,encoder,  info      the scoring model (value always 1)
 device}
 ======================================== ========= =============================================
@@ -258,6 +261,10 @@ class Metrics:
         self.recommendations = Counter("stream_reco_recommendations_total",
                                        "Recommendation messages published.", registry=r)
         self.model_info = Info("stream_reco_model", "The scoring model in use.", registry=r)
+        self.hot_path_seconds = Counter("stream_reco_hot_path_seconds_total",
+                                        "Seconds of the interactions loop by step.", ["step"], registry=r)
+        for step in ("fetch", "handle", "model", "deliver", "commit"):
+            self.hot_path_seconds.labels(step=step)
 
     # -- recording ---------------------------------------------------------------------------
     def event(self, outcome: str, n: int = 1) -> None:

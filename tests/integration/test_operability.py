@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -56,6 +57,8 @@ def test_metrics_count_applied_duplicate_and_dead_lettered(worker, kafka_bootstr
                  "stream_reco_event_latency_seconds_count", "stream_reco_encoder_texts_total",
                  "stream_reco_recommendations_total", "stream_reco_model_info{"):
         assert name in text, name
+    model_s = re.search(r'stream_reco_hot_path_seconds_total\{step="model"\} (\S+)', text)
+    assert model_s and float(model_s.group(1)) > 0, "the model thread's time is counted"
     overview = json.loads(get(worker.port, "/overview")[2])
     assert overview["dead_letters_by_reason"].get("malformed_json") == 1
     assert overview["model_version"] == worker.stats()["model_version"]
