@@ -90,3 +90,29 @@ def test_unknown_items_and_bad_json_are_rejected_with_a_reason(processor):
     bad = processor.parse_event(src(b'{"event_id":"e1","type":"click","user_id":"u1","item_id":"zz","ts":1}', 0), 4)
     assert isinstance(bad, Rejected) and bad.error_type == "unknown_item"
     assert processor.parse_event(src(b"\xff\xfe{", 0), 4).error.startswith("not UTF-8 text")
+
+
+def test_a_user_whose_ranking_fails_is_dead_lettered_alone(processor, monkeypatch):
+    """The touched users are ranked together; when that fails, each is ranked alone, and only the
+    events of the user whose ranking fails become dead letters."""
+    model = processor.model
+    many = model.recommend_many
+
+    def alone(st, k):
+        return many([st], k)[0]
+
+    def recommend(st, k=10):
+        if "b" in st.seen:  # the poisoned user
+            raise FloatingPointError("boom")
+        return alone(st, k)
+
+    def recommend_many(states, k=10):
+        return [recommend(st, k) for st in states]
+
+    monkeypatch.setattr(model, "recommend", recommend)
+    monkeypatch.setattr(model, "recommend_many", recommend_many)
+    batch = [ev("e1", "u1", "a"), ev("e2", "u2", "b"), ev("e3", "u3", "c"), ev("e4", "u2", "d")]
+    res = processor.apply_batch(batch, {})
+    assert set(res.messages) == {"u1", "u3"}
+    assert [i for i, _ in res.failed] == [1, 3] and all("ranking failed" in r for _, r in res.failed)
+    assert [i["item_id"] for i in res.messages["u1"]["items"]] == [r.item_id for r in alone(res.states["u1"], 3).items]
