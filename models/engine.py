@@ -41,6 +41,10 @@ from models.topk import round6, top_k
 
 log = logging.getLogger(__name__)
 
+# ``recommend_many`` ranks at most this many (user, item) cells at once: with many users in a batch
+# (a shop: one event per user) and a large catalogue, (B, N) float64 arrays stay ~16 MB each.
+RANK_CELLS = 1 << 21
+
 
 class Event(NamedTuple):
     """One behaviour event, as the model sees it (worker messages and data sets both map to it)."""
@@ -339,6 +343,9 @@ class InterestModel:
         """``recommend`` for several users (the worker: every user a batch touched). The matrix
         products, the sequence model and the blend run once for all of them; a user's list is the
         same as alone, its scores to float32 rounding (the products are summed in another order)."""
+        step = max(1, RANK_CELLS // max(1, len(self.items.ids)))  # users per pass: bounded (B, N) arrays
+        if len(states) > step:
+            return [r for i in range(0, len(states), step) for r in self.recommend_many(states[i:i + step], k)]
         if not states:
             return []
         U, alpha, h = self.scorer.users([st.mean for st in states], [st.norm for st in states])  # (B, D)...

@@ -69,3 +69,28 @@ def test_sequence_states_of_many_users_equal_each_alone():
         np.testing.assert_allclose(h, m.states([w])[0], rtol=1e-6, atol=1e-6)
     assert not many[0].any() and not many[4].any()  # nothing known: the zero state
     np.testing.assert_allclose(m.scores_many(windows)[1], m.scores(["i3"]), rtol=1e-6, atol=1e-6)
+
+
+def test_many_users_are_ranked_in_passes_of_bounded_size(monkeypatch):
+    """A batch with many users and a large catalogue is ranked in passes of at most RANK_CELLS
+    (user, item) cells; the lists are those of one pass."""
+    import models.engine as engine
+
+    rng = np.random.default_rng(7)
+    model = with_sequence(trained_like(7, CoocModel(CoocParams(window=4))), rng, [f"i{i}" for i in range(0, 70, 2)])
+    states: dict = {}
+    model.fold(stream(rng, 600, n_users=12), states, features(rng, 8), on_error=lambda ev, exc: None)
+    users = sorted(states)
+    whole = model.recommend_many([states[u] for u in users], k=5)
+    calls = []
+    many = model.recommend_many
+
+    def spy(sts, k=10):
+        calls.append(len(sts))
+        return many(sts, k)
+
+    monkeypatch.setattr(model, "recommend_many", spy)
+    monkeypatch.setattr(engine, "RANK_CELLS", 3 * len(model.items.ids))  # 3 users a pass
+    passes = spy([states[u] for u in users], k=5)
+    assert calls[0] == len(users) and max(calls[1:]) == 3 and sum(calls[1:]) == len(users)
+    assert_same_lists(passes, whole)
