@@ -362,20 +362,26 @@ class InterestModel:
         names = [*self.dim_names, "bias"]  # reasons, one column each
         extra = [c for c in COMPONENTS[1:] if c in comps]
         names += extra
-        w_att = 1.0 if self.blend is None else self.blend.get("attention", 0.0)
-        out = []
+        tops = []
         for i, st in enumerate(states):
             s = S[i]
             s[self.seen_rows(st)] = -np.inf
             s[self.items.deleted] = -np.inf
-            top = top_k(s, k)
-            sa = scale["attention"][i]
-            cols = [(self.scorer.explain(alpha[i], h[i], E[top]) * sa).astype(np.float64),  # (k, n_dims)
-                    sa * b[top].astype(np.float64) - offset["attention"][i]]
-            cols += [scale[c][i] * comps[c][i][top].astype(np.float64) - offset[c][i] for c in extra]
-            reasons = round6(np.column_stack(cols)).tolist()
-            ranked = [Ranked(self.items.ids[r], score, dict(zip(names, why)))
-                      for r, score, why in zip(top.tolist(), s[top].tolist(), reasons)]
+            tops.append(top_k(s, k))
+        T = np.zeros((B, max(map(len, tops))), dtype=np.int64)  # (B, k) each user's top rows (padded)
+        for i, top in enumerate(tops):
+            T[i, :len(top)] = top
+        r, sa = np.arange(B)[:, None], scale["attention"][:, None]
+        why = [self.scorer.explain(alpha, h, E[T]).astype(np.float64) * sa[..., None],
+               (sa * b[T] - offset["attention"][:, None])[..., None]]  # (B, k, n_dims), (B, k, 1)
+        why += [(scale[c][:, None] * comps[c][r, T] - offset[c][:, None])[..., None] for c in extra]
+        reasons = round6(np.concatenate(why, axis=2)).tolist()  # (B, k, reasons)
+        scores, ids = S[r, T].tolist(), self.items.ids
+        w_att = 1.0 if self.blend is None else self.blend.get("attention", 0.0)
+        out = []
+        for i, top in enumerate(tops):
+            ranked = [Ranked(ids[t], score, dict(zip(names, w)))
+                      for t, score, w in zip(top.tolist(), scores[i], reasons[i])]  # zip stops at len(top)
             weights = {n: w_att * float(a) for n, a in zip(self.dim_names, alpha[i])}
             weights.update({c: float(self.blend.get(c, 0.0)) for c in extra})
             weights = {n: round(v, 6) for n, v in normalise_weights(weights).items()}

@@ -134,8 +134,9 @@ class FusedScorer:
         return E @ u + b  # (N,)
 
     def explain(self, alpha: np.ndarray, h: np.ndarray, E_rows: np.ndarray) -> np.ndarray:
-        """Per-dimension contribution a_d (h_d . e_i) for a few items. -> (k, n_dims)"""
-        return (E_rows @ h.T) * alpha  # (k, n)
+        """Per-dimension contribution a_d (h_d . e_i) for a few items of each of B users:
+        alpha (B, n_dims), h (B, n_dims, D), E_rows (B, k, D) -> (B, k, n_dims)"""
+        return np.einsum("bkd,bnd->bkn", E_rows, h) * alpha[:, None, :]
 
     # -- checkpoint --------------------------------------------------------------------------
     def save(self, out_dir: str | Path, extra: Mapping | None = None) -> Path:
