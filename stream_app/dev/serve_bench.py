@@ -34,6 +34,7 @@ if __name__ == "__main__":  # before numpy is imported
     _threads = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--threads=")), "1")
     _pin_threads(int(_threads))
 
+import gc  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable, Sequence  # noqa: E402
@@ -202,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     proc = build(checkpoint)
     proc.index_items(catalog)
     stored = warm_states(proc, events[: args.warm])
+    gc.freeze()  # as the worker does after start-up (stream_app.worker): no full collections over torch's objects
     rows = measure(proc, events[args.warm:], stored, args.batch, args.repeats)
     print(f"checkpoint {checkpoint.name}; {len(catalog):,} items; events {args.warm:,}..{len(events):,} "
           f"of the time-ordered log after {args.warm:,} folded in; best of {args.repeats}; "
