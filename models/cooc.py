@@ -355,9 +355,9 @@ class CoocModel:
     def scores_many(self, recent_rows: Sequence[Sequence[int]]) -> np.ndarray:
         """(B, N) ``scores`` of several users: each user's sum over its rows in order."""
         p, n = self.params, len(self.counts)
-        at, add = [np.zeros(0, np.intp)], [np.zeros(0)]
+        at, add, decay = [np.zeros(0, np.intp)], [np.zeros(0)], p.decay ** np.arange(p.hist_len)
         for b, rows in enumerate(recent_rows):
-            for wd, j in zip(p.decay ** np.arange(p.hist_len), list(rows)[: p.hist_len]):
+            for wd, j in zip(decay, list(rows)[: p.hist_len]):
                 idx, vals = self.similarity_row(j)
                 at.append(idx + b * n)
                 add.append(wd * vals)
