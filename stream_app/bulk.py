@@ -10,13 +10,16 @@ One batch (``BulkConsumer._consume``):
 
 1. ``getmany`` returns up to ``max_records`` records of the partitions this member owns;
 2. ``handle(records)`` (the subclass) produces what the batch causes through ``self.outbox``;
-3. ``outbox.delivered()`` waits until the broker has acknowledged every one of those records
-   (``acks=all``, idempotent producer); a refusal or any other failure stops the worker with a
-   non-zero exit, so the batch is read again after a restart and nothing is skipped;
-4. only then are the batch's offsets committed. The commit's round trip overlaps the next batch:
-   it is sent, and awaited before the next commit is sent (offsets go to the broker in order), before
-   a revocation hands the partitions over, and before the consumer stops. A commit that fails only
-   means its records are read again: the event-id windows skip what was already applied.
+3. the batch's sends are handed to a settling task, and the loop goes on to the next batch while
+   the broker acknowledges them (``acks=all``, idempotent producer): the task waits for every
+   acknowledgement, and only then commits the batch's offsets;
+4. before the next batch's settling task starts, the previous one has finished (offsets go to the
+   broker in order, and never past a batch whose records were not all acknowledged); a refusal or
+   any other delivery failure stops the worker with a non-zero exit, with neither batch committed,
+   so both are read again after a restart and nothing is skipped (the event-id windows skip what
+   was already applied). The settling task is also awaited before a revocation hands the
+   partitions over and before the consumer stops. A commit that fails only means its records are
+   read again.
 
 Rebalances: the revocation callback takes the same lock as a batch, so the batch in flight
 finishes and commits before the partitions go; ``revoked``/``assigned`` (the subclass) drop and
@@ -52,9 +55,13 @@ class Outbox:
         self.pending.append(fut)
         return fut
 
-    async def delivered(self) -> None:
+    def take(self) -> list:
+        """The sends so far (one batch's), handed over; the outbox starts empty again."""
         pending, self.pending = self.pending, []
-        for fut in pending:
+        return pending
+
+    async def delivered(self) -> None:
+        for fut in self.take():
             await fut  # raises if the broker refused it: the batch is then not committed
 
 
@@ -72,7 +79,7 @@ class BulkConsumer(mode.Service):
         self.producer = None
         self.outbox: Outbox | None = None
         self._lag_at = 0.0
-        self._committing: asyncio.Future | None = None  # the last commit sent, until it is settled
+        self._settling: asyncio.Future | None = None  # the last batch's delivery and commit, until settled
         # seconds spent in each step of the loop, summed (``/stats``: where a batch's time goes)
         self.seconds = {"fetch": 0.0, "handle": 0.0, "deliver": 0.0, "commit": 0.0}
         super().__init__(**kwargs)
@@ -125,7 +132,7 @@ class BulkConsumer(mode.Service):
 
     async def on_stop(self) -> None:
         async with self.lock:  # the batch in flight finishes (and commits) first
-            await self._settle()
+            await self._settle_or_crash()
             if self.consumer is not None:
                 await self.consumer.stop()  # leaves the group: the others take over at once
                 self.consumer = None
@@ -134,7 +141,7 @@ class BulkConsumer(mode.Service):
 
     async def _on_revoked(self, revoked) -> None:
         async with self.lock:
-            await self._settle()  # the next owner starts from the offsets of the last batch
+            await self._settle_or_crash()  # the next owner starts from the offsets of the last batch
             self.generation += 1
             parts = sorted(tp.partition for tp in revoked)
             self.owned.difference_update(parts)
@@ -180,34 +187,48 @@ class BulkConsumer(mode.Service):
                     t1 = time.perf_counter()
                     await self.handle([r for rs in fetched.values() for r in rs])
                     t2 = time.perf_counter()
-                    await self.outbox.delivered()
+                    await self._settle()  # the previous batch: delivered and its commit sent
                 except Exception as exc:
-                    log.exception("%s: a batch could not be handled", self.topic)
+                    log.exception("%s: a batch could not be handled or delivered", self.topic)
                     await self.ctx.crash(exc)
                     return
-                t3 = time.perf_counter()
-                await self._commit(fetched)
+                self._settling = asyncio.ensure_future(self._deliver_and_commit(self.outbox.take(), fetched))
                 self.spent("handle", t2 - t1)
-                self.spent("deliver", t3 - t2)
-                self.spent("commit", time.perf_counter() - t3)
+                self.spent("deliver", time.perf_counter() - t2)
             self._measure_lag(fetched)
 
-    async def _commit(self, fetched: dict) -> None:
-        """Send the commit of ``fetched``'s offsets once the previous commit is settled; it is
-        awaited by the next ``_commit`` or ``_settle``."""
+    async def _deliver_and_commit(self, sends: list, fetched: dict) -> None:
+        """Wait for the broker's acknowledgement of every send of a batch (raises on a refusal:
+        then nothing is committed), then commit the batch's offsets."""
         from aiokafka.structs import OffsetAndMetadata
 
+        try:
+            for fut in sends:
+                await fut
+        except Exception as exc:  # stop now, not at the next batch; _settle raises it again
+            log.exception("%s: a batch could not be delivered", self.topic)
+            await self.ctx.crash(exc)
+            raise
         offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in fetched.items()}
-        if not offsets:
-            return
-        await self._settle()
-        self._committing = asyncio.ensure_future(self._send_commit(self.consumer, offsets))
+        if offsets and self.consumer is not None:
+            t0 = time.perf_counter()
+            await self._send_commit(self.consumer, offsets)
+            self.spent("commit", time.perf_counter() - t0)
 
     async def _settle(self) -> None:
-        """Wait for the commit in flight, if any."""
-        committing, self._committing = self._committing, None
-        if committing is not None:
-            await committing
+        """Wait for the last batch's delivery and commit, if still in flight; raises what made its
+        delivery fail."""
+        settling, self._settling = self._settling, None
+        if settling is not None:
+            await settling
+
+    async def _settle_or_crash(self) -> None:
+        """``_settle``, stopping the worker when the last batch could not be delivered."""
+        try:
+            await self._settle()
+        except Exception as exc:
+            log.exception("%s: a batch could not be delivered", self.topic)
+            await self.ctx.crash(exc)
 
     async def _send_commit(self, consumer, offsets: dict) -> None:
         try:

@@ -116,6 +116,7 @@ class _Run:
         self.coverage = Coverage(events)
         self.sent_at: dict[str, float] = {}
         self.latencies: list[float] = []
+        self.sent_times: list[float] = []  # the produce time of each latency's event
         self.users_seen: set[str] = set()
         self.rec_topic = settings.topic("recommendations")
         self.answered = asyncio.Event()
@@ -137,6 +138,7 @@ class _Run:
             sent = self.sent_at.get(eid)
             if sent is not None:
                 self.latencies.append((now - sent) * 1000.0)
+                self.sent_times.append(sent)
         if self.view is not None:
             self.view.update(msg["user_id"], msg)
 
@@ -235,6 +237,7 @@ async def replay_events(settings: Settings, events: Sequence[dict], rate: float 
     result.complete = run.coverage.complete
     result.users = len(run.users_seen)
     result.latencies_ms = np.asarray(run.latencies, dtype=np.float64)
+    result.sent_s = np.asarray(run.sent_times, dtype=np.float64) - result.first_produce
     result.regressions = run.coverage.regressions
     return result
 

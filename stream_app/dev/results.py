@@ -24,6 +24,7 @@ class ReplayResult:
     last_recommendation: float = 0.0
     complete: bool = False  # every produced event was covered before the timeout
     latencies_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))  # one per covered event
+    sent_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # each latency's produce time - first_produce
     regressions: int = 0  # recommendations whose events_applied went down for their user
 
     @property
@@ -43,6 +44,21 @@ class ReplayResult:
     def latency_ms(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms.size else float("nan")
 
+    def tail_windows(self, q: float = 99.0, width_s: float = 0.5, top: int = 5) -> list[list[float]]:
+        """Where the slowest events were produced: the ``top`` windows of ``width_s`` seconds (by
+        produce time after the first produce) holding the most events slower than the ``q``-th
+        percentile, as [window start s, such events, their worst ms]. One window holding most of
+        them is one stall; many small ones is a load that the worker only just keeps up with."""
+        if not self.latencies_ms.size or self.sent_s.size != self.latencies_ms.size:
+            return []
+        slow = self.latencies_ms > np.percentile(self.latencies_ms, q)
+        bins = (self.sent_s[slow] // width_s).astype(np.int64)
+        out = []
+        for b in np.unique(bins):
+            lat = self.latencies_ms[slow][bins == b]
+            out.append([round(float(b * width_s), 1), int(lat.size), round(float(lat.max()), 1)])
+        return sorted(out, key=lambda w: -w[1])[:top]
+
     def summary(self) -> dict:
         """JSON-friendly numbers."""
         return {"events_produced": self.events_produced, "events_covered": self.events_covered,
@@ -52,7 +68,8 @@ class ReplayResult:
                 "events_per_s": round(self.events_per_s, 1),
                 **{f"latency_p{q}_ms": round(self.latency_ms(q), 1) for q in (50, 95, 99)},
                 "latency_max_ms": round(float(self.latencies_ms.max()), 1) if self.latencies_ms.size else None,
-                "latency_samples": int(self.latencies_ms.size), "regressions": self.regressions}
+                "latency_samples": int(self.latencies_ms.size), "regressions": self.regressions,
+                "latency_tail_windows": self.tail_windows()}
 
 
 def format_summary(r: ReplayResult) -> str:
