@@ -113,6 +113,9 @@ class BulkConsumer(mode.Service):
         self.producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all",
                                          enable_idempotence=True, linger_ms=0, max_batch_size=262_144)
         await self.producer.start()
+        names = self.ctx.topics
+        for topic in (*names.plain, *names.changelogs):  # so that the first batch's sends do not wait for it
+            await self.producer.partitions_for(topic)
         self.outbox = Outbox(self.producer)
         await self.before_start()
         self.consumer = AIOKafkaConsumer(
