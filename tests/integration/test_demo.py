@@ -62,7 +62,8 @@ def test_replay_answers_every_event_and_user(worker_factory, tmp_path):
     assert stats["items"] == len(ITEMS) and stats["users"] == len(USERS) and stats["events"] == 30
     spent = stats["hot_path_seconds"]  # where the hot path's time went, by step
     assert set(spent) == {"fetch", "handle", "model", "deliver", "commit"}
-    assert 0 < spent["model"] <= spent["handle"] and spent["deliver"] > 0
+    assert 0 < spent["model"] <= spent["handle"]
+    assert spent["deliver"] >= 0 and spent["commit"] > 0  # deliver: waits for the previous batch to settle
 
 
 def test_demo_serves_a_trained_checkpoint_and_prints_its_measured_quality(kafka_bootstrap, tmp_path):
