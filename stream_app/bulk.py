@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 class Outbox:
-    """Sends of one batch; ``delivered`` waits for all of them."""
+    """Sends of one batch, taken by the batch's settling task, which waits for all of them."""
 
     def __init__(self, producer):
         self.producer = producer
@@ -56,13 +56,9 @@ class Outbox:
         return fut
 
     def take(self) -> list:
-        """The sends so far (one batch's), handed over; the outbox starts empty again."""
+        """The sends so far (one batch's) for its settling task; the outbox starts empty again."""
         pending, self.pending = self.pending, []
         return pending
-
-    async def delivered(self) -> None:
-        for fut in self.take():
-            await fut  # raises if the broker refused it: the batch is then not committed
 
 
 class BulkConsumer(mode.Service):

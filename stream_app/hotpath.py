@@ -9,7 +9,8 @@ Follow one batch (``handle_batch``):
 3. the model thread folds the events into the users' states (``Processor.apply_batch``; a failing
    event is dead-lettered alone) and ranks once per touched user;
 4. the new states go to the store and its changelog, one recommendation per user to
-   ``recommendations``; ``BulkConsumer`` then waits until all of it is on the broker, and commits.
+   ``recommendations``; ``BulkConsumer`` then waits until all of it is on the broker, and commits
+   (while the next batch is handled).
 
 Guarantees. At least once, made exact by the per-user event-id window: a crash at any point leads
 to a re-read of events whose effects are either absent or already in the restored state (then

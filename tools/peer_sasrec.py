@@ -14,7 +14,7 @@ installed copy is run unmodified.
 
 What it does
 ------------
-* Reads FOLDER with the project's loader (``read_jsonl_dataset``) and splits it with the project's
+* Reads FOLDER with the project's loader (``load_dataset``: generic JSONL, MovieLens CSV, RecBole atomic) and splits it with the project's
   ``split_leave_one_out``: per user, the time-ordered (stable sort) consumption events; last = test,
   second-last = validation; users with < 3 such events have no targets.
 * Every event's "timestamp" given to the model side is its position in the project's time-ordered log
@@ -55,7 +55,7 @@ import torch
 import yaml
 
 from models.offline.base import ItemCatalog, Recommender
-from models.offline.data import read_jsonl_dataset
+from models.offline.loaders import load_dataset
 from models.offline.protocol import TARGET_TYPES, replay_evaluate, split_leave_one_out
 
 
@@ -314,7 +314,7 @@ def main():
     torch.set_num_threads(a.threads)
     t0 = time.time()
 
-    ds = read_jsonl_dataset(a.dataset)
+    ds = load_dataset(a.dataset)
     split = split_leave_one_out(ds)
     catalog = ItemCatalog(ds.items)
     n = len(catalog)
