@@ -366,7 +366,7 @@ def main():
             opt.zero_grad()
             loss.backward()
             opt.step()
-            tot += float(loss) * len(idx)
+            tot += float(loss.detach()) * len(idx)
         vn, vr = evaluate(model, V, n)
         hist.append((ep + 1, tot / len(Y), vn, vr))
         improved = vn > best
