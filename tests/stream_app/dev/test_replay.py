@@ -131,6 +131,19 @@ def test_live_view_and_summary_render():
     assert r.summary()["latency_p50_ms"] == 25.0
 
 
+def test_tail_windows_tell_one_stall_from_a_spread_tail():
+    import numpy as np
+
+    sent = np.arange(1000) / 100.0  # 10 s of events, 100 per second
+    stall = np.where((sent >= 3.0) & (sent < 3.2), 500.0, 20.0 + (np.arange(1000) % 7))  # 20 events stalled
+    r = ReplayResult(latencies_ms=stall, sent_s=sent)
+    windows = r.tail_windows(q=98.0)
+    assert windows[0] == [3.0, 20, 500.0] and len(windows) == 1  # one window holds every slow event
+    spread = ReplayResult(latencies_ms=20.0 + (np.arange(1000) * 37 % 101), sent_s=sent)
+    assert len(spread.tail_windows(q=98.0)) == 5  # slow events in many windows: the top 5 reported
+    assert ReplayResult().tail_windows() == [] and "latency_tail_windows" in r.summary()
+
+
 def test_demo_settings_isolate_each_run_on_a_given_cluster():
     from stream_app.dev.demo import demo_settings
     from stream_app.settings import Settings
