@@ -222,12 +222,12 @@ class BulkConsumer(mode.Service):
             await settling
 
     async def _settle_or_crash(self) -> None:
-        """``_settle``, stopping the worker when the last batch could not be delivered."""
+        """``_settle``; a failed delivery was already logged, and the worker stopped, by the
+        settling task itself (``_deliver_and_commit``)."""
         try:
             await self._settle()
-        except Exception as exc:
-            log.exception("%s: a batch could not be delivered", self.topic)
-            await self.ctx.crash(exc)
+        except Exception:
+            pass
 
     async def _send_commit(self, consumer, offsets: dict) -> None:
         try:

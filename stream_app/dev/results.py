@@ -52,11 +52,9 @@ class ReplayResult:
         if not self.latencies_ms.size or self.sent_s.size != self.latencies_ms.size:
             return []
         slow = self.latencies_ms > np.percentile(self.latencies_ms, q)
-        bins = (self.sent_s[slow] // width_s).astype(np.int64)
-        out = []
-        for b in np.unique(bins):
-            lat = self.latencies_ms[slow][bins == b]
-            out.append([round(float(b * width_s), 1), int(lat.size), round(float(lat.max()), 1)])
+        lat, bins = self.latencies_ms[slow], (self.sent_s[slow] // width_s).astype(np.int64)
+        out = [[round(float(b * width_s), 1), int((bins == b).sum()), round(float(lat[bins == b].max()), 1)]
+               for b in np.unique(bins)]
         return sorted(out, key=lambda w: -w[1])[:top]
 
     def summary(self) -> dict:
