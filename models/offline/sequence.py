@@ -40,10 +40,10 @@ SAMPLED_ABOVE = 20_000  # catalogue size from which the softmax is sampled
 @dataclass(frozen=True)
 class SequenceConfig:
     window: int = 10  # last distinct items read (<= models.seen.RECENT_ITEMS)
-    dim: int = 64  # item embedding
-    hidden: int = 64  # GRU state
+    dim: int = 128  # item embedding
+    hidden: int = 128  # GRU state
     dropout: float = 0.25
-    lr: float = 2e-3
+    lr: float = 5e-3
     batch_size: int = 256
     epochs: int = 30
     patience: int = 3
