@@ -9,7 +9,7 @@ import pytest
 from models.engine import Event, InterestModel
 from models.state import UserState
 from models.offline.base import ItemCatalog
-from models.offline.blend import ndcg_of, record_validation, select_weights, simplex_grid
+from models.offline.blend import neighbourhood_mean, ndcg_of, record_validation, select_weights, simplex_grid
 from models.offline.cooc import CoocRecommender
 from models.offline.data import Dataset, Interaction, Item
 from models.offline.fused import FusedRecommender
@@ -75,6 +75,32 @@ def test_blend_never_below_best_component_on_validation():
     assert rep["valid_ndcg@10"] >= max(rep["single_valid_ndcg@10"].values())
     assert rep["valid_ndcg@10"] == pytest.approx(ndcg_of(Z, M, T, np.array(list(w.values()))).mean())
     assert sum(w.values()) == pytest.approx(1.0)
+
+
+def test_neighbourhood_is_one_step_of_weight_between_two_components():
+    for n_comp in (2, 3, 4):
+        g = simplex_grid(n_comp, 0.1)
+        s = np.random.default_rng(n_comp).random(len(g))
+        near = np.abs(g[:, None, :] - g[None, :, :]).sum(-1) <= 0.2 + 1e-9  # L1 distance of one step
+        assert np.allclose(neighbourhood_mean(g, s, 0.1), (near @ s) / near.sum(1))
+
+
+def test_blend_prefers_the_best_neighbourhood_among_points_above_every_single_component():
+    rng = np.random.default_rng(1)
+    V, C, N = 80, 3, 30
+    Z = rng.normal(size=(V, C, N)).astype(np.float32)
+    T = rng.integers(N, size=V)
+    Z[np.arange(V)[:40], 0, T[:40]] += 1.5
+    Z[np.arange(V)[40:], 1, T[40:]] += 1.5
+    M = np.zeros((V, N), dtype=bool)
+    w, rep = select_weights(Z, M, T, ["a", "b", "c"])
+    grid = simplex_grid(3, 0.05)
+    scores = np.array([ndcg_of(Z, M, T, p).mean() for p in grid])
+    smooth = neighbourhood_mean(grid, scores, 0.05)
+    ok = scores >= max(rep["single_valid_ndcg@10"].values())
+    assert rep["neighbourhood_valid_ndcg@10"] == pytest.approx(smooth[ok].max())
+    assert rep["valid_ndcg@10"] >= max(rep["single_valid_ndcg@10"].values())
+    assert rep["max_point"]["valid_ndcg@10"] == pytest.approx(scores.max())
 
 
 def test_recorded_validation_equals_the_replay(fitted):
