@@ -6,8 +6,9 @@ sequence model's score) gives a score vector s_c over the catalogue; the final s
     score_i = sum_c w_c * (s_c,i - mean(s_c)) / std(s_c)          (per user, over the catalogue)
 
 with weights w_c >= 0 that sum to 1, chosen on the validation targets by a grid over the simplex
-that contains every single component alone (``models.offline.blend.select_weights``): on
-validation the blend is therefore never below its best component. A component with constant
+that contains every single component alone, among the points at least as good as the best of
+them (``models.offline.blend.select_weights``): on validation the blend is therefore never below
+its best component. A component with constant
 scores for this user (std 0, e.g. no recent items yet) contributes nothing.
 
 Explanations: score_i = sum_c scale_c * s_c,i - offset, with scale_c = w_c / std_c; the engine
