@@ -13,13 +13,15 @@ One batch (``BulkConsumer._consume``):
 3. the batch's sends are handed to a settling task, and the loop goes on to the next batch while
    the broker acknowledges them (``acks=all``, idempotent producer): the task waits for every
    acknowledgement, and only then commits the batch's offsets;
-4. before the next batch's settling task starts, the previous one has finished (offsets go to the
-   broker in order, and never past a batch whose records were not all acknowledged); a refusal or
-   any other delivery failure stops the worker with a non-zero exit, with neither batch committed,
-   so both are read again after a restart and nothing is skipped (the event-id windows skip what
-   was already applied). The settling task is also awaited before a revocation hands the
-   partitions over and before the consumer stops. A commit that fails only means its records are
-   read again.
+4. up to ``MAX_UNSETTLED`` batches may be settling at once, their acknowledgements awaited side
+   by side (one slow acknowledgement does not hold up the loop); each task commits only after
+   the task of the batch before it has committed (offsets go to the broker in order, and never
+   past a batch whose records were not all acknowledged). A refusal or any other delivery
+   failure stops the worker with a non-zero exit, and neither that batch nor any after it is
+   committed, so they are read again after a restart and nothing is skipped (the event-id
+   windows skip what was already applied). The settling tasks are also awaited before a
+   revocation hands the partitions over and before the consumer stops. A commit that fails only
+   means its records are read again.
 
 Rebalances: the revocation callback takes the same lock as a batch, so the batch in flight
 finishes and commits before the partitions go; ``revoked``/``assigned`` (the subclass) drop and
@@ -29,6 +31,7 @@ after it (a generation counter); they are read again from the committed offsets.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 
@@ -40,6 +43,8 @@ from stream_app.codec import Rejected, dead_letter
 from stream_app.processor import Source
 
 log = logging.getLogger(__name__)
+
+MAX_UNSETTLED = 4  # batches whose delivery and commit may be in flight while the loop goes on
 
 
 class Outbox:
@@ -76,6 +81,7 @@ class BulkConsumer(mode.Service):
         self.outbox: Outbox | None = None
         self._lag_at = 0.0
         self._settling: asyncio.Future | None = None  # the last batch's delivery and commit, until settled
+        self._unsettled: collections.deque = collections.deque()  # settling tasks in flight, oldest first
         # seconds spent in each step of the loop, summed (``/stats``: where a batch's time goes)
         self.seconds = {"fetch": 0.0, "handle": 0.0, "deliver": 0.0, "commit": 0.0}
         super().__init__(**kwargs)
@@ -186,19 +192,22 @@ class BulkConsumer(mode.Service):
                     t1 = time.perf_counter()
                     await self.handle([r for rs in fetched.values() for r in rs])
                     t2 = time.perf_counter()
-                    await self._settle()  # the previous batch: delivered and its commit sent
+                    await self._make_room()  # at most MAX_UNSETTLED batches in flight
                 except Exception as exc:
                     log.exception("%s: a batch could not be handled or delivered", self.topic)
                     await self.ctx.crash(exc)
                     return
-                self._settling = asyncio.ensure_future(self._deliver_and_commit(self.outbox.take(), fetched))
+                self._settling = asyncio.ensure_future(
+                    self._deliver_and_commit(self.outbox.take(), fetched, self._settling))
+                self._unsettled.append(self._settling)
                 self.spent("handle", t2 - t1)
                 self.spent("deliver", time.perf_counter() - t2)
             self._measure_lag(fetched)
 
-    async def _deliver_and_commit(self, sends: list, fetched: dict) -> None:
+    async def _deliver_and_commit(self, sends: list, fetched: dict, previous: asyncio.Future | None) -> None:
         """Wait for the broker's acknowledgement of every send of a batch (raises on a refusal:
-        then nothing is committed), then commit the batch's offsets."""
+        then nothing is committed), then for the previous batch's settling task (offsets go in
+        order; raises if an earlier batch failed), then commit the batch's offsets."""
         from aiokafka.structs import OffsetAndMetadata
 
         try:
@@ -208,16 +217,25 @@ class BulkConsumer(mode.Service):
             log.exception("%s: a batch could not be delivered", self.topic)
             await self.ctx.crash(exc)
             raise
+        if previous is not None:
+            await previous
         offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in fetched.items()}
         if offsets and self.consumer is not None:
             t0 = time.perf_counter()
             await self._send_commit(self.consumer, offsets)
             self.spent("commit", time.perf_counter() - t0)
 
+    async def _make_room(self) -> None:
+        """Wait for the oldest settling tasks until fewer than ``MAX_UNSETTLED`` are in flight;
+        raises what made a delivery fail."""
+        while self._unsettled and (self._unsettled[0].done() or len(self._unsettled) >= MAX_UNSETTLED):
+            await self._unsettled.popleft()
+
     async def _settle(self) -> None:
-        """Wait for the last batch's delivery and commit, if still in flight; raises what made its
-        delivery fail."""
+        """Wait for every batch's delivery and commit still in flight (the last settling task
+        waits for the ones before it); raises what made a delivery fail."""
         settling, self._settling = self._settling, None
+        self._unsettled.clear()
         if settling is not None:
             await settling
 
