@@ -28,9 +28,9 @@ stream_reco_encoder_seconds_total        counter   seconds spent encoding; texts
 stream_reco_recommendations_total        counter   recommendation messages published
 stream_reco_hot_path_seconds_total{step} counter   the interactions loop's time by step: fetch,
                                                    handle (of which model: the model thread),
-                                                   deliver (waiting for the previous batch's
-                                                   acks and commit), commit (the commits' round
-                                                   trips, off the loop's path)
+                                                   deliver (waiting for room: at most 4
+                                                   batches' acks and commits in flight), commit
+                                                   (the commits' round trips, off the loop's path)
 stream_reco_model_info{version,encoder,  info      the scoring model (value always 1)
 device}
 ======================================== ========= =============================================
