@@ -205,20 +205,23 @@ class BulkConsumer(mode.Service):
             self._measure_lag(fetched)
 
     async def _deliver_and_commit(self, sends: list, fetched: dict, previous: asyncio.Future | None) -> None:
-        """Wait for the broker's acknowledgement of every send of a batch (raises on a refusal:
-        then nothing is committed), then for the previous batch's settling task (offsets go in
-        order; raises if an earlier batch failed), then commit the batch's offsets."""
+        """Wait for the broker's acknowledgement of every send of a batch, and for the previous
+        batch's settling task (offsets go in order), then commit the batch's offsets. A refusal
+        here or in an earlier batch raises, and nothing more is committed."""
         from aiokafka.structs import OffsetAndMetadata
 
+        failure = None
         try:
             for fut in sends:
                 await fut
-        except Exception as exc:  # stop now, not at the next batch; _settle raises it again
-            log.exception("%s: a batch could not be delivered", self.topic)
-            await self.ctx.crash(exc)
-            raise
+        except Exception as exc:
+            failure = exc
         if previous is not None:
-            await previous
+            await previous  # offsets in order; raises an earlier batch's failure (reported by its task)
+        if failure is not None:  # the first batch that failed reports it and stops the worker
+            log.error("%s: a batch could not be delivered", self.topic, exc_info=failure)
+            await self.ctx.crash(failure)
+            raise failure
         offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in fetched.items()}
         if offsets and self.consumer is not None:
             t0 = time.perf_counter()
