@@ -80,7 +80,6 @@ class BulkConsumer(mode.Service):
         self.producer = None
         self.outbox: Outbox | None = None
         self._lag_at = 0.0
-        self._settling: asyncio.Future | None = None  # the last batch's delivery and commit, until settled
         self._unsettled: collections.deque = collections.deque()  # settling tasks in flight, oldest first
         # seconds spent in each step of the loop, summed (``/stats``: where a batch's time goes)
         self.seconds = {"fetch": 0.0, "handle": 0.0, "deliver": 0.0, "commit": 0.0}
@@ -197,9 +196,9 @@ class BulkConsumer(mode.Service):
                     log.exception("%s: a batch could not be handled or delivered", self.topic)
                     await self.ctx.crash(exc)
                     return
-                self._settling = asyncio.ensure_future(
-                    self._deliver_and_commit(self.outbox.take(), fetched, self._settling))
-                self._unsettled.append(self._settling)
+                previous = self._unsettled[-1] if self._unsettled else None
+                self._unsettled.append(asyncio.ensure_future(
+                    self._deliver_and_commit(self.outbox.take(), fetched, previous)))
                 self.spent("handle", t2 - t1)
                 self.spent("deliver", time.perf_counter() - t2)
             self._measure_lag(fetched)
@@ -237,10 +236,10 @@ class BulkConsumer(mode.Service):
     async def _settle(self) -> None:
         """Wait for every batch's delivery and commit still in flight (the last settling task
         waits for the ones before it); raises what made a delivery fail."""
-        settling, self._settling = self._settling, None
+        last = self._unsettled[-1] if self._unsettled else None
         self._unsettled.clear()
-        if settling is not None:
-            await settling
+        if last is not None:
+            await last
 
     async def _settle_or_crash(self) -> None:
         """``_settle``; a failed delivery was already logged, and the worker stopped, by the

@@ -63,7 +63,7 @@ def test_replay_answers_every_event_and_user(worker_factory, tmp_path):
     spent = stats["hot_path_seconds"]  # where the hot path's time went, by step
     assert set(spent) == {"fetch", "handle", "model", "deliver", "commit"}
     assert 0 < spent["model"] <= spent["handle"]
-    assert spent["deliver"] >= 0 and spent["commit"] > 0  # deliver: waits for the previous batch to settle
+    assert spent["deliver"] >= 0 and spent["commit"] > 0  # deliver: the loop's wait for room among the settling batches
 
 
 def test_demo_serves_a_trained_checkpoint_and_prints_its_measured_quality(kafka_bootstrap, tmp_path):
