@@ -14,7 +14,8 @@ One factory builds the encoder for the worker, training, evaluation and the benc
 The fast path of :class:`TextEncoder`:
 
 - tokenization with the Rust tokenizer's ``encode_batch`` (truncation configured; padding is done
-  per length bucket when the batch is assembled), one call per window of texts;
+  per length bucket when the batch is assembled), one call per window of texts, and with
+  ``tokenize_threads`` > 1 several windows tokenized side by side (the call releases the GIL);
 - length bucketing: within a window texts are sorted by token count and cut into batches of
   similar length, so little padding is computed; the output keeps the input order;
 - on cuda, a background thread tokenizes and pads the next batches (into pinned host memory)
@@ -29,6 +30,8 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Iterable, Iterator, Sequence
@@ -53,6 +56,7 @@ class EncoderConfig:
     dtype: str = "auto"  # "auto" (bf16 on cuda, fp32 on cpu) | "fp32" | "bf16" | "fp16"
     prefetch: bool | None = None  # tokenize in a background thread; None: on cuda only
     window: int | None = None  # texts tokenized and length-sorted together; None: 8 batches
+    tokenize_threads: int = 1  # windows tokenized side by side (the Rust call releases the GIL)
 
 
 def default_model_path() -> str:
@@ -136,10 +140,7 @@ class TextEncoder:
         window = self.config.window or max(8 * bs, 1024)
         first = min(window, max(2 * bs, 256))  # a small first window: the GPU starts sooner
         pin = self._cuda
-        w0 = 0
-        while w0 < len(texts):
-            size = first if w0 == 0 else window
-            encs = self._tok.encode_batch(texts[w0:w0 + size])
+        for w0, encs in self._windows(texts, first, window):
             ids_list = [e.ids for e in encs]
             lens = np.fromiter((len(x) for x in ids_list), dtype=np.int64, count=len(ids_list))
             order = np.argsort(lens, kind="stable")
@@ -155,7 +156,30 @@ class TextEncoder:
                 if pin:
                     ids_t, mask_t = ids_t.pin_memory(), mask_t.pin_memory()
                 yield sel + w0, ids_t, mask_t
-            w0 += size
+
+    def _windows(self, texts: list[str], first: int, window: int) -> Iterator[tuple[int, list]]:
+        """(start, encodings) per window of texts, in order; with ``tokenize_threads`` > 1 that
+        many windows are tokenized side by side in a pool."""
+        starts = [0] + list(range(first, len(texts), window)) if texts else []
+        spans = [(w0, min(len(texts), first if w0 == 0 else w0 + window)) for w0 in starts]
+        k = max(1, int(self.config.tokenize_threads))
+        if k == 1 or len(spans) == 1:
+            for w0, w1 in spans:
+                yield w0, self._tok.encode_batch(texts[w0:w1])
+            return
+        pool = ThreadPoolExecutor(max_workers=k, thread_name_prefix="encoder-window")
+        ahead: deque = deque()
+        try:
+            for w0, w1 in spans:
+                ahead.append((w0, pool.submit(self._tok.encode_batch, texts[w0:w1])))
+                if len(ahead) > k:
+                    a0, fut = ahead.popleft()
+                    yield a0, fut.result()
+            while ahead:
+                a0, fut = ahead.popleft()
+                yield a0, fut.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     # -- encoding --------------------------------------------------------------------------------
 
@@ -268,7 +292,7 @@ def _prefetched(items: Iterable, depth: int = 4) -> Iterator:
 def build_encoder(device: str = "auto", batch_size: int = 64, threads: int | None = None,
                   cache_size: int = 100_000, disk_cache: str | None = None, dtype: str = "auto",
                   *, model_path: str | None = None, max_length: int = 128,
-                  prefetch: bool | None = None):
+                  prefetch: bool | None = None, tokenize_threads: int = 1):
     """The one way to get a text encoder (worker, training, evaluation, benchmarks).
 
     ``device``: "auto" | "cpu" | "cuda"; ``threads``: torch intra-op threads (cpu);
@@ -280,7 +304,7 @@ def build_encoder(device: str = "auto", batch_size: int = 64, threads: int | Non
     ``dim``, ``device`` and ``version``."""
     enc = TextEncoder(EncoderConfig(model_path=model_path, device=device, max_length=max_length,
                                     batch_size=batch_size, threads=threads, dtype=dtype,
-                                    prefetch=prefetch))
+                                    prefetch=prefetch, tokenize_threads=tokenize_threads))
     if cache_size <= 0 and not disk_cache:
         return enc
     return CachedEncoder(enc, disk_cache, cache_size=cache_size)

@@ -130,13 +130,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--model-path", default=None, help="model directory (default: gt package)")
     ap.add_argument("--batches", default=None, help="comma list (default cpu 1,64; cuda 1,64,256,1024)")
     ap.add_argument("--threads", default=None, help="cpu: comma list of torch threads (default 1,2)")
-    ap.add_argument("--paths", default="before,fp32,bf16", help="subset of before,fp32,bf16,fp16")
+    ap.add_argument("--paths", default="before,fp32,bf16",
+                    help="subset of before,fp32,bf16,fp16; DTYPE:K tokenizes K windows side by side")
     ap.add_argument("--seconds", type=float, default=5.0, help="time budget per cell (default 5)")
     ap.add_argument("--repeats", type=int, default=3,
                     help="a cell is the best of this many runs of seconds/repeats (default 3)")
     ap.add_argument("--call", type=int, default=None,
                     help="texts per encode call at batch > 1 (default cuda max(16 B, 1024), cpu 4 B)")
     ap.add_argument("--ref-n", type=int, default=256, help="texts per kind checked against fp32 ref")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also time tokenization alone and the model alone at the largest batch")
     ap.add_argument("--export-fp16", metavar="DIR", default=None,
                     help="write an fp16-weights copy of the model to DIR and exit")
     return ap.parse_args(argv)
@@ -184,6 +187,39 @@ def cache_line(encoder, texts: list[str]) -> str:
             f"({cached.stats['memory_hits']} hits, {cached.stats['encoded']} encoded)")
 
 
+def breakdown(label: str, enc, texts: dict, bs: int, sync, seconds: float) -> list[str]:
+    """Where the time of the fast path goes at batch ``bs``, for one encoder: the Rust tokenizer's
+    ``encode_batch`` alone, tokenization + padding (+ pinning on cuda) alone, and the model alone
+    on batches already on the device. texts/s each; the slowest bounds the end-to-end figure."""
+    import torch
+
+    lines = []
+    for kind, part in texts.items():
+        enc._tok.encode_batch(part[:1024])
+        t0 = time.perf_counter()
+        enc._tok.encode_batch(part)
+        rust = len(part) / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ready = [(ids.to(enc.device), mask.to(enc.device)) for _, ids, mask in enc._batches(part, bs)]
+        sync()
+        prep = len(part) / (time.perf_counter() - t0)
+        model = 0.0
+        with torch.inference_mode():
+            enc._forward(*ready[0])
+            sync()
+            for _ in range(3):  # best of 3 passes over the batches, or until ``seconds``
+                t0 = time.perf_counter()
+                for ids, mask in ready:
+                    enc._forward(ids, mask)
+                sync()
+                model = max(model, len(part) / (time.perf_counter() - t0))
+                if time.perf_counter() - t0 > seconds:
+                    break
+        lines.append(f"# breakdown {label} batch {bs}, {kind}: encode_batch alone {rust:,.0f} texts/s; "
+                     f"tokenize+pad+copy {prep:,.0f}; model alone {model:,.0f}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
@@ -207,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     texts = {k: synthetic_texts(args.n, k) for k in ("short", "long")}
-    encs = {p: TextEncoder(EncoderConfig(model_path=path, device=device, dtype=p)) for p in paths if p != "before"}
+    encs = {p: TextEncoder(EncoderConfig(model_path=path, device=device, dtype=p.split(":")[0],
+                                         tokenize_threads=int(p.split(":")[1]) if ":" in p else 1))
+            for p in paths if p != "before"}
     base = encs.get("fp32") or TextEncoder(EncoderConfig(model_path=path, device=device, dtype="fp32"))
     tok, model = base.tokenizer, base.model
     tokens = {k: np.mean([len(e.ids) for e in base._tok.encode_batch(v[:2000])]) for k, v in texts.items()}
@@ -232,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
             fn(texts["long"][:64], 64)
         speed, cos = measure(fns, texts, batches, ref, args, sync)
         print_rows(paths, batches, speed, cos, "-" if cuda else str(torch.get_num_threads()))
+    if args.breakdown:
+        for p in paths:
+            if p != "before":
+                print("\n".join(breakdown(p, encs[p], texts, max(batches), sync, args.seconds)))
     print("\n" + cache_line(encs.get("bf16" if cuda else "fp32") or base, texts["short"][:min(args.n, 4096)]))
     return 0
 

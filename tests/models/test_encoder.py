@@ -105,6 +105,16 @@ def test_small_windows_and_prefetch_thread(texts, reference):
     np.testing.assert_allclose(enc.encode(texts), reference, atol=TOL, rtol=0)
 
 
+def test_windows_tokenized_side_by_side(texts, reference):
+    """Several windows in a tokenizer pool: same vectors, same order, as one window at a time."""
+    enc = TextEncoder(EncoderConfig(device="cpu", batch_size=3, window=5, tokenize_threads=3))
+    starts = [w0 for w0, _ in enc._windows(texts, 4, 5)]
+    assert starts == [0] + list(range(4, len(texts), 5))
+    np.testing.assert_allclose(enc.encode(texts), reference, atol=TOL, rtol=0)
+    enc.prefetch = True  # the pool fed from the background thread, as on cuda
+    np.testing.assert_allclose(enc.encode(texts[::-1]), reference[::-1], atol=TOL, rtol=0)
+
+
 def test_empty_list(encoder):
     got = encoder.encode([])
     assert got.shape == (0, 384) and got.dtype == np.float32
