@@ -77,6 +77,7 @@ class Settings:
     schemas_dir: str = str(_ROOT / "schemas")  # the JSON Schemas messages are checked against
     cache_dir: str = str(Path.home() / ".cache" / "stream-reco")  # Kafka jars, encoded-vector cache
     kafka_version: str = "4.1.1"  # Apache Kafka version of the local broker (dev tooling)
+    kafka_tmpfs: bool = True  # a throw-away local broker keeps its log in /dev/shm (>= 2 GiB free)
     check_output: bool = False  # validate every outgoing recommendation against its schema
     log_level: str = "info"  # debug | info | warning | error
     topics: Topics = field(default_factory=Topics)

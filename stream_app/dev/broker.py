@@ -4,6 +4,13 @@ Used by the tests and by the demo when ``KAFKA_BOOTSTRAP_SERVERS`` is unset. The
 resolved once with Maven into a cache outside the repository (``~/.cache/stream-reco/kafka/<version>``)
 and reused afterwards; each broker gets a fresh temporary log dir and free loopback ports.
 
+A throw-away broker (no ``workdir`` given) keeps its log in memory, under /dev/shm, when that is
+a tmpfs with at least 2 GiB free and ``STREAM_RECO_KAFKA_TMPFS`` is not ``false``. On a disk
+(ext4 here) the first appends to a new partition wait 100-500 ms while the kernel allocates
+blocks for the freshly mapped index files, which shows as a latency spike at the start of every
+benchmark run on new topics; BENCHMARKS.md has the measurements. A broker given a ``workdir``
+keeps its data there, on whatever file system that is.
+
     with LocalKafka() as kafka:
         print(kafka.bootstrap_servers)   # "127.0.0.1:<port>"
 """
@@ -50,6 +57,35 @@ logger.kafka.level = INFO
 logger.apache.name = org.apache.kafka
 logger.apache.level = WARN
 """
+
+
+def scratch_root(min_free: int = 2 << 30) -> str | None:
+    """/dev/shm when it is usable for a throw-away broker's log (tmpfs, ``min_free`` bytes free,
+    ``STREAM_RECO_KAFKA_TMPFS`` not false), else None (the system's temporary folder). Folders
+    left there by brokers that are no longer running are removed first: they hold memory."""
+    root = Path("/dev/shm")
+    if not Settings.from_env().kafka_tmpfs or not root.is_dir() or not os.access(root, os.W_OK):
+        return None
+    for stale in root.glob("stream-reco-kafka-*"):
+        pid_file = stale / "pid"
+        try:
+            pid = int(pid_file.read_text())
+        except (OSError, ValueError):
+            continue  # starting, or not ours to judge
+        if not _alive(pid):
+            shutil.rmtree(stale, ignore_errors=True)
+    st = os.statvfs(root)
+    return str(root) if st.f_bavail * st.f_frsize >= min_free else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def cache_root() -> Path:
@@ -106,6 +142,7 @@ class LocalKafka:
     start_timeout: float = 90.0
     port: int = 0
     workdir: Path | None = None
+    jvm_opts: tuple[str, ...] = ()  # extra JVM options (a flight recording, say)
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _owns_dir: bool = field(default=False, init=False, repr=False)
 
@@ -118,7 +155,7 @@ class LocalKafka:
         run with the same folder), that data is kept: topics, offsets and tables survive."""
         libs = ensure_jars(self.version)
         if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="stream-reco-kafka-"))
+            self.workdir = Path(tempfile.mkdtemp(prefix="stream-reco-kafka-", dir=scratch_root()))
             self._owns_dir = True
         self.workdir = Path(self.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -163,13 +200,15 @@ class LocalKafka:
         cp = f"{libs}/*"
         env = {**os.environ, "KAFKA_HEAP_OPTS": ""}
         jvm = [java, "-Xms128m", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-               f"-Dlog4j2.configurationFile={log4j}", "-cp", cp]
+               f"-Xlog:gc:file={self.workdir / 'gc.log'}:uptime,time",
+               *self.jvm_opts, f"-Dlog4j2.configurationFile={log4j}", "-cp", cp]
         if not formatted:
             subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)],
                            check=True, capture_output=True, env=env)
         self._logfile = open(self.workdir / "broker.log", "wb")
         self._proc = subprocess.Popen(jvm + ["kafka.Kafka", str(props)], stdout=self._logfile,
                                       stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        (self.workdir / "pid").write_text(f"{self._proc.pid}\n")
         self._wait_ready()
         log.info("Kafka %s ready at %s", self.version, self.bootstrap_servers)
         return self
