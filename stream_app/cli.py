@@ -81,6 +81,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     be.add_argument("--out", default="", help="also write the tables as JSON here")
     be.add_argument("--sections", default="abcd",
                     help="a: raw passthrough, b: pipeline, c: encoder, d: state size (default: %(default)s)")
+    be.add_argument("--partitioner", choices=("murmur2", "crc32"), default="murmur2",
+                    help="how the pipeline runs place keyed events: murmur2 (Java/aiokafka default) or "
+                         "crc32 (librdkafka's default, as kcat places them) (default: %(default)s)")
     return p
 
 
@@ -127,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if not args.sections or set(args.sections) - set("abcd"):
             raise SystemExit(f"--sections: letters among a, b, c, d, not {args.sections!r}")
-        return run_bench(settings, args.dataset, n_events=args.events, out=args.out or None, sections=args.sections)
+        return run_bench(settings, args.dataset, n_events=args.events, out=args.out or None, sections=args.sections,
+                         partitioner=args.partitioner)
     return 2
 
 

@@ -26,6 +26,7 @@ import time
 import uuid
 from contextlib import ExitStack
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -117,7 +118,7 @@ async def raw_passthrough(settings: Settings, events: Sequence[dict]) -> dict:
 # -- b. the pipeline -----------------------------------------------------------------------------
 
 def pipeline_run(settings: Settings, catalog: list[dict], events: list[dict], rate: float, label: str,
-                 progress: bool = True, workers: int = 1) -> tuple[ReplayResult, dict]:
+                 progress: bool = True, workers: int = 1, partitioner: str = "murmur2") -> tuple[ReplayResult, dict]:
     """``workers`` worker processes in one group, on fresh topics and app id: load the catalogue,
     replay ``events`` at ``rate`` (0 = as fast as possible). Returns the replay's result and facts
     about the worker run (CPU and counters summed over the workers)."""
@@ -137,7 +138,8 @@ def pipeline_run(settings: Settings, catalog: list[dict], events: list[dict], ra
         async def go() -> tuple[float, ReplayResult, float | None]:
             catalog_s = await load_catalog(group[0].settings, catalog)
             cpu0 = cpu()
-            result = await replay_events(group[0].settings, events, rate=rate, progress=progress, idle_timeout=60.0)
+            result = await replay_events(group[0].settings, events, rate=rate, progress=progress, idle_timeout=60.0,
+                                         partitioner=partitioner)
             cpu1 = cpu()
             return catalog_s, result, (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None
 
@@ -154,7 +156,8 @@ def pipeline_run(settings: Settings, catalog: list[dict], events: list[dict], ra
             "catalog_s": catalog_s, "worker_log": logs, "worker_cpu_s": cpu_s,
             "worker_cpu_us_per_event": 1e6 * cpu_s / len(events) if cpu_s is not None and events else None,
             "worker_events": events_, "worker_batches": batches, "worker_recommendations": total("recommendations"),
-            "events_per_batch": (events_ / batches) if batches else None,
+            "events_per_batch": (events_ / batches) if batches else None, "partitioner": partitioner,
+            "worker_rerouted": total("rerouted"),
             "hot_path_seconds": [st.get("hot_path_seconds") for st in stats]}
     return result, info
 
@@ -252,7 +255,7 @@ def _machine() -> dict:
 
 
 def _kafka_sections(settings: Settings, catalog: list[dict], events: list[dict], report: dict,
-                    sections: str, progress: bool) -> None:
+                    sections: str, progress: bool, partitioner: str = "murmur2") -> None:
     """a (raw passthrough) and b (the pipeline), on the configured cluster or a local broker."""
     from stream_app.dev.broker import LocalKafka
 
@@ -270,15 +273,17 @@ def _kafka_sections(settings: Settings, catalog: list[dict], events: list[dict],
                                  [[raw["events"], raw["produce_events_per_s"], raw["passthrough_events_per_s"],
                                    raw["passthrough_s"]]]) + "\n", flush=True)
         if "b" in sections:
-            _pipeline_section(settings, catalog, events, report, progress)
+            _pipeline_section(settings, catalog, events, report, progress, partitioner)
 
 
 def _pipeline_section(settings: Settings, catalog: list[dict], events: list[dict], report: dict,
-                      progress: bool) -> None:
-    full, full_info = pipeline_run(settings, catalog, events, 0.0, "full speed", progress)
+                      progress: bool, partitioner: str = "murmur2") -> None:
+    run = partial(pipeline_run, settings, catalog, events, progress=progress, partitioner=partitioner)
+    how = "" if partitioner == "murmur2" else f", {partitioner}-placed"
+    full, full_info = run(0.0, f"full speed{how}")
     half_rate = max(1.0, full.events_per_s / 2)
-    half, half_info = pipeline_run(settings, catalog, events, half_rate, "half rate", progress)
-    two, two_info = pipeline_run(settings, catalog, events, 0.0, "full speed, 2 workers", progress, workers=2)
+    half, half_info = run(half_rate, f"half rate{how}")
+    two, two_info = run(0.0, f"full speed, 2 workers{how}", workers=2)
     pairs = ((full, full_info), (half, half_info), (two, two_info))
     runs = [{**r.summary(), **info} for r, info in pairs]
     report["pipeline"] = runs
@@ -290,12 +295,12 @@ def _pipeline_section(settings: Settings, catalog: list[dict], events: list[dict
           "first recommendation that counts it; load = 1-minute load average after the run\n")
     print(markdown_table(
         ["run", "workers", "offered ev/s", "events", "answered", "recs", "dead letters", "sustained ev/s",
-         "p50 ms", "p95 ms", "p99 ms", "latency samples", "regressions", "events/batch",
+         "p50 ms", "p95 ms", "p99 ms", "latency samples", "regressions", "re-routed", "events/batch",
          "worker CPU µs/event", "load 1m"],
         [[i["label"], i["workers"], r["rate"] or "max", r["events_produced"], r["events_covered"],
           r["recommendations"], r["dead_letters"], r["events_per_s"], r["latency_p50_ms"],
           r["latency_p95_ms"], r["latency_p99_ms"], r["latency_samples"], r["regressions"],
-          i["events_per_batch"] or float("nan"), i["worker_cpu_us_per_event"] or float("nan"), i["loadavg_1m"]]
+          i["worker_rerouted"], i["events_per_batch"] or float("nan"), i["worker_cpu_us_per_event"] or float("nan"), i["loadavg_1m"]]
          for r, i in zip(runs, (i for _, i in pairs))]))
     if raw_rate:
         print(f"\npipeline / raw passthrough: {report['pipeline_over_raw']:.3f} "
@@ -353,20 +358,21 @@ def _model_sections(settings: Settings, catalog: list[dict], events: list[dict],
 
 
 def run_bench(settings: Settings, dataset_path: str | Path, n_events: int = 100_000, out: str | Path | None = None,
-              progress: bool = True, sections: str = "abcd") -> int:
+              progress: bool = True, sections: str = "abcd", partitioner: str = "murmur2") -> int:
     """Run the sections (a: raw, b: pipeline, c: encoder, d: state), print their tables and
-    optionally write everything as JSON to ``out``. Returns 0."""
+    optionally write everything as JSON to ``out``. ``partitioner``: how the pipeline runs place
+    keyed events ("crc32": as librdkafka clients do, see ``replay_events``). Returns 0."""
     t_all = time.monotonic()
     ds, catalog, events = prepare(dataset_path, n_events)
     report: dict = {"dataset": ds.name, "events": len(events), "items": len(catalog),
                     "settings": {"batch_max": settings.batch_max, "batch_within_s": settings.batch_within_s,
                                  "partitions": settings.partitions, "encoder_batch": settings.encoder_batch,
-                                 "top_k": settings.top_k},
+                                 "top_k": settings.top_k, "partitioner": partitioner},
                     "machine_before": _machine()}
     print(f"# stream-app bench: {ds.name}, {len(events):,} events, {len(catalog):,} items\n", flush=True)
 
     if "a" in sections or "b" in sections:
-        _kafka_sections(settings, catalog, events, report, sections, progress)
+        _kafka_sections(settings, catalog, events, report, sections, progress, partitioner)
     if "c" in sections or "d" in sections:
         _model_sections(settings, catalog, events, report, sections)
     report["machine_after"] = _machine()

@@ -20,6 +20,7 @@ import gc
 import logging
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
@@ -104,14 +105,20 @@ async def _start_consumer(settings: Settings):
     return consumer
 
 
+PARTITIONERS = ("murmur2", "crc32")
+
+
 class _Run:
     """One replay: a producer of the events and a consumer of what answers them."""
 
     def __init__(self, settings: Settings, events: Sequence[dict], rate: float, view: LiveView | None,
-                 progress: bool):
+                 progress: bool, partitioner: str = "murmur2"):
         from tqdm import tqdm
 
+        if partitioner not in PARTITIONERS:
+            raise ValueError(f"partitioner must be one of {', '.join(PARTITIONERS)}, not {partitioner!r}")
         self.settings, self.events, self.rate, self.view = settings, events, rate, view
+        self.partitioner = partitioner
         self.result = ReplayResult(events_produced=0, rate=rate)
         self.coverage = Coverage(events)
         self.sent_at: dict[str, float] = {}
@@ -165,6 +172,8 @@ class _Run:
     async def produce(self, producer) -> None:
         values = [(ev["event_id"], ev["user_id"].encode(), orjson.dumps(ev)) for ev in self.events]
         topic, rate, result = self.settings.topic("interactions"), self.rate, self.result
+        n_parts = len(await producer.partitions_for(topic))
+        place = (lambda key: zlib.crc32(key) % n_parts) if self.partitioner == "crc32" else (lambda key: None)
         pending = []
         start = time.monotonic()
         result.first_produce = time.time()
@@ -174,7 +183,7 @@ class _Run:
                 if delay > 0.002:
                     await asyncio.sleep(delay)
             self.sent_at[eid] = time.time()
-            pending.append(await producer.send(topic, key=key, value=value))
+            pending.append(await producer.send(topic, key=key, value=value, partition=place(key)))
             result.events_produced += 1
             if i % 256 == 255:
                 await asyncio.sleep(0)  # let the sender and the consumer run
@@ -203,13 +212,16 @@ class _Run:
 
 async def replay_events(settings: Settings, events: Sequence[dict], rate: float = 0.0,
                         idle_timeout: float = 30.0, view: LiveView | None = None,
-                        progress: bool = True) -> ReplayResult:
+                        progress: bool = True, partitioner: str = "murmur2") -> ReplayResult:
     """Publish ``events`` (keyed by user_id, in the given order) and collect the recommendations
-    that answer them. ``rate``: events/s, 0 = as fast as possible. Returns when every event is
-    answered, or ``idle_timeout`` s after the last produce and the last recommendation."""
+    that answer them. ``rate``: events/s, 0 = as fast as possible. ``partitioner``: where a keyed
+    event is placed, "murmur2" (Java's and aiokafka's default, the worker's own) or "crc32"
+    (librdkafka's default, as kcat and confluent-kafka place it: most events then land on a
+    partition that does not own their user, and the worker re-routes them). Returns when every
+    event is answered, or ``idle_timeout`` s after the last produce and the last recommendation."""
     from aiokafka import AIOKafkaProducer
 
-    run = _Run(settings, events, rate, view, progress)
+    run = _Run(settings, events, rate, view, progress, partitioner)
     consumer = await _start_consumer(settings)
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, **PRODUCER_OPTIONS)
     await producer.start()

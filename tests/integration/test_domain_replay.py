@@ -34,3 +34,32 @@ def test_ecommerce_replay_into_an_ecommerce_worker(worker_factory, tmp_path):
     assert result.users == N_USERS  # a recommendation for every user
     stats = worker.stats()
     assert stats["items"] == N_ITEMS and stats["users"] == N_USERS and stats["events"] == N_EVENTS
+
+
+def test_replay_placed_as_librdkafka_clients_place_keys(worker_factory, tmp_path):
+    """Events placed by CRC32 (librdkafka's default partitioner, kcat's): those that land off
+    their user's partition are re-routed by the worker, and every one is still applied once."""
+    import asyncio
+    import zlib
+
+    from stream_app.dev.replay import load_catalog, prepare, replay_events
+    from stream_app.processor import owner_partition
+
+    folder = generate("ecommerce", tmp_path / "crc", seed=1, n_users=40, n_items=30, n_events=400)
+    _, catalog, events = prepare(folder)
+    worker = worker_factory().start()
+    parts = worker.settings.partitions
+    off = sum(zlib.crc32(e["user_id"].encode()) % parts != owner_partition(e["user_id"], parts) for e in events)
+    assert 0 < off < len(events)
+
+    async def go():
+        await load_catalog(worker.settings, catalog)
+        return await replay_events(worker.settings, events, progress=False, idle_timeout=30, partitioner="crc32")
+
+    result = asyncio.run(go())
+    assert result.complete and result.events_covered == len(events) and result.dead_letters == 0
+    stats = worker.stats()
+    assert stats["rerouted"] == off
+    assert stats["events"] == len(events) + off  # records read: a re-routed event is read twice
+    with pytest.raises(ValueError, match="partitioner"):
+        asyncio.run(replay_events(worker.settings, events[:1], partitioner="random"))
