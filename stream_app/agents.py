@@ -41,7 +41,8 @@ class Context:
     model_thread: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="model"))
     stats: dict = field(default_factory=lambda: {"events": 0, "batches": 0, "recommendations": 0,
-                                                 "dead_letters": 0, "rerouted": 0, "started_at": time.time()})
+                                                 "dead_letters": 0, "rerouted": 0, "off_partition": 0,
+                                                 "started_at": time.time()})
     metrics: Metrics = field(default_factory=Metrics)
     subscribers: Subscribers = field(default_factory=Subscribers)
     catalog: CatalogFollower | None = None  # set when the app starts its services

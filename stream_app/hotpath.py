@@ -4,8 +4,9 @@
 Follow one batch (``handle_batch``):
 
 1. up to ``batch_max`` records of the partitions this worker owns;
-2. each is parsed (bad -> dead letter with the reason; on the wrong partition -> re-published to
-   its user's owner partition, ``stream_app.processor.owner_partition``);
+2. each is parsed (bad -> dead letter with the reason). One on the wrong partition (a producer
+   with another partitioner: librdkafka's CRC32, kcat's) is applied here when this worker also
+   owns its user's partition (``stream_app.processor.owner_partition``), else re-published there;
 3. the model thread folds the events into the users' states (``Processor.apply_batch``; a failing
    event is dead-lettered alone) and ranks once per touched user;
 4. the new states go to the store and its changelog, one recommendation per user to
@@ -74,16 +75,23 @@ async def handle_batch(ctx, hot: HotPath, records: list) -> None:
     t0 = time.perf_counter()
     out, names = hot.outbox, ctx.topics
     await ctx.catalog.sync(ctx.run_model, ctx.processor)  # catalogue changes first, in order
-    good, good_records = [], []
-    parse, partitions = ctx.processor.parse_event, ctx.settings.partitions
+    good, good_records, owners = [], [], []
+    parse, partitions, owns = ctx.processor.parse_event, ctx.settings.partitions, hot.store.owns
     for record in records:
         parsed = parse(record, partitions)  # the record serves as its own Source
         if type(parsed) is dict:
             good.append(parsed)
             good_records.append(record)
+            owners.append(record.partition)
         elif isinstance(parsed, Rejected):
             await reject(ctx, out, source(record), parsed)
         elif isinstance(parsed, Forward):
+            if owns(parsed.partition):  # its user's state is here too: applied in this batch
+                good.append(parsed.event)
+                good_records.append(record)
+                owners.append(parsed.partition)
+                ctx.stats["off_partition"] += 1
+                continue
             await out.send(names.interactions, key=parsed.event["user_id"].encode(), value=record.value,
                            partition=parsed.partition)
             ctx.stats["rerouted"] += 1
@@ -91,16 +99,17 @@ async def handle_batch(ctx, hot: HotPath, records: list) -> None:
         else:
             good.append(parsed)
             good_records.append(record)
+            owners.append(record.partition)
     ctx.stats["events"] += len(records)
     ctx.stats["batches"] += 1
     if good:
-        await apply_and_publish(ctx, hot, good, good_records)
+        await apply_and_publish(ctx, hot, good, good_records, owners)
     ctx.metrics.batch(len(records), time.perf_counter() - t0)
 
 
-async def apply_and_publish(ctx, hot: HotPath, good: list[dict], good_records: list) -> None:
+async def apply_and_publish(ctx, hot: HotPath, good: list[dict], good_records: list, owners: list[int]) -> None:
     out, names, store = hot.outbox, ctx.topics, hot.store
-    partition = {msg["user_id"]: r.partition for msg, r in zip(good, good_records)}
+    partition = {msg["user_id"]: p for msg, p in zip(good, owners)}  # where each user's state lives
     stored = {u: store.get(p, u) for u, p in partition.items()}
     t0 = time.perf_counter()
     result = await ctx.run_model(ctx.processor.apply_batch, good, stored)

@@ -33,6 +33,7 @@ async def stats(ctx: Context, web):
     return web.json({**s, "items": len(ctx.processor.model.items), "users": len(ctx.hot.store) if ctx.hot else 0,
                      "model_version": ctx.processor.model.version, "domain": ctx.processor.model.domain.name,
                      "uptime_s": round(time.time() - s["started_at"], 1),
+                     "partitions": sorted(ctx.hot.owned) if ctx.hot else [],
                      "hot_path_seconds": {k: round(v, 3) for k, v in ctx.hot.seconds.items()} if ctx.hot else {}})
 
 
