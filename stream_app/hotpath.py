@@ -6,7 +6,8 @@ Follow one batch (``handle_batch``):
 1. up to ``batch_max`` records of the partitions this worker owns;
 2. each is parsed (bad -> dead letter with the reason). One on the wrong partition (a producer
    with another partitioner: librdkafka's CRC32, kcat's) is applied here when this worker also
-   owns its user's partition (``stream_app.processor.owner_partition``), else re-published there;
+   owns its user's partition and nothing re-routed of its user is unread there
+   (``stream_app.routing``), else re-published to that partition;
 3. the model thread folds the events into the users' states (``Processor.apply_batch``; a failing
    event is dead-lettered alone) and ranks once per touched user;
 4. the new states go to the store and its changelog, one recommendation per user to
@@ -25,10 +26,12 @@ import logging
 import time
 
 import orjson
+from aiokafka import TopicPartition
 
 from stream_app.bulk import BulkConsumer, reject, source
 from stream_app.codec import Rejected
 from stream_app.processor import Forward
+from stream_app.routing import OffPartition
 from stream_app.store import UserStore
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ class HotPath(BulkConsumer):
         s = ctx.settings
         super().__init__(ctx, ctx.topics.interactions, hot_group(s), s.batch_max, **kwargs)
         self.store = UserStore(s.bootstrap_servers, ctx.topics.user_state_changelog)
+        self.routing = OffPartition()  # events on the wrong partition: here, or to their owner
         self.seconds["model"] = 0.0  # of "handle": the model thread's part
 
     async def before_start(self) -> None:
@@ -57,9 +61,17 @@ class HotPath(BulkConsumer):
 
     async def assigned(self, partitions: list[int]) -> None:
         await self.store.restore(partitions)
+        try:  # what other workers re-routed here before the rebalance ends at these offsets
+            ends = await self.consumer.end_offsets([TopicPartition(self.topic, p) for p in partitions])
+        except Exception as exc:  # then events off their partition are re-routed: slower, as safe
+            log.warning("%s: end offsets of %s unknown (%r): events on the wrong partition are re-routed",
+                        self.topic, partitions, exc)
+            return
+        self.routing.assigned({tp.partition: end for tp, end in ends.items()})
 
     async def revoked(self, partitions: list[int]) -> None:
         self.store.drop(partitions)
+        self.routing.revoked(partitions)
 
     async def handle(self, records: list) -> None:
         await handle_batch(self.ctx, self, records)
@@ -76,34 +88,36 @@ async def handle_batch(ctx, hot: HotPath, records: list) -> None:
     out, names = hot.outbox, ctx.topics
     await ctx.catalog.sync(ctx.run_model, ctx.processor)  # catalogue changes first, in order
     good, good_records, owners = [], [], []
-    parse, partitions, owns = ctx.processor.parse_event, ctx.settings.partitions, hot.store.owns
+    parse, partitions, route = ctx.processor.parse_event, ctx.settings.partitions, hot.routing
     for record in records:
         parsed = parse(record, partitions)  # the record serves as its own Source
-        if type(parsed) is dict:
-            good.append(parsed)
-            good_records.append(record)
-            owners.append(record.partition)
-        elif isinstance(parsed, Rejected):
+        if isinstance(parsed, Rejected):
             await reject(ctx, out, source(record), parsed)
-        elif isinstance(parsed, Forward):
-            if owns(parsed.partition):  # its user's state is here too: applied in this batch
-                good.append(parsed.event)
-                good_records.append(record)
-                owners.append(parsed.partition)
-                ctx.stats["off_partition"] += 1
+            continue
+        if isinstance(parsed, Forward):
+            user = parsed.event["user_id"]
+            if not route.may_apply_here(user, parsed.partition):
+                await out.send(names.interactions, key=user.encode(), value=record.value, partition=parsed.partition)
+                route.rerouted(user, parsed.event.get("event_id"), parsed.partition)
+                ctx.stats["rerouted"] += 1
+                ctx.metrics.event("rerouted")
                 continue
-            await out.send(names.interactions, key=parsed.event["user_id"].encode(), value=record.value,
-                           partition=parsed.partition)
-            ctx.stats["rerouted"] += 1
-            ctx.metrics.event("rerouted")
+            ctx.stats["off_partition"] += 1  # its user's state is here too: applied in this batch
+            good.append(parsed.event)
+            owners.append(parsed.partition)
         else:
+            if route.pending:
+                route.read_back(parsed["user_id"], parsed.get("event_id"))
             good.append(parsed)
-            good_records.append(record)
             owners.append(record.partition)
+        good_records.append(record)
     ctx.stats["events"] += len(records)
     ctx.stats["batches"] += 1
     if good:
         await apply_and_publish(ctx, hot, good, good_records, owners)
+    if route.backlog:  # after the batch: nothing in it overtook what was there at assignment
+        for record in records:
+            route.read(record.partition, record.offset)
     ctx.metrics.batch(len(records), time.perf_counter() - t0)
 
 
