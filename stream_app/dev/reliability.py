@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Kafka bootstrap servers; empty: start a local broker")
     p.add_argument("--rate", type=float, default=500, help="events/s of the rebalance scenarios")
     p.add_argument("--seconds", type=float, default=20, help="load duration of the rebalance scenarios")
+    p.add_argument("--partitioner", choices=("murmur2_random", "consistent_random"), default="murmur2_random",
+                   help="how the rebalance scenarios' producer places keys: murmur2_random (Java's) or "
+                        "consistent_random (CRC32, librdkafka's default) (default: %(default)s)")
     args = p.parse_args(argv)
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = sorted(set(args.scenarios) - set(ALL))
@@ -100,7 +103,8 @@ def run_one(name: str, bootstrap: str, workers: Workers, args: argparse.Namespac
             return getattr(h, f"scenario_{name}")(bootstrap, w)
         if name == "keys":
             return h.scenario_keys(bootstrap, workers)
-        return h.scenario_rebalance(bootstrap, workers, name, rate=args.rate, seconds=args.seconds)
+        return h.scenario_rebalance(bootstrap, workers, name, rate=args.rate, seconds=args.seconds,
+                                    partitioner=args.partitioner)
     except Exception as exc:  # a worker that would not start, a broken harness: a failed run
         return h.Outcome(name, problems=[f"run aborted: {exc!r}"[:3000]])
     finally:

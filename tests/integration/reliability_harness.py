@@ -862,15 +862,17 @@ def scenario_keys(bootstrap: str, factory, per_route: int = 4, events: int = 6) 
 
 # -- rebalance under load --------------------------------------------------------------------------
 class LoadProducer(threading.Thread):
-    """Keyed events (murmur2, like Java and aiokafka) at ``rate``/s for ``seconds`` over ``users``
-    users; about ``dup_share`` of the messages re-send an earlier event of the same user."""
+    """Keyed events at ``rate``/s for ``seconds`` over ``users`` users, placed by ``partitioner``
+    (librdkafka's name: ``murmur2_random`` like Java and aiokafka, ``consistent_random`` its
+    default, CRC32); about ``dup_share`` of the messages re-send an earlier event of the same user."""
 
     def __init__(self, bootstrap: str, topic: str, rate: float = 500, seconds: float = 20, users: int = 200,
-                 dup_share: float = 0.02, seed: int = 1):
+                 dup_share: float = 0.02, seed: int = 1, partitioner: str = "murmur2_random"):
         super().__init__(daemon=True, name="load-producer")
         import random
 
         self.bootstrap, self.topic, self.rate, self.seconds = bootstrap, topic, rate, seconds
+        self.partitioner = partitioner
         tag = uuid.uuid4().hex[:4]
         self.users = [f"load-{tag}-{i}" for i in range(users)]
         self.dup_share, self.r = dup_share, random.Random(seed)
@@ -893,7 +895,7 @@ class LoadProducer(threading.Thread):
 
     def run(self) -> None:
         try:
-            p = Producer(self.bootstrap, "murmur2_random")
+            p = Producer(self.bootstrap, self.partitioner)
             self.started_at = t0 = time.monotonic()
             n = 0
             while (elapsed := time.monotonic() - t0) < self.seconds:
@@ -939,17 +941,20 @@ def lost_offsets_note(bootstrap: str, worker, ledger: Ledger, folded: dict, verd
 
 
 def scenario_rebalance(bootstrap: str, factory, mode: str, rate: float = 500, seconds: float = 20,
-                       users: int = 200) -> Outcome:
+                       users: int = 200, partitioner: str = "murmur2_random") -> Outcome:
     """Two workers in one group under load; midway the second one leaves (``leave``: SIGTERM),
     dies (``crash``: SIGKILL) or, in ``join``, is started only then. After the load, every user's
-    last list counts each distinct event once, lists never go backwards, no seen item is listed."""
+    last list counts each distinct event once, lists never go backwards, no seen item is listed.
+    With ``partitioner="consistent_random"`` (CRC32) most events land off their user's partition:
+    applied where they land or re-routed, across the rebalance."""
     assert mode in ("leave", "crash", "join"), mode
-    o, t0, since = Outcome(f"rebalance: {mode}"), time.monotonic(), int(time.time() * 1000)
+    name = f"rebalance: {mode}" + ("" if partitioner == "murmur2_random" else f", {partitioner}")
+    o, t0, since = Outcome(name), time.monotonic(), int(time.time() * 1000)
     workers = start_pair(factory, bootstrap) if mode != "join" else [start_worker(factory, bootstrap)]
     w1 = workers[0]
     try:
         recs = TopicReader(bootstrap, w1.topic("recommendations"))
-        load = LoadProducer(bootstrap, w1.topic("interactions"), rate, seconds, users)
+        load = LoadProducer(bootstrap, w1.topic("interactions"), rate, seconds, users, partitioner=partitioner)
         load.start()
         time.sleep(seconds / 2)
         if mode == "leave":

@@ -58,3 +58,10 @@ def test_null_wrong_and_differently_partitioned_keys_are_applied_once(worker_fac
 @pytest.mark.parametrize("mode", ["leave", "join", "crash"])
 def test_exactly_once_through_a_rebalance_under_load(mode, worker_factory, kafka_bootstrap):
     check(h.scenario_rebalance(kafka_bootstrap, worker_factory, mode))
+
+
+@pytest.mark.timeout(300)
+def test_exactly_once_through_a_crash_with_keys_placed_by_crc32(worker_factory, kafka_bootstrap):
+    """librdkafka's default partitioner: most events land off their user's partition, and are
+    applied where they land or re-routed; a worker dies midway."""
+    check(h.scenario_rebalance(kafka_bootstrap, worker_factory, "crash", partitioner="consistent_random"))
