@@ -1,6 +1,5 @@
 """The co-engagement dimension offline: a light ``Recommender`` over ``models.cooc.CoocModel``
-(for fast tuning) and the time-budgeted parameter search on a split's validation targets (the
-fused model hands it ``holdout_split``: each user's last training event).
+(for fast tuning) and the validation-only, time-budgeted parameter search.
 
 ``CoocRecommender`` keeps, per user, the items exactly as ``UserState.seen`` keeps them (a
 ``models.seen.SeenItems``), so its scores equal the engine's ``co-engagement`` component (a test

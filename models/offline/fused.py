@@ -29,7 +29,7 @@ from models.offline.baselines import _TrainingEvents
 from models.offline.blend import record_validation, select_weights
 from models.offline.cooc import fit_cooc, tune_cooc
 from models.offline.sequence import SequenceConfig, train_sequence
-from models.offline.protocol import PROTOCOL, Split, holdout_split, replay_evaluate, split_leave_one_out
+from models.offline.protocol import PROTOCOL, Split, replay_evaluate, split_leave_one_out
 from models.cf import item_factors, save_factors
 from models.offline.data import Dataset, Interaction
 from models.offline.loaders import load_dataset
@@ -129,13 +129,12 @@ class FusedRecommender(Recommender):
         self._reset()
 
     def select(self, split: Split, budget_s: float = 240.0) -> dict:
-        """Tune the co-engagement parameters (unless given; ``budget_s``) and stop the sequence
-        model's training (its own budget) on each user's last training event held out, then choose
-        the blend weights on the validation targets, which no component was tuned on. Test
-        targets are never ranked."""
+        """Validation only: tune the co-engagement parameters (unless given; ``budget_s``), train
+        the sequence model (its own budget), then choose the blend weights. Test targets are never
+        ranked."""
         report: dict = {}
         if self.cooc_params is None:
-            self.cooc_params, report["cooc"] = tune_cooc(holdout_split(split), self._catalog, budget_s)
+            self.cooc_params, report["cooc"] = tune_cooc(split, self._catalog, budget_s)
             self._cooc = fit_cooc(self._train_events, self._catalog, self.cooc_params)
         if self.sequence_config is not None:
             self.sequence = train_sequence(self._train_events, split, self._catalog, self.sequence_config)

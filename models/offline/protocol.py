@@ -116,31 +116,6 @@ def split_leave_one_out(ds: Dataset) -> Split:
     )
 
 
-def holdout_split(split: Split) -> Split:
-    """A split inside ``split.train`` for tuning a component: each user's last consumption event
-    of the training data is its validation target (users with at least two there), the rest is
-    training data, and there are no test targets. Parameters chosen on it leave the protocol's
-    validation targets unselected-upon for the blend that weighs the components.
-
-    >>> from models.offline.data import Dataset, Interaction, Item
-    >>> items = {i: Item(i, i, i, (), {}, None) for i in "abcde"}
-    >>> log = [Interaction("u1", i, ts, "click") for ts, i in enumerate("abcde")]
-    >>> inner = holdout_split(split_leave_one_out(Dataset("toy", items, log)))
-    >>> [ev.item_id for ev in inner.train], inner.valid["u1"].item_id, inner.test
-    (['a', 'b'], 'c', {})
-    """
-    events = split.train
-    last: dict[str, list[int]] = {}
-    for pos, ev in enumerate(events):
-        if ev.type in TARGET_TYPES:
-            last.setdefault(ev.user_id, []).append(pos)
-    valid_pos = {u: ps[-1] for u, ps in last.items() if len(ps) >= 2}
-    held = set(valid_pos.values())
-    return Split(train=[ev for pos, ev in enumerate(events) if pos not in held],
-                 valid={u: events[p] for u, p in valid_pos.items()}, test={}, events=list(events),
-                 valid_pos=valid_pos, test_pos={})
-
-
 def rank_of(scores: np.ndarray, target: int) -> int:
     """0-based rank of ``target``: items scored higher, plus equal-scored items with a
     lower index. A NaN target score ranks last.
