@@ -61,6 +61,8 @@ class HotPath(BulkConsumer):
 
     async def assigned(self, partitions: list[int]) -> None:
         await self.store.restore(partitions)
+        if not partitions:
+            return
         try:  # what other workers re-routed here before the rebalance ends at these offsets
             ends = await self.consumer.end_offsets([TopicPartition(self.topic, p) for p in partitions])
         except Exception as exc:  # then events off their partition are re-routed: slower, as safe
