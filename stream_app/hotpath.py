@@ -93,25 +93,24 @@ async def handle_batch(ctx, hot: HotPath, records: list) -> None:
     parse, partitions, route = ctx.processor.parse_event, ctx.settings.partitions, hot.routing
     for record in records:
         parsed = parse(record, partitions)  # the record serves as its own Source
-        if isinstance(parsed, Rejected):
+        if not isinstance(parsed, (Rejected, Forward)):  # the common case: on its user's partition
+            if route.pending:
+                route.read_back(parsed["user_id"], parsed.get("event_id"))
+            event, owner = parsed, record.partition
+        elif isinstance(parsed, Rejected):
             await reject(ctx, out, source(record), parsed)
             continue
-        if isinstance(parsed, Forward):
-            user = parsed.event["user_id"]
-            if not route.may_apply_here(user, parsed.partition):
-                await out.send(names.interactions, key=user.encode(), value=record.value, partition=parsed.partition)
-                route.rerouted(user, parsed.event.get("event_id"), parsed.partition)
+        else:
+            event, owner = parsed.event, parsed.partition
+            if not route.may_apply_here(event["user_id"], owner):
+                await out.send(names.interactions, key=event["user_id"].encode(), value=record.value, partition=owner)
+                route.rerouted(event["user_id"], event.get("event_id"), owner)
                 ctx.stats["rerouted"] += 1
                 ctx.metrics.event("rerouted")
                 continue
             ctx.stats["off_partition"] += 1  # its user's state is here too: applied in this batch
-            good.append(parsed.event)
-            owners.append(parsed.partition)
-        else:
-            if route.pending:
-                route.read_back(parsed["user_id"], parsed.get("event_id"))
-            good.append(parsed)
-            owners.append(record.partition)
+        good.append(event)
+        owners.append(owner)
         good_records.append(record)
     ctx.stats["events"] += len(records)
     ctx.stats["batches"] += 1
