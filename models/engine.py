@@ -35,7 +35,8 @@ from models.fold import Pending, event_vectors, fold
 from models.items import ItemVectors
 from models.scorer import FusedScorer
 from models.seen import RECENT_ITEMS, item_key
-from models.sequence import SequenceModel
+from models.sequence import SequenceModel, load_sequence
+from models.sequence_attention import AttentionSequence
 from models.state import UserState, event_key
 from models.topk import round6, top_k
 
@@ -78,8 +79,8 @@ class Recommendation:
 
 class InterestModel:
     """``scorer``: the attention fusion of the dimensions; ``cooc``: the co-engagement counts
-    (updated from every new event); ``sequence``: the GRU over the user's last items
-    (``models.sequence``); ``blend``: component -> weight of the final z-score blend
+    (updated from every new event); ``sequence``: the model of the user's last items in order
+    (self-attention, ``models.sequence_attention``, or a GRU, ``models.sequence``); ``blend``: component -> weight of the final z-score blend
     (``models.blend``); without a blend the attention score alone is served. ``domain`` (a preset
     name of ``models.domains`` or a config; None: ``default``) sets the strength of each event
     type; the dimensions are the scorer's (``untrained`` takes them from the domain, a trained
@@ -87,7 +88,7 @@ class InterestModel:
 
     def __init__(self, scorer: FusedScorer, items: ItemVectors, cooc: CoocModel | None = None,
                  blend: Mapping[str, float] | None = None, domain: str | DomainConfig | None = None,
-                 sequence: SequenceModel | None = None):
+                 sequence: SequenceModel | AttentionSequence | None = None):
         self.scorer = scorer
         self.dims: tuple[Dimension, ...] = scorer.cfg.dims
         self.items = items
@@ -133,7 +134,7 @@ class InterestModel:
             log.warning("checkpoint %s was trained with domain %r, serving with domain %r",
                         scorer.version, meta.get("domain", "default"), cfg.name)
         cooc = CoocModel.load(path / "cooc.npz") if (path / "cooc.npz").exists() else None
-        seq = SequenceModel.load(path / "sequence.npz") if (path / "sequence.npz").exists() else None
+        seq = load_sequence(path / "sequence.npz") if (path / "sequence.npz").exists() else None
         return cls(scorer, ItemVectors(sd["text"], sd["cf"], sd["category"], cf_factors=cf), cooc,
                    meta.get("blend"), domain=cfg, sequence=seq)
 

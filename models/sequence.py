@@ -126,3 +126,13 @@ class SequenceModel:
         with np.load(path) as z:
             return cls(z["ids"].tolist(), z["in_proj"], z["w_hh"], z["b_hh"], z["w_out"], z["b_out"],
                        window=int(z["window"]), info=orjson.loads(z["info"].tobytes()))
+
+
+def load_sequence(path: str | Path):
+    """The sequence model saved at ``path``: a ``SequenceModel`` (GRU) or, when the file says so,
+    a ``models.sequence_attention.AttentionSequence``."""
+    from models.sequence_attention import KIND, AttentionSequence
+
+    with np.load(path) as z:
+        kind = str(z["kind"]) if "kind" in z.files else "gru"
+    return AttentionSequence.load(path) if kind == KIND else SequenceModel.load(path)

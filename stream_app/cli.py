@@ -30,6 +30,14 @@ def _domain_option(p: argparse.ArgumentParser) -> None:
                         "(serve the result with the same STREAM_RECO_DOMAIN; default: %(default)s)")
 
 
+def _sequence_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sequence-kind", default="attention", choices=["attention", "gru"],
+                   help="model of the user's last items in order: causal self-attention (SASRec's layout) or a GRU "
+                        "(default: %(default)s)")
+    p.add_argument("--sequence-budget-s", type=float, default=None,
+                   help="seconds for training the sequence model (default: 300 for attention, 180 for gru)")
+
+
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     """The ``stream-app`` argument parser (defaults from ``settings``); parsing runs nothing."""
     p = argparse.ArgumentParser(prog="stream-app", description=__doc__,
@@ -63,8 +71,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     _domain_option(t)
     t.add_argument("--budget-s", type=float, default=240.0,
                    help="seconds for the co-engagement parameter search on validation (default: %(default)s)")
-    t.add_argument("--sequence-budget-s", type=float, default=180.0,
-                   help="seconds for training the sequence model (default: %(default)s)")
+    _sequence_options(t)
     e = sub.add_parser("evaluate", help="offline evaluation with baselines and ablations")
     e.add_argument("--dataset", required=True, help="data set folder (RecBole atomic, MovieLens CSV or JSONL)")
     e.add_argument("--out", required=True, help="folder for metrics.json, metrics.png and summary.json")
@@ -73,8 +80,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     _domain_option(e)
     e.add_argument("--budget-s", type=float, default=240.0,
                    help="seconds for the co-engagement parameter search on validation (default: %(default)s)")
-    e.add_argument("--sequence-budget-s", type=float, default=180.0,
-                   help="seconds for training the sequence model (default: %(default)s)")
+    _sequence_options(e)
     be = sub.add_parser("bench", help="throughput, latency, encoder and state-size benchmark")
     be.add_argument("--dataset", default=_dataset_default(settings), help="data set folder (default: %(default)s)")
     be.add_argument("--events", type=int, default=100_000, help="events to replay (default: %(default)s)")
@@ -116,14 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         from models.offline.fused import train_checkpoint
 
         train_checkpoint(args.dataset, args.out, seed=args.seed, budget_s=args.budget_s, domain=args.domain,
-                         sequence_budget_s=args.sequence_budget_s)
+                         sequence_budget_s=args.sequence_budget_s, sequence_kind=args.sequence_kind)
         return 0
     if args.cmd == "evaluate":
         from models.offline.evaluate import run_evaluation
 
         run_evaluation(args.dataset, args.out, seed=args.seed, domain=args.domain,
                        only=[m for m in args.models.split(",") if m] or None, cooc_budget_s=args.budget_s,
-                       sequence_budget_s=args.sequence_budget_s)
+                       sequence_budget_s=args.sequence_budget_s, sequence_kind=args.sequence_kind)
         return 0
     if args.cmd == "bench":
         from stream_app.dev.bench import run_bench

@@ -29,7 +29,7 @@ from models.offline.baselines import ItemKNN, Pop
 from models.offline.loaders import load_dataset
 from models.dimensions import default_dimensions
 from models.offline.fused import FusedRecommender, dataset_text_features, item_text_vectors
-from models.offline.sequence import SequenceConfig
+from models.offline.sequence import SequenceConfig, sequence_config
 from models.offline.protocol import PROTOCOL, Split, replay_evaluate, split_leave_one_out, tune
 from models.offline.report import write_report
 
@@ -44,7 +44,7 @@ MODELS = ("pop", "itemknn", *(f"only:{d.name}" for d in default_dimensions()), "
 
 def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Sequence[str] | None = None,
                    progress: bool = True, cooc_budget_s: float = 240.0, domain: str = "default",
-                   sequence_budget_s: float = 180.0) -> dict:
+                   sequence_budget_s: float | None = None, sequence_kind: str = "attention") -> dict:
     """Fit and replay the models (all, or the names in ``only``) on ``dataset``; write the report
     to ``out`` and return the metrics. ``domain``: the fused models' preset (``models.domains``:
     event weights and dimensions, as ``STREAM_RECO_DOMAIN`` in the worker)."""
@@ -85,7 +85,7 @@ def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Se
         item_vecs = item_text_vectors(catalog)
         text_feats = dataset_text_features(ds)
         _evaluate_fused(fused_names, split, catalog, item_vecs, text_feats, seed, progress, cooc_budget_s, measure,
-                        domain, SequenceConfig(budget_s=sequence_budget_s))
+                        domain, sequence_config(sequence_kind, sequence_budget_s))
     summary = {**_summary(results, time.perf_counter() - t0, seed), "domain": domain}
     metrics = {"dataset": ds.name, "protocol": PROTOCOL + f"; prequential on {MAX_PREQUENTIAL} sampled events",
                "models": results}

@@ -28,7 +28,7 @@ from models.offline.base import ItemCatalog, Recommender
 from models.offline.baselines import _TrainingEvents
 from models.offline.blend import record_validation, select_weights
 from models.offline.cooc import fit_cooc, tune_cooc
-from models.offline.sequence import SequenceConfig, train_sequence
+from models.offline.sequence import SequenceConfig, sequence_config, train_sequence
 from models.offline.protocol import PROTOCOL, Split, replay_evaluate, split_leave_one_out
 from models.cf import item_factors, save_factors
 from models.offline.data import Dataset, Interaction
@@ -211,7 +211,8 @@ class FusedRecommender(Recommender):
 
 
 def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0, budget_s: float = 240.0,
-                     progress: bool = True, domain: str = "default", sequence_budget_s: float = 180.0) -> Path:
+                     progress: bool = True, domain: str = "default", sequence_budget_s: float | None = None,
+                     sequence_kind: str = "attention") -> Path:
     """``stream-app train``: exactly the model ``stream-app evaluate`` measures as ``fused``: the
     attention fusion and the co-engagement counts fitted on the training part of the
     leave-one-out split, co-engagement parameters and blend weights chosen on its validation
@@ -223,7 +224,7 @@ def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0, budget
     catalog = ItemCatalog.from_dataset(ds)
     split = split_leave_one_out(ds)
     rec = FusedRecommender("fused", text_features=dataset_text_features(ds), seed=seed, progress=progress,
-                           domain=domain, sequence=SequenceConfig(budget_s=sequence_budget_s))
+                           domain=domain, sequence=sequence_config(sequence_kind, sequence_budget_s))
     rec.fit(split.train, catalog)
     rec.select(split, budget_s)
     m = replay_evaluate(rec, split, catalog, k=10, progress=progress, measure=("valid", "test"))

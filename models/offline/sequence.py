@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -39,18 +39,34 @@ SAMPLED_ABOVE = 20_000  # catalogue size from which the softmax is sampled
 
 @dataclass(frozen=True)
 class SequenceConfig:
-    window: int = 10  # last distinct items read (<= models.seen.RECENT_ITEMS)
-    dim: int = 128  # item embedding
-    hidden: int = 128  # GRU state
-    dropout: float = 0.25
-    lr: float = 5e-3
-    batch_size: int = 256
-    epochs: int = 30
-    patience: int = 3
+    kind: str = "attention"  # attention (models.sequence_attention) | gru (models.sequence)
+    window: int = 50  # last distinct items read (<= models.seen.RECENT_ITEMS)
+    dim: int = 64  # item embedding
+    hidden: int = 64  # GRU state (gru only)
+    layers: int = 2  # attention only
+    heads: int = 2  # attention only
+    dropout: float = 0.5
+    lr: float = 2e-3
+    batch_size: int = 128  # examples (gru) or segments of up to ``window`` items (attention)
+    epochs: int = 200
+    patience: int = 10
     negatives: int = 4096  # sampled softmax only
-    budget_s: float = 180.0
+    budget_s: float = 300.0
     seed: int = 0
-    threads: int = 1
+    threads: int = 2
+
+
+GRU_CONFIG = SequenceConfig(kind="gru", window=10, dim=128, hidden=128, dropout=0.25, lr=5e-3, batch_size=256,
+                            epochs=30, patience=3, budget_s=180.0, threads=1)  # the settings the GRU was measured with
+KINDS = ("attention", "gru")
+
+
+def sequence_config(kind: str = "attention", budget_s: float | None = None) -> SequenceConfig:
+    """The default settings of ``kind``, with its training budget replaced when ``budget_s`` is given."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown sequence model kind {kind!r}; one of {KINDS}")
+    base = GRU_CONFIG if kind == "gru" else SequenceConfig()
+    return base if budget_s is None else replace(base, budget_s=float(budget_s))
 
 
 @dataclass
@@ -129,6 +145,16 @@ def validation_examples(split: Split, catalog: ItemCatalog, window: int) -> SeqE
     return _walk(split.events[:last], catalog, window, lambda pos, ev: pos in vpos, True)
 
 
+def candidate_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, y: torch.Tensor,
+                     negatives: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) of a softmax over every item, or with ``negatives``, over the batch's own
+    targets plus that many uniform items shared by the batch; ``h`` (B, D), ``weight`` (N, D)."""
+    if negatives is None:
+        return h @ weight.T + bias, y  # (B, N)
+    cand, inv = torch.unique(torch.cat([y, torch.randint(len(weight), (negatives,))]), return_inverse=True)
+    return h @ weight[cand].T + bias[cand], inv[: len(y)]  # (B, C)
+
+
 class _GRU(torch.nn.Module):
     def __init__(self, n_items: int, cfg: SequenceConfig):
         super().__init__()
@@ -139,6 +165,10 @@ class _GRU(torch.nn.Module):
         self.drop = torch.nn.Dropout(cfg.dropout)
         self.n_items = n_items
 
+    @staticmethod
+    def training_data(ex: SeqExamples, events, catalog, cfg, skip) -> tuple[np.ndarray, ...]:
+        return ex.windows, ex.lengths, ex.target
+
     def hidden(self, windows: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, H) last hidden state; an empty window gives zeros."""
         x = torch.where(windows < 0, self.n_items, windows)  # (B, W)
@@ -146,6 +176,15 @@ class _GRU(torch.nn.Module):
                                                          batch_first=True, enforce_sorted=False)
         _, h = self.gru(packed)  # (1, B, H)
         return torch.where((lengths > 0).unsqueeze(1), h[0], 0.0)
+
+    def scores(self, windows: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.out(self.hidden(windows, lengths))  # (B, N)
+
+    def loss(self, batch: Sequence[np.ndarray], negatives: int | None) -> tuple[torch.Tensor, int]:
+        windows, lengths, target = (torch.from_numpy(a) for a in batch)
+        h = self.drop(self.hidden(windows, lengths))
+        logits, y = candidate_logits(h, self.out.weight, self.out.bias, target, negatives)
+        return torch.nn.functional.cross_entropy(logits, y), len(y)
 
     def export(self, ids: Sequence[str], window: int, info: dict) -> SequenceModel:
         with torch.no_grad():
@@ -155,7 +194,7 @@ class _GRU(torch.nn.Module):
                                  self.out.weight.numpy(), self.out.bias.numpy(), window=window, info=info)
 
 
-def _ndcg(module: _GRU, ex: SeqExamples, k: int = 10, batch: int = 1024) -> float:
+def _ndcg(module: torch.nn.Module, ex: SeqExamples, k: int = 10, batch: int = 1024) -> float:
     """Validation NDCG@k, seen items excluded; a tie goes to the lower row (the protocol's rule)."""
     if len(ex) == 0:
         return float("nan")
@@ -164,8 +203,7 @@ def _ndcg(module: _GRU, ex: SeqExamples, k: int = 10, batch: int = 1024) -> floa
     with torch.inference_mode():
         for s in range(0, len(ex), batch):
             sl = slice(s, s + batch)
-            h = module.hidden(torch.from_numpy(ex.windows[sl]), torch.from_numpy(ex.lengths[sl]))
-            scores = module.out(h)  # (B, N)
+            scores = module.scores(torch.from_numpy(ex.windows[sl]), torch.from_numpy(ex.lengths[sl]))  # (B, N)
             for b, seen in enumerate(ex.seen[sl]):
                 if seen.size:
                     scores[b, torch.from_numpy(seen)] = -torch.inf
@@ -179,9 +217,12 @@ def _ndcg(module: _GRU, ex: SeqExamples, k: int = 10, batch: int = 1024) -> floa
 
 
 def train_sequence(train: Sequence[Interaction], split: Split, catalog: ItemCatalog,
-                   cfg: SequenceConfig = SequenceConfig()) -> SequenceModel | None:
-    """Fit the GRU on the training events, early-stopped on a holdout of each user's last training
-    label; None without examples."""
+                   cfg: SequenceConfig = SequenceConfig()):
+    """Fit the sequence model (``cfg.kind``) on the training events, early-stopped on a holdout of
+    each user's last training label; None without examples. Returns a ``models.sequence.SequenceModel``
+    (gru) or a ``models.sequence_attention.AttentionSequence`` (attention)."""
+    from models.offline.sequence_attention import SelfAttention
+
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
@@ -190,34 +231,32 @@ def train_sequence(train: Sequence[Interaction], split: Split, catalog: ItemCata
     n = len(catalog)
     if len(ex) == 0:
         return None
-    module = _GRU(n, cfg)
+    kinds = {"gru": _GRU, "attention": SelfAttention}
+    if cfg.kind not in kinds:
+        raise ValueError(f"unknown sequence model kind {cfg.kind!r}; one of {sorted(kinds)}")
+    module = kinds[cfg.kind](n, cfg)
+    events = sorted(train, key=lambda e: e.ts)  # the order training_examples replays
+    data = module.training_data(ex, events, catalog, cfg, set(holdout.where))
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr)
-    sampled = n > SAMPLED_ABOVE
+    negatives = cfg.negatives if n > SAMPLED_ABOVE else None
     best, best_state, bad, history = -math.inf, None, 0, []
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
-        order = rng.permutation(len(ex))
-        total = 0.0
+        order = rng.permutation(len(data[0]))
+        total, labels = 0.0, 0
         for s in range(0, len(order), cfg.batch_size):
             idx = order[s:s + cfg.batch_size]
-            h = module.drop(module.hidden(torch.from_numpy(ex.windows[idx]), torch.from_numpy(ex.lengths[idx])))
-            y = torch.from_numpy(ex.target[idx])
-            if sampled:  # the batch's targets and shared uniform negatives
-                cand, y = torch.unique(torch.cat([y, torch.randint(n, (cfg.negatives,))]), return_inverse=True)
-                y = y[: len(idx)]
-                logits = h @ module.out.weight[cand].T + module.out.bias[cand]  # (B, C)
-            else:
-                logits = module.out(h)  # (B, N)
-            loss = torch.nn.functional.cross_entropy(logits, y)
+            loss, m = module.loss([a[idx] for a in data], negatives)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(idx)
+            total, labels = total + float(loss.detach()) * m, labels + m
         score = _ndcg(module, holdout)
-        history.append({"epoch": epoch + 1, "loss": round(total / len(ex), 4), "holdout_ndcg@10": round(score, 5),
-                        "valid_ndcg@10": round(_ndcg(module, valid), 5), "seconds": round(time.perf_counter() - t0, 1)})
-        log.info("sequence epoch %d loss %.4f holdout ndcg@10 %.4f (valid %.4f)", epoch + 1, total / len(ex), score,
-                 history[-1]["valid_ndcg@10"])
+        history.append({"epoch": epoch + 1, "loss": round(total / max(labels, 1), 4),
+                        "holdout_ndcg@10": round(score, 5), "valid_ndcg@10": round(_ndcg(module, valid), 5),
+                        "seconds": round(time.perf_counter() - t0, 1)})
+        log.info("sequence epoch %d loss %.4f holdout ndcg@10 %.4f (valid %.4f)", epoch + 1, history[-1]["loss"],
+                 score, history[-1]["valid_ndcg@10"])
         if score > best or best_state is None:
             best, bad = score, 0
             best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
@@ -226,8 +265,9 @@ def train_sequence(train: Sequence[Interaction], split: Split, catalog: ItemCata
         if bad >= cfg.patience or time.perf_counter() - t0 > cfg.budget_s:
             break
     module.load_state_dict(best_state)
-    info = {"history": history, "best_holdout_ndcg@10": best, "train_examples": len(ex),
+    module.eval()
+    info = {"kind": cfg.kind, "history": history, "best_holdout_ndcg@10": best, "train_examples": len(ex),
             "holdout_examples": len(holdout), "valid_examples": len(valid),
-            "sampled_softmax": sampled, "train_seconds": round(time.perf_counter() - t0, 1),
+            "sampled_softmax": negatives is not None, "train_seconds": round(time.perf_counter() - t0, 1),
             "config": {k: v for k, v in cfg.__dict__.items()}}
     return module.export(catalog.ids, cfg.window, info)

@@ -51,7 +51,7 @@ def demo_checkpoint(settings: Settings, dataset_path: str | Path, out: TextIO, p
             print(f"training a checkpoint on {folder.name} (stream-app train; once, then cached) ...", file=out,
                   flush=True)
             path = train_checkpoint(folder, cache, budget_s=60.0, progress=progress, domain=settings.domain,
-                                    sequence_budget_s=60.0)
+                                    sequence_budget_s=120.0)
     meta = orjson.loads((path / "config.json").read_bytes())
     m = meta.get("training", {}).get("measured")
     if m:

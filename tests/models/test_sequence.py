@@ -1,5 +1,6 @@
-"""The sequential dimension: the numpy server equals the torch model it was trained as, training
-windows are exactly what a user state holds, and the engine serves it as a blend component."""
+"""The sequential dimension (self-attention and GRU): the numpy server equals the torch model it was
+trained as, training windows are exactly what a user state holds, and the engine serves it as a
+blend component."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,9 +12,10 @@ from models.engine import Event, InterestModel
 from models.offline.base import ItemCatalog
 from models.offline.data import Dataset, Interaction, Item
 from models.offline.protocol import split_leave_one_out
-from models.offline.sequence import SequenceConfig, _GRU, train_sequence, training_examples
+from models.offline.sequence import GRU_CONFIG, SequenceConfig, _GRU, sequence_config, train_sequence, training_examples
+from models.offline.sequence_attention import SelfAttention, segments, token_chains
 from models.seen import SeenItems
-from models.sequence import SequenceModel
+from models.sequence import load_sequence
 
 
 def chain_dataset(n_users: int = 60, n_items: int = 30, seed: int = 0) -> Dataset:
@@ -47,6 +49,40 @@ def test_numpy_state_equals_the_torch_gru():
         np.testing.assert_allclose(served.scores(newest_first), want[b], rtol=1e-5, atol=1e-5)
 
 
+def test_numpy_scores_equal_the_torch_self_attention():
+    torch.manual_seed(0)
+    module = SelfAttention(11, SequenceConfig(window=6, dim=8, heads=2, layers=2)).eval()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * 0.3)  # away from the near-zero initialisation
+    served = module.export([f"i{j}" for j in range(11)], 6, {})
+    windows = torch.tensor([[3, 1, 4, -1, -1, -1], [2, -1, -1, -1, -1, -1], [-1] * 6, [8, 0, 7, 5, 9, 10]])
+    lengths = torch.tensor([3, 1, 0, 6])
+    with torch.no_grad():
+        want = module.scores(windows, lengths).numpy()
+    newest_first = [[f"i{j}" for j in reversed(w[:n].tolist())] for w, n in zip(windows, lengths)]
+    np.testing.assert_allclose(served.scores_many(newest_first), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(served.scores(newest_first[0]), want[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(served.scores([]), module.bias.detach().numpy())
+
+
+@pytest.mark.parametrize("window", [20, 4])
+def test_attention_segments_carry_every_label_once_with_its_serving_window(window):
+    ds = chain_dataset()  # 15 events a user: a window of 20 holds every history whole, 4 cuts chains
+    catalog = ItemCatalog.from_dataset(ds)
+    ex, _ = training_examples(ds.interactions, catalog, window)
+    x, y = segments(token_chains(ds.interactions, catalog, window, skip=set()), window)
+    got = [(x[s, max(0, p - window + 1): p + 1].tolist(), int(y[s, p])) for s, p in zip(*np.nonzero(y >= 0))]
+    want = [(ex.windows[k, : ex.lengths[k]].tolist(), int(ex.target[k])) for k in range(len(ex)) if ex.lengths[k]]
+    assert len(got) == len(want) > 0  # every label with a history, once (with none the score is the bias)
+    if window == 20:  # the items before each label in its segment are exactly its serving window
+        assert sorted(got) == sorted(want)
+    else:  # the newest part of it: all of it in a chain's first segment, at least half a window after
+        assert sorted(t for _, t in got) == sorted(t for _, t in want)
+        for c, t in got:
+            assert any(w[len(w) - len(c):] == c and len(c) >= min(len(w), window // 2) for w, u in want if u == t)
+
+
 def test_training_windows_are_what_the_user_state_holds():
     ds = chain_dataset()
     catalog = ItemCatalog.from_dataset(ds)
@@ -73,12 +109,13 @@ def test_training_windows_are_what_the_user_state_holds():
         assert set(held.seen[k].tolist()) == before
 
 
-@pytest.fixture(scope="module")
-def trained():
+@pytest.fixture(scope="module", params=["attention", "gru"])
+def trained(request):
     ds = chain_dataset()
     catalog = ItemCatalog.from_dataset(ds)
     split = split_leave_one_out(ds)
-    model = train_sequence(split.train, split, catalog, SequenceConfig(dim=16, hidden=16, window=5, epochs=40, lr=1e-2, patience=40))
+    cfg = SequenceConfig(kind=request.param, dim=16, hidden=16, window=5, epochs=40, lr=1e-2, patience=40, dropout=0.1)
+    model = train_sequence(split.train, split, catalog, cfg)
     return ds, catalog, split, model
 
 
@@ -94,7 +131,8 @@ def test_training_learns_the_chain_and_keeps_the_best_holdout_epoch(trained):
 def test_sampled_softmax_trains_too(trained, monkeypatch):
     ds, catalog, split, _ = trained
     monkeypatch.setattr(seqmod, "SAMPLED_ABOVE", 10)
-    model = train_sequence(split.train, split, catalog, SequenceConfig(dim=8, hidden=8, window=5, epochs=2,
+    kind = trained[3].info["kind"]
+    model = train_sequence(split.train, split, catalog, SequenceConfig(kind=kind, dim=8, hidden=8, window=5, epochs=2,
                                                                        negatives=8))
     assert model.info["sampled_softmax"] and model.scores(["i1"]).shape == (len(catalog),)
 
@@ -102,7 +140,8 @@ def test_sampled_softmax_trains_too(trained, monkeypatch):
 def test_checkpoint_round_trip_and_engine_component(trained, tmp_path):
     _, catalog, _, model = trained
     model.save(tmp_path / "sequence.npz")
-    back = SequenceModel.load(tmp_path / "sequence.npz")
+    back = load_sequence(tmp_path / "sequence.npz")
+    assert type(back) is type(model)
     assert back.ids == model.ids and back.window == model.window and back.info == model.info
     np.testing.assert_array_equal(back.scores(["i3", "i2"]), model.scores(["i3", "i2"]))
 
@@ -125,3 +164,10 @@ def test_checkpoint_round_trip_and_engine_component(trained, tmp_path):
     for r in rec.items:
         assert "sequence" in r.reasons and sum(r.reasons.values()) == pytest.approx(r.score, abs=1e-5)
     assert rec.dimension_weights["sequence"] == pytest.approx(0.8)
+
+
+def test_sequence_config_defaults_and_unknown_kind():
+    assert sequence_config("gru") == GRU_CONFIG
+    assert sequence_config("attention", 12).budget_s == 12 and sequence_config().kind == "attention"
+    with pytest.raises(ValueError, match="unknown sequence model kind"):
+        sequence_config("lstm")
