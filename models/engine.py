@@ -80,7 +80,8 @@ class Recommendation:
 class InterestModel:
     """``scorer``: the attention fusion of the dimensions; ``cooc``: the co-engagement counts
     (updated from every new event); ``sequence``: the model of the user's last items in order
-    (self-attention, ``models.sequence_attention``, or a GRU, ``models.sequence``); ``blend``: component -> weight of the final z-score blend
+    (self-attention, ``models.sequence_attention``, or a GRU, ``models.sequence``); ``blend``:
+    component -> weight of the final z-score blend
     (``models.blend``); without a blend the attention score alone is served. ``domain`` (a preset
     name of ``models.domains`` or a config; None: ``default``) sets the strength of each event
     type; the dimensions are the scorer's (``untrained`` takes them from the domain, a trained
@@ -295,9 +296,12 @@ class InterestModel:
         component (none without a sequence model), (N,) each."""
         return {c: s[0] for c, s in self._count_scores_many([state]).items()}
 
-    def _count_scores_many(self, states: Sequence[UserState]) -> dict[str, np.ndarray]:
-        """``_count_scores`` of several users, (B, N) each (popularity: one row, broadcast)."""
-        out = {} if self.sequence is None else {"sequence": self._sequence_scores(states)}
+    def _count_scores_many(self, states: Sequence[UserState], weighted_only: bool = False) -> dict[str, np.ndarray]:
+        """``_count_scores`` of several users, (B, N) each (popularity: one row, broadcast);
+        ``weighted_only``: without the sequence component when the blend gives it no weight (its
+        scores would be multiplied by 0, and it is the costliest to compute)."""
+        skip = self.sequence is None or (weighted_only and self.blend is not None and not self.blend.get("sequence"))
+        out = {} if skip else {"sequence": self._sequence_scores(states)}
         if self.cooc is None:
             return out
         if self._crow_array.size != len(self._crow):
@@ -357,7 +361,7 @@ class InterestModel:
             S, comps = att.astype(np.float64), {}
             scale, offset = {"attention": np.ones(B)}, {"attention": np.zeros(B)}
         else:
-            comps = {"attention": att, **self._count_scores_many(states)}
+            comps = {"attention": att, **self._count_scores_many(states, weighted_only=True)}
             moments = {"popularity": self._popularity()[1]} if "popularity" in comps else None
             S, scale, offset = combine_many(comps, self.blend, moments)  # a new array
         names = [*self.dim_names, "bias"]  # reasons, one column each

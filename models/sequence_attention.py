@@ -89,13 +89,13 @@ class AttentionSequence:
         return self.emb.shape[1]
 
     def _attend(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """q (B, Q, D), k/v (B, T, D), mask (Q, T) or (B, Q, T), True = may attend -> (B, Q, D)."""
+        """q (B, Q, D), k/v (B, T, D), mask (Q, T) or (B, Q, T), 0 = may attend, -inf = not -> (B, Q, D)."""
         B, Q, D = q.shape
         T, h, dh = k.shape[1], self.heads, D // self.heads
         heads = lambda x: np.ascontiguousarray(x.reshape(B, x.shape[1], h, dh).transpose(0, 2, 1, 3))  # noqa: E731
         att = heads(q) @ heads(k).transpose(0, 1, 3, 2)  # (B, h, Q, T)
         att *= 1.0 / np.sqrt(dh)
-        att[np.broadcast_to((~mask)[:, None] if mask.ndim == 3 else ~mask, att.shape)] = -np.inf
+        att += mask[:, None] if mask.ndim == 3 else mask
         att -= att.max(-1, keepdims=True)
         np.exp(att, out=att)
         att /= att.sum(-1, keepdims=True)
@@ -107,7 +107,7 @@ class AttentionSequence:
         B, T, D = x.shape
         qkv = (x.reshape(B * T, D) @ wt["w_qkv"] + blk["b_qkv"]).reshape(B, T, 3 * D)
         q, k, v = qkv[..., :D], qkv[..., D:2 * D], qkv[..., 2 * D:]
-        mask = np.tril(np.ones((T, T), dtype=bool))  # (T, T) causal
+        mask = np.triu(np.full((T, T), -np.inf, dtype=np.float32), 1)  # (T, T) causal
         if last is not None:
             rows = np.arange(B)
             q, x, mask = q[rows, last][:, None], x[rows, last][:, None], mask[last][:, None]  # (B, 1, .)

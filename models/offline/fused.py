@@ -4,8 +4,8 @@ serves, wrapped in the evaluation's ``Recommender`` interface.
 ``FusedRecommender("fused")`` trains the attention fusion of every dimension (semantic ones over
 transformer vectors and collaborative factors side by side), fits the co-engagement counts
 (``models.cooc``) on the same training events, and, given the split, ``select`` tunes the
-co-engagement parameters, trains the sequence model (``models.sequence``, epochs chosen on
-validation) and chooses the blend weights on the validation targets (``models.blend``).
+co-engagement parameters, trains the sequence model (``models.sequence_attention``, epochs
+chosen on a holdout of each user's last training event) and chooses the blend weights on the validation targets (``models.blend``).
 ``text=False`` drops the transformer's vectors everywhere (semantic dimensions and item tower on
 collaborative factors). ``variant(name, mode)`` gives the ablations without retraining: one
 attention dimension alone (``only:<dim>``, the other dimensions masked as if empty), the attention

@@ -29,6 +29,7 @@ import torch
 from models.offline.base import ItemCatalog
 from models.offline.data import Interaction
 from models.offline.protocol import TARGET_TYPES, Split
+from models.offline.sequence_attention import SelfAttention, candidate_logits
 from models.seen import SeenItems
 from models.sequence import SequenceModel
 
@@ -145,16 +146,6 @@ def validation_examples(split: Split, catalog: ItemCatalog, window: int) -> SeqE
     return _walk(split.events[:last], catalog, window, lambda pos, ev: pos in vpos, True)
 
 
-def candidate_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, y: torch.Tensor,
-                     negatives: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, labels) of a softmax over every item, or with ``negatives``, over the batch's own
-    targets plus that many uniform items shared by the batch; ``h`` (B, D), ``weight`` (N, D)."""
-    if negatives is None:
-        return h @ weight.T + bias, y  # (B, N)
-    cand, inv = torch.unique(torch.cat([y, torch.randint(len(weight), (negatives,))]), return_inverse=True)
-    return h @ weight[cand].T + bias[cand], inv[: len(y)]  # (B, C)
-
-
 class _GRU(torch.nn.Module):
     def __init__(self, n_items: int, cfg: SequenceConfig):
         super().__init__()
@@ -221,8 +212,6 @@ def train_sequence(train: Sequence[Interaction], split: Split, catalog: ItemCata
     """Fit the sequence model (``cfg.kind``) on the training events, early-stopped on a holdout of
     each user's last training label; None without examples. Returns a ``models.sequence.SequenceModel``
     (gru) or a ``models.sequence_attention.AttentionSequence`` (attention)."""
-    from models.offline.sequence_attention import SelfAttention
-
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)

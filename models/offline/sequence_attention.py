@@ -22,7 +22,6 @@ import torch
 from models.offline.base import ItemCatalog
 from models.offline.data import Interaction
 from models.offline.protocol import TARGET_TYPES
-from models.offline.sequence import candidate_logits
 from models.seen import SeenItems
 from models.sequence_attention import AttentionSequence
 
@@ -88,6 +87,16 @@ def segments(chains: Sequence[tuple[list[int], list[int]]], window: int) -> tupl
     if not keep:
         return np.zeros((0, window), np.int64), np.zeros((0, window), np.int64)
     return np.stack([xs[k] for k in keep]), np.stack([ys[k] for k in keep])
+
+
+def candidate_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, y: torch.Tensor,
+                     negatives: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) of a softmax over every item, or with ``negatives``, over the batch's own
+    targets plus that many uniform items shared by the batch; ``h`` (B, D), ``weight`` (N, D)."""
+    if negatives is None:
+        return h @ weight.T + bias, y  # (B, N)
+    cand, inv = torch.unique(torch.cat([y, torch.randint(len(weight), (negatives,))]), return_inverse=True)
+    return h @ weight[cand].T + bias[cand], inv[: len(y)]  # (B, C)
 
 
 def _gelu(x: torch.Tensor) -> torch.Tensor:
