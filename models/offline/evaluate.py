@@ -30,7 +30,7 @@ from models.offline.baselines import ItemKNN, Pop
 from models.offline.loaders import load_dataset
 from models.dimensions import default_dimensions
 from models.offline.fused import FusedRecommender, dataset_text_features, item_text_vectors
-from models.offline.sequence import SequenceConfig, sequence_config
+from models.offline.sequence import SequenceConfig, sequence_configs
 from models.offline.protocol import PROTOCOL, Split, replay_evaluate, split_leave_one_out, tune
 from models.offline.report import write_report
 
@@ -45,7 +45,7 @@ MODELS = ("pop", "itemknn", *(f"only:{d.name}" for d in default_dimensions()), "
 
 def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Sequence[str] | None = None,
                    progress: bool = True, cooc_budget_s: float = 240.0, domain: str = "default",
-                   sequence_budget_s: float | None = None, sequence_kind: str = "attention") -> dict:
+                   sequence_budget_s: float | None = None, sequence_kind: str = "auto") -> dict:
     """Fit and replay the models (all, or the names in ``only``) on ``dataset``; write the report
     to ``out`` and return the metrics. ``domain``: the fused models' preset (``models.domains``:
     event weights and dimensions, as ``STREAM_RECO_DOMAIN`` in the worker)."""
@@ -86,7 +86,7 @@ def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Se
         item_vecs = item_text_vectors(catalog)
         text_feats = dataset_text_features(ds)
         _evaluate_fused(fused_names, split, catalog, item_vecs, text_feats, seed, progress, cooc_budget_s, measure,
-                        domain, sequence_config(sequence_kind, sequence_budget_s))
+                        domain, sequence_configs(sequence_kind, sequence_budget_s))
     summary = {**_summary(results, time.perf_counter() - t0, seed), "domain": domain}
     metrics = {"dataset": ds.name, "protocol": PROTOCOL + f"; prequential on {MAX_PREQUENTIAL} sampled events",
                "models": results}
@@ -97,7 +97,7 @@ def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Se
 
 
 def _evaluate_fused(names, split: Split, catalog, item_vecs, text_feats, seed, progress, budget_s, measure,
-                    domain: str = "default", sequence: SequenceConfig = SequenceConfig()) -> None:
+                    domain: str = "default", sequence: Sequence[SequenceConfig] = sequence_configs()) -> None:
     """One attention training (+ co-engagement tuning, sequence training and blend selection) serves
     fused, attention, only:cooc, only:sequence and the only:<dim> ablations; fused-no-text trains its
     own attention fusion (and reuses the co-engagement parameters and the sequence model)."""
@@ -110,9 +110,10 @@ def _evaluate_fused(names, split: Split, catalog, item_vecs, text_feats, seed, p
         train_s = time.perf_counter() - t
         sel = rec.select(split, budget_s)
         fit_s = time.perf_counter() - t
+        seq = sel.get("sequence", {})
         print(f"  fused: attention trained in {train_s:.0f}s, selection {sel.get('cooc', {}).get('seconds', 0)}s "
-              f"cooc {rec.cooc_params}, sequence {sel.get('sequence', {}).get('train_seconds', 0)}s, "
-              f"blend {rec.blend}", flush=True)
+              f"cooc {rec.cooc_params}, sequence {seq.get('kind')} (holdout ndcg@10 {seq.get('candidates')}) "
+              f"{seq.get('train_seconds', 0)}s, blend {rec.blend}", flush=True)
     for name in names:
         if name == "fused-no-text":
             continue
@@ -122,7 +123,8 @@ def _evaluate_fused(names, split: Split, catalog, item_vecs, text_feats, seed, p
         if name == "only:cooc" or name == "fused":
             extra["cooc_params"] = rec.cooc_params.__dict__
         if (name == "only:sequence" or name == "fused") and rec.sequence is not None:
-            extra["sequence"] = {k: rec.sequence.info[k] for k in ("best_holdout_ndcg@10", "train_seconds")}
+            extra["sequence"] = {k: rec.sequence.info.get(k) for k in ("kind", "candidates", "best_holdout_ndcg@10",
+                                                                    "train_seconds")}
         if name == "fused" or name == "attention":
             extra.update(best_holdout_ndcg=rec.info["best_holdout_ndcg@10"], epochs=len(rec.info["history"]))
         entry = measure(name, v, fit_s, extra)

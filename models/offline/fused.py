@@ -28,7 +28,7 @@ from models.offline.base import ItemCatalog, Recommender
 from models.offline.baselines import _TrainingEvents
 from models.offline.blend import record_validation, select_weights
 from models.offline.cooc import fit_cooc, tune_cooc
-from models.offline.sequence import SequenceConfig, sequence_config, train_sequence
+from models.offline.sequence import SequenceConfig, sequence_configs, train_best_sequence
 from models.offline.protocol import PROTOCOL, Split, replay_evaluate, split_leave_one_out
 from models.cf import item_factors, save_factors
 from models.offline.data import Dataset, Interaction
@@ -79,7 +79,8 @@ class FusedRecommender(Recommender):
     def __init__(self, name: str = "fused", text: bool = True, text_features: Mapping | None = None,
                  item_vectors: np.ndarray | None = None, config: TrainConfig = TrainConfig(), seed: int = 0,
                  cf_dim: int = 64, progress: bool = True, cooc_params: CoocParams | None = None,
-                 domain: str | DomainConfig | None = None, sequence: SequenceConfig | None = SequenceConfig()):
+                 domain: str | DomainConfig | None = None,
+                 sequence: SequenceConfig | Sequence[SequenceConfig] | None = sequence_configs()):
         self.name = name
         self.mode = "fused"
         self.domain = get_domain(domain)  # event weights and dimensions, as STREAM_RECO_DOMAIN in the worker
@@ -90,7 +91,8 @@ class FusedRecommender(Recommender):
         self.cf_dim = cf_dim
         self.progress = progress
         self.cooc_params = cooc_params
-        self.sequence_config = None if sequence is None else SequenceConfig(**{**sequence.__dict__, "seed": seed})
+        configs = () if sequence is None else (sequence,) if isinstance(sequence, SequenceConfig) else tuple(sequence)
+        self.sequence_configs = tuple(SequenceConfig(**{**c.__dict__, "seed": seed}) for c in configs)
         self.sequence = None  # models.sequence.SequenceModel, trained in select
         self.blend: dict[str, float] | None = None
         self.model: InterestModel | None = None
@@ -136,8 +138,8 @@ class FusedRecommender(Recommender):
         if self.cooc_params is None:
             self.cooc_params, report["cooc"] = tune_cooc(split, self._catalog, budget_s)
             self._cooc = fit_cooc(self._train_events, self._catalog, self.cooc_params)
-        if self.sequence_config is not None:
-            self.sequence = train_sequence(self._train_events, split, self._catalog, self.sequence_config)
+        if self.sequence_configs:
+            self.sequence = train_best_sequence(self._train_events, split, self._catalog, self.sequence_configs)
             if self.sequence is not None:
                 report["sequence"] = {k: v for k, v in self.sequence.info.items() if k != "config"}
         probe = self.variant(self.name, "fused")
@@ -212,7 +214,7 @@ class FusedRecommender(Recommender):
 
 def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0, budget_s: float = 240.0,
                      progress: bool = True, domain: str = "default", sequence_budget_s: float | None = None,
-                     sequence_kind: str = "attention") -> Path:
+                     sequence_kind: str = "auto") -> Path:
     """``stream-app train``: exactly the model ``stream-app evaluate`` measures as ``fused``: the
     attention fusion and the co-engagement counts fitted on the training part of the
     leave-one-out split, co-engagement parameters and blend weights chosen on its validation
@@ -224,7 +226,7 @@ def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0, budget
     catalog = ItemCatalog.from_dataset(ds)
     split = split_leave_one_out(ds)
     rec = FusedRecommender("fused", text_features=dataset_text_features(ds), seed=seed, progress=progress,
-                           domain=domain, sequence=sequence_config(sequence_kind, sequence_budget_s))
+                           domain=domain, sequence=sequence_configs(sequence_kind, sequence_budget_s))
     rec.fit(split.train, catalog)
     rec.select(split, budget_s)
     m = replay_evaluate(rec, split, catalog, k=10, progress=progress, measure=("valid", "test"))

@@ -59,15 +59,34 @@ class SequenceConfig:
 
 GRU_CONFIG = SequenceConfig(kind="gru", window=10, dim=128, hidden=128, dropout=0.25, lr=5e-3, batch_size=256,
                             epochs=30, patience=3, budget_s=180.0, threads=1)  # the settings the GRU was measured with
-KINDS = ("attention", "gru")
+KINDS = ("auto", "attention", "gru")  # auto: both trained, the better on the holdout kept
 
 
-def sequence_config(kind: str = "attention", budget_s: float | None = None) -> SequenceConfig:
-    """The default settings of ``kind``, with its training budget replaced when ``budget_s`` is given."""
+def sequence_configs(kind: str = "auto", budget_s: float | None = None) -> tuple[SequenceConfig, ...]:
+    """The default settings of ``kind`` (auto: of both kinds), each with its training budget
+    replaced when ``budget_s`` is given."""
     if kind not in KINDS:
         raise ValueError(f"unknown sequence model kind {kind!r}; one of {KINDS}")
-    base = GRU_CONFIG if kind == "gru" else SequenceConfig()
-    return base if budget_s is None else replace(base, budget_s=float(budget_s))
+    bases = {"attention": (SequenceConfig(),), "gru": (GRU_CONFIG,)}.get(kind, (SequenceConfig(), GRU_CONFIG))
+    return tuple(b if budget_s is None else replace(b, budget_s=float(budget_s)) for b in bases)
+
+
+def train_best_sequence(train: Sequence[Interaction], split: Split, catalog: ItemCatalog,
+                        configs: Sequence[SequenceConfig]):
+    """``train_sequence`` for each config; the model with the best holdout NDCG@10 (each user's
+    last training label; never the validation or test targets), its ``info["candidates"]``
+    recording every kind's holdout score. None without examples."""
+    best, scores = None, {}
+    for cfg in configs:
+        model = train_sequence(train, split, catalog, cfg)
+        if model is None:
+            continue
+        scores[cfg.kind] = round(model.info["best_holdout_ndcg@10"], 5)
+        if best is None or model.info["best_holdout_ndcg@10"] > best.info["best_holdout_ndcg@10"]:
+            best = model
+    if best is not None:
+        best.info["candidates"] = scores
+    return best
 
 
 @dataclass

@@ -12,7 +12,8 @@ from models.engine import Event, InterestModel
 from models.offline.base import ItemCatalog
 from models.offline.data import Dataset, Interaction, Item
 from models.offline.protocol import split_leave_one_out
-from models.offline.sequence import GRU_CONFIG, SequenceConfig, _GRU, sequence_config, train_sequence, training_examples
+from models.offline.sequence import (GRU_CONFIG, SequenceConfig, _GRU, sequence_configs, train_best_sequence,
+                                     train_sequence, training_examples)
 from models.offline.sequence_attention import SelfAttention, segments, token_chains
 from models.seen import SeenItems
 from models.sequence import load_sequence
@@ -166,8 +167,21 @@ def test_checkpoint_round_trip_and_engine_component(trained, tmp_path):
     assert rec.dimension_weights["sequence"] == pytest.approx(0.8)
 
 
-def test_sequence_config_defaults_and_unknown_kind():
-    assert sequence_config("gru") == GRU_CONFIG
-    assert sequence_config("attention", 12).budget_s == 12 and sequence_config().kind == "attention"
+def test_sequence_configs_defaults_and_unknown_kind():
+    assert sequence_configs("gru") == (GRU_CONFIG,)
+    assert [c.kind for c in sequence_configs()] == ["attention", "gru"]  # auto: both
+    assert [c.budget_s for c in sequence_configs("auto", 12)] == [12, 12]
     with pytest.raises(ValueError, match="unknown sequence model kind"):
-        sequence_config("lstm")
+        sequence_configs("lstm")
+
+
+def test_auto_keeps_the_kind_with_the_better_holdout_score():
+    ds = chain_dataset()
+    catalog = ItemCatalog.from_dataset(ds)
+    split = split_leave_one_out(ds)
+    configs = [SequenceConfig(kind="attention", dim=8, window=5, epochs=3, dropout=0.1, lr=1e-2),
+               SequenceConfig(kind="gru", dim=8, hidden=8, window=5, epochs=3, lr=1e-2)]
+    alone = [train_sequence(split.train, split, catalog, c).info["best_holdout_ndcg@10"] for c in configs]
+    best = train_best_sequence(split.train, split, catalog, configs)
+    assert best.info["candidates"] == {c.kind: round(a, 5) for c, a in zip(configs, alone)}
+    assert best.info["kind"] == configs[int(np.argmax(alone))].kind
