@@ -1,4 +1,7 @@
-"""Training the sequential dimension (``models.sequence``) by maximum likelihood (torch).
+"""Training the sequential dimension by maximum likelihood (torch): causal self-attention
+(``kind="attention"``, ``models.sequence_attention``; its layout and token segments in
+``models.offline.sequence_attention``) or a GRU (``kind="gru"``, ``models.sequence``);
+``train_best_sequence`` trains several and keeps the best on the holdout below.
 
 Examples replay the log as the user state sees it: per user, the last ``window`` distinct items
 (kept by a ``models.seen.SeenItems``, as ``UserState.seen`` keeps them), and every first
@@ -6,11 +9,11 @@ engagement of a consumption type (``TARGET_TYPES``) is a label with the window b
 
     L(theta) = - sum_e log softmax(W_out h(window_e) + b_out)[item_e]
 
-Full softmax over the catalogue up to ``SAMPLED_ABOVE`` items; above, a sampled softmax (the
-batch's own targets plus ``negatives`` uniform items, shared by the batch). Adam, dropout on
-the embeddings and on the last hidden state. Early stopping, as for the attention fusion, on each
-user's last training label held out (NDCG@10 with seen items excluded), with patience, inside a
-wall-clock budget: the protocol's validation targets are left to the blend, which weighs this
+(the self-attention model trains on the same labels, read as token segments). Full softmax over
+the catalogue up to ``SAMPLED_ABOVE`` items; above, a sampled softmax (the batch's own targets
+plus ``negatives`` uniform items, shared by the batch). Adam, dropout. Early stopping, as for
+the attention fusion, on each user's last training label held out (NDCG@10 with seen items
+excluded), with patience, inside a wall-clock budget: the protocol's validation targets are left to the blend, which weighs this
 component on them (choosing the epochs there too made the component look better on validation
 than it is, and the blend trusted it too much). The validation NDCG is recorded per epoch, for
 the report only. Test targets are never looked at.
