@@ -118,20 +118,29 @@ class AttentionSequence:
         return _layer_norm(y + f, blk["ln2_g"], blk["ln2_b"]).reshape(B, n, D)
 
     def states(self, windows: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
-        """((B, D) output at each user's newest item, (B,) whether the user has any known item)."""
+        """((B, D) output at each user's newest item, (B,) whether the user has any known item).
+        Users are run in groups of similar window length (up to 1, 2, 4, ... items), so a batch of
+        short histories does not pay for one long one."""
         rows = [[r for r in map(self.index.get, w[: self.window]) if r is not None][::-1] for w in windows]
         lengths = np.array([len(r) for r in rows], dtype=np.int64)  # (B,)
-        B, T = len(rows), int(lengths.max(initial=0))
-        if T == 0:
-            return np.zeros((B, self.dim), dtype=np.float32), lengths > 0
+        out = np.zeros((len(rows), self.dim), dtype=np.float32)
+        bucket = np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64)  # (B,) group of each user
+        for g in np.unique(bucket[lengths > 0]):
+            idx = np.flatnonzero((bucket == g) & (lengths > 0))
+            out[idx] = self._run([rows[i] for i in idx], lengths[idx])
+        return out, lengths > 0
+
+    def _run(self, rows: list[list[int]], lengths: np.ndarray) -> np.ndarray:
+        """(b, D) outputs at the newest item of each (non-empty) list of vocabulary rows."""
+        B, T = len(rows), int(lengths.max())
         table = np.zeros((B, T), dtype=np.int64)  # (B, T) left-aligned; the padding after is never attended
         for b, r in enumerate(rows):
             table[b, : len(r)] = r
         x = _layer_norm(self.emb[table] + self.pos[:T], self.ln_g, self.ln_b)  # (B, T, D)
-        last = np.maximum(lengths - 1, 0)
+        last = lengths - 1
         for i, (blk, wt) in enumerate(zip(self.blocks, self._t)):
             x = self._block(x, blk, wt, last if i == len(self.blocks) - 1 else None)
-        return x[:, 0], lengths > 0
+        return x[:, 0]
 
     def scores(self, newest_first: Sequence[str]) -> np.ndarray:
         """(V,) score of every vocabulary item, given the user's recent items (newest first)."""
