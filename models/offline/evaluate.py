@@ -4,8 +4,8 @@ Models: ``pop``, ``itemknn`` (k and shrinkage tuned on the validation split), ``
 every attention dimension alone (the trained attention fusion with the other dimensions masked as
 empty: one training serves all ablations), ``only:cooc`` (the co-engagement dimension alone,
 parameters tuned on validation within a time budget), ``only:sequence`` (the sequence model
-alone: causal self-attention over the user's last items, ``--sequence-kind gru`` a GRU; epochs
-chosen on a holdout of each user's last training event), ``attention`` (the attention fusion alone,
+alone: causal self-attention over the user's last items or a GRU, whichever does better on a
+holdout of each user's last training event, ``--sequence-kind``; epochs chosen on that holdout), ``attention`` (the attention fusion alone,
 the previous ``fused``), ``fused-no-text`` (the blend built on an attention fusion whose
 transformer vectors are replaced by collaborative factors) and ``fused`` (the served model: z-score
 blend of attention, co-engagement, popularity and sequence, weights chosen on validation). Every model is
