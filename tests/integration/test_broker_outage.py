@@ -68,7 +68,7 @@ def test_a_wiped_broker_stops_the_worker_with_a_reason(tmp_path):
         deadline = time.monotonic() + 90
         while w.running() and time.monotonic() < deadline:
             time.sleep(1)
-        assert not w.running(), "the worker went on against an empty cluster"
+        assert not w.running(), "the worker went on against an empty cluster:\n" + w.log()[-5000:]
         assert w.proc.returncode not in (0, None)
         assert "changed (cluster id" in w.log()
     finally:
