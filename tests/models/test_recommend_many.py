@@ -8,14 +8,28 @@ import pytest
 
 from models.cooc import CoocModel, CoocParams
 from models.sequence import SequenceModel
+from models.sequence_attention import AttentionSequence
 from tests.models.test_fold import features, stream, trained_like
 
 
-def with_sequence(model, rng, vocabulary: list[str], hidden: int = 6):
-    """A random GRU over part of the catalogue (the other items are unknown to it)."""
+def random_attention(rng, vocabulary: list[str], dim: int = 8, window: int = 5) -> AttentionSequence:
+    """A random two-block self-attention model over ``vocabulary``."""
+    V = len(vocabulary)
+    blocks = [{k: rng.normal(size=sh) * 0.5 for k, sh in AttentionSequence.block_shapes(dim, 2 * dim).items()}
+              for _ in range(2)]
+    return AttentionSequence(vocabulary, rng.normal(size=(V, dim)), rng.normal(size=(window, dim)),
+                             np.ones(dim), np.zeros(dim), blocks, rng.normal(size=V), heads=2, window=window)
+
+
+def with_sequence(model, rng, vocabulary: list[str], hidden: int = 6, kind: str = "gru"):
+    """A random GRU (or self-attention model) over part of the catalogue (the other items are
+    unknown to it)."""
     V, H = len(vocabulary), hidden
-    model.sequence = SequenceModel(vocabulary, rng.normal(size=(V, 3 * H)), rng.normal(size=(3 * H, H)) * 0.5,
-                                   rng.normal(size=3 * H), rng.normal(size=(V, H)), rng.normal(size=V), window=5)
+    if kind == "attention":
+        model.sequence = random_attention(rng, vocabulary)
+    else:
+        model.sequence = SequenceModel(vocabulary, rng.normal(size=(V, 3 * H)), rng.normal(size=(3 * H, H)) * 0.5,
+                                       rng.normal(size=3 * H), rng.normal(size=(V, H)), rng.normal(size=V), window=5)
     model.blend = {"attention": 0.4, "co-engagement": 0.2, "popularity": 0.1, "sequence": 0.3}
     return model
 
@@ -38,14 +52,15 @@ def assert_same_lists(many, alone) -> None:
         assert a.model_version == b.model_version
 
 
-@pytest.mark.parametrize("kind", ["attention only", "blend", "blend with sequence"])
+@pytest.mark.parametrize("kind", ["attention only", "blend", "blend with sequence", "blend with self-attention"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_many_users_at_once_get_the_lists_they_get_alone(kind, seed):
     rng = np.random.default_rng(seed)
     cooc = None if kind == "attention only" else CoocModel(CoocParams(window=4, trans_window=2, trans_decay=0.3))
     model = trained_like(seed, cooc)
-    if kind == "blend with sequence":
-        with_sequence(model, rng, [f"i{i}" for i in range(0, 70, 3)] + ["gone"])
+    if kind.startswith("blend with"):
+        with_sequence(model, rng, [f"i{i}" for i in range(0, 70, 3)] + ["gone"],
+                      kind="attention" if kind.endswith("self-attention") else "gru")
     states: dict = {}
     model.fold(stream(rng, 800, n_users=12), states, features(rng, 8), on_error=lambda ev, exc: None)
     users = sorted(states) + ["empty"]
@@ -57,18 +72,25 @@ def test_many_users_at_once_get_the_lists_they_get_alone(kind, seed):
     assert model.recommend_many([], k=7) == []
 
 
-def test_sequence_states_of_many_users_equal_each_alone():
+@pytest.mark.parametrize("kind", ["gru", "attention"])
+def test_sequence_states_of_many_users_equal_each_alone(kind):
     rng = np.random.default_rng(5)
     ids = [f"i{j}" for j in range(12)]
     H = 7
     m = SequenceModel(ids, rng.normal(size=(12, 3 * H)), rng.normal(size=(3 * H, H)), rng.normal(size=3 * H),
                       rng.normal(size=(12, H)), rng.normal(size=12), window=4)
+    if kind == "attention":  # windows of 0-4 known items: run in different length groups
+        m = random_attention(rng, ids, window=4)
     windows = [[], ["i3"], ["i1", "zz", "i2"], ["i0", "i1", "i2", "i3", "i4", "i5"], ["zz"], ["i9", "i9"]]
     many = m.states(windows)
+    if kind == "attention":
+        many, known = many
+        assert known.tolist() == [False, True, True, True, False, True]
     for w, h in zip(windows, many):
-        np.testing.assert_allclose(h, m.states([w])[0], rtol=1e-6, atol=1e-6)
+        alone = m.states([w])[0]
+        np.testing.assert_allclose(h, alone[0] if kind == "attention" else alone, rtol=1e-5, atol=1e-5)
     assert not many[0].any() and not many[4].any()  # nothing known: the zero state
-    np.testing.assert_allclose(m.scores_many(windows)[1], m.scores(["i3"]), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(m.scores_many(windows)[1], m.scores(["i3"]), rtol=1e-5, atol=1e-5)
 
 
 def test_many_users_are_ranked_in_passes_of_bounded_size(monkeypatch):
