@@ -37,6 +37,7 @@ from models.scorer import FusedScorer
 from models.seen import RECENT_ITEMS, item_key
 from models.sequence import SequenceModel, load_sequence
 from models.sequence_attention import AttentionSequence
+from models.sequence_mix import SequenceMix
 from models.state import UserState, event_key
 from models.topk import round6, top_k
 
@@ -80,7 +81,8 @@ class Recommendation:
 class InterestModel:
     """``scorer``: the attention fusion of the dimensions; ``cooc``: the co-engagement counts
     (updated from every new event); ``sequence``: the model of the user's last items in order
-    (self-attention, ``models.sequence_attention``, or a GRU, ``models.sequence``); ``blend``:
+    (self-attention, ``models.sequence_attention``, a GRU, ``models.sequence``, or a mix of
+    them, ``models.sequence_mix``); ``blend``:
     component -> weight of the final z-score blend
     (``models.blend``); without a blend the attention score alone is served. ``domain`` (a preset
     name of ``models.domains`` or a config; None: ``default``) sets the strength of each event
@@ -89,7 +91,7 @@ class InterestModel:
 
     def __init__(self, scorer: FusedScorer, items: ItemVectors, cooc: CoocModel | None = None,
                  blend: Mapping[str, float] | None = None, domain: str | DomainConfig | None = None,
-                 sequence: SequenceModel | AttentionSequence | None = None):
+                 sequence: SequenceModel | AttentionSequence | SequenceMix | None = None):
         self.scorer = scorer
         self.dims: tuple[Dimension, ...] = scorer.cfg.dims
         self.items = items

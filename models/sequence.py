@@ -128,11 +128,20 @@ class SequenceModel:
                        window=int(z["window"]), info=orjson.loads(z["info"].tobytes()))
 
 
-def load_sequence(path: str | Path):
-    """The sequence model saved at ``path``: a ``SequenceModel`` (GRU) or, when the file says so,
-    a ``models.sequence_attention.AttentionSequence``."""
-    from models.sequence_attention import KIND, AttentionSequence
+def load_sequence(path):
+    """The sequence model saved at ``path`` (a path or a binary file): a ``SequenceModel`` (GRU)
+    or, when the file says so, a ``models.sequence_attention.AttentionSequence`` or a
+    ``models.sequence_mix.SequenceMix`` of several."""
+    from models.sequence_attention import AttentionSequence
+    from models.sequence_mix import SequenceMix
 
     with np.load(path) as z:
         kind = str(z["kind"]) if "kind" in z.files else "gru"
-    return AttentionSequence.load(path) if kind == KIND else SequenceModel.load(path)
+    if hasattr(path, "seek"):
+        path.seek(0)
+    if kind == "mix":
+        return SequenceMix.load(path, load_sequence)
+    classes = {"gru": SequenceModel, "attention": AttentionSequence}
+    if kind not in classes:
+        raise ValueError(f"{path}: unknown sequence model kind {kind!r}")
+    return classes[kind].load(path)

@@ -33,8 +33,8 @@ def _domain_option(p: argparse.ArgumentParser) -> None:
 def _sequence_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sequence-kind", default="auto", choices=["auto", "attention", "gru"],
                    help="model of the user's last items in order: causal self-attention (SASRec's layout), a GRU, "
-                        "or auto: both trained, the one better on a holdout of each user's last training event "
-                        "kept (default: %(default)s)")
+                        "or auto: both trained, and the mix of their scores (each alone included) that does best "
+                        "on a holdout of each user's last training event kept (default: %(default)s)")
     p.add_argument("--sequence-budget-s", type=float, default=None,
                    help="seconds for training each sequence model (default: 300 for attention, 180 for gru)")
 

@@ -3,9 +3,10 @@
 Models: ``pop``, ``itemknn`` (k and shrinkage tuned on the validation split), ``only:<dim>`` for
 every attention dimension alone (the trained attention fusion with the other dimensions masked as
 empty: one training serves all ablations), ``only:cooc`` (the co-engagement dimension alone,
-parameters tuned on validation within a time budget), ``only:sequence`` (the sequence model
-alone: causal self-attention over the user's last items or a GRU, whichever does better on a
-holdout of each user's last training event, ``--sequence-kind``; epochs chosen on that holdout), ``attention`` (the attention fusion alone,
+parameters tuned within a time budget on a holdout of each user's last training event), ``only:sequence`` (the sequence model
+alone: causal self-attention over the user's last items, a GRU, or, with ``--sequence-kind auto``,
+the mix of both that does best on a holdout of each user's last training event; epochs chosen on
+that holdout), ``attention`` (the attention fusion alone,
 the previous ``fused``), ``fused-no-text`` (the blend built on an attention fusion whose
 transformer vectors are replaced by collaborative factors) and ``fused`` (the served model: z-score
 blend of attention, co-engagement, popularity and sequence, weights chosen on validation). Every model is
@@ -112,7 +113,8 @@ def _evaluate_fused(names, split: Split, catalog, item_vecs, text_feats, seed, p
         fit_s = time.perf_counter() - t
         seq = sel.get("sequence", {})
         print(f"  fused: attention trained in {train_s:.0f}s, selection {sel.get('cooc', {}).get('seconds', 0)}s "
-              f"cooc {rec.cooc_params}, sequence {seq.get('kind')} (holdout ndcg@10 {seq.get('candidates')}) "
+              f"cooc {rec.cooc_params}, sequence {seq.get('kind')} {seq.get('weights', '')} "
+              f"(holdout ndcg@10 {seq.get('candidates')}, mixes {seq.get('mix_grid')}) "
               f"{seq.get('train_seconds', 0)}s, blend {rec.blend}", flush=True)
     for name in names:
         if name == "fused-no-text":
@@ -123,8 +125,8 @@ def _evaluate_fused(names, split: Split, catalog, item_vecs, text_feats, seed, p
         if name == "only:cooc" or name == "fused":
             extra["cooc_params"] = rec.cooc_params.__dict__
         if (name == "only:sequence" or name == "fused") and rec.sequence is not None:
-            extra["sequence"] = {k: rec.sequence.info.get(k) for k in ("kind", "candidates", "best_holdout_ndcg@10",
-                                                                    "train_seconds")}
+            extra["sequence"] = {k: rec.sequence.info.get(k) for k in ("kind", "weights", "candidates", "mix_grid",
+                                                                    "best_holdout_ndcg@10", "train_seconds")}
         if name == "fused" or name == "attention":
             extra.update(best_holdout_ndcg=rec.info["best_holdout_ndcg@10"], epochs=len(rec.info["history"]))
         entry = measure(name, v, fit_s, extra)

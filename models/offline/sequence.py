@@ -1,7 +1,8 @@
 """Training the sequential dimension by maximum likelihood (torch): causal self-attention
 (``kind="attention"``, ``models.sequence_attention``; its layout and token segments in
 ``models.offline.sequence_attention``) or a GRU (``kind="gru"``, ``models.sequence``);
-``train_best_sequence`` trains several and keeps the best on the holdout below.
+``train_best_sequence`` trains several and keeps the mix of them (``models.sequence_mix``; each
+alone included) that does best on the holdout below.
 
 Examples replay the log as the user state sees it: per user, the last ``window`` distinct items
 (kept by a ``models.seen.SeenItems``, as ``UserState.seen`` keeps them), and every first
@@ -30,11 +31,13 @@ import numpy as np
 import torch
 
 from models.offline.base import ItemCatalog
+from models.offline.blend import ndcg_of, simplex_grid
 from models.offline.data import Interaction
 from models.offline.protocol import TARGET_TYPES, Split
 from models.offline.sequence_attention import SelfAttention, candidate_logits
 from models.seen import SeenItems
 from models.sequence import SequenceModel
+from models.sequence_mix import SequenceMix
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,9 @@ class SequenceConfig:
 
 GRU_CONFIG = SequenceConfig(kind="gru", window=10, dim=128, hidden=128, dropout=0.25, lr=5e-3, batch_size=256,
                             epochs=30, patience=3, budget_s=180.0, threads=1)  # the settings the GRU was measured with
-KINDS = ("auto", "attention", "gru")  # auto: both trained, the better on the holdout kept
+KINDS = ("auto", "attention", "gru")  # auto: both trained, mixed as the holdout says (models.sequence_mix)
+MIX_STEP = 0.25  # grid step of the mixing weights
+MIX_MAX_USERS = 3000  # holdout examples the weights are chosen on (a seeded sample beyond)
 
 
 def sequence_configs(kind: str = "auto", budget_s: float | None = None) -> tuple[SequenceConfig, ...]:
@@ -76,20 +81,56 @@ def sequence_configs(kind: str = "auto", budget_s: float | None = None) -> tuple
 
 def train_best_sequence(train: Sequence[Interaction], split: Split, catalog: ItemCatalog,
                         configs: Sequence[SequenceConfig]):
-    """``train_sequence`` for each config; the model with the best holdout NDCG@10 (each user's
-    last training label; never the validation or test targets), its ``info["candidates"]``
-    recording every kind's holdout score. None without examples."""
-    best, scores = None, {}
-    for cfg in configs:
-        model = train_sequence(train, split, catalog, cfg)
-        if model is None:
-            continue
-        scores[cfg.kind] = round(model.info["best_holdout_ndcg@10"], 5)
-        if best is None or model.info["best_holdout_ndcg@10"] > best.info["best_holdout_ndcg@10"]:
-            best = model
-    if best is not None:
-        best.info["candidates"] = scores
+    """``train_sequence`` for each config, then the mix of the trained models
+    (``models.sequence_mix``) with the best holdout NDCG@10 over a grid of weights (step
+    ``MIX_STEP``; each model alone is a grid point, and wins ties, so a mix has to do better than
+    every model alone). The holdout is the one the models were early-stopped on, each user's last
+    training label; never the validation or test targets. ``info["candidates"]``: each kind's
+    holdout score; ``info["mix_grid"]``: every grid point's. None without examples."""
+    models = [m for m in (train_sequence(train, split, catalog, cfg) for cfg in configs) if m is not None]
+    if not models:
+        return None
+    scores = {m.info["kind"]: round(m.info["best_holdout_ndcg@10"], 5) for m in models}
+    best = max(models, key=lambda m: m.info["best_holdout_ndcg@10"])
+    if len(models) > 1:
+        best = _best_mix(models, training_examples(train, catalog, max(m.window for m in models), True)[1], catalog)
+    best.info["candidates"] = scores
     return best
+
+
+def _best_mix(models: list, holdout: "SeqExamples", catalog: ItemCatalog):
+    """The model alone or ``SequenceMix`` of ``models`` best on ``holdout`` (grid order wins ties,
+    the one-model points first)."""
+    if len(holdout) > MIX_MAX_USERS:  # bounds memory: H x M x V float32
+        pick = np.zeros(len(holdout), dtype=bool)
+        pick[np.random.default_rng(0).choice(len(holdout), MIX_MAX_USERS, replace=False)] = True
+        holdout = holdout.take(pick)
+    wins = [[catalog.ids[r] for r in row[:n][::-1]] for row, n in zip(holdout.windows, holdout.lengths)]
+    Z = np.stack([_zscores(m, wins) for m in models], axis=1)  # (H, M, V)
+    seen = np.zeros((len(holdout), len(catalog)), dtype=bool)  # (H, V)
+    for b, rows in enumerate(holdout.seen):
+        seen[b, rows] = True
+    grid = simplex_grid(len(models), MIX_STEP)
+    grid = grid[np.argsort(~(grid == 1).any(1), kind="stable")]  # one-model points first
+    ndcg = [float(ndcg_of(Z, seen, holdout.target, w).mean()) for w in grid]
+    g = int(np.argmax(ndcg))
+    table = {",".join(f"{w:g}" for w in point): round(v, 5) for point, v in zip(grid.tolist(), ndcg)}
+    if (grid[g] == 1).any():
+        model = models[int(np.argmax(grid[g]))]
+        model.info["mix_grid"] = table
+        return model
+    kinds = [m.info["kind"] for m in models]
+    info = {"kind": "+".join(kinds), "weights": dict(zip(kinds, grid[g].tolist())), "best_holdout_ndcg@10": ndcg[g],
+            "mix_grid": table, "members": [{k: v for k, v in m.info.items() if k != "config"} for m in models]}
+    return SequenceMix(models, grid[g].tolist(), info=info)
+
+
+def _zscores(model, windows: list[list[str]], batch: int = 512) -> np.ndarray:
+    """(H, V) the model's scores per holdout example, z-scored per row as the mix uses them."""
+    s = np.concatenate([model.scores_many(windows[k:k + batch]) for k in range(0, len(windows), batch)])
+    s = s.astype(np.float64)
+    sd = s.std(axis=1, keepdims=True)
+    return ((s - s.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1) * (sd > 0)).astype(np.float32)
 
 
 @dataclass

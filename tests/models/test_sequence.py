@@ -3,6 +3,8 @@ trained as, training windows are exactly what a user state holds, and the engine
 blend component."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,7 @@ from models.offline.sequence import (GRU_CONFIG, SequenceConfig, _GRU, sequence_
 from models.offline.sequence_attention import SelfAttention, segments, token_chains
 from models.seen import SeenItems
 from models.sequence import load_sequence
+from models.sequence_mix import SequenceMix
 
 
 def chain_dataset(n_users: int = 60, n_items: int = 30, seed: int = 0) -> Dataset:
@@ -110,14 +113,26 @@ def test_training_windows_are_what_the_user_state_holds():
         assert set(held.seen[k].tolist()) == before
 
 
-@pytest.fixture(scope="module", params=["attention", "gru"])
-def trained(request):
+@functools.cache
+def _trained(kind: str):
     ds = chain_dataset()
     catalog = ItemCatalog.from_dataset(ds)
     split = split_leave_one_out(ds)
-    cfg = SequenceConfig(kind=request.param, dim=16, hidden=16, window=5, epochs=40, lr=1e-2, patience=40, dropout=0.1)
-    model = train_sequence(split.train, split, catalog, cfg)
-    return ds, catalog, split, model
+    cfg = SequenceConfig(kind=kind, dim=16, hidden=16, window=5 if kind == "attention" else 10, epochs=40, lr=1e-2,
+                         patience=40, dropout=0.1)
+    return ds, catalog, split, train_sequence(split.train, split, catalog, cfg)
+
+
+@pytest.fixture(params=["attention", "gru"])
+def trained(request):
+    return _trained(request.param)
+
+
+@pytest.fixture
+def mixed():
+    """Both kinds (windows of 5 and 10 items), mixed half and half."""
+    models = [_trained("attention")[3], _trained("gru")[3]]
+    return _trained("gru")[1], SequenceMix(models, [0.5, 0.5], info={"kind": "attention+gru"}), models
 
 
 def test_training_learns_the_chain_and_keeps_the_best_holdout_epoch(trained):
@@ -138,8 +153,27 @@ def test_sampled_softmax_trains_too(trained, monkeypatch):
     assert model.info["sampled_softmax"] and model.scores(["i1"]).shape == (len(catalog),)
 
 
+def test_a_mix_scores_the_weighted_z_scores_of_its_members(mixed):
+    _, mix, (att, gru) = mixed
+    z = lambda s: (s - s.mean()) / s.std()  # noqa: E731
+    for w in (["i7", "i6"], ["i2"], ["i1", "i9", "i4", "i3", "i8", "i20"]):  # windows of 5 (attention) / 10 (gru)
+        np.testing.assert_allclose(mix.scores(w), 0.5 * z(att.scores(w)) + 0.5 * z(gru.scores(w)), rtol=1e-4,
+                                   atol=1e-5)
+    np.testing.assert_allclose(mix.scores_many([["i7", "i6"], []]),
+                               np.stack([mix.scores(["i7", "i6"]), mix.scores([])]), rtol=1e-6, atol=1e-6)
+
+
+def test_mix_checkpoint_round_trip_and_engine_component(mixed, tmp_path):
+    catalog, mix, _ = mixed
+    _round_trip_and_serve(catalog, mix, tmp_path)
+
+
 def test_checkpoint_round_trip_and_engine_component(trained, tmp_path):
     _, catalog, _, model = trained
+    _round_trip_and_serve(catalog, model, tmp_path)
+
+
+def _round_trip_and_serve(catalog, model, tmp_path):
     model.save(tmp_path / "sequence.npz")
     back = load_sequence(tmp_path / "sequence.npz")
     assert type(back) is type(model)
@@ -175,7 +209,7 @@ def test_sequence_configs_defaults_and_unknown_kind():
         sequence_configs("lstm")
 
 
-def test_auto_keeps_the_kind_with_the_better_holdout_score():
+def test_auto_keeps_the_best_holdout_mix_of_the_kinds():
     ds = chain_dataset()
     catalog = ItemCatalog.from_dataset(ds)
     split = split_leave_one_out(ds)
@@ -184,4 +218,12 @@ def test_auto_keeps_the_kind_with_the_better_holdout_score():
     alone = [train_sequence(split.train, split, catalog, c).info["best_holdout_ndcg@10"] for c in configs]
     best = train_best_sequence(split.train, split, catalog, configs)
     assert best.info["candidates"] == {c.kind: round(a, 5) for c, a in zip(configs, alone)}
-    assert best.info["kind"] == configs[int(np.argmax(alone))].kind
+    grid = best.info["mix_grid"]  # "w_attention,w_gru" -> holdout NDCG@10 of that mix
+    assert len(grid) == 5 and grid["1,0"] == pytest.approx(alone[0], abs=1e-4)
+    assert grid["0,1"] == pytest.approx(alone[1], abs=1e-4)
+    if isinstance(best, SequenceMix):  # a mix only when it beats both kinds alone
+        assert best.info["best_holdout_ndcg@10"] == max(grid.values()) > max(grid["1,0"], grid["0,1"])
+        assert best.info["weights"] == dict(zip(("attention", "gru"), best.weights))
+    else:
+        assert best.info["kind"] == ("attention" if grid["1,0"] >= grid["0,1"] else "gru")
+        assert max(grid["1,0"], grid["0,1"]) >= max(grid.values())
