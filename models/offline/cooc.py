@@ -1,5 +1,5 @@
 """The co-engagement dimension offline: a light ``Recommender`` over ``models.cooc.CoocModel``
-(for fast tuning) and the time-budgeted parameter search.
+(for fast tuning) and the validation-only, time-budgeted parameter search.
 
 ``CoocRecommender`` keeps, per user, the items exactly as ``UserState.seen`` keeps them (a
 ``models.seen.SeenItems``), so its scores equal the engine's ``co-engagement`` component (a test
@@ -90,9 +90,7 @@ class CoocRecommender(Recommender):
 
 def tune_cooc(split: Split, catalog: ItemCatalog, budget_s: float = 240.0,
               start: CoocParams = CoocParams(), grid: dict[str, list] | None = None) -> tuple[CoocParams, dict]:
-    """Coordinate search on the validation targets of ``split`` (valid NDCG@10; the fused model
-    passes ``models.offline.protocol.holdout_split``, so that its own validation targets stay
-    unseen) from ``start``, one parameter
+    """Coordinate search on the validation targets (valid NDCG@10) from ``start``, one parameter
     at a time over ``grid``, passes until nothing improves or ``budget_s`` is spent (the best
     point so far is kept). Test targets are never ranked."""
     grid = grid or COOC_GRID

@@ -3,7 +3,7 @@
 Models: ``pop``, ``itemknn`` (k and shrinkage tuned on the validation split), ``only:<dim>`` for
 every attention dimension alone (the trained attention fusion with the other dimensions masked as
 empty: one training serves all ablations), ``only:cooc`` (the co-engagement dimension alone,
-parameters tuned within a time budget on a holdout of each user's last training event), ``only:sequence`` (the sequence model
+parameters tuned on validation within a time budget), ``only:sequence`` (the sequence model
 alone: causal self-attention over the user's last items, a GRU, or, with ``--sequence-kind auto``,
 the mix of both that does best on a holdout of each user's last training event; epochs chosen on
 that holdout), ``attention`` (the attention fusion alone,

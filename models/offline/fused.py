@@ -4,9 +4,8 @@ serves, wrapped in the evaluation's ``Recommender`` interface.
 ``FusedRecommender("fused")`` trains the attention fusion of every dimension (semantic ones over
 transformer vectors and collaborative factors side by side), fits the co-engagement counts
 (``models.cooc``) on the same training events, and, given the split, ``select`` tunes the
-co-engagement parameters and trains the sequence model (``models.sequence_attention``), both on
-a holdout of each user's last training event, then chooses the blend weights on the validation
-targets (``models.blend``), which no component was tuned on.
+co-engagement parameters, trains the sequence model (by default self-attention and a GRU, mixed:
+``models.sequence_mix``; epochs and mix chosen on a holdout of each user's last training event) and chooses the blend weights on the validation targets (``models.blend``).
 ``text=False`` drops the transformer's vectors everywhere (semantic dimensions and item tower on
 collaborative factors). ``variant(name, mode)`` gives the ablations without retraining: one
 attention dimension alone (``only:<dim>``, the other dimensions masked as if empty), the attention
@@ -30,7 +29,7 @@ from models.offline.baselines import _TrainingEvents
 from models.offline.blend import record_validation, select_weights
 from models.offline.cooc import fit_cooc, tune_cooc
 from models.offline.sequence import SequenceConfig, sequence_configs, train_best_sequence
-from models.offline.protocol import PROTOCOL, Split, holdout_split, replay_evaluate, split_leave_one_out
+from models.offline.protocol import PROTOCOL, Split, replay_evaluate, split_leave_one_out
 from models.cf import item_factors, save_factors
 from models.offline.data import Dataset, Interaction
 from models.offline.loaders import load_dataset
@@ -132,13 +131,12 @@ class FusedRecommender(Recommender):
         self._reset()
 
     def select(self, split: Split, budget_s: float = 240.0) -> dict:
-        """Tune the co-engagement parameters (unless given; ``budget_s``) and train the sequence
-        model (its own budget), both on a holdout of each user's last training event
-        (``holdout_split``), then choose the blend weights on the validation targets, which no
-        component has been tuned on. Test targets are never ranked."""
+        """Validation only: tune the co-engagement parameters (unless given; ``budget_s``), train
+        the sequence model (its own budget), then choose the blend weights. Test targets are never
+        ranked."""
         report: dict = {}
         if self.cooc_params is None:
-            self.cooc_params, report["cooc"] = tune_cooc(holdout_split(split), self._catalog, budget_s)
+            self.cooc_params, report["cooc"] = tune_cooc(split, self._catalog, budget_s)
             self._cooc = fit_cooc(self._train_events, self._catalog, self.cooc_params)
         if self.sequence_configs:
             self.sequence = train_best_sequence(self._train_events, split, self._catalog, self.sequence_configs)
@@ -219,8 +217,8 @@ def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0, budget
                      sequence_kind: str = "auto") -> Path:
     """``stream-app train``: exactly the model ``stream-app evaluate`` measures as ``fused``: the
     attention fusion and the co-engagement counts fitted on the training part of the
-    leave-one-out split, co-engagement parameters chosen on a holdout of the training part,
-    blend weights on its validation targets; then the whole log is replayed through the served update, so the counts stand where
+    leave-one-out split, co-engagement parameters and blend weights chosen on its validation
+    targets; then the whole log is replayed through the served update, so the counts stand where
     a worker that had streamed the log would have them. That replay is the evaluation protocol's,
     so the checkpoint records its own measured quality (``measured`` in config.json: test and
     validation NDCG@10 / Recall@10 of this very model). Writes a versioned checkpoint folder."""

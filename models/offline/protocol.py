@@ -54,7 +54,6 @@ __all__ = [
     "TuneResult",
     "rank_of",
     "replay_evaluate",
-    "holdout_split",
     "split_leave_one_out",
     "tune",
 ]
@@ -115,32 +114,6 @@ def split_leave_one_out(ds: Dataset) -> Split:
         valid_pos=valid_pos,
         test_pos=test_pos,
     )
-
-
-def holdout_split(split: Split) -> Split:
-    """A split inside ``split.train`` for tuning a component without the validation targets:
-    each user's last training event of a consumption type (users with two or more) is the
-    ``valid`` target, every other training event is training data; no test targets. The
-    validation targets stay an independent check for whatever is chosen later on them.
-
-    >>> from models.offline.data import Dataset, Interaction, Item
-    >>> log = [Interaction("u1", i, ts, "click") for ts, i in enumerate("abcde")]
-    >>> inner = holdout_split(split_leave_one_out(Dataset("toy", {}, log)))
-    >>> [ev.item_id for ev in inner.train], inner.valid["u1"].item_id, inner.test
-    (['a', 'b'], 'c', {})
-    """
-    events = split.train
-    count: dict[str, int] = {}
-    last: dict[str, int] = {}
-    for pos, ev in enumerate(events):
-        if ev.type in TARGET_TYPES:
-            count[ev.user_id] = count.get(ev.user_id, 0) + 1
-            last[ev.user_id] = pos
-    valid_pos = {u: p for u, p in last.items() if count[u] >= 2}
-    held = set(valid_pos.values())
-    return Split(train=[ev for pos, ev in enumerate(events) if pos not in held],
-                 valid={u: events[p] for u, p in valid_pos.items()}, test={}, events=list(events),
-                 valid_pos=valid_pos, test_pos={})
 
 
 def rank_of(scores: np.ndarray, target: int) -> int:

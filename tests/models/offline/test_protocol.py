@@ -12,7 +12,6 @@ from models.offline.baselines import Pop
 from models.offline.data import Dataset, Interaction, Item
 from models.offline.protocol import (
     TARGET_TYPES,
-    holdout_split,
     rank_of,
     replay_evaluate,
     split_leave_one_out,
@@ -82,19 +81,6 @@ def test_split_targets(hand_split) -> None:
     assert [e.ts for e in split.train] == [1, 2, 3, 4, 9, 10]
     # The review of u2 is history, never a target.
     assert all(e.type in TARGET_TYPES for e in [*split.valid.values(), *split.test.values()])
-
-
-def test_holdout_split_stays_inside_training(hand_split) -> None:
-    split, catalog = hand_split
-    inner = holdout_split(split)
-    # Training is t1 t2 t3 (u2's review) t4 t9 t10: u1 and u3 have two consumption events, u2 one.
-    assert {u: e.ts for u, e in inner.valid.items()} == {"u1": 2, "u3": 10}
-    assert [e.ts for e in inner.train] == [1, 3, 4, 9] and inner.test == {}
-    assert not {id(e) for e in inner.events} & {id(e) for e in [*split.valid.values(), *split.test.values()]}
-    model = FixedScores(SCORES)
-    model.fit(inner.train, catalog)
-    m = replay_evaluate(model, inner, catalog, k=10, progress=False, measure=("valid",))
-    assert m["n_valid"] == 2 and m["n_test"] == 0
 
 
 def test_split_review_only_tail_is_not_a_target() -> None:
