@@ -1,8 +1,7 @@
 """Several sequence models as one: their per-user z-scores, mixed by fixed weights (numpy only).
 
-Sequence models of different shapes err on different users: on MovieLens the self-attention
-model and the GRU each reach a holdout NDCG@10 the other misses, and their mix beats both (see
-BENCHMARKS.md). A ``SequenceMix`` has the interface the engine calls on one sequence model
+Sequence models of different shapes err on different users: on MovieLens the mix of the
+self-attention model and the GRU beats both of them alone (BENCHMARKS.md). A ``SequenceMix`` has the interface the engine calls on one sequence model
 (``ids``, ``index``, ``window``, ``scores_many``, ``save``), so it serves wherever one does::
 
     z_m = (s_m - mean(s_m)) / std(s_m)             # member m's scores, per user, over the vocabulary
