@@ -132,16 +132,16 @@ def load_sequence(path):
     """The sequence model saved at ``path`` (a path or a binary file): a ``SequenceModel`` (GRU)
     or, when the file says so, a ``models.sequence_attention.AttentionSequence`` or a
     ``models.sequence_mix.SequenceMix`` of several."""
-    from models.sequence_attention import AttentionSequence
-    from models.sequence_mix import SequenceMix
+    from models.sequence_attention import KIND as ATTENTION, AttentionSequence
+    from models.sequence_mix import KIND as MIX, SequenceMix
 
     with np.load(path) as z:
         kind = str(z["kind"]) if "kind" in z.files else "gru"
     if hasattr(path, "seek"):
         path.seek(0)
-    if kind == "mix":
+    if kind == MIX:
         return SequenceMix.load(path, load_sequence)
-    classes = {"gru": SequenceModel, "attention": AttentionSequence}
+    classes = {"gru": SequenceModel, ATTENTION: AttentionSequence}
     if kind not in classes:
         raise ValueError(f"{path}: unknown sequence model kind {kind!r}")
     return classes[kind].load(path)

@@ -39,6 +39,14 @@ import numpy as np
 KIND = "mix"
 
 
+def weighted_z(s: np.ndarray, w: float = 1.0) -> np.ndarray:
+    """``w`` times each row of ``s`` (B, V) z-scored, in place; a constant row becomes 0."""
+    sd = s.std(axis=1, keepdims=True)
+    s -= s.mean(axis=1, keepdims=True)
+    s *= np.where(sd > 0, np.float32(w) / np.where(sd > 0, sd, 1), 0).astype(s.dtype)
+    return s
+
+
 class SequenceMix:
     def __init__(self, members: Sequence, weights: Sequence[float], info: dict | None = None):
         if len(members) != len(weights) or not members:
@@ -61,14 +69,8 @@ class SequenceMix:
         """(B, V) mixed scores of several users."""
         out = np.zeros((len(windows), len(self.ids)), dtype=np.float32)
         for m, w in zip(self.members, self.weights):
-            if w <= 0:
-                continue
-            s = m.scores_many(windows)  # (B, V)
-            mean = s.mean(axis=1, keepdims=True)
-            sd = s.std(axis=1, keepdims=True)
-            s -= mean
-            s *= np.where(sd > 0, np.float32(w) / np.where(sd > 0, sd, 1), 0).astype(np.float32)
-            out += s
+            if w > 0:
+                out += weighted_z(m.scores_many(windows), w)
         return out
 
     def save(self, path: str | Path) -> None:

@@ -37,7 +37,7 @@ from models.offline.protocol import TARGET_TYPES, Split
 from models.offline.sequence_attention import SelfAttention, candidate_logits
 from models.seen import SeenItems
 from models.sequence import SequenceModel
-from models.sequence_mix import SequenceMix
+from models.sequence_mix import SequenceMix, weighted_z
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def train_best_sequence(train: Sequence[Interaction], split: Split, catalog: Ite
     if not models:
         return None
     scores = {m.info["kind"]: round(m.info["best_holdout_ndcg@10"], 5) for m in models}
-    best = max(models, key=lambda m: m.info["best_holdout_ndcg@10"])
+    best = models[0]
     if len(models) > 1:
         best = _best_mix(models, training_examples(train, catalog, max(m.window for m in models), True)[1], catalog)
     best.info["candidates"] = scores
@@ -126,11 +126,8 @@ def _best_mix(models: list, holdout: "SeqExamples", catalog: ItemCatalog):
 
 
 def _zscores(model, windows: list[list[str]], batch: int = 512) -> np.ndarray:
-    """(H, V) the model's scores per holdout example, z-scored per row as the mix uses them."""
-    s = np.concatenate([model.scores_many(windows[k:k + batch]) for k in range(0, len(windows), batch)])
-    s = s.astype(np.float64)
-    sd = s.std(axis=1, keepdims=True)
-    return ((s - s.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1) * (sd > 0)).astype(np.float32)
+    """(H, V) the model's scores per holdout example, z-scored per row as the mix serves them."""
+    return np.concatenate([weighted_z(model.scores_many(windows[k:k + batch])) for k in range(0, len(windows), batch)])
 
 
 @dataclass
