@@ -43,13 +43,12 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
  && chown app:app /var/lib/stream-reco
 
 # Everything runs offline: no model hub, no downloads. The message schemas
-# are read from the source tree kept at /opt/stream-reco; data sets are
+# ship inside the installed package (stream_app/schemas); data sets are
 # expected under /data (mount them read-only).
 ENV HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
     HF_HOME=/var/lib/stream-reco/.cache/huggingface \
     KAFKA_BOOTSTRAP_SERVERS=kafka:19092 \
-    STREAM_RECO_SCHEMAS_DIR=/opt/stream-reco/schemas \
     STREAM_RECO_DATA_ROOT=/data \
     STREAM_RECO_WEB_HOST=0.0.0.0
 

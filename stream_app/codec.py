@@ -35,7 +35,7 @@ import jsonschema_rs
 import numpy as np
 import orjson
 
-SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"  # default; the worker passes settings.schemas_dir
+SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"  # default; the worker passes settings.schemas_dir
 SCHEMA_FILES = {
     "interaction": "interaction.v1.json",
     "catalog_item": "catalog_item.v1.json",

@@ -74,7 +74,7 @@ class Settings:
     web_host: str = "127.0.0.1"  # 0.0.0.0 in a container
     worker_host: str = "127.0.0.1"  # where `replay` finds a worker's web endpoint (compose: worker)
     data_root: str = str(_ROOT.parent / "shared" / "data")  # where demo/bench look for data sets
-    schemas_dir: str = str(_ROOT / "schemas")  # the JSON Schemas messages are checked against
+    schemas_dir: str = str(Path(__file__).resolve().parent / "schemas")  # the JSON Schemas messages are checked against
     cache_dir: str = str(Path.home() / ".cache" / "stream-reco")  # Kafka jars, encoded-vector cache
     kafka_version: str = "4.1.1"  # Apache Kafka version of the local broker (dev tooling)
     kafka_tmpfs: bool = True  # a throw-away local broker keeps its log in /dev/shm (>= 2 GiB free)
