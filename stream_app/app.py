@@ -1,14 +1,15 @@
 """The Faust application: it runs the worker (lifecycle, signals, logging), the web views and
-the timers, and hosts the services that consume the topics (``stream_app.agents.register``).
-This module only assembles them.
+the timers, and hosts the services that consume the topics (``stream_app.services.register``).
+This module only assembles them around one ``stream_app.context.Context``.
 
 Follow one event: ``interactions`` topic -> ``stream_app.hotpath`` (read in bulk by a consumer of
 its own; a batch is checked, review texts encoded, each event folded into its user's state, and
 each touched user ranked once: ``stream_app.processor.Processor.apply_batch``) -> the user's state
 to ``stream_app.store`` and its changelog -> ``recommendations`` topic, one message per touched
-user per batch -> offsets committed. Bad messages go to ``dead-letters`` with the reason. Item
-upserts arrive on ``catalog`` and are encoded in batches by ``stream_app.catalog.CatalogIndexer``
-into the catalogue changelog, which every worker follows.
+user per batch -> offsets committed (``stream_app.checkpoint``). Bad messages go to
+``dead-letters`` with the reason (``stream_app.dead_letters``). Item upserts arrive on ``catalog``
+and are encoded in batches by ``stream_app.catalog.CatalogIndexer`` into the catalogue changelog,
+which every worker follows.
 
 Nothing runs on import: ``create_app(settings, processor)`` builds everything;
 ``stream-app worker`` (``stream_app.worker``) runs it.
@@ -20,18 +21,19 @@ from pathlib import Path
 
 import faust
 
-from stream_app import agents, topics, views
+from stream_app import services, topics, views
+from stream_app.context import Context
 from stream_app.processor import Processor
 from stream_app.settings import Settings
 
 
 def create_app(settings: Settings, processor: Processor, cluster_id: str | None = None) -> faust.App:
     app = faust.App(settings.app_id, **faust_options(settings))
-    ctx = agents.Context(app, settings, topics.TopicNames.from_settings(settings), processor, cluster_id=cluster_id)
-    processor.metrics = ctx.metrics
-    ctx.metrics.set_model_info(processor.model.version, getattr(processor.encoder, "version", "?"),
-                               getattr(processor.encoder, "device", "?"))
-    agents.register(app, ctx)
+    ctx = Context(app, settings, topics.TopicNames.from_settings(settings), processor, cluster_id=cluster_id)
+    processor.sensor = ctx.sensor
+    ctx.sensor.on_model(processor.model.version, getattr(processor.encoder, "version", "?"),
+                        getattr(processor.encoder, "device", "?"))
+    services.register(app, ctx)
     views.register(app, ctx)
     return app
 

@@ -1,10 +1,12 @@
-"""The catalogue: item upserts and deletions, encoded once, held by every worker.
+"""The catalogue: item upserts and deletions, encoded once, held by every worker (the hot path
+can only rank items every worker knows).
 
-- ``CatalogIndexer`` (group ``<app_id>-catalog``, a ``stream_app.bulk.BulkConsumer``) reads the
-  ``catalog`` topic in batches, checks each message (bad -> dead letter), encodes the new item
-  texts in one pass and writes each item's record (the item message plus its vector,
-  ``stream_app.codec.encode_item_record``; a tombstone for a deletion) to the compacted
-  ``<app_id>-catalog-items-changelog``, same partition as the message; then commits.
+- ``CatalogIndexer`` (group ``stream_app.topics.catalog_group``, a
+  ``stream_app.checkpoint.CheckpointedConsumer``) reads the ``catalog`` topic in batches, checks
+  each message (bad -> dead letter), encodes the new item texts in one pass and writes each item's
+  record (the item message plus its vector, ``stream_app.codec.encode_item_record``; a tombstone
+  for a deletion) to the compacted ``<app_id>-catalog-items-changelog``, same partition as the
+  message; then commits (``stream_app.checkpoint``).
 - ``CatalogFollower`` (every worker) reads that changelog, all partitions, from its first record
   and for as long as the worker runs: upserts and deletions made by any worker reach every
   worker's model, in changelog order, without re-encoding. The hot path applies what arrived
@@ -19,17 +21,22 @@ import logging
 import mode
 import orjson
 
-from stream_app.bulk import BulkConsumer, reject, source
+from stream_app.checkpoint import CheckpointedConsumer
 from stream_app.codec import Rejected
+from stream_app.context import Context, RunModel
+from stream_app.dead_letters import reject, source
+from stream_app.processor import Processor
 from stream_app.store import read_to_end
+from stream_app.topics import catalog_group
 
 log = logging.getLogger(__name__)
 
 
-class CatalogIndexer(BulkConsumer):
-    def __init__(self, ctx, **kwargs):
-        s = ctx.settings
-        super().__init__(ctx, ctx.topics.catalog, f"{s.app_id}-catalog", s.encoder_batch * 4, **kwargs)
+class CatalogIndexer(CheckpointedConsumer):
+    def __init__(self, ctx: Context, **kwargs):
+        self.ctx = ctx
+        super().__init__(topic=ctx.topics.catalog, group_id=catalog_group(ctx.settings),
+                         max_records=ctx.settings.encoder_batch * 4, **ctx.consumer_options(), **kwargs)
 
     async def handle(self, records: list) -> None:
         ctx, good, partition = self.ctx, [], {}
@@ -106,7 +113,7 @@ class CatalogFollower(mode.Service):
                 log.warning("catalogue changelog: %r", exc)
                 await asyncio.sleep(0.5)
 
-    async def sync(self, run_model, processor) -> None:
+    async def sync(self, run_model: RunModel, processor: Processor) -> None:
         """Apply the changes read so far to the model, in order, in the model thread."""
         if not self.pending:
             return
@@ -114,7 +121,7 @@ class CatalogFollower(mode.Service):
         await run_model(apply_catalog_changes, processor, changes)
 
 
-def apply_catalog_changes(processor, changes: list) -> None:
+def apply_catalog_changes(processor: Processor, changes: list) -> None:
     for key, record in changes:
         if record is None:
             processor.model.delete_item(key.decode())

@@ -1,4 +1,6 @@
-"""Bytes on the wire <-> checked messages. Anything that fails becomes a dead letter with the reason.
+"""Bytes on the wire <-> checked messages: every consumed message is checked against its schema
+here before anything uses it, and whatever fails becomes a ``Rejected`` with the reason (sent on
+as a dead letter by ``stream_app.dead_letters``).
 
 >>> codec = Codec.load()
 >>> ok = codec.decode("interaction", b'{"event_id":"e1","type":"click","user_id":"u1","item_id":"i1","ts":1}')
@@ -18,16 +20,11 @@
 'not UTF-8 text (binary or another encoding): invalid byte at position 0'
 >>> codec.decode("interaction", b'{"schema":"forget/v1","type":"forget","event_id":"f","user_id":"u1","ts":1}')["type"]
 'forget'
->>> big = dead_letter(b"x" * 100_000, Rejected("oversized", "too big"), "t", 0, 5, b"k")
->>> len(big["original"]), big["original_bytes"], len(big["original_sha256"])
-(16384, 100000, 64)
 """
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +40,17 @@ SCHEMA_FILES = {
     "dead_letter": "dead_letter.v1.json",
     "forget": "forget.v1.json",
 }
-MAX_ORIGINAL = 16_384  # bytes of a large original kept in its dead letter
+
+
+@dataclass
+class Source:
+    """Where a consumed message came from (what its dead letter names)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
 
 
 @dataclass
@@ -149,37 +156,6 @@ def _has_duplicate_keys(raw: bytes) -> bool:
     except (ValueError, RecursionError):  # orjson accepted it; deep nesting is the schema's business
         return False
     return False
-
-
-def dead_letter(raw: bytes | None, reason: Rejected, topic: str, partition: int, offset: int,
-                key: bytes | None) -> dict:
-    """The dead-letter message for ``raw``. A large original keeps only its first MAX_ORIGINAL
-    bytes, plus its size and SHA-256, so a dead letter always fits the broker's limit."""
-    raw = raw or b""
-    extra = {}
-    if len(raw) > MAX_ORIGINAL:
-        extra = {"original_bytes": len(raw), "original_sha256": hashlib.sha256(raw).hexdigest()}
-        raw = raw[:MAX_ORIGINAL]
-    try:
-        original, encoding = raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError as exc:
-        if extra and exc.start >= len(raw) - 3:  # the cut split a multi-byte character
-            original, encoding = raw[:exc.start].decode("utf-8"), "utf-8"
-        else:
-            original, encoding = base64.b64encode(raw).decode(), "base64"
-    return {"schema": "dead_letter/v1", "original": original, "original_encoding": encoding, **extra,
-            "topic": topic, "partition": partition, "offset": offset, "key": _key_text(key),
-            "error": reason.error, "error_type": reason.error_type, "schema_id": reason.schema_id,
-            "received_at": int(time.time() * 1000)}
-
-
-def _key_text(key: bytes | None) -> str | None:
-    if key is None:
-        return None
-    try:
-        return key[:1024].decode("utf-8")
-    except UnicodeDecodeError:
-        return base64.b64encode(key[:1024]).decode()
 
 
 def encode_item_record(item: dict, vec: np.ndarray) -> bytes:

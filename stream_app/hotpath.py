@@ -1,5 +1,7 @@
-"""The interactions hot path: interactions read in bulk (``stream_app.bulk.BulkConsumer``, group
-``<app_id>-interactions``), the user states of the owned partitions in ``stream_app.store``.
+"""The interactions hot path: why a worker exists. Interactions are read in bulk (a
+``stream_app.checkpoint.CheckpointedConsumer``, group ``stream_app.topics.hot_group``), the user
+states of the owned partitions are kept in ``stream_app.store``, and each batch ends as
+recommendations.
 
 Follow one batch (``handle_batch``):
 
@@ -11,14 +13,12 @@ Follow one batch (``handle_batch``):
 3. the model thread folds the events into the users' states (``Processor.apply_batch``; a failing
    event is dead-lettered alone) and ranks once per touched user;
 4. the new states go to the store and its changelog, one recommendation per user to
-   ``recommendations``; ``BulkConsumer`` then waits until all of it is on the broker, and commits
-   (while the next batch is handled).
+   ``recommendations``, all through the batch's outbox; the batch is then committed by the rule
+   of ``stream_app.checkpoint`` (while the next batch is handled).
 
-Guarantees. At least once, made exact by the per-user event-id window: a crash at any point leads
-to a re-read of events whose effects are either absent or already in the restored state (then
-skipped as duplicates). A rebalance waits for the batch in flight, and a newly assigned partition's
-states are restored from the changelog before any of its records is handled, so the next owner
-never publishes a list older than one already published.
+Guarantees (each event applied exactly once, no list older than one already published): the
+commit rule in ``stream_app.checkpoint``; here, a newly assigned partition's states are restored
+from the changelog before any of its records is handled.
 """
 from __future__ import annotations
 
@@ -28,31 +28,31 @@ import time
 import orjson
 from aiokafka import TopicPartition
 
-from stream_app.bulk import BulkConsumer, reject, source
+from stream_app.checkpoint import CheckpointedConsumer
 from stream_app.codec import Rejected
+from stream_app.context import Context
+from stream_app.dead_letters import reject, source
 from stream_app.processor import Forward
 from stream_app.routing import OffPartition
 from stream_app.store import UserStore
+from stream_app.topics import hot_group
 
 log = logging.getLogger(__name__)
 
 
-def hot_group(settings) -> str:
-    """The consumer group of the hot path."""
-    return f"{settings.app_id}-interactions"
-
-
-class HotPath(BulkConsumer):
+class HotPath(CheckpointedConsumer):
     """Consumes ``interactions`` in bulk; owns the user states of its partitions (``UserStore``)."""
 
-    def __init__(self, ctx, **kwargs):
+    def __init__(self, ctx: Context, **kwargs):
         s = ctx.settings
-        super().__init__(ctx, ctx.topics.interactions, hot_group(s), s.batch_max, **kwargs)
+        self.ctx = ctx
+        super().__init__(topic=ctx.topics.interactions, group_id=hot_group(s), max_records=s.batch_max,
+                         **ctx.consumer_options(), **kwargs)
         self.store = UserStore(s.bootstrap_servers, ctx.topics.user_state_changelog)
         self.routing = OffPartition()  # events on the wrong partition: here, or to their owner
-        self.seconds["model"] = 0.0  # of "handle": the model thread's part
 
     async def before_start(self) -> None:
+        await super().before_start()
         await self.store.start()
 
     async def on_stop(self) -> None:
@@ -79,13 +79,12 @@ class HotPath(BulkConsumer):
         await handle_batch(self.ctx, self, records)
 
     def spent(self, step: str, seconds: float) -> None:
-        super().spent(step, seconds)
-        self.ctx.metrics.hot_path_seconds.labels(step=step).inc(seconds)
+        self.ctx.sensor.on_step_seconds(step, seconds)
 
 
-async def handle_batch(ctx, hot: HotPath, records: list) -> None:
-    """Parse, apply, publish one batch of interaction records (``BulkConsumer`` then waits for
-    delivery and commits)."""
+async def handle_batch(ctx: Context, hot: HotPath, records: list) -> None:
+    """Parse, apply, publish one batch of interaction records (then delivered and committed by
+    ``stream_app.checkpoint``)."""
     t0 = time.perf_counter()
     out, names = hot.outbox, ctx.topics
     await ctx.catalog.sync(ctx.run_model, ctx.processor)  # catalogue changes first, in order
@@ -105,24 +104,21 @@ async def handle_batch(ctx, hot: HotPath, records: list) -> None:
             if not route.may_apply_here(event["user_id"], owner):
                 await out.send(names.interactions, key=event["user_id"].encode(), value=record.value, partition=owner)
                 route.rerouted(event["user_id"], event.get("event_id"), owner)
-                ctx.stats["rerouted"] += 1
-                ctx.metrics.event("rerouted")
+                ctx.sensor.on_event("rerouted")
                 continue
-            ctx.stats["off_partition"] += 1  # its user's state is here too: applied in this batch
+            ctx.sensor.on_off_partition()  # its user's state is here too: applied in this batch
         good.append(event)
         owners.append(owner)
         good_records.append(record)
-    ctx.stats["events"] += len(records)
-    ctx.stats["batches"] += 1
     if good:
         await apply_and_publish(ctx, hot, good, good_records, owners)
     if route.backlog:  # after the batch: nothing in it overtook what was there at assignment
         for record in records:
             route.read(record.partition, record.offset)
-    ctx.metrics.batch(len(records), time.perf_counter() - t0)
+    ctx.sensor.on_batch(len(records), time.perf_counter() - t0)
 
 
-async def apply_and_publish(ctx, hot: HotPath, good: list[dict], good_records: list, owners: list[int]) -> None:
+async def apply_and_publish(ctx: Context, hot: HotPath, good: list[dict], good_records: list, owners: list[int]) -> None:
     out, names, store = hot.outbox, ctx.topics, hot.store
     partition = {msg["user_id"]: p for msg, p in zip(good, owners)}  # where each user's state lives
     stored = {u: store.get(p, u) for u, p in partition.items()}
@@ -143,7 +139,6 @@ async def apply_and_publish(ctx, hot: HotPath, good: list[dict], good_records: l
         value = orjson.dumps(msg)
         await out.send(names.recommendations, key=user.encode(), value=value)
         ctx.subscribers.publish(user, value)
-    ctx.stats["recommendations"] += len(result.messages)
-    ctx.metrics.event("applied", result.applied)
-    ctx.metrics.event("duplicate", max(0, len(good) - len(result.failed) - result.applied - len(result.forgotten)))
-    ctx.metrics.published(len(result.messages), [r.timestamp for r in good_records])
+    ctx.sensor.on_event("applied", result.applied)
+    ctx.sensor.on_event("duplicate", result.duplicates)
+    ctx.sensor.on_published(len(result.messages), [r.timestamp for r in good_records])

@@ -1,8 +1,8 @@
-"""What the agents do with a micro-batch, without Faust: parse, check, encode, update, rank.
+"""What the worker does with a batch, without Kafka or Faust: parse, check, encode, update, rank.
 
-The agents (``stream_app.agents``) only move bytes between Kafka, the tables and this object;
-the heavy methods (``index_items``, ``apply_batch``) are plain functions of their inputs and run in
-the model thread so the event loop stays free.
+The consumers (``stream_app.hotpath``, ``stream_app.catalog``) only move bytes between Kafka, the
+user store and this object; the heavy methods (``index_items``, ``apply_batch``) are plain
+functions of their inputs and run in the model thread so the event loop stays free.
 """
 from __future__ import annotations
 
@@ -18,20 +18,9 @@ from aiokafka.partitioner import murmur2
 from models.engine import Event, InterestModel, Recommendation
 from models.features import item_text
 from models.state import UserState
-from stream_app.codec import Codec, Rejected, decode_item_record, encode_item_record
+from stream_app.codec import Codec, Rejected, Source, decode_item_record, encode_item_record
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Source:
-    """Where a message came from (for dead letters)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 @dataclass
@@ -64,7 +53,8 @@ class BatchResult:
     messages: dict[str, dict] = field(default_factory=dict)  # user -> recommendation message
     forgotten: set[str] = field(default_factory=set)  # users whose state was erased in this batch
     failed: list[tuple[int, str]] = field(default_factory=list)  # (event position, reason)
-    applied: int = 0  # events folded in (the rest were duplicates of already-applied event ids)
+    applied: int = 0  # events folded in, of users whose list was made (the others' events failed)
+    duplicates: int = 0  # events skipped as already applied (by their event id)
 
 
 def to_event(msg: dict) -> Event:
@@ -73,9 +63,18 @@ def to_event(msg: dict) -> Event:
                  msg["event_id"], msg.get("text"))
 
 
+def count(result: BatchResult, evs: Sequence[Event], before: dict[str, int]) -> None:
+    """Each event of a batch counted once: failed (a dead letter: also every event of a user
+    whose ranking failed, though folded in), applied, a forget request, or else a duplicate."""
+    failed = {i for i, _ in result.failed}
+    result.applied = sum(result.states[u].events - before[u] for u in result.messages)
+    forgets = sum(1 for i, e in enumerate(evs) if e.type == "forget" and i not in failed)
+    result.duplicates = max(0, len(evs) - len(failed) - result.applied - forgets)
+
+
 class Processor:
-    def __init__(self, model: InterestModel, encoder, sentiment, codec: Codec, top_k: int = 10, metrics=None):
-        self.metrics = metrics  # stream_app.metrics.Metrics or None
+    def __init__(self, model: InterestModel, encoder, sentiment, codec: Codec, top_k: int = 10, sensor=None):
+        self.sensor = sensor  # stream_app.sensor.Sensor or None: what the encoder did
         self.model = model
         self.encoder = encoder  # .encode(list[str]) -> (N, D) unit vectors
         self.sentiment = sentiment  # callable(str) -> [-1, 1]
@@ -90,8 +89,8 @@ class Processor:
         """The encoder, timed for the metrics."""
         t0 = time.perf_counter()
         vecs = self.encoder.encode(texts)
-        if self.metrics is not None:
-            self.metrics.encoded(len(texts), time.perf_counter() - t0)
+        if self.sensor is not None:
+            self.sensor.on_encoded(len(texts), time.perf_counter() - t0)
         return vecs
 
     def index_items(self, items: Sequence[dict]) -> list[tuple[str, bytes | None]]:
@@ -171,8 +170,6 @@ class Processor:
                     m = meta[ev.user_id] = {"ts": ev.ts, "ids": []}
                 m["ts"] = max(m["ts"], ev.ts)
                 m["ids"].append(ev.event_id)
-        result.failed = sorted(failed.items())
-        result.applied = sum(result.states[u].events - before[u] for u in result.states)
         now = int(time.time() * 1000)
         users = list(meta)
         try:  # every touched user ranked at once
@@ -185,7 +182,10 @@ class Processor:
                 result.messages[user] = self.recommendation(user, st, m["ts"], m["ids"], now, rec)
             except Exception as exc:  # ranking failed: the user's events of this batch are dead letters
                 log.exception("ranking failed for user %r", user)
-                result.failed += [(i, f"ranking failed: {exc!r}") for i, e in enumerate(evs) if e.user_id == user]
+                failed.update({i: f"ranking failed: {exc!r}" for i, e in enumerate(evs)
+                               if e.user_id == user and i not in failed})
+        result.failed = sorted(failed.items())
+        count(result, evs, before)
         result.states = {u: st for u, st in result.states.items() if u in meta or u in result.forgotten}
         return result
 

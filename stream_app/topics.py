@@ -1,7 +1,9 @@
-"""Every topic the app reads or writes, by name, and the check that they exist as expected.
+"""Every topic the app reads or writes and every consumer group it joins, by name, and the check
+that the topics exist as expected.
 
-``TopicNames`` derives all names from the settings, the tables' changelog topics included (Faust
-names them ``<app_id>-<table>-changelog``); nothing else in the code spells a topic name.
+``TopicNames`` derives all topic names from the settings, the tables' changelog topics included
+(Faust names them ``<app_id>-<table>-changelog``); ``hot_group`` and ``catalog_group`` name the two
+consumer groups. Nothing else in the code spells a topic or group name.
 ``ensure_topics`` creates missing topics before the worker subscribes (when a topic is brand new
 the consumer's first metadata can miss it, and Faust then ignores it until the next refresh), waits
 until the broker lists them, and checks that the topics a table is co-partitioned with have the
@@ -11,6 +13,8 @@ table's partition count.
 >>> names = TopicNames.from_settings(Settings(app_id="reco", topic_prefix="t-"))
 >>> names.interactions, names.user_state_changelog
 ('t-interactions', 'reco-user-state-changelog')
+>>> hot_group(Settings(app_id="reco")), catalog_group(Settings(app_id="reco"))
+('reco-interactions', 'reco-catalog')
 """
 from __future__ import annotations
 
@@ -54,6 +58,16 @@ class TopicNames:
 
 def changelog(app_id: str, table: str) -> str:
     return f"{app_id}-{table}-changelog"
+
+
+def hot_group(settings: Settings) -> str:
+    """The consumer group of the hot path (``interactions``)."""
+    return f"{settings.app_id}-interactions"
+
+
+def catalog_group(settings: Settings) -> str:
+    """The consumer group of the catalogue indexer (``catalog``)."""
+    return f"{settings.app_id}-catalog"
 
 
 async def ensure_topics_async(bootstrap_servers: str, plain: list[str], compacted: list[str] = (),

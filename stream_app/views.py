@@ -1,12 +1,18 @@
-"""The worker's web views (Faust's web server, aiohttp underneath):
+"""The worker's web views (Faust's web server, aiohttp underneath): what people and scripts see
+of a running worker without reading Kafka.
 
 - ``GET /``: the live page (``stream_app/static/``): pick a user, watch their list change;
-- ``GET /users/{user_id}``: the current list of a user (JSON); asked on a worker that does not
-  hold the user, the request is forwarded to the one that does (``stream_app.owners``);
-- ``GET /users/{user_id}/events``: Server-Sent Events, one recommendation message per update;
+- ``GET /users/{user_id}``: the current list of a user, a ``user_view/v1`` document
+  (``schemas/user_view.v1.json``: a recommendation plus the items' titles); asked on a worker
+  that does not hold the user, the request is forwarded to the one that does
+  (``stream_app.owners``);
+- ``GET /users/{user_id}/events``: Server-Sent Events, one ``user_view/v1`` document per update
+  (``{"forgotten": true}`` when the user was forgotten);
 - ``GET /overview``: events/s, lag, dead letters by reason, model version (JSON, for the page);
 - ``GET /metrics``: Prometheus text format;
 - ``GET /stats``: counters, catalogue size, model version, domain (JSON).
+
+Every count they show is read from the sensor (``stream_app.sensor``).
 """
 from __future__ import annotations
 
@@ -15,42 +21,45 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import faust
 import orjson
 
 from models.state import UserState
-from stream_app.agents import Context
-from stream_app.hotpath import hot_group
+from stream_app.context import Context
 from stream_app.owners import Owners
 from stream_app.processor import owner_partition
+from stream_app.topics import hot_group
 
 STATIC = Path(__file__).resolve().parent / "static"
 _CONTENT_TYPES = {".html": "text/html", ".js": "application/javascript", ".css": "text/css"}
 KEEPALIVE_S = 15.0
 
 
-async def stats(ctx: Context, web):
-    s = ctx.stats
-    return web.json({**s, "items": len(ctx.processor.model.items), "users": len(ctx.hot.store) if ctx.hot else 0,
-                     "model_version": ctx.processor.model.version, "domain": ctx.processor.model.domain.name,
-                     "uptime_s": round(time.time() - s["started_at"], 1),
-                     "partitions": sorted(ctx.hot.owned) if ctx.hot else [],
-                     "hot_path_seconds": {k: round(v, 3) for k, v in ctx.hot.seconds.items()} if ctx.hot else {}})
+def stats(ctx: Context) -> dict:
+    """The body of ``GET /stats``: the sensor's counters, and what the worker holds."""
+    return {**ctx.sensor.stats(), "items": len(ctx.processor.model.items),
+            "users": len(ctx.hot.store) if ctx.hot else 0,
+            "model_version": ctx.processor.model.version, "domain": ctx.processor.model.domain.name,
+            "partitions": sorted(ctx.hot.owned) if ctx.hot else []}
 
 
 async def current_list(ctx: Context, user_id: str) -> dict | None:
-    """The user's list now, ranked in the model thread (never on the loop while it mutates)."""
+    """The user's list now as a ``user_view/v1`` document, ranked in the model thread (never on
+    the loop while it mutates); None when this worker holds no state of the user."""
     raw_state = ctx.hot.store.find(user_id) if ctx.hot else None
     if raw_state is None:
         return None
     st = UserState.from_bytes(raw_state)
     msg = await ctx.run_model(ctx.processor.recommendation, user_id, st, st.last_ts, [], int(time.time() * 1000))
-    msg["item_titles"] = item_titles(ctx, [i["item_id"] for i in msg["items"]])
-    return msg
+    return user_view(ctx, msg)
 
 
-def item_titles(ctx: Context, item_ids: list[str]) -> dict[str, str]:
+def user_view(ctx: Context, recommendation: dict) -> dict:
+    """A ``recommendation/v1`` message as a ``user_view/v1`` document: the same fields, and the
+    title of each listed item the catalogue knows."""
     titles = ctx.catalog.titles if ctx.catalog else {}
-    return {i: titles[i] for i in item_ids if i in titles}
+    listed = (i["item_id"] for i in recommendation["items"])
+    return {**recommendation, "schema": "user_view/v1", "item_titles": {i: titles[i] for i in listed if i in titles}}
 
 
 async def user(ctx: Context, web, owners: Owners, user_id: str, forwarded: bool):
@@ -92,7 +101,7 @@ async def user_events(ctx: Context, request, user_id: str):
                 continue
             msg = orjson.loads(value)
             if "items" in msg:
-                msg["item_titles"] = item_titles(ctx, [i["item_id"] for i in msg["items"]])
+                msg = user_view(ctx, msg)
             await resp.write(b"data: " + orjson.dumps(msg) + b"\n\n")
     except (ConnectionResetError, asyncio.CancelledError):
         pass
@@ -108,7 +117,7 @@ def static_file(web, name: str):
     return web.bytes(path.read_bytes(), content_type=_CONTENT_TYPES[path.suffix])
 
 
-def register(app, ctx: Context) -> None:
+def register(app: faust.App, ctx: Context) -> None:
     owners = Owners(ctx.settings.bootstrap_servers, hot_group(ctx.settings), ctx.topics.interactions)
 
     @app.page("/")
@@ -121,15 +130,15 @@ def register(app, ctx: Context) -> None:
 
     @app.page("/stats")
     async def stats_view(web, request):
-        return await stats(ctx, web)
+        return web.json(stats(ctx))
 
     @app.page("/overview")
     async def overview_view(web, request):
-        return web.json(ctx.metrics.overview.snapshot())
+        return web.json(ctx.sensor.overview())
 
     @app.page("/metrics")
     async def metrics_view(web, request):
-        body, content_type = ctx.metrics.render()
+        body, content_type = ctx.sensor.render()
         return web.bytes(body, content_type=content_type.split(";")[0])
 
     @app.page("/users/{user_id}")

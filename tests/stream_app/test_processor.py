@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from models.engine import InterestModel
-from stream_app.codec import Codec, Rejected
-from stream_app.processor import Forward, Processor, Source, owner_partition
+from stream_app.codec import Codec, Rejected, Source
+from stream_app.processor import Forward, Processor, owner_partition
 
 
 class TinyEncoder:
@@ -115,4 +115,5 @@ def test_a_user_whose_ranking_fails_is_dead_lettered_alone(processor, monkeypatc
     res = processor.apply_batch(batch, {})
     assert set(res.messages) == {"u1", "u3"}
     assert [i for i, _ in res.failed] == [1, 3] and all("ranking failed" in r for _, r in res.failed)
+    assert (res.applied, res.duplicates) == (2, 0)  # u2's events are dead letters only, not applied too
     assert [i["item_id"] for i in res.messages["u1"]["items"]] == [r.item_id for r in alone(res.states["u1"], 3).items]

@@ -1,0 +1,76 @@
+"""What every part of a running worker shares, typed: the one ``Context`` the services, the hot
+path, the catalogue and the views are given (``stream_app.app.create_app`` builds it).
+
+It holds no behaviour of its own beyond running work in the model thread and stopping the worker;
+the parts it refers to are described by what the views and the hot path use of them
+(``CatalogView``, ``PartitionsView``), so this module depends on none of them.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Protocol
+
+from stream_app.live import Subscribers
+from stream_app.processor import Processor
+from stream_app.sensor import Sensor
+from stream_app.settings import Settings
+from stream_app.store import UserStore
+from stream_app.topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+RunModel = Callable[..., Awaitable[Any]]
+
+
+class CatalogView(Protocol):
+    """The catalogue follower (``stream_app.catalog.CatalogFollower``) as the others use it."""
+
+    titles: dict[str, str]
+
+    async def sync(self, run_model: RunModel, processor: Processor) -> None: ...
+
+
+class PartitionsView(Protocol):
+    """The hot path (``stream_app.hotpath.HotPath``) as the views use it: the owned partitions
+    and the user states they hold."""
+
+    owned: set[int]
+    store: UserStore
+
+
+@dataclass
+class Context:
+    """Settings, topics, the processor, the sensor, one model thread, and the running parts."""
+
+    app: Any  # the faust.App
+    settings: Settings
+    topics: TopicNames
+    processor: Processor
+    # One thread for all model work: it keeps the loop free and the catalogue single-writer.
+    model_thread: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="model"))
+    sensor: Sensor = field(default_factory=Sensor)
+    subscribers: Subscribers = field(default_factory=Subscribers)
+    catalog: CatalogView | None = None  # set when the app starts its services
+    hot: PartitionsView | None = None
+    cluster_id: str | None = None  # of the Kafka cluster the worker started on
+
+    async def run_model(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.model_thread, fn, *args)
+
+    async def crash(self, exc: BaseException) -> None:
+        """Stop the worker (non-zero exit) rather than go on past a batch it could not handle."""
+        log.critical("stopping: a batch could not be handled (%r); it will be read again on restart", exc)
+        await self.app.crash(exc)
+
+    def consumer_options(self) -> dict[str, Any]:
+        """What every consumer of the app is built with (``stream_app.bulk.BulkConsumer``,
+        ``stream_app.checkpoint.CheckpointedConsumer``): the settings, a client id that carries
+        this worker's web URL (``stream_app.owners`` reads it), how to stop the worker, the
+        sensor, and the topics whose metadata the producer fetches at start."""
+        return dict(settings=self.settings, client_id=f"{self.settings.app_id} {self.app.conf.canonical_url}",
+                    crash=self.crash, sensor=self.sensor,
+                    warm_topics=(*self.topics.plain, *self.topics.changelogs))
