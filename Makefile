@@ -33,7 +33,7 @@ test: jars
 
 # Every reliability scenario (also in `make test`, once each) repeated: BENCHMARKS.md, "Reliability".
 test-reliability: jars
-	$(PY) -m stream_app.dev.reliability --runs 3
+	$(PY) -m tests.support.reliability --runs 3
 
 test-fast: env
 	$(PY) -m pytest -m "not broker"

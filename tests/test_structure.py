@@ -1,5 +1,6 @@
 """The layout stays readable: no import circles, no file over 400 lines, no function over 80
-lines, and the serving path (the worker's modules) never imports torch or the offline package."""
+lines, the shipped packages never import the tests, and the serving path (the worker's modules)
+never imports torch or the offline package."""
 from __future__ import annotations
 
 import ast
@@ -70,6 +71,21 @@ def test_files_and_functions_stay_small(path):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             n = node.end_lineno - node.lineno + 1
             assert n <= 80, f"{path.name}:{node.lineno} {node.name}() has {n} lines"
+
+
+def test_shipped_code_never_imports_the_tests():
+    """What ships (stream_app, models) stands on its own: test helpers live in tests/support."""
+    bad = []
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods = [node.module]
+            else:
+                continue
+            bad += [f"{path.relative_to(ROOT)}:{node.lineno} imports {m}" for m in mods if m.split(".")[0] == "tests"]
+    assert not bad, "\n".join(bad)
 
 
 def test_serving_path_imports_neither_torch_nor_offline_code():

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from stream_app.dev.broker import LocalKafka, free_port
-from tests.conftest import WorkerProcess
+from tests.support.workers import WorkerProcess
 from tests.integration.kafka_io import consume_until, produce_json
 from tests.integration.test_worker import ev, load_catalog
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.dev.chromium import HeadlessPage, chromium_available
+from tests.support.chromium import HeadlessPage, chromium_available
 from tests.integration.kafka_io import produce, produce_json
 from tests.integration.test_worker import ev, worker  # noqa: F401 (worker: the fixture, reused)
 

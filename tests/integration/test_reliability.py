@@ -1,8 +1,8 @@
 """Reliability against a real broker and real worker processes: exactly-once application per user,
 bad input dead-lettered with its reason, keys and partitioners, forgetting a user, rebalances.
 
-Each test runs one scenario of ``tests/integration/reliability_harness.py`` (the standalone runner
-``python -m stream_app.dev.reliability`` repeats the same scenarios) and fails with the scenario's
+Each test runs one scenario of ``tests/support/reliability/`` (the standalone runner
+``python -m tests.support.reliability`` repeats the same scenarios) and fails with the scenario's
 report: which users lost or doubled how many events, which bad messages were not dead-lettered, ...
 Reading the outputs uses confluent-kafka consumers that never join a group.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration import reliability_harness as h
+from tests.support import reliability as h
 
 pytestmark = pytest.mark.broker
 

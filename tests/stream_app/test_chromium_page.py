@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.dev.chromium import HeadlessPage, JavaScriptError, chromium_available
+from tests.support.chromium import HeadlessPage, JavaScriptError, chromium_available
 
 STATIC = Path(__file__).resolve().parents[2] / "stream_app" / "static"
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from stream_app.codec import Codec, Rejected, _has_duplicate_keys
-from tests.integration.fuzz import corpus
+from tests.support.fuzz import corpus
 
 
 def reference_decode(codec: Codec, kind: str, raw: bytes | None):

@@ -5,7 +5,7 @@ The browser is started with ``--remote-debugging-pipe``: it speaks the Chrome De
 replies and events on its descriptor 4. That needs no websocket client, no free port and no
 selenium/playwright; a reader thread dispatches replies, so the API is plain blocking calls::
 
-    from stream_app.dev.chromium import HeadlessPage
+    from tests.support.chromium import HeadlessPage
 
     with HeadlessPage() as page:                      # starts chromium, opens a blank tab
         page.open("http://127.0.0.1:8080/?user=196")  # returns after the load event

@@ -1,4 +1,4 @@
-"""The fuzz corpus of bad interaction messages (tests/integration/fuzz.py), without a broker:
+"""The fuzz corpus of bad interaction messages (tests/support/fuzz.py), without a broker:
 big enough, varied enough, deterministic, and every message bad for the reason it claims."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tests.integration.fuzz import INPUT_LIMIT, corpus, kinds
+from tests.support.fuzz import INPUT_LIMIT, corpus, kinds
 
 ITEMS = [f"it{i:02d}" for i in range(60)]
 SCHEMA = json.loads((Path(__file__).resolve().parents[3] / "schemas" / "interaction.v1.json").read_text())

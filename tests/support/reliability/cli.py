@@ -1,11 +1,11 @@
 """Run the reliability scenarios N times against a real broker and print a markdown table.
 
-    python -m stream_app.dev.reliability --runs 3                      # every scenario, 3 times
-    python -m stream_app.dev.reliability --runs 10 --scenarios crash,leave
-    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python -m stream_app.dev.reliability --runs 2
+    python -m tests.support.reliability --runs 3                      # every scenario, 3 times
+    python -m tests.support.reliability --runs 10 --scenarios crash,leave
+    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python -m tests.support.reliability --runs 2
 
 The scenarios are exactly those of ``tests/integration/test_reliability.py`` (they live in
-``tests/integration/reliability_harness.py``): ``duplicates``, ``forget``, ``fuzz``, ``keys`` and the
+``tests/support/reliability/``): ``duplicates``, ``forget``, ``fuzz``, ``keys`` and the
 rebalances under load ``leave`` (SIGTERM), ``join`` and ``crash`` (SIGKILL). Each run starts its own
 workers on fresh topics; without ``KAFKA_BOOTSTRAP_SERVERS`` (or ``--bootstrap``) a local Apache
 Kafka is started for the whole session. Run it from the repository root with the test extra
@@ -27,7 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import reliability as h
+from tests.support.workers import WorkerProcess
+
 ALL = ("duplicates", "forget", "fuzz", "keys", "leave", "join", "crash")
 COLUMNS = [("scenario", "scenario"), ("runs", "runs"), ("failed", "failed runs"), ("sent", "events sent"),
            ("lost", "lost"), ("doubled", "doubled"), ("dead_lettered", "dead-lettered"), ("seconds", "mean s")]
@@ -47,7 +49,7 @@ def table(rows: list[dict]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m stream_app.dev.reliability", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tests.support.reliability", description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=3, help="runs per scenario (default 3)")
     p.add_argument("--scenarios", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
     p.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", ""),
@@ -65,21 +67,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _harness():
-    """The test-side modules (the scenarios and the worker process helper), importable from the
-    repository root."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from tests.conftest import WorkerProcess
-    from tests.integration import reliability_harness
-
-    return reliability_harness, WorkerProcess
-
-
 class Workers:
     """A ``worker_factory`` like the tests' fixture; ``stop_all`` cleans up after each run."""
 
-    def __init__(self, bootstrap: str, logs: Path, worker_cls):
+    def __init__(self, bootstrap: str, logs: Path, worker_cls: type[WorkerProcess]):
         self.bootstrap, self.logs, self.cls, self.started = bootstrap, logs, worker_cls, []
 
     def __call__(self, prefix: str | None = None, extra_env: dict | None = None):
@@ -96,7 +87,6 @@ class Workers:
 
 
 def run_one(name: str, bootstrap: str, workers: Workers, args: argparse.Namespace):
-    h, _ = _harness()
     try:
         if name in ("duplicates", "forget", "fuzz"):
             w = h.start_worker(workers, bootstrap)
@@ -112,10 +102,9 @@ def run_one(name: str, bootstrap: str, workers: Workers, args: argparse.Namespac
 
 
 def run_all(bootstrap: str, args: argparse.Namespace) -> tuple[list[dict], list[str]]:
-    h, worker_cls = _harness()
     logs = Path(tempfile.mkdtemp(prefix="stream-reco-reliability-"))
     print(f"broker {bootstrap}; worker logs in {logs}", file=sys.stderr, flush=True)
-    workers = Workers(bootstrap, logs, worker_cls)
+    workers = Workers(bootstrap, logs, WorkerProcess)
     rows, failures = [], []
     for name in args.scenarios:
         row = {"scenario": name, "runs": 0, "failed": 0, "sent": 0, "lost": 0, "doubled": 0,
