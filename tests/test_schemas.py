@@ -23,7 +23,7 @@ EXAMPLES_DIR = SCHEMA_DIR / "examples"
 INVALID_DIR = EXAMPLES_DIR / "invalid"
 ID_PREFIX = "https://stream-reco.dev/schemas/"
 
-SCHEMA_NAMES = ("interaction", "catalog_item", "recommendation", "dead_letter", "forget")
+SCHEMA_NAMES = ("interaction", "catalog_item", "recommendation", "dead_letter", "forget", "user_view")
 
 # Each example, and for an invalid one the JSON Schema keyword it must break.
 VALID_EXAMPLES: dict[str, tuple[str, ...]] = {
@@ -32,6 +32,7 @@ VALID_EXAMPLES: dict[str, tuple[str, ...]] = {
     "recommendation": ("top3", "empty"),
     "dead_letter": ("malformed_json", "schema_violation", "binary_base64"),
     "forget": ("request", "second_request"),
+    "user_view": ("top3", "empty"),
 }
 INVALID_EXAMPLES: dict[str, dict[str, str]] = {
     "interaction": {
@@ -73,6 +74,11 @@ INVALID_EXAMPLES: dict[str, dict[str, str]] = {
     "forget": {
         "missing_user_id": "required",
         "extra_property": "additionalProperties",
+    },
+    "user_view": {
+        "recommendation_schema_id": "const",
+        "missing_item_titles": "required",
+        "title_not_string": "type",
     },
 }
 
@@ -138,7 +144,7 @@ def test_schema_folder_holds_exactly_the_known_schemas():
 
 
 def test_schema_field_required_only_on_produced_messages():
-    for name in ("recommendation", "dead_letter", "forget"):
+    for name in ("recommendation", "dead_letter", "forget", "user_view"):
         assert "schema" in load_schema(name)["required"]
     for name in ("interaction", "catalog_item"):
         assert "schema" not in load_schema(name)["required"]

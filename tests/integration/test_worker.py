@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import jsonschema
@@ -77,6 +79,30 @@ def test_events_lead_to_schema_valid_recommendation_without_seen_items(worker, k
     assert abs(sum(last["dimension_weights"].values()) - 1.0) < 1e-3
     assert set(last["items"][0]["reasons"]) == set(last["dimension_weights"]) | {"bias"}
     assert abs(sum(last["items"][0]["reasons"].values()) - last["items"][0]["score"]) < 1e-3
+
+
+def get_json(port: int, path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_users_view_answers_the_published_user_view_schema(worker, kafka_bootstrap):
+    produce_json(kafka_bootstrap, worker.topic("interactions"), [
+        ev("v1", "viewer", "pride", 1_000, value=5), ev("v2", "viewer", "heat", 2_000, "click"),
+    ], "user_id")
+    consume_until(kafka_bootstrap, worker.topic("recommendations"),
+                  lambda got: any(v["events_applied"] >= 2 for v in recs_for(got, "viewer")), timeout=30)
+    status, view = get_json(worker.port, "/users/viewer")
+    assert status == 200, view
+    jsonschema.Draft202012Validator(schema("user_view")).validate(view)
+    assert view["schema"] == "user_view/v1" and view["events_applied"] == 2
+    titles = {it["item_id"]: it["title"] for it in CATALOG}
+    assert view["item_titles"] == {i["item_id"]: titles[i["item_id"]] for i in view["items"]}
+    status, missing = get_json(worker.port, "/users/nobody-at-all")
+    assert status == 404 and "error" in missing
 
 
 def test_one_star_pushes_similar_items_down_five_stars_pull_them_up(worker, kafka_bootstrap):
