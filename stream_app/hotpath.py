@@ -16,9 +16,7 @@ Follow one batch (``handle_batch``):
    ``recommendations``, all through the batch's outbox; the batch is then committed by the rule
    of ``stream_app.checkpoint`` (while the next batch is handled).
 
-Guarantees (each event applied exactly once, no list older than one already published): the
-commit rule in ``stream_app.checkpoint``; here, a newly assigned partition's states are restored
-from the changelog before any of its records is handled.
+Exactly once, and never a list older than one already published: ``stream_app.checkpoint``.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Live fan-out of recommendations to web clients (the page's Server-Sent Events stream).
 
-The agent publishes each user's new list to Kafka and, on this worker, to ``Subscribers``;
+The hot path publishes each user's new list to Kafka and, on this worker, to ``Subscribers``;
 ``GET /users/{id}/events`` holds one bounded queue per open page. A slow page loses old lists,
-never blocks the agent (only the newest list of a user matters).
+never blocks the hot path (only the newest list of a user matters).
 
 >>> import asyncio
 >>> async def demo():

@@ -7,8 +7,8 @@ partition is assigned to this worker its map is rebuilt by reading that changelo
 its first offset to its end (``restore``); when it is revoked the map is dropped. The changelog's
 records are ``UserState.to_bytes()`` values under user-id keys.
 
-The store does not decide when a write is durable: the hot path (``stream_app.hotpath``) waits
-for every write of a batch to be acknowledged before it commits the batch's offsets.
+The store does not decide when a write is durable: its writes go through the batch's outbox, and
+the batch is committed by the rule of ``stream_app.checkpoint``.
 """
 from __future__ import annotations
 
