@@ -1,5 +1,5 @@
-"""Attention fusion, serving form (numpy only): several interest dimensions -> one user vector,
-with weights that explain it.
+"""The attention fusion, serving form (numpy only): several interest dimensions -> one user
+vector, with weights that explain it, scored against every item of the catalogue.
 
 For a user with dimension means x_d (each in its own space: text, cf or category):
 
@@ -12,8 +12,9 @@ For a user with dimension means x_d (each in its own space: text, cf or category
 
 so score_i = bias_i + sum_d a_d (h_d . e_i): the per-dimension terms are the reasons for item i,
 and a_d are the dimension weights. The weights are learned by maximum likelihood offline
-(``models.offline.fusion`` holds the identical torch module, ``models.offline.train`` the loop);
-this file is all the stream worker needs, and it never imports torch.
+(``models.offline.train_attention`` holds the identical torch module and the loop); this file is
+all the stream worker needs, and it never imports torch. ``models.components.AttentionScores``
+serves it as the blend's ``attention`` component.
 """
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ class FusionConfig:
         return cls(**d)
 
 
-class FusedScorer:
-    """Numpy serving form of ``FusionModule``: user vector, scores over the catalogue, reasons."""
+class AttentionFusion:
+    """Numpy serving form of ``AttentionFusionModule``: user vectors, scores over the catalogue, reasons."""
 
     def __init__(self, cfg: FusionConfig, weights: Mapping[str, np.ndarray], version: str = "default"):
         self.cfg = cfg
@@ -66,7 +67,7 @@ class FusedScorer:
         self._cache: tuple[int, int, np.ndarray, np.ndarray] | None = None
 
     @classmethod
-    def default(cls, dims: Sequence[Dimension], space_dims: Mapping[str, int]) -> "FusedScorer":
+    def default(cls, dims: Sequence[Dimension], space_dims: Mapping[str, int]) -> "AttentionFusion":
         """Untrained fallback: every text-space dimension is the identity into the encoder space,
         other spaces are ignored, and the attention is uniform over dimensions with evidence."""
         D = space_dims["text"]
@@ -148,7 +149,7 @@ class FusedScorer:
         return out
 
     @classmethod
-    def load(cls, path: str | Path) -> "FusedScorer":
+    def load(cls, path: str | Path) -> "AttentionFusion":
         path = Path(path)
         meta = orjson.loads((path / "config.json").read_bytes())
         with np.load(path / "fusion.npz") as z:

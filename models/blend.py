@@ -7,7 +7,7 @@ sequence model's score) gives a score vector s_c over the catalogue; the final s
 
 with weights w_c >= 0 that sum to 1, chosen on the validation targets by a grid over the simplex
 that contains every single component alone, among the points at least as good as the best of
-them (``models.offline.blend.select_weights``): on validation the blend is therefore never below
+them (``models.offline.choose_blend.select_weights``): on validation the blend is therefore never below
 its best component. A component with constant
 scores for this user (std 0, e.g. no recent items yet) contributes nothing.
 
@@ -38,6 +38,26 @@ def combine(components: Mapping[str, np.ndarray], weights: Mapping[str, float],
     return out[0], {c: float(v[0]) for c, v in scale.items()}, {c: float(v[0]) for c, v in offset.items()}
 
 
+def zscore(s: np.ndarray, w: float = 1.0, moments: tuple[float, float] | None = None):
+    """``w`` times each row of ``s`` (B, N) z-scored, in place and in ``s``'s dtype: -> (z, scale,
+    offset), z = (s - mean) * scale per row, scale = w / std and offset = w * mean / std (B,) each,
+    so that z = s * scale - offset up to rounding (the form the reasons take). A constant row
+    (std 0) gets scale and offset 0. ``moments``: one (mean, std) for every row, known already
+    (``component_moments``). The blend's z-scoring, and the sequence mix's."""
+    if moments is None:
+        sd, mean = s.std(axis=1), s.mean(axis=1)
+    else:
+        mean, sd = np.full(len(s), moments[0], dtype=s.dtype), np.full(len(s), moments[1], dtype=s.dtype)
+    w = s.dtype.type(w)
+    ok = sd > 0
+    safe = np.where(ok, sd, 1)
+    scale = np.where(ok, w / safe, 0).astype(s.dtype)
+    offset = np.where(ok, w * mean / safe, 0).astype(s.dtype)
+    s -= mean[:, None]
+    s *= scale[:, None]
+    return s, scale, offset
+
+
 def combine_many(components: Mapping[str, np.ndarray], weights: Mapping[str, float],
                  moments: Mapping[str, tuple[float, float]] | None = None):
     """``combine`` of B users at once: each component (B, N) -> (score (B, N), scale and offset
@@ -51,19 +71,10 @@ def combine_many(components: Mapping[str, np.ndarray], weights: Mapping[str, flo
         if w <= 0:
             scale[name] = offset[name] = np.zeros(B)
             continue
-        s = np.asarray(s, dtype=np.float64)
-        if moments and name in moments:
-            mean, sd = np.full(B, moments[name][0]), np.full(B, moments[name][1])
-        else:
-            mean, sd = s.mean(axis=1), s.std(axis=1)
-        ok = sd > 0  # a constant component contributes nothing
-        safe = np.where(ok, sd, 1.0)
-        scale[name] = np.where(ok, w / safe, 0.0)
-        offset[name] = np.where(ok, w * mean / safe, 0.0)
-        if not ok.any():
+        z, scale[name], offset[name] = zscore(np.array(s, dtype=np.float64), w, (moments or {}).get(name))
+        if not scale[name].any():  # constant for every user: contributes nothing
             continue
-        term = s * scale[name][:, None] - offset[name][:, None]
-        out = term if out is None else out + term
+        out = z if out is None else out + z
     if out is None:
         first = next(iter(components.values()))
         out = np.zeros((len(first), np.shape(first)[1]), dtype=np.float64)

@@ -1,4 +1,4 @@
-"""The interest model as one object: the catalogue, the dimensions and the fusion scorer.
+"""The interest model as one object: the catalogue, the dimensions and the blend's components.
 
 This is the single code path for "event in, top-K out". The stream worker and the offline
 evaluation both call ``add_item``, ``replay`` and ``recommend`` on it, so what is measured offline
@@ -25,19 +25,18 @@ from typing import Callable, Iterable, Iterator, Mapping, MutableMapping, NamedT
 import numpy as np
 import orjson
 
-from models.blend import COMPONENTS, combine, combine_many, component_moments, normalise_weights
+from models.attention import AttentionFusion
+from models.blend import combine, combine_many, normalise_weights
 from models.cf import load_factors
+from models.components import AttentionScores, CoEngagement, CoocRows, Component, Popularity, SequenceScores
 from models.cooc import CoocModel
 from models.dimensions import Dimension
 from models.domains import DomainConfig, get_domain
 from models.features import CATEGORY_BUCKETS, category_tokens, category_vector, strength, valence
 from models.fold import Pending, event_vectors, fold
 from models.items import ItemVectors
-from models.scorer import FusedScorer
 from models.seen import RECENT_ITEMS, item_key
-from models.sequence import SequenceModel, load_sequence
-from models.sequence_attention import AttentionSequence
-from models.sequence_mix import SequenceMix
+from models.sequence import AttentionSequence, GRUSequence, SequenceMix, load_sequence
 from models.state import UserState, event_key
 from models.topk import round6, top_k
 
@@ -79,38 +78,36 @@ class Recommendation:
 
 
 class InterestModel:
-    """``scorer``: the attention fusion of the dimensions; ``cooc``: the co-engagement counts
-    (updated from every new event); ``sequence``: the model of the user's last items in order
-    (self-attention, ``models.sequence_attention``, a GRU, ``models.sequence``, or a mix of
-    them, ``models.sequence_mix``); ``blend``:
-    component -> weight of the final z-score blend
-    (``models.blend``); without a blend the attention score alone is served. ``domain`` (a preset
-    name of ``models.domains`` or a config; None: ``default``) sets the strength of each event
-    type; the dimensions are the scorer's (``untrained`` takes them from the domain, a trained
-    checkpoint keeps its own)."""
+    """``attention``: the attention fusion of the dimensions (``models.attention``); ``cooc``: the
+    co-engagement counts (updated from every new event); ``sequence``: the model of the user's
+    last items in order (``models.sequence``: self-attention, a GRU or a mix of them); ``blend``:
+    component -> weight of the final z-score blend (``models.blend``) of ``components``
+    (``models.components``); without a blend the attention score alone is served. ``domain`` (a
+    preset name of ``models.domains`` or a config; None: ``default``) sets the strength of each
+    event type; the dimensions are the attention fusion's (``untrained`` takes them from the
+    domain, a trained checkpoint keeps its own)."""
 
-    def __init__(self, scorer: FusedScorer, items: ItemVectors, cooc: CoocModel | None = None,
+    def __init__(self, attention: AttentionFusion, items: ItemVectors, cooc: CoocModel | None = None,
                  blend: Mapping[str, float] | None = None, domain: str | DomainConfig | None = None,
-                 sequence: SequenceModel | AttentionSequence | SequenceMix | None = None):
-        self.scorer = scorer
-        self.dims: tuple[Dimension, ...] = scorer.cfg.dims
+                 sequence: GRUSequence | AttentionSequence | SequenceMix | None = None):
+        self.attention = attention
+        self.dims: tuple[Dimension, ...] = attention.cfg.dims
         self.items = items
         self.dim_names = [d.name for d in self.dims]
         self.domain = get_domain(domain)
         self.event_weights = dict(self.domain.event_weights)
         self.cooc = cooc
         self.blend = dict(blend) if blend else None
-        self.sequence = sequence
-        self._srow = np.zeros(0, dtype=np.int64)  # catalogue row -> sequence vocabulary row (-1: none)
-        self._crow: list[int] = []  # catalogue row -> co-engagement row
-        self._crow_array = np.zeros(0, dtype=np.int64)  # the same as an array, rebuilt when it grows
-        self._pop: tuple = (None, -1, None, None)  # counts' popularity, n, it in catalogue order, moments
         self._keys = np.zeros(0, dtype=np.int64)  # catalogue row -> item_key (grown on demand)
+        self._cooc_rows = CoocRows()  # catalogue row -> co-engagement row
+        self._fixed: list[Component] = [AttentionScores(attention, items)]  # the components but the sequence's
         if cooc is not None:
             reads = max(cooc.params.span, cooc.params.hist_len)
             if reads > RECENT_ITEMS:
                 raise ValueError(f"co-engagement reads a user's last {reads} items; a state keeps {RECENT_ITEMS}")
-            self._crow = [cooc.add_item(i) for i in items.ids]
+            self._cooc_rows = CoocRows(cooc.add_item(i) for i in items.ids)
+            self._fixed += [CoEngagement(cooc, self._cooc_rows, self.recent_rows), Popularity(cooc, self._cooc_rows)]
+        self.sequence = sequence
         if sequence is not None and sequence.window > RECENT_ITEMS:
             raise ValueError(f"the sequence model reads a user's last {sequence.window} items; a state keeps {RECENT_ITEMS}")
 
@@ -119,7 +116,8 @@ class InterestModel:
                   domain: str | DomainConfig | None = None) -> "InterestModel":
         space = {"text": text_dim, "cf": cf_dim, "category": CATEGORY_BUCKETS, "hybrid": text_dim + cf_dim}
         cfg = get_domain(domain)
-        return cls(FusedScorer.default(cfg.dims(), space), ItemVectors(text_dim, cf_dim, CATEGORY_BUCKETS), domain=cfg)
+        return cls(AttentionFusion.default(cfg.dims(), space), ItemVectors(text_dim, cf_dim, CATEGORY_BUCKETS),
+                   domain=cfg)
 
     @classmethod
     def load(cls, checkpoint: str | Path | None, domain: str | DomainConfig | None = None) -> "InterestModel":
@@ -128,30 +126,45 @@ class InterestModel:
         if not checkpoint:
             return cls.untrained(domain=domain)
         path = Path(checkpoint)
-        scorer = FusedScorer.load(path)
-        sd = scorer.cfg.space_dims
+        attention = AttentionFusion.load(path)
+        sd = attention.cfg.space_dims
         cf = load_factors(path / "cf.npz") if (path / "cf.npz").exists() else {}
         cfg = get_domain(domain)
         meta = orjson.loads((path / "config.json").read_bytes())
         if meta.get("domain", "default") != cfg.name:
             log.warning("checkpoint %s was trained with domain %r, serving with domain %r",
-                        scorer.version, meta.get("domain", "default"), cfg.name)
+                        attention.version, meta.get("domain", "default"), cfg.name)
         cooc = CoocModel.load(path / "cooc.npz") if (path / "cooc.npz").exists() else None
         seq = load_sequence(path / "sequence.npz") if (path / "sequence.npz").exists() else None
-        return cls(scorer, ItemVectors(sd["text"], sd["cf"], sd["category"], cf_factors=cf), cooc,
+        return cls(attention, ItemVectors(sd["text"], sd["cf"], sd["category"], cf_factors=cf), cooc,
                    meta.get("blend"), domain=cfg, sequence=seq)
 
     @property
+    def sequence(self) -> GRUSequence | AttentionSequence | SequenceMix | None:
+        return self._sequence
+
+    @sequence.setter
+    def sequence(self, model: GRUSequence | AttentionSequence | SequenceMix | None) -> None:
+        self._sequence = model
+        self._sequence_scores = None if model is None else SequenceScores(model, self.items)
+
+    @property
+    def components(self) -> list[Component]:
+        """The blend's components in ``models.blend.COMPONENTS`` order: attention, co-engagement
+        and popularity (with counts), sequence (with a sequence model)."""
+        return self._fixed + ([self._sequence_scores] if self._sequence_scores is not None else [])
+
+    @property
     def version(self) -> str:
-        return self.scorer.version
+        return self.attention.version
 
     # -- catalogue ---------------------------------------------------------------------------
     def add_item(self, item_id: str, text_vector: np.ndarray, categories: Sequence[str] = (),
                  attributes: Mapping | None = None) -> int:
         cat = category_vector(category_tokens(categories, attributes), self.items.dims["category"])
         row = self.items.upsert(item_id, text=text_vector, category=cat)
-        if self.cooc is not None and row == len(self._crow):
-            self._crow.append(self.cooc.add_item(item_id))
+        if self.cooc is not None and row == len(self._cooc_rows):
+            self._cooc_rows.append(self.cooc.add_item(item_id))
         return row
 
     def delete_item(self, item_id: str) -> bool:
@@ -287,58 +300,14 @@ class InterestModel:
         return np.flatnonzero(mask)
 
     # -- ranking -----------------------------------------------------------------------------
-    def component_scores(self, state: UserState, dims: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Raw (N,) score of every blend component in ``items.ids`` order; ``dims`` restricts the
-        attention to those dimensions (the offline ablations)."""
-        norm = state.norm if dims is None else {n: (v if n in dims else 0.0) for n, v in state.norm.items()}
-        return {"attention": self.scorer.scores(state.mean, norm, self.items), **self._count_scores(state)}
-
-    def _count_scores(self, state: UserState) -> dict[str, np.ndarray]:
-        """The co-engagement and popularity components (none without counts), and the sequence
-        component (none without a sequence model), (N,) each."""
-        return {c: s[0] for c, s in self._count_scores_many([state]).items()}
-
-    def _count_scores_many(self, states: Sequence[UserState], weighted_only: bool = False) -> dict[str, np.ndarray]:
-        """``_count_scores`` of several users, (B, N) each (popularity: one row, broadcast);
-        ``weighted_only``: without the sequence component when the blend gives it no weight (its
-        scores would be multiplied by 0, and it is the costliest to compute)."""
-        skip = self.sequence is None or (weighted_only and self.blend is not None and not self.blend.get("sequence"))
-        out = {} if skip else {"sequence": self._sequence_scores(states)}
-        if self.cooc is None:
-            return out
-        if self._crow_array.size != len(self._crow):
-            self._crow_array = np.asarray(self._crow, dtype=np.int64)
-        hist = self.cooc.params.hist_len
-        co = self.cooc.scores_many([self.recent_rows(st, hist) for st in states])[:, self._crow_array]
-        return {"co-engagement": co, "popularity": np.broadcast_to(self._popularity()[0], co.shape), **out}
-
-    def _sequence_scores(self, states: Sequence[UserState]) -> np.ndarray:
-        """(B, N) the sequence model's scores in catalogue order; items it was not trained on get
-        the user's mean (neutral after the blend's z-scoring)."""
-        seq, n = self.sequence, len(self.items.ids)
-        if self._srow.size != n:
-            self._srow = np.array([seq.index.get(i, -1) for i in self.items.ids], dtype=np.int64)
-        s = seq.scores_many([st.seen.newest(seq.window) for st in states])  # (B, V)
-        out = s[:, self._srow]
-        unknown = self._srow < 0
-        if unknown.any():
-            out[:, unknown] = s.mean(axis=1, keepdims=True)
-        return out
-
-    def _popularity(self) -> tuple[np.ndarray, tuple[float, float]]:
-        """Popularity in catalogue order and its moments, the same for every user until the
-        counts change (``CoocModel.popularity`` then returns a new array)."""
-        pop = self.cooc.popularity()
-        if self._pop[0] is not pop or self._pop[1] != self._crow_array.size:
-            mapped = pop[self._crow_array]
-            mapped.flags.writeable = False
-            self._pop = (pop, self._crow_array.size, mapped, component_moments(mapped))
-        return self._pop[2], self._pop[3]
+    def component_scores(self, state: UserState) -> dict[str, np.ndarray]:
+        """Raw (N,) score of every blend component in ``items.ids`` order."""
+        return {c.name: c.scores(state) for c in self.components}
 
     def scores(self, state: UserState) -> np.ndarray:
         """(N,) scores over the catalogue in ``items.ids`` order (seen items not yet excluded)."""
         if self.blend is None:
-            return self.scorer.scores(state.mean, state.norm, self.items)
+            return self._fixed[0].scores(state)
         return combine(self.component_scores(state), self.blend)[0]
 
     def recommend(self, state: UserState, k: int = 10) -> Recommendation:
@@ -355,42 +324,52 @@ class InterestModel:
             return [r for i in range(0, len(states), step) for r in self.recommend_many(states[i:i + step], k)]
         if not states:
             return []
-        U, alpha, h = self.scorer.users([st.mean for st in states], [st.norm for st in states])  # (B, D)...
-        E, b = self.scorer.item_matrix(self.items)  # (N, D), (N,)
-        att = U @ E.T + b  # (B, N)
-        B = len(states)
-        if self.blend is None:
-            S, comps = att.astype(np.float64), {}
-            scale, offset = {"attention": np.ones(B)}, {"attention": np.zeros(B)}
-        else:
-            comps = {"attention": att, **self._count_scores_many(states, weighted_only=True)}
-            moments = {"popularity": self._popularity()[1]} if "popularity" in comps else None
-            S, scale, offset = combine_many(comps, self.blend, moments)  # a new array
-        names = [*self.dim_names, "bias"]  # reasons, one column each
-        extra = [c for c in COMPONENTS[1:] if c in comps]
-        names += extra
-        tops = []
-        for i, st in enumerate(states):
-            s = S[i]
-            s[self.seen_rows(st)] = -np.inf
-            s[self.items.deleted] = -np.inf
-            tops.append(top_k(s, k))
-        T = np.zeros((B, max(map(len, tops))), dtype=np.int64)  # (B, k) each user's top rows (padded)
+        ranked = self._ranked()
+        raw = {c.name: c.scores_many(states) for c in ranked}  # (B, N) each
+        S, scale, offset = self._blend(ranked, raw)  # (B, N); (B,) per component
+        tops = [self._top(S[i], st, k) for i, st in enumerate(states)]
+        T = np.zeros((len(states), max(map(len, tops))), dtype=np.int64)  # (B, k) each user's top rows (padded)
         for i, top in enumerate(tops):
             T[i, :len(top)] = top
-        r, sa = np.arange(B)[:, None], scale["attention"][:, None]
-        why = [self.scorer.explain(alpha, h, E[T]).astype(np.float64) * sa[..., None],
-               (sa * b[T] - offset["attention"][:, None])[..., None]]  # (B, k, n_dims), (B, k, 1)
-        why += [(scale[c][:, None] * comps[c][r, T] - offset[c][:, None])[..., None] for c in extra]
+        names, why, shares = [], [], [{} for _ in states]  # reasons; dimension/component -> weight, per user
+        for c in ranked:
+            parts, share = c.explain_many(states, raw[c.name], T)  # (B, k, m), (B, s)
+            parts *= scale[c.name][:, None, None]
+            parts[..., -1] -= offset[c.name][:, None]
+            names += c.reasons
+            why.append(parts)
+            w = 1.0 if self.blend is None else self.blend.get(c.name, 0.0)
+            for d, row in zip(shares, share.tolist()):
+                d.update((n, w * a) for n, a in zip(c.shares, row))
         reasons = round6(np.concatenate(why, axis=2)).tolist()  # (B, k, reasons)
-        scores, ids = S[r, T].tolist(), self.items.ids
-        w_att = 1.0 if self.blend is None else self.blend.get("attention", 0.0)
+        scores, ids = S[np.arange(len(states))[:, None], T].tolist(), self.items.ids
         out = []
         for i, top in enumerate(tops):
-            ranked = [Ranked(ids[t], score, dict(zip(names, w)))
-                      for t, score, w in zip(top.tolist(), scores[i], reasons[i])]  # zip stops at len(top)
-            weights = {n: w_att * float(a) for n, a in zip(self.dim_names, alpha[i])}
-            weights.update({c: float(self.blend.get(c, 0.0)) for c in extra})
-            weights = {n: round(v, 6) for n, v in normalise_weights(weights).items()}
-            out.append(Recommendation(ranked, weights, self.version))
+            items = [Ranked(ids[t], score, dict(zip(names, w)))
+                     for t, score, w in zip(top.tolist(), scores[i], reasons[i])]  # zip stops at len(top)
+            weights = {n: round(v, 6) for n, v in normalise_weights(shares[i]).items()}
+            out.append(Recommendation(items, weights, self.version))
         return out
+
+    def _ranked(self) -> list[Component]:
+        """The components a ranking computes: all but a costly one the blend gives no weight;
+        without a blend, the attention alone."""
+        if self.blend is None:
+            return self._fixed[:1]
+        return [c for c in self.components if not c.skipped_unweighted or self.blend.get(c.name)]
+
+    def _blend(self, ranked: list[Component], raw: Mapping[str, np.ndarray]):
+        """-> (score (B, N), a new array; scale and offset per component, (B,) each): the blend,
+        or without one the attention score as it is."""
+        if self.blend is None:
+            att = raw["attention"]
+            return att.astype(np.float64), {"attention": np.ones(len(att))}, {"attention": np.zeros(len(att))}
+        moments = {c.name: m for c in ranked if (m := c.moments()) is not None}
+        return combine_many(raw, self.blend, moments)
+
+    def _top(self, s: np.ndarray, state: UserState, k: int) -> np.ndarray:
+        """Rows of the k best of the user's scores ``s`` (N,), its seen and the retired items
+        excluded (set to -inf in ``s``)."""
+        s[self.seen_rows(state)] = -np.inf
+        s[self.items.deleted] = -np.inf
+        return top_k(s, k)

@@ -30,6 +30,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from models.blend import zscore
 from models.offline.base import ItemCatalog
 from models.offline.data import Interaction
 from models.offline.protocol import Split
@@ -62,9 +63,8 @@ def neighbourhood_mean(grid: np.ndarray, scores: np.ndarray, step: float) -> np.
 
 
 def _z(s: np.ndarray) -> np.ndarray:
-    s = np.asarray(s, dtype=np.float64)
-    sd = s.std()
-    return ((s - s.mean()) / sd if sd > 0 else np.zeros_like(s)).astype(np.float32)
+    """(N,) float32: one user's component z-scored as the blend does it (``models.blend.zscore``)."""
+    return zscore(np.array(s, dtype=np.float64)[None])[0][0].astype(np.float32)
 
 
 def record_validation(learn: Callable[[Interaction], None], components: Components, names: list[str],

@@ -31,7 +31,7 @@ from models.offline.baselines import ItemKNN, Pop
 from models.offline.loaders import load_dataset
 from models.dimensions import default_dimensions
 from models.offline.fused import FusedRecommender, dataset_text_features, item_text_vectors
-from models.offline.sequence import SequenceConfig, sequence_configs
+from models.offline.train_sequence import SequenceConfig, sequence_configs
 from models.offline.protocol import PROTOCOL, Split, replay_evaluate, split_leave_one_out, tune
 from models.offline.report import write_report
 

@@ -1,11 +1,14 @@
-"""The fused multi-dimension recommender, offline form: the same ``InterestModel`` the worker
-serves, wrapped in the evaluation's ``Recommender`` interface.
+"""The served model as a whole (``fused``: every component, blended), offline form: the same
+``InterestModel`` the worker serves, wrapped in the evaluation's ``Recommender`` interface, and
+``train_checkpoint``, which writes it for the worker.
 
-``FusedRecommender("fused")`` trains the attention fusion of every dimension (semantic ones over
-transformer vectors and collaborative factors side by side), fits the co-engagement counts
-(``models.cooc``) on the same training events, and, given the split, ``select`` tunes the
-co-engagement parameters, trains the sequence model (by default self-attention and a GRU, mixed:
-``models.sequence_mix``; epochs and mix chosen on a holdout of each user's last training event) and chooses the blend weights on the validation targets (``models.blend``).
+``FusedRecommender("fused")`` trains the attention fusion of every dimension
+(``models.offline.train_attention``; semantic dimensions over transformer vectors and
+collaborative factors side by side), fits the co-engagement counts (``models.cooc``) on the same
+training events, and, given the split, ``select`` tunes the co-engagement parameters, trains the
+sequence model (by default self-attention and a GRU, mixed: ``models.sequence.mix``; epochs and
+mix chosen on a holdout of each user's last training event) and chooses the blend weights on the
+validation targets (``models.offline.choose_blend``).
 ``text=False`` drops the transformer's vectors everywhere (semantic dimensions and item tower on
 collaborative factors). ``variant(name, mode)`` gives the ablations without retraining: one
 attention dimension alone (``only:<dim>``, the other dimensions masked as if empty), the attention
@@ -26,9 +29,9 @@ from models.blend import COMPONENTS
 from models.cooc import CoocParams
 from models.offline.base import ItemCatalog, Recommender
 from models.offline.baselines import _TrainingEvents
-from models.offline.blend import record_validation, select_weights
+from models.offline.choose_blend import record_validation, select_weights
 from models.offline.cooc import fit_cooc, tune_cooc
-from models.offline.sequence import SequenceConfig, sequence_configs, train_best_sequence
+from models.offline.train_sequence import SequenceConfig, sequence_configs, train_best_sequence
 from models.offline.protocol import PROTOCOL, Split, replay_evaluate, split_leave_one_out
 from models.cf import item_factors, save_factors
 from models.offline.data import Dataset, Interaction
@@ -36,10 +39,10 @@ from models.offline.loaders import load_dataset
 from models.domains import DomainConfig, get_domain
 from models.engine import InterestModel, TextFeatures
 from models.features import CATEGORY_BUCKETS, item_text
-from models.scorer import FusedScorer
+from models.attention import AttentionFusion
 from models.items import ItemVectors
 from models.state import UserState
-from models.offline.train import TrainConfig, build_examples, train_fusion
+from models.offline.train_attention import TrainConfig, build_examples, train_attention
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +96,10 @@ class FusedRecommender(Recommender):
         self.cooc_params = cooc_params
         configs = () if sequence is None else (sequence,) if isinstance(sequence, SequenceConfig) else tuple(sequence)
         self.sequence_configs = tuple(SequenceConfig(**{**c.__dict__, "seed": seed}) for c in configs)
-        self.sequence = None  # models.sequence.SequenceModel, trained in select
+        self.sequence = None  # a models.sequence model, trained in select
         self.blend: dict[str, float] | None = None
         self.model: InterestModel | None = None
-        self.scorer: FusedScorer | None = None
+        self.attention: AttentionFusion | None = None
         self.info: dict = {}
         self._cf_ids: list[str] = []
         self._cf: np.ndarray | None = None
@@ -109,9 +112,8 @@ class FusedRecommender(Recommender):
         dims = self.domain.dims("hybrid" if self.text else "cf")
         space = {"text": text_vecs.shape[1], "cf": self._cf.shape[1], "category": CATEGORY_BUCKETS,
                  "hybrid": text_vecs.shape[1] + self._cf.shape[1]}
-        model = InterestModel(FusedScorer.default(dims, space), ItemVectors(space["text"], space["cf"],
-                                                                           space["category"], cf_factors=cf),
-                              domain=self.domain)
+        model = InterestModel(AttentionFusion.default(dims, space),
+                              ItemVectors(space["text"], space["cf"], space["category"], cf_factors=cf), domain=self.domain)
         for i, item_id in enumerate(items.ids):  # catalogue order = score order
             it = items.item(i)
             model.add_item(item_id, text_vecs[i], it.categories, it.attributes)
@@ -121,12 +123,12 @@ class FusedRecommender(Recommender):
         if len(items) > 5000:  # the catalogue-wide softmax dominates the cost: larger steps
             cfg = TrainConfig(**{**cfg.__dict__, "batch_size": 1024, "lr": cfg.lr * 1.5})
         item_spaces = ("text", "category", "cf") if self.text else ("category", "cf")
-        self.scorer, self.info = train_fusion(model, train_ex, holdout, cfg, self.name,
-                                              item_spaces=item_spaces, progress=self.progress)
+        self.attention, self.info = train_attention(model, train_ex, holdout, cfg, self.name,
+                                                    item_spaces=item_spaces, progress=self.progress)
         self._train_events = list(train)
         self._catalog = items
         self._cooc = fit_cooc(train, items, self.cooc_params or CoocParams())
-        self.model = InterestModel(self.scorer, model.items, self._cooc.with_params(self._cooc.params), self.blend,
+        self.model = InterestModel(self.attention, model.items, self._cooc.with_params(self._cooc.params), self.blend,
                                    domain=self.domain)
         self._reset()
 
@@ -147,7 +149,7 @@ class FusedRecommender(Recommender):
         names = [c for c in COMPONENTS if c != "sequence" or self.sequence is not None]
         Z, M, T = record_validation(probe.learn_one, probe.components, names, split, self._catalog)
         self.blend, report["blend"] = select_weights(Z, M, T, names)
-        self.model = InterestModel(self.scorer, self.model.items, self._cooc.with_params(self.cooc_params), self.blend,
+        self.model = InterestModel(self.attention, self.model.items, self._cooc.with_params(self.cooc_params), self.blend,
                                    domain=self.domain, sequence=self.sequence)
         self._reset()
         self.info["selection"] = report
@@ -161,7 +163,7 @@ class FusedRecommender(Recommender):
         uses_cooc = mode in ("fused", "only:cooc")
         cooc = self._cooc.with_params(self._cooc.params) if uses_cooc else None
         seq = self.sequence if mode in ("fused", "only:sequence") else None
-        v.model = InterestModel(self.scorer, self.model.items, cooc, self.blend if mode == "fused" else None,
+        v.model = InterestModel(self.attention, self.model.items, cooc, self.blend if mode == "fused" else None,
                                 domain=self.domain, sequence=seq)
         v._reset()
         return v
@@ -187,13 +189,13 @@ class FusedRecommender(Recommender):
         st = self._states.get(user_id) or self.model.new_state()
         if self.mode == "fused":
             return self.model.scores(st)
-        if self.mode == "attention":
-            return self.model.scorer.scores(st.mean, st.norm, self.model.items)
         if self.mode == "only:cooc":
             return self.model.component_scores(st)["co-engagement"]
         if self.mode == "only:sequence":
             return self.model.component_scores(st)["sequence"]
-        return self.model.component_scores(st, dims=[self.mode.split(":", 1)[1]])["attention"]
+        dims = None if self.mode == "attention" else [self.mode.split(":", 1)[1]]  # only:<dim>: the others empty
+        norm = st.norm if dims is None else {n: (v if n in dims else 0.0) for n, v in st.norm.items()}
+        return self.attention.scores(st.mean, norm, self.model.items)
 
     def state(self, user_id: str) -> UserState | None:
         return self._states.get(user_id)
@@ -202,7 +204,7 @@ class FusedRecommender(Recommender):
         """A checkpoint the worker loads with STREAM_RECO_CHECKPOINT=<folder>: attention weights,
         config and blend weights (config.json), CF factors (cf.npz), co-engagement counts and
         parameters (cooc.npz), as the counts stand now, and the sequence model (sequence.npz)."""
-        out = self.scorer.save(out_dir, extra={"training": self.info, "train_config": self.config.__dict__,
+        out = self.attention.save(out_dir, extra={"training": self.info, "train_config": self.config.__dict__,
                                                "blend": self.blend, "domain": self.domain.name})
         save_factors(out / "cf.npz", self._cf_ids, self._cf)
         if self.model.cooc is not None:
@@ -234,7 +236,7 @@ def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0, budget
                             **{k: m[k] for k in ("ndcg@10", "recall@10", "valid_ndcg@10", "valid_recall@10",
                                                  "n_test", "n_valid")}}
     version = f"fusion-{ds.name}-{time.strftime('%Y%m%d%H%M%S')}-s{seed}"
-    rec.scorer.version = version
+    rec.attention.version = version
     path = rec.save(Path(out) / version)
     log.info("wrote checkpoint %s", path)
     print(path)

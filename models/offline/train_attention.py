@@ -1,4 +1,7 @@
-"""Maximum-likelihood training of the attention fusion on logged behaviour.
+"""The attention fusion (``models.attention``) trained by maximum likelihood on logged behaviour
+(torch): ``AttentionFusionModule`` is the same arithmetic as the served ``AttentionFusion``,
+differentiable, and ``train_attention`` fits it and returns its serving form (a test checks that
+both give equal scores).
 
 Examples come from replaying each user's training events through the *same* incremental
 ``InterestModel.replay`` the stream worker runs: before each event we snapshot the user's
@@ -13,20 +16,68 @@ validation and test targets are never seen here).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
+from models.attention import AttentionFusion, FusionConfig
 from models.engine import InterestModel, TextFeatures
 from models.offline.data import Interaction
-from models.offline.fusion import FusionModule, to_scorer
-from models.scorer import FusedScorer, FusionConfig
 
 log = logging.getLogger(__name__)
+
+
+class AttentionFusionModule(nn.Module):
+    """The attention fusion's arithmetic in torch (see ``models.attention`` for the equations),
+    batched over users and differentiable."""
+
+    def __init__(self, cfg: FusionConfig):
+        super().__init__()
+        self.cfg = cfg
+        D, A = cfg.d_model, cfg.d_attn
+        self.proj = nn.ModuleDict({d.name: nn.Linear(cfg.space_dims[d.space], D) for d in cfg.dims})
+        self.w_q = nn.Linear(D, A)
+        self.w_k = nn.Linear(D, A, bias=False)
+        self.dim_bias = nn.Parameter(torch.zeros(len(cfg.dims)))
+        self.item_proj = nn.ModuleDict({s: nn.Linear(cfg.space_dims[s], D, bias=False) for s in cfg.item_spaces})
+        n = len(cfg.item_ids)
+        self.item_emb = nn.Parameter(torch.zeros(n, D))
+        self.item_bias = nn.Parameter(torch.zeros(n))
+
+    def user(self, x: Mapping[str, torch.Tensor], mask: torch.Tensor):
+        """x: name -> (B, space_dim); mask: (B, n_dims) bool, True where the dimension has evidence."""
+        h = torch.stack([self.proj[d.name](x[d.name]) for d in self.cfg.dims], dim=1)  # (B, n, D)
+        m = mask.to(h.dtype).unsqueeze(-1)  # (B, n, 1)
+        ctx = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, D)
+        q = self.w_q(ctx)  # (B, A)
+        k = self.w_k(h)  # (B, n, A)
+        logits = (k @ q.unsqueeze(-1)).squeeze(-1) / math.sqrt(self.cfg.d_attn) + self.dim_bias  # (B, n)
+        logits = logits.masked_fill(~mask, -1e9)
+        alpha = torch.softmax(logits, dim=-1) * mask.any(-1, keepdim=True)  # (B, n); all-empty -> 0
+        u = (alpha.unsqueeze(-1) * h).sum(1)  # (B, D)
+        return u, alpha, h
+
+    def items(self, feats: Mapping[str, torch.Tensor]):
+        """feats: space -> (N, space_dim) for the training catalogue, rows aligned with item_ids."""
+        e = sum(self.item_proj[s](feats[s]) for s in self.cfg.item_spaces) + self.item_emb  # (N, D)
+        return e, self.item_bias
+
+    def forward(self, x, mask, feats):
+        u, alpha, _ = self.user(x, mask)
+        e, b = self.items(feats)
+        return u @ e.T + b  # (B, N)
+
+
+def to_serving(module: AttentionFusionModule, version: str) -> AttentionFusion:
+    """The numpy serving form of a trained module."""
+    return AttentionFusion(module.cfg, {k: v.detach().cpu().numpy().astype(np.float32)
+                                        for k, v in module.state_dict().items()}, version)
 
 
 @dataclass(frozen=True)
@@ -103,7 +154,7 @@ def _seen_coords(ex: Examples, idx: np.ndarray) -> tuple[torch.Tensor, torch.Ten
     return torch.from_numpy(np.concatenate(rows)).long(), torch.from_numpy(np.concatenate(cols)).long()
 
 
-def masked_ndcg(module: FusionModule, feats, ex: Examples, k: int = 10, batch: int = 1024) -> float:
+def masked_ndcg(module: AttentionFusionModule, feats, ex: Examples, k: int = 10, batch: int = 1024) -> float:
     """NDCG@k of the label with already-seen items excluded (the holdout metric)."""
     module.eval()
     total = 0.0
@@ -120,10 +171,11 @@ def masked_ndcg(module: FusionModule, feats, ex: Examples, k: int = 10, batch: i
     return total / max(1, len(ex))
 
 
-def train_fusion(model: InterestModel, train_ex: Examples, holdout: Examples, cfg: TrainConfig,
-                 version: str, item_spaces: Sequence[str] = ("text", "category", "cf"),
-                 progress: bool = True) -> tuple[FusedScorer, dict]:
-    """Fit a FusionModule for ``model``'s dimensions and catalogue; returns its numpy scorer."""
+def train_attention(model: InterestModel, train_ex: Examples, holdout: Examples, cfg: TrainConfig,
+                    version: str, item_spaces: Sequence[str] = ("text", "category", "cf"),
+                    progress: bool = True) -> tuple[AttentionFusion, dict]:
+    """Fit an ``AttentionFusionModule`` for ``model``'s dimensions and catalogue; returns its
+    serving form."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
@@ -131,7 +183,7 @@ def train_fusion(model: InterestModel, train_ex: Examples, holdout: Examples, cf
     item_spaces = tuple(item_spaces)
     fcfg = FusionConfig(dims=model.dims, space_dims=space_dims, d_model=cfg.d_model, d_attn=cfg.d_attn,
                         item_spaces=item_spaces, item_ids=tuple(model.items.ids))
-    module = FusionModule(fcfg)
+    module = AttentionFusionModule(fcfg)
     feats = {s: torch.from_numpy(np.ascontiguousarray(model.items.space(s))) for s in item_spaces}
     if len(train_ex) > cfg.max_examples:
         train_ex = train_ex.take(np.sort(rng.choice(len(train_ex), cfg.max_examples, replace=False)))
@@ -169,4 +221,4 @@ def train_fusion(model: InterestModel, train_ex: Examples, holdout: Examples, cf
     module.load_state_dict(best_state)
     info = {"history": history, "best_holdout_ndcg@10": best, "train_examples": len(train_ex),
             "holdout_examples": len(holdout), "train_seconds": round(time.perf_counter() - t0, 1)}
-    return to_scorer(module, version), info
+    return to_serving(module, version), info

@@ -1,7 +1,7 @@
-"""Training the sequential dimension by maximum likelihood (torch): causal self-attention
-(``kind="attention"``, ``models.sequence_attention``; its layout and token segments in
-``models.offline.sequence_attention``) or a GRU (``kind="gru"``, ``models.sequence``);
-``train_best_sequence`` trains several and keeps the mix of them (``models.sequence_mix``; each
+"""Training the sequential dimension (``models.sequence``) by maximum likelihood (torch): causal
+self-attention (``kind="attention"``, ``models.sequence.attention``; its layout and token segments
+in ``models.offline.train_sequence_attention``) or a GRU (``kind="gru"``, ``models.sequence.gru``);
+``train_best_sequence`` trains several and keeps the mix of them (``models.sequence.mix``; each
 alone included) that does best on the holdout below.
 
 Examples replay the log as the user state sees it: per user, the last ``window`` distinct items
@@ -31,13 +31,13 @@ import numpy as np
 import torch
 
 from models.offline.base import ItemCatalog
-from models.offline.blend import ndcg_of, simplex_grid
+from models.blend import zscore
+from models.offline.choose_blend import ndcg_of, simplex_grid
 from models.offline.data import Interaction
 from models.offline.protocol import TARGET_TYPES, Split
-from models.offline.sequence_attention import SelfAttention, candidate_logits
+from models.offline.train_sequence_attention import SelfAttention, candidate_logits
 from models.seen import SeenItems
-from models.sequence import SequenceModel
-from models.sequence_mix import SequenceMix, weighted_z
+from models.sequence import GRUSequence, SequenceMix
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ SAMPLED_ABOVE = 20_000  # catalogue size from which the softmax is sampled
 
 @dataclass(frozen=True)
 class SequenceConfig:
-    kind: str = "attention"  # attention (models.sequence_attention) | gru (models.sequence)
+    kind: str = "attention"  # attention (models.sequence.attention) | gru (models.sequence.gru)
     window: int = 50  # last distinct items read (<= models.seen.RECENT_ITEMS)
     dim: int = 64  # item embedding
     hidden: int = 64  # GRU state (gru only)
@@ -65,7 +65,7 @@ class SequenceConfig:
 
 GRU_CONFIG = SequenceConfig(kind="gru", window=10, dim=128, hidden=128, dropout=0.25, lr=5e-3, batch_size=256,
                             epochs=30, patience=3, budget_s=180.0, threads=1)  # the settings the GRU was measured with
-KINDS = ("auto", "attention", "gru")  # auto: both trained, mixed as the holdout says (models.sequence_mix)
+KINDS = ("auto", "attention", "gru")  # auto: both trained, mixed as the holdout says (models.sequence.mix)
 MIX_STEP = 0.25  # grid step of the mixing weights
 MIX_MAX_USERS = 3000  # holdout examples the weights are chosen on (a seeded sample beyond)
 
@@ -82,7 +82,7 @@ def sequence_configs(kind: str = "auto", budget_s: float | None = None) -> tuple
 def train_best_sequence(train: Sequence[Interaction], split: Split, catalog: ItemCatalog,
                         configs: Sequence[SequenceConfig]):
     """``train_sequence`` for each config, then the mix of the trained models
-    (``models.sequence_mix``) with the best holdout NDCG@10 over a grid of weights (step
+    (``models.sequence.mix``) with the best holdout NDCG@10 over a grid of weights (step
     ``MIX_STEP``; each model alone is a grid point, and wins ties, so a mix has to do better than
     every model alone). The holdout is the one the models were early-stopped on, each user's last
     training label; never the validation or test targets. ``info["candidates"]``: each kind's
@@ -127,7 +127,7 @@ def _best_mix(models: list, holdout: "SeqExamples", catalog: ItemCatalog):
 
 def _zscores(model, windows: list[list[str]], batch: int = 512) -> np.ndarray:
     """(H, V) the model's scores per holdout example, z-scored per row as the mix serves them."""
-    return np.concatenate([weighted_z(model.scores_many(windows[k:k + batch])) for k in range(0, len(windows), batch)])
+    return np.concatenate([zscore(model.scores_many(windows[k:k + batch]))[0] for k in range(0, len(windows), batch)])
 
 
 @dataclass
@@ -237,11 +237,11 @@ class _GRU(torch.nn.Module):
         logits, y = candidate_logits(h, self.out.weight, self.out.bias, target, negatives)
         return torch.nn.functional.cross_entropy(logits, y), len(y)
 
-    def export(self, ids: Sequence[str], window: int, info: dict) -> SequenceModel:
+    def export(self, ids: Sequence[str], window: int, info: dict) -> GRUSequence:
         with torch.no_grad():
             g = self.gru
             in_proj = self.emb.weight[: self.n_items] @ g.weight_ih_l0.T + g.bias_ih_l0  # (V, 3H)
-            return SequenceModel(ids, in_proj.numpy(), g.weight_hh_l0.numpy(), g.bias_hh_l0.numpy(),
+            return GRUSequence(ids, in_proj.numpy(), g.weight_hh_l0.numpy(), g.bias_hh_l0.numpy(),
                                  self.out.weight.numpy(), self.out.bias.numpy(), window=window, info=info)
 
 
@@ -270,8 +270,8 @@ def _ndcg(module: torch.nn.Module, ex: SeqExamples, k: int = 10, batch: int = 10
 def train_sequence(train: Sequence[Interaction], split: Split, catalog: ItemCatalog,
                    cfg: SequenceConfig = SequenceConfig()):
     """Fit the sequence model (``cfg.kind``) on the training events, early-stopped on a holdout of
-    each user's last training label; None without examples. Returns a ``models.sequence.SequenceModel``
-    (gru) or a ``models.sequence_attention.AttentionSequence`` (attention)."""
+    each user's last training label; None without examples. Returns a ``models.sequence.GRUSequence``
+    (gru) or a ``models.sequence.AttentionSequence`` (attention)."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)

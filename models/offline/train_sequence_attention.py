@@ -1,4 +1,4 @@
-"""Training the self-attention sequence model (``models.sequence_attention``) in torch.
+"""Training the self-attention sequence model (``models.sequence.attention``) in torch.
 
 Training on every example separately (its own window of up to 50 items through the transformer)
 costs ~50 token passes per label. As SASRec does, this trains on token sequences instead: per
@@ -23,7 +23,7 @@ from models.offline.base import ItemCatalog
 from models.offline.data import Interaction
 from models.offline.protocol import TARGET_TYPES
 from models.seen import SeenItems
-from models.sequence_attention import AttentionSequence
+from models.sequence.attention import AttentionSequence
 
 
 def token_chains(events: Sequence[Interaction], catalog: ItemCatalog, window: int,

@@ -1,6 +1,6 @@
 """The sequential dimension as causal self-attention over the user's last items (numpy only; serving core).
 
-The same job as the GRU of ``models.sequence`` (what comes next, given the last items in order),
+The same job as the GRU of ``models.sequence.gru`` (what comes next, given the last items in order),
 done the way SASRec does it: the user's last ``window`` distinct items (``UserState.seen.newest``,
 at most ``models.seen.RECENT_ITEMS``), oldest first, each an item embedding plus a position
 embedding (0 = the oldest item in the window), go through a few post-norm transformer blocks (2)
@@ -13,9 +13,9 @@ item scores every item against the same item embeddings::
 
 With no recent item the score is ``b``, a learned popularity prior. Items added to the catalogue
 after training have no embedding: as an input they are skipped, as a candidate they get the mean
-score (``models.engine`` does that). The last block is evaluated at the newest position only (the
+score (``models.components.SequenceScores`` does that). The last block is evaluated at the newest position only (the
 others need every position, for the keys and values); users are run in groups of similar
-window length. Weights are exported from ``models.offline.sequence_attention`` (torch's ``TransformerEncoderLayer`` with the tanh form of GELU), and a
+window length. Weights are exported from ``models.offline.train_sequence_attention`` (torch's ``TransformerEncoderLayer`` with the tanh form of GELU), and a
 score here equals torch's to float32 rounding.
 
 >>> import numpy as np

@@ -1,4 +1,4 @@
-"""The sequential dimension: a GRU over the user's last distinct items (numpy only; serving core).
+"""The sequential dimension as a GRU over the user's last distinct items (numpy only; serving core).
 
 What comes next depends on what came just before, in order: episode 2 after episode 1, a case
 after the phone. This component reads the user's last ``window`` distinct items, oldest first
@@ -16,14 +16,14 @@ the catalogue after training have no embedding: as an input they are skipped, as
 they get the mean score (neutral in the blend's z-scores).
 
 Trained by maximum likelihood of the next first engagement given the window before it
-(``models.offline.sequence.train_sequence``); a score is a pure function of the weights and the
+(``models.offline.train_sequence.train_sequence``); a score is a pure function of the weights and the
 user's recent items, so the worker and the offline replay agree exactly.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> H, V = 4, 3
->>> m = SequenceModel(["a", "b", "c"], rng.normal(size=(V, 3 * H)), rng.normal(size=(3 * H, H)),
-...                   np.zeros(3 * H), rng.normal(size=(V, H)), np.zeros(V), window=2)
+>>> m = GRUSequence(["a", "b", "c"], rng.normal(size=(V, 3 * H)), rng.normal(size=(3 * H, H)),
+...                 np.zeros(3 * H), rng.normal(size=(V, H)), np.zeros(V), window=2)
 >>> m.scores([]).tolist()                    # no history: the bias alone
 [0.0, 0.0, 0.0]
 >>> bool(np.allclose(m.scores(["b", "a"]), m.scores(["b", "a", "c"])))   # only the last 2 count
@@ -38,8 +38,10 @@ from typing import Sequence
 
 import numpy as np
 
+KIND = "gru"
 
-class SequenceModel:
+
+class GRUSequence:
     """GRU weights in torch's gate order (r, z, n), float32; ``ids``: the trained vocabulary."""
 
     def __init__(self, ids: Sequence[str], in_proj: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray,
@@ -120,28 +122,10 @@ class SequenceModel:
                  info=np.frombuffer(orjson.dumps(self.info), dtype=np.uint8))
 
     @classmethod
-    def load(cls, path: str | Path) -> "SequenceModel":
+    def load(cls, path: str | Path) -> "GRUSequence":
         import orjson
 
         with np.load(path) as z:
             return cls(z["ids"].tolist(), z["in_proj"], z["w_hh"], z["b_hh"], z["w_out"], z["b_out"],
                        window=int(z["window"]), info=orjson.loads(z["info"].tobytes()))
 
-
-def load_sequence(path):
-    """The sequence model saved at ``path`` (a path or a binary file): a ``SequenceModel`` (GRU)
-    or, when the file says so, a ``models.sequence_attention.AttentionSequence`` or a
-    ``models.sequence_mix.SequenceMix`` of several."""
-    from models.sequence_attention import KIND as ATTENTION, AttentionSequence
-    from models.sequence_mix import KIND as MIX, SequenceMix
-
-    with np.load(path) as z:
-        kind = str(z["kind"]) if "kind" in z.files else "gru"
-    if hasattr(path, "seek"):
-        path.seek(0)
-    if kind == MIX:
-        return SequenceMix.load(path, load_sequence)
-    classes = {"gru": SequenceModel, ATTENTION: AttentionSequence}
-    if kind not in classes:
-        raise ValueError(f"{path}: unknown sequence model kind {kind!r}")
-    return classes[kind].load(path)

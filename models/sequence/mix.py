@@ -1,23 +1,24 @@
 """Several sequence models as one: their per-user z-scores, mixed by fixed weights (numpy only).
 
 Sequence models of different shapes err on different users: on MovieLens the mix of the
-self-attention model and the GRU beats both of them alone (BENCHMARKS.md). A ``SequenceMix`` has the interface the engine calls on one sequence model
-(``ids``, ``index``, ``window``, ``scores_many``, ``save``), so it serves wherever one does::
+self-attention model and the GRU beats both of them alone (BENCHMARKS.md). A ``SequenceMix`` has
+the interface of one sequence model (``ids``, ``index``, ``window``, ``scores_many``, ``save``), so
+it serves wherever one does. It z-scores as the blend does (``models.blend.zscore``)::
 
     z_m = (s_m - mean(s_m)) / std(s_m)             # member m's scores, per user, over the vocabulary
     score = sum_m w_m * z_m                         # (V,), w_m >= 0 summing to 1
 
 Each member reads its own window of the user's recent items; the mix reads the longest. The
 weights are chosen offline on the holdout the members were early-stopped on
-(``models.offline.sequence.train_best_sequence``). A member with constant scores for a user (no
+(``models.offline.train_sequence.train_best_sequence``). A member with constant scores for a user (no
 known recent item) contributes nothing for that user, as in the blend.
 
 >>> import numpy as np
->>> from models.sequence import SequenceModel
+>>> from models.sequence.gru import GRUSequence
 >>> rng = np.random.default_rng(0)
 >>> def gru(window):
-...     return SequenceModel(["a", "b", "c"], rng.normal(size=(3, 6)), rng.normal(size=(6, 2)), np.zeros(6),
-...                          rng.normal(size=(3, 2)), np.zeros(3), window=window)
+...     return GRUSequence(["a", "b", "c"], rng.normal(size=(3, 6)), rng.normal(size=(6, 2)), np.zeros(6),
+...                        rng.normal(size=(3, 2)), np.zeros(3), window=window)
 >>> one, two = gru(1), gru(3)
 >>> mix = SequenceMix([one, two], [0.5, 0.5])
 >>> mix.window
@@ -36,15 +37,9 @@ from typing import Sequence
 
 import numpy as np
 
+from models.blend import zscore
+
 KIND = "mix"
-
-
-def weighted_z(s: np.ndarray, w: float = 1.0) -> np.ndarray:
-    """``w`` times each row of ``s`` (B, V) z-scored, in place; a constant row becomes 0."""
-    sd = s.std(axis=1, keepdims=True)
-    s -= s.mean(axis=1, keepdims=True)
-    s *= np.where(sd > 0, np.float32(w) / np.where(sd > 0, sd, 1), 0).astype(s.dtype)
-    return s
 
 
 class SequenceMix:
@@ -70,7 +65,7 @@ class SequenceMix:
         out = np.zeros((len(windows), len(self.ids)), dtype=np.float32)
         for m, w in zip(self.members, self.weights):
             if w > 0:
-                out += weighted_z(m.scores_many(windows), w)
+                out += zscore(m.scores_many(windows), w)[0]
         return out
 
     def save(self, path: str | Path) -> None:

@@ -8,7 +8,7 @@ from models.cooc import CoocModel, CoocParams
 from models.dimensions import default_dimensions
 from models.engine import Event, InterestModel
 from models.items import ItemVectors
-from models.scorer import FusedScorer
+from models.attention import AttentionFusion
 from models.seen import MAX_SEEN, SeenItems
 
 PARAMS = CoocParams(window=3, trans_window=2, trans_decay=0.5, beta=2.0, shrink=1.0, alpha=0.6, k=4,
@@ -22,7 +22,7 @@ def random_log(n_users=12, n_items=15, n_events=200, seed=0) -> list[tuple[str, 
 
 def engine(n_items: int, params: CoocParams = PARAMS) -> InterestModel:
     space = {"text": 2, "cf": 2, "category": 4, "hybrid": 4}
-    model = InterestModel(FusedScorer.default(default_dimensions(), space), ItemVectors(2, 2, 4),
+    model = InterestModel(AttentionFusion.default(default_dimensions(), space), ItemVectors(2, 2, 4),
                           cooc=CoocModel(params))
     for i in range(n_items):
         model.add_item(f"i{i}", np.ones(2))
@@ -108,7 +108,7 @@ def test_worker_catalogue_order_maps_to_the_counts():
     st = fitted.new_state()
     for t, i in enumerate([0, 1, 0, 2, 1, 3]):
         fitted.apply(fitted.new_state() if t % 2 else st, Event("u", f"i{i}", "click", None, t, f"x{t}"))
-    other = InterestModel(fitted.scorer, ItemVectors(2, 2, 4), cooc=fitted.cooc)
+    other = InterestModel(fitted.attention, ItemVectors(2, 2, 4), cooc=fitted.cooc)
     for i in (3, 2, 1, 0):
         other.add_item(f"i{i}", np.ones(2))
     a = dict(zip(fitted.items.ids, fitted.component_scores(st)["co-engagement"]))

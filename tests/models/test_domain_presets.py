@@ -11,7 +11,7 @@ from models import features
 from models.dimensions import DAY_MS, default_dimensions
 from models.domains import DOMAINS, DomainConfig, get_domain
 from models.engine import Event, InterestModel
-from models.scorer import FusedScorer
+from models.attention import AttentionFusion
 from stream_app.settings import Settings, SettingsError, known_variables
 
 
@@ -100,13 +100,13 @@ def test_dimension_selection():
 def test_checkpoint_keeps_its_dimensions_and_takes_the_domains_event_weights(tmp_path, caplog):
     space = {"text": 2, "cf": 2, "category": 256, "hybrid": 4}
     dims = get_domain("default").dims()
-    FusedScorer.default(dims, space).save(tmp_path / "ckpt")
+    AttentionFusion.default(dims, space).save(tmp_path / "ckpt")
     with caplog.at_level(logging.WARNING, logger="models.engine"):
         model = InterestModel.load(tmp_path / "ckpt", domain="video")
     assert model.dims == dims  # recency keeps the checkpoint's half-life (1 day), not video's 30
     assert model.event_weights == DOMAINS["video"].event_weights
     assert "trained with domain 'default', serving with domain 'video'" in caplog.text
-    FusedScorer.default(dims, space).save(tmp_path / "news", extra={"domain": "news"})
+    AttentionFusion.default(dims, space).save(tmp_path / "news", extra={"domain": "news"})
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="models.engine"):
         assert InterestModel.load(tmp_path / "news", domain="news").domain.name == "news"

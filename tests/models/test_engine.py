@@ -8,8 +8,8 @@ import torch
 from models.dimensions import DAY_MS, Dimension, default_dimensions
 from models.engine import Event, InterestModel, top_k
 from models.features import category_tokens, category_vector, strength, valence
-from models.offline.fusion import FusionModule, to_scorer
-from models.scorer import FusedScorer, FusionConfig
+from models.offline.train_attention import AttentionFusionModule, to_serving
+from models.attention import AttentionFusion, FusionConfig
 from models.items import ItemVectors
 from models.state import UserState
 
@@ -87,7 +87,7 @@ def test_state_bytes_stay_small_for_the_real_dimension_sizes():
 
 def test_untrained_default_attends_uniformly_over_text_dimensions():
     items, dims = items4(), default_dimensions()
-    model = InterestModel(FusedScorer.default(dims, SPACE), items)
+    model = InterestModel(AttentionFusion.default(dims, SPACE), items)
     st = model.new_state()
     model.apply(st, ev("a", "rating", 5.0, 0, 1))
     rec = model.recommend(st, k=3)
@@ -103,7 +103,7 @@ def test_disliking_an_item_pushes_its_neighbours_down():
     for iid, v in {"x": [1, 0], "x2": [0.9, 0.44], "y": [0, 1], "y2": [0.44, 0.9]}.items():
         items.upsert(iid, text=np.array(v, np.float32), category=np.zeros(8))
     space = {"text": 2, "cf": 3, "category": 8}
-    model = InterestModel(FusedScorer.default(default_dimensions(), space), items)
+    model = InterestModel(AttentionFusion.default(default_dimensions(), space), items)
     liked, hated = model.new_state(), model.new_state()
     model.apply(liked, ev("x", "rating", 5.0, 0, 1))
     model.apply(hated, ev("x", "rating", 1.0, 0, 1))
@@ -116,11 +116,11 @@ def test_numpy_scorer_equals_torch_module():
     torch.manual_seed(0)
     items, dims = items4(), default_dimensions()
     cfg = FusionConfig(dims=dims, space_dims=SPACE, d_model=5, d_attn=3, item_ids=tuple(items.ids[:3]))
-    module = FusionModule(cfg)
+    module = AttentionFusionModule(cfg)
     with torch.no_grad():
         for p in module.parameters():
             p.normal_()
-    scorer = to_scorer(module, "t")
+    scorer = to_serving(module, "t")
     st = UserState.empty(dims, SPACE)
     model = InterestModel(scorer, items)
     model.apply(st, ev("a", "rating", 4.0, 0, 1))
@@ -139,9 +139,9 @@ def test_checkpoint_roundtrip(tmp_path):
     torch.manual_seed(1)
     dims = default_dimensions()
     cfg = FusionConfig(dims=dims, space_dims=SPACE, d_model=5, d_attn=3, item_ids=("a", "b"))
-    scorer = to_scorer(FusionModule(cfg), "v1")
+    scorer = to_serving(AttentionFusionModule(cfg), "v1")
     scorer.save(tmp_path / "ck")
-    back = FusedScorer.load(tmp_path / "ck")
+    back = AttentionFusion.load(tmp_path / "ck")
     assert back.version == "v1" and back.cfg == scorer.cfg
     for k in scorer.w:
         np.testing.assert_array_equal(back.w[k], scorer.w[k])
@@ -149,7 +149,7 @@ def test_checkpoint_roundtrip(tmp_path):
 
 def test_deleted_items_are_never_recommended():
     items, dims = items4(), default_dimensions()
-    model = InterestModel(FusedScorer.default(dims, SPACE), items)
+    model = InterestModel(AttentionFusion.default(dims, SPACE), items)
     st = model.new_state()
     model.apply(st, ev("a", "click", None, 0, 1))
     assert items.delete("b")

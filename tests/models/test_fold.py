@@ -20,7 +20,7 @@ from models import fold_jit
 from models.fold import fold, half_round, Pending
 from models.features import strength, valence
 from models.items import ItemVectors
-from models.scorer import FusedScorer
+from models.attention import AttentionFusion
 from models.state import DEDUP_WINDOW, UserState, event_key
 from stream_app.codec import Codec
 from stream_app.processor import Processor
@@ -107,7 +107,7 @@ def trained_like(seed: int, cooc: CoocModel | None, dims=DIMS) -> InterestModel:
     """Random projections and attention, co-engagement counts, a blend: a stand-in for a checkpoint."""
     rng = np.random.default_rng(seed)
     space = {"text": TEXT, "cf": CF, "category": CAT, "hybrid": TEXT + CF}
-    scorer = FusedScorer.default(dims, space)
+    scorer = AttentionFusion.default(dims, space)
     scorer.w = {k: rng.normal(size=v.shape).astype(np.float32) if v.size else v for k, v in scorer.w.items()}
     ids = [f"i{i}" for i in range(70)]
     cf = {i: rng.normal(size=CF) * 10.0 ** rng.integers(-6, 1) for i in ids[::2]}

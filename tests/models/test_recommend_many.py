@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from models.cooc import CoocModel, CoocParams
-from models.sequence import SequenceModel
-from models.sequence_attention import AttentionSequence
+from models.sequence import AttentionSequence, GRUSequence
 from tests.models.test_fold import features, stream, trained_like
 
 
@@ -28,7 +27,7 @@ def with_sequence(model, rng, vocabulary: list[str], hidden: int = 6, kind: str 
     if kind == "attention":
         model.sequence = random_attention(rng, vocabulary)
     else:
-        model.sequence = SequenceModel(vocabulary, rng.normal(size=(V, 3 * H)), rng.normal(size=(3 * H, H)) * 0.5,
+        model.sequence = GRUSequence(vocabulary, rng.normal(size=(V, 3 * H)), rng.normal(size=(3 * H, H)) * 0.5,
                                        rng.normal(size=3 * H), rng.normal(size=(V, H)), rng.normal(size=V), window=5)
     model.blend = {"attention": 0.4, "co-engagement": 0.2, "popularity": 0.1, "sequence": 0.3}
     return model
@@ -77,7 +76,7 @@ def test_sequence_states_of_many_users_equal_each_alone(kind):
     rng = np.random.default_rng(5)
     ids = [f"i{j}" for j in range(12)]
     H = 7
-    m = SequenceModel(ids, rng.normal(size=(12, 3 * H)), rng.normal(size=(3 * H, H)), rng.normal(size=3 * H),
+    m = GRUSequence(ids, rng.normal(size=(12, 3 * H)), rng.normal(size=(3 * H, H)), rng.normal(size=3 * H),
                       rng.normal(size=(12, H)), rng.normal(size=12), window=4)
     if kind == "attention":  # windows of 0-4 known items: run in different length groups
         m = random_attention(rng, ids, window=4)

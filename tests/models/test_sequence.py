@@ -9,17 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-import models.offline.sequence as seqmod
+import models.offline.train_sequence as seqmod
 from models.engine import Event, InterestModel
 from models.offline.base import ItemCatalog
 from models.offline.data import Dataset, Interaction, Item
 from models.offline.protocol import split_leave_one_out
-from models.offline.sequence import (GRU_CONFIG, SequenceConfig, _GRU, sequence_configs, train_best_sequence,
+from models.offline.train_sequence import (GRU_CONFIG, SequenceConfig, _GRU, sequence_configs, train_best_sequence,
                                      train_sequence, training_examples)
-from models.offline.sequence_attention import SelfAttention, segments, token_chains
+from models.offline.train_sequence_attention import SelfAttention, segments, token_chains
 from models.seen import SeenItems
-from models.sequence import load_sequence
-from models.sequence_mix import SequenceMix
+from models.sequence import SequenceMix, load_sequence
 
 
 def chain_dataset(n_users: int = 60, n_items: int = 30, seed: int = 0) -> Dataset:

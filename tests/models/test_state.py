@@ -126,7 +126,7 @@ def test_false_positive_rate_is_what_the_hash_width_says():
 def engine(n_items: int, params: CoocParams | None = None) -> InterestModel:
     model = InterestModel.untrained(text_dim=4, cf_dim=2)
     if params is not None:
-        model = InterestModel(model.scorer, model.items, CoocModel(params), blend={"attention": 1.0})
+        model = InterestModel(model.attention, model.items, CoocModel(params), blend={"attention": 1.0})
     rng = np.random.default_rng(1)
     for i in range(n_items):
         model.add_item(f"it{i}", rng.normal(size=4))

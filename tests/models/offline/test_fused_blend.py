@@ -9,13 +9,13 @@ import pytest
 from models.engine import Event, InterestModel
 from models.state import UserState
 from models.offline.base import ItemCatalog
-from models.offline.blend import neighbourhood_mean, ndcg_of, record_validation, select_weights, simplex_grid
+from models.offline.choose_blend import neighbourhood_mean, ndcg_of, record_validation, select_weights, simplex_grid
 from models.offline.cooc import CoocRecommender
 from models.offline.data import Dataset, Interaction, Item
 from models.offline.fused import FusedRecommender
 from models.offline.protocol import replay_evaluate, split_leave_one_out
-from models.offline.sequence import SequenceConfig
-from models.offline.train import TrainConfig
+from models.offline.train_sequence import SequenceConfig
+from models.offline.train_attention import TrainConfig
 from models.cooc import CoocParams
 
 
@@ -128,7 +128,7 @@ def test_checkpoint_serves_exactly_the_offline_scores(fitted, tmp_path):
     live = rec.variant("fused", "fused")
     for ev in split.events:  # the stream after training, as the worker would see it
         live.learn_one(ev)
-    live.scorer.version = "v-test"
+    live.attention.version = "v-test"
     path = live.save(tmp_path / "ck")
     served = InterestModel.load(path)
     for i, iid in enumerate(catalog.ids):

@@ -1,0 +1,179 @@
+"""The blend's components behind one contract, so that the engine ranks by looping over them.
+
+A served score is a z-score blend (``models.blend``) of several scorers, and each reads something
+else and scores its own vocabulary: the attention fusion (``models.attention``) the user's
+dimension means, the co-engagement counts (``models.cooc``) the user's recent co-engagement rows,
+a sequence model (``models.sequence``: a GRU, self-attention or their mix) the user's recent
+items. A component adapts one of them to the catalogue (as RecBole's and river's recommenders
+share one interface):
+
+* ``name``: its key in the blend weights and in the reasons;
+* ``scores_many(states) -> (B, N)``: every user's raw scores over the catalogue, ``items.ids`` order;
+* ``explain_many(states, scores, rows)``: the raw scores at a few rows split into parts named
+  ``reasons`` that sum to them, and the component's blend weight split into shares named
+  ``shares`` (what a ``Recommendation`` publishes as dimension weights);
+* ``moments()``: the (mean, std) of its scores when they are the same for every user (the blend
+  then need not compute them per user), else None.
+
+Components the blend gives no weight are still ranked (their reasons are 0), except those marked
+``skipped_unweighted``, which are costly: they are left out of the ranking and its reasons.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from models.attention import AttentionFusion
+from models.blend import component_moments
+from models.cooc import CoocModel
+from models.items import ItemVectors
+from models.state import UserState
+
+
+class Component:
+    """The contract, with the plain explanation: one part, named after the component, one share."""
+
+    name = ""
+    reasons: tuple[str, ...] = ()
+    shares: tuple[str, ...] = ()
+    skipped_unweighted = False
+
+    def __init__(self):
+        self.reasons = self.shares = (self.name,)
+
+    def scores_many(self, states: Sequence[UserState]) -> np.ndarray:
+        """(B, N) raw scores of several users over the catalogue, in ``items.ids`` order."""
+        raise NotImplementedError
+
+    def scores(self, state: UserState) -> np.ndarray:
+        """(N,) raw scores of one user."""
+        return self.scores_many([state])[0]
+
+    def moments(self) -> tuple[float, float] | None:
+        return None
+
+    def explain_many(self, states: Sequence[UserState], scores: np.ndarray,
+                     rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """-> (parts (B, k, len(reasons)) float64, a new array: ``scores`` (B, N) at ``rows``
+        (B, k) split into the named parts, the last one the part the blend's centring comes off;
+        shares (B, len(shares)): how the component's weight splits, each row summing to 1)."""
+        parts = scores[np.arange(len(rows))[:, None], rows].astype(np.float64)[..., None]  # (B, k, 1)
+        return parts, np.ones((len(rows), 1))
+
+
+class AttentionScores(Component):
+    """The attention fusion of the dimensions; its reasons are its dimensions and the item prior
+    (``bias``), its shares the attention weights of the dimensions."""
+
+    name = "attention"
+
+    def __init__(self, fusion: AttentionFusion, items: ItemVectors):
+        self.fusion, self.items = fusion, items
+        self.shares = tuple(d.name for d in fusion.cfg.dims)
+        self.reasons = (*self.shares, "bias")
+
+    def _users(self, states: Sequence[UserState]):
+        return self.fusion.users([st.mean for st in states], [st.norm for st in states])  # (B, D), (B, n), (B, n, D)
+
+    def scores_many(self, states: Sequence[UserState]) -> np.ndarray:
+        U = self._users(states)[0]  # (B, D)
+        E, b = self.fusion.item_matrix(self.items)  # (N, D), (N,)
+        return U @ E.T + b  # (B, N)
+
+    def scores(self, state: UserState) -> np.ndarray:
+        return self.fusion.scores(state.mean, state.norm, self.items)  # (N,)
+
+    def explain_many(self, states, scores, rows):
+        _, alpha, h = self._users(states)
+        E, b = self.fusion.item_matrix(self.items)
+        parts = [self.fusion.explain(alpha, h, E[rows]).astype(np.float64),  # (B, k, n)
+                 b[rows].astype(np.float64)[..., None]]  # (B, k, 1)
+        return np.concatenate(parts, axis=2), alpha
+
+
+class CoocRows:
+    """Catalogue row -> co-engagement row: the counts get a row for every catalogue item, in the
+    catalogue's order of arrival (``InterestModel.add_item`` appends)."""
+
+    def __init__(self, rows: Sequence[int] = ()):
+        self.rows = list(rows)
+        self._array = np.zeros(0, dtype=np.int64)
+
+    def append(self, row: int) -> None:
+        self.rows.append(row)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def array(self) -> np.ndarray:
+        """(N,) the rows as an array, rebuilt when the catalogue grew."""
+        if self._array.size != len(self.rows):
+            self._array = np.asarray(self.rows, dtype=np.int64)
+        return self._array
+
+
+class CoEngagement(Component):
+    """What users engage with after (and beside) the user's recent items (``models.cooc``)."""
+
+    name = "co-engagement"
+
+    def __init__(self, cooc: CoocModel, rows: CoocRows, recent: Callable[[UserState, int], list[int]]):
+        super().__init__()
+        self.cooc, self.rows, self.recent = cooc, rows, recent  # recent(state, n): rows, newest first
+
+    def scores_many(self, states: Sequence[UserState]) -> np.ndarray:
+        hist = self.cooc.params.hist_len
+        return self.cooc.scores_many([self.recent(st, hist) for st in states])[:, self.rows.array()]  # (B, N)
+
+
+class Popularity(Component):
+    """How many users engaged with each item (``models.cooc``): the same for every user, so the
+    catalogue's copy and its moments are kept until the counts change (``CoocModel.popularity``
+    then returns a new array)."""
+
+    name = "popularity"
+
+    def __init__(self, cooc: CoocModel, rows: CoocRows):
+        super().__init__()
+        self.cooc, self.rows = cooc, rows
+        self._cache: tuple = (None, -1, None, None)  # counts' popularity, N, it in catalogue order, moments
+
+    def _catalogue(self) -> tuple[np.ndarray, tuple[float, float]]:
+        pop, rows = self.cooc.popularity(), self.rows.array()
+        if self._cache[0] is not pop or self._cache[1] != rows.size:
+            mapped = pop[rows]
+            mapped.flags.writeable = False
+            self._cache = (pop, rows.size, mapped, component_moments(mapped))
+        return self._cache[2], self._cache[3]
+
+    def scores_many(self, states: Sequence[UserState]) -> np.ndarray:
+        pop = self._catalogue()[0]
+        return np.broadcast_to(pop, (len(states), pop.size))  # (B, N), read-only
+
+    def moments(self) -> tuple[float, float]:
+        return self._catalogue()[1]
+
+
+class SequenceScores(Component):
+    """A sequence model (``models.sequence``) over the catalogue; items it was not trained on get
+    the user's mean score (neutral after the blend's z-scoring). The costliest component."""
+
+    name = "sequence"
+    skipped_unweighted = True
+
+    def __init__(self, model, items: ItemVectors):
+        super().__init__()
+        self.model, self.items = model, items
+        self._rows = np.zeros(0, dtype=np.int64)  # catalogue row -> vocabulary row (-1: none)
+
+    def scores_many(self, states: Sequence[UserState]) -> np.ndarray:
+        seq, n = self.model, len(self.items.ids)
+        if self._rows.size != n:
+            self._rows = np.array([seq.index.get(i, -1) for i in self.items.ids], dtype=np.int64)
+        s = seq.scores_many([st.seen.newest(seq.window) for st in states])  # (B, V)
+        out = s[:, self._rows]  # (B, N)
+        unknown = self._rows < 0
+        if unknown.any():
+            out[:, unknown] = s.mean(axis=1, keepdims=True)
+        return out
