@@ -34,9 +34,8 @@ from models.offline.base import ItemCatalog
 from models.blend import zscore
 from models.offline.choose_blend import ndcg_of, simplex_grid
 from models.offline.data import Interaction
-from models.offline.protocol import TARGET_TYPES, Split
-from models.offline.train_sequence_attention import SelfAttention, candidate_logits
-from models.seen import SeenItems
+from models.offline.protocol import Split
+from models.offline.train_sequence_attention import SelfAttention, candidate_logits, walk
 from models.sequence import GRUSequence, SequenceMix
 
 log = logging.getLogger(__name__)
@@ -152,28 +151,20 @@ class SeqExamples:
 
 def _walk(events: Sequence[Interaction], catalog: ItemCatalog, window: int, take, keep_seen: bool) -> SeqExamples:
     """Replay ``events`` (time order); ``take(pos, ev)`` says whether a first engagement is a label."""
-    recent: dict[str, SeenItems] = {}  # the window, by the user state's own rule
-    seen: dict[str, set[int]] = {}  # every row engaged with (labels are first engagements)
     wins, lens, tgts, seens, users, where = [], [], [], [], [], []
-    for pos, ev in enumerate(events):
-        j = catalog.get(ev.item_id)
-        if j is None:
+    for pos, j, label, _ in walk(events, catalog, window, take, keep_seen):
+        if label is None:
             continue
-        r = recent.setdefault(ev.user_id, SeenItems())
-        s = seen.setdefault(ev.user_id, set())
-        if j not in s and ev.type in TARGET_TYPES and take(pos, ev):
-            rows = [catalog.get(i) for i in reversed(r.newest(window))]
-            row = np.full(window, -1, dtype=np.int64)
-            row[: len(rows)] = rows
-            wins.append(row)
-            lens.append(len(rows))
-            tgts.append(j)
-            users.append(ev.user_id)
-            where.append(pos)
-            if keep_seen:
-                seens.append(np.fromiter(s, dtype=np.int64, count=len(s)))
-        r.add(ev.item_id)
-        s.add(j)
+        rows, seen = label
+        row = np.full(window, -1, dtype=np.int64)
+        row[: len(rows)] = rows
+        wins.append(row)
+        lens.append(len(rows))
+        tgts.append(j)
+        users.append(events[pos].user_id)
+        where.append(pos)
+        if keep_seen:
+            seens.append(seen)
     if not tgts:
         return SeqExamples(np.zeros((0, window), np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
                            [] if keep_seen else None, [], [])

@@ -14,7 +14,7 @@ oldest item. About two token passes per label.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -26,25 +26,41 @@ from models.seen import SeenItems
 from models.sequence.attention import AttentionSequence
 
 
-def token_chains(events: Sequence[Interaction], catalog: ItemCatalog, window: int,
-                 skip: set[int]) -> list[tuple[list[int], list[int]]]:
-    """(tokens, labels) per chain: ``labels[j]`` is the item that follows token j as a training
-    label (a first engagement of a consumption type, position not in ``skip``), or -1."""
+def walk(events: Sequence[Interaction], catalog: ItemCatalog, window: int, take,
+         keep_seen: bool = False) -> Iterator[tuple[int, int, tuple | None, SeenItems]]:
+    """Replay ``events`` (time order) as the user state sees them: for every event about a
+    catalogued item, (position, row, label, the user's recent items with the event added, as
+    ``UserState.seen`` keeps them). ``label``: None, or for a first engagement of a consumption
+    type that ``take(pos, ev)`` accepts, (the user's last ``window`` rows before it, oldest first;
+    with ``keep_seen``, every row the user engaged with before it)."""
     recent: dict[str, SeenItems] = {}
-    seen: dict[str, set[int]] = {}
-    current: dict[str, tuple[list[int], list[int]]] = {}
-    out = []
+    seen: dict[str, set[int]] = {}  # every row engaged with (labels are first engagements)
     for pos, ev in enumerate(events):
         j = catalog.get(ev.item_id)
         if j is None:
             continue
         r = recent.setdefault(ev.user_id, SeenItems())
         s = seen.setdefault(ev.user_id, set())
-        chain = current.get(ev.user_id)
-        if chain is not None and j not in s and ev.type in TARGET_TYPES and pos not in skip:
-            chain[1][-1] = j
+        label = None
+        if j not in s and ev.type in TARGET_TYPES and take(pos, ev):
+            label = ([catalog.get(i) for i in reversed(r.newest(window))],
+                     np.fromiter(s, dtype=np.int64, count=len(s)) if keep_seen else None)
         r.add(ev.item_id)
         s.add(j)
+        yield pos, j, label, r
+
+
+def token_chains(events: Sequence[Interaction], catalog: ItemCatalog, window: int,
+                 skip: set[int]) -> list[tuple[list[int], list[int]]]:
+    """(tokens, labels) per chain: ``labels[j]`` is the item that follows token j as a training
+    label (a first engagement of a consumption type, position not in ``skip``), or -1."""
+    current: dict[str, tuple[list[int], list[int]]] = {}
+    out = []
+    for pos, j, label, r in walk(events, catalog, window, lambda pos, ev: pos not in skip):
+        user = events[pos].user_id
+        chain = current.get(user)
+        if chain is not None and label is not None:
+            chain[1][-1] = j
         win = [catalog.get(i) for i in reversed(r.newest(window))]  # oldest first
         if chain is not None and chain[0][max(len(chain[0]) - window + 1, 0):] + [j] == win:
             chain[0].append(j)
@@ -52,7 +68,7 @@ def token_chains(events: Sequence[Interaction], catalog: ItemCatalog, window: in
         else:
             if chain is not None:
                 out.append(chain)
-            current[ev.user_id] = (list(win), [-1] * len(win))
+            current[user] = (list(win), [-1] * len(win))
     out.extend(current.values())
     return [c for c in out if max(c[1]) >= 0]
 
