@@ -176,23 +176,18 @@ class InterestModel:
 
     def apply(self, state: UserState, ev: Event, text_features: TextFeatures | None = None,
               learn: bool = True) -> bool:
-        """Fold one event into the user's state; False for a duplicate event id. A first
-        engagement with an item also updates the co-engagement counts (unless ``learn`` is False:
-        the offline replay of events the counts were already fitted on).
+        """``fold`` of one event into a state held by the caller; False for a duplicate event id.
         Raises KeyError for an unknown or retired item."""
         state.check(self.dims, self.items.dims)
         done = self._advance(state, ev, text_features, learn)
         if done is None:
             return False
-        p, engaged = done
-        state.fold(self.dims, self.items.vectors(p.x) if isinstance(p.x, int) else p.x, p.strength, p.valence, p.dt)
-        if engaged is not None:
-            self.cooc.update(*engaged)
+        self._commit([done[0]], [] if done[1] is None else [done[1]])
         return True
 
     def _advance(self, state: UserState, ev: Event, text_features: TextFeatures | None, learn: bool,
                  window: set[int] | None = None) -> tuple[Pending, tuple[list[int], int] | None] | None:
-        """All ``apply`` does to the state but its norms and means; None for a duplicate, else what
+        """All an event does to the state but its norms and means; None for a duplicate, else what
         is left: the event for ``models.fold`` and the co-engagement update (prev rows, row) or
         None. ``window``: a set kept holding every key of ``state.recent`` (a key not in it is no
         duplicate: no scan of the list)."""
@@ -219,35 +214,30 @@ class InterestModel:
                text_features: TextFeatures | None = None,
                on_error: Callable[[Event, Exception], None] | None = None,
                learn: Callable[[Event], bool] | None = None) -> Iterator[tuple[Event, UserState]]:
-        """The one replay loop: for each event, yield (event, the user's state *before* it), then
-        fold the event in when the caller asks for the next one. New users start empty; a
-        ``forget`` event replaces the user's state by an empty one. Without ``on_error``, events
-        about items not in the catalogue are skipped (offline data sets); with it, such an event
-        or any other failure is reported to ``on_error`` and the loop goes on (the worker).
-        ``learn(ev)`` False: the event does not update the co-engagement counts."""
+        """``fold`` one event at a time, for callers that look at each state before its event
+        (the offline evaluation and training score it): for each event, yield (event, the user's
+        state *before* it), then fold the event in when the caller asks for the next one.
+        Arguments as for ``fold``."""
         for ev in events:
             st = states.get(ev.user_id)
             if st is None:
                 st = states[ev.user_id] = self.new_state()
             yield ev, st
-            if ev.type == "forget":
-                states[ev.user_id] = self.new_state()
-            elif on_error is not None:
-                try:
-                    self.apply(st, ev, text_features, learn=learn(ev) if learn else True)
-                except Exception as exc:  # one bad event never takes its batch down
-                    on_error(ev, exc)
-            elif ev.item_id in self.items:
-                self.apply(st, ev, text_features, learn=learn(ev) if learn else True)
+            self.fold((ev,), states, text_features, on_error, learn)
 
     def fold(self, events: Iterable[Event], states: MutableMapping[str, UserState],
              text_features: TextFeatures | None = None,
              on_error: Callable[[Event, Exception], None] | None = None,
              learn: Callable[[Event], bool] | None = None) -> None:
-        """``replay`` run to the end, to the same bits (states, counts), in a fraction of the time
-        when users have many events: the event-by-event part in event order (``_advance``), then
-        the co-engagement updates in that order (``CoocModel.update_many``) and the norms and
-        means of every touched state in rounds (``models.fold``). Nothing reads them meanwhile."""
+        """The one state update, for the worker's batches and the offline replay: fold ``events``
+        into their users' ``states`` (new users start empty; a ``forget`` event replaces the
+        user's state by an empty one). Without ``on_error``, events about items not in the
+        catalogue are skipped (offline data sets); with it, such an event or any other failure
+        is reported to ``on_error`` and the loop goes on (the worker). ``learn(ev)`` False: the
+        event does not update the co-engagement counts. The event-by-event part runs in event
+        order (``_advance``), then the co-engagement updates in that order and the norms and
+        means of every touched state (``_commit``): nothing reads them meanwhile, and the bits
+        are the same whatever the batch boundaries."""
         pending: list[Pending] = []  # norms and means to fold
         engaged: list = []  # co-engagement updates in event order
         windows: dict[int, tuple[UserState, set[int]]] = {}  # by id: a checked state, its window's keys
@@ -276,11 +266,16 @@ class InterestModel:
                     pending.append(done[0])
                     if done[1] is not None:
                         engaged.append(done[1])
-        finally:  # what was done so far, as replay would have left it
-            if engaged:
-                self.cooc.update_many(engaged)
-            if pending:
-                fold(self.dims, pending, {s: self.items.space(s) for s in self.items.dims})
+        finally:  # what was done so far, as event-by-event folding would have left it
+            self._commit(pending, engaged)
+
+    def _commit(self, pending: Sequence[Pending], engaged: Sequence[tuple[list[int], int]]) -> None:
+        """The co-engagement updates (prev rows, row) and then the norms and means of events
+        that ``_advance`` took, in event order."""
+        if engaged:
+            self.cooc.update_many(engaged)
+        if pending:
+            fold(self.dims, pending, {s: self.items.space(s) for s in self.items.dims})
 
     def recent_rows(self, state: UserState, n: int) -> list[int]:
         """Co-engagement rows of the user's last ``n`` distinct items, newest first."""

@@ -1,32 +1,40 @@
-"""``models.fold.step`` compiled: a batch's events folded one after another, to the same bits.
+"""The state update's arithmetic, compiled: the one loop that folds events into user states.
 
-In ``models.fold`` a batch runs in rounds (the r-th event of every state at once), and a round
-costs ~30 numpy calls whatever its size: a user with 300 events in a batch means 300 rounds, most
-of them for that user alone. Compiled with numba, the loop runs event by event at the cost of its
-arithmetic. Each operation is the one ``step`` does, in the same order and precision (float64
-norms, float32 products, sums and quotients: no fused multiply-add, as numba does not contract
-without ``fastmath``), and the float16 rounding is ``half_round``'s, element by element, so the
-states are bit for bit those of ``step`` (``tests/models/test_fold.py`` runs both).
+``models.fold`` packs a batch (one event for the offline replay, thousands for the worker) into
+arrays and calls ``fold_events``, which runs the events one after another, each dimension's
+rule of ``models.dimensions``::
 
-Optional: without numba (``pip install numba``), ``available`` is False and ``models.fold`` runs
-its rounds.
+    old = norm * decay                                   # float64
+    new = old + |w|                                      # <= 0: no evidence: norm 0, mean unchanged
+    mean = float16((float32(mean) * old + w * x) / new)  # old, w and new taken as float32
+    norm = float32(new)
+
+Compiled with numba (a dependency), the loop costs its arithmetic, whatever the batch's shape:
+a batch where one user has 300 events is 300 events, not 300 rounds of numpy calls. The
+precision is the one of the plain numpy code, operation for operation (float64 norms; float32
+products, sums and quotients, no fused multiply-add, as numba does not contract without
+``fastmath``), and the float16 rounding is numpy's ``astype(np.float16)``, bit for bit, by
+arithmetic on the float32 bits (see ``_fold_events``). ``tests/models/reference_fold.py`` keeps
+the plain event-by-event code that the tests hold this loop to.
 """
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
-try:
-    from numba import njit
-except ImportError:  # pragma: no cover - exercised where numba is absent
-    njit = None
-
-available = njit is not None
+available = True  # numba is a dependency (pyproject.toml); the update is always compiled
 
 
-def _fold_events(norm, mean, slot, decay, w, table, row, bounds):  # pragma: no cover - compiled
+@njit(cache=True, nogil=True)
+def fold_events(norm, mean, slot, decay, w, table, row, bounds):  # pragma: no cover - compiled
     """norm (S, n) float64 and mean (S, L) float32 in place; event e: state slot[e], scalars
     decay[e], w[e] (n,) float64, item vector table[row[e]] (L,) float32; dimension d's part of
-    L is bounds[d]:bounds[d + 1]."""
+    L is bounds[d]:bounds[d + 1]. The means hold float16 values (as float32).
+
+    The float16 rounding of a finite ``|a| < 65520``: adding and taking back ``c``, 1.5 * 2**13
+    times the value's binade (at least 0.75), rounds to float16's spacing there (2**-24 below
+    2**-14) with float32's round-half-to-even; larger magnitudes round to infinity; a NaN keeps
+    its sign and top 10 payload bits (a payload cut to nothing stays a NaN), as numpy keeps them."""
     n = norm.shape[1]
     buf = np.empty(mean.shape[1], dtype=np.float32)
     bits = buf.view(np.uint32)
@@ -48,7 +56,7 @@ def _fold_events(norm, mean, slot, decay, w, table, row, bounds):  # pragma: no 
                 buf[j] = acc / n32
                 u = bits[j]
                 mag = u & np.uint32(0x7FFFFFFF)
-                if mag < np.uint32(0x477FF000):  # a finite float16: half_round's fast path
+                if mag < np.uint32(0x477FF000):  # a finite float16
                     one[0] = (max(mag, np.uint32(0x38800000)) & np.uint32(0x7F800000)) + np.uint32(0x06C00000)
                     c = one_f[0]
                     one[0] = mag
@@ -66,14 +74,9 @@ def _fold_events(norm, mean, slot, decay, w, table, row, bounds):  # pragma: no 
                     mean[s, j] = one_f[0]
 
 
-fold_events = njit(cache=True, nogil=True)(_fold_events) if available else None
-
-
 def warm_up() -> None:
     """Compile (or load from numba's cache) ``fold_events`` for the argument types ``models.fold``
-    passes, so the first batch does not wait for it. Nothing without numba."""
-    if not available:
-        return
+    passes, so the first batch does not wait for it."""
     f32, f64, i = np.float32, np.float64, np.intp
     fold_events(np.zeros((1, 1), f64), np.zeros((1, 2), f32), np.zeros(1, i), np.ones((1, 1), f64),
                 np.ones((1, 1), f64), np.ones((1, 2), f32), np.zeros(1, i), np.array([0, 2], np.int64))

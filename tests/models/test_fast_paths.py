@@ -1,7 +1,7 @@
-"""The serving fast paths give bit-identical results to the plain formulas they replace: the
-one-event co-engagement update (vs ``np.add.at`` on the pair triplets) and a batch's updates at
-once (vs one at a time), similarity rows kept until the counts change (vs recomputed from the
-whole row at every request), ``top_k`` and the rounding of reasons."""
+"""The serving fast paths give bit-identical results to the plain formulas they replace
+(``tests/models/reference_cooc.py``): the co-engagement update (one event, or a batch's at
+once, vs each event's pairs added one by one), similarity rows kept until the counts change
+(vs recomputed from the whole row at every request), ``top_k`` and the rounding of reasons."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,42 +9,12 @@ import pytest
 
 from models.cooc import CoocModel, CoocParams
 from models.engine import round6, top_k
+from tests.models.reference_cooc import plain_row, plain_scores, plain_update
 
 PARAMS = [CoocParams(window=3, trans_window=2, trans_decay=0.5, beta=2.0, shrink=1.0, alpha=0.6, k=4, hist_len=3),
           CoocParams(window=2, trans_window=4, trans_decay=0.3, beta=0.7, shrink=0.0, alpha=0.5, k=3, hist_len=4),
           CoocParams(window=4, trans_window=3, trans_decay=0.0, beta=1.0, shrink=10.0, k=100),
           CoocParams(window=3, trans_window=2, beta=0.0, shrink=2.5, alpha=0.8, k=2)]
-
-
-def plain_update(m: CoocModel, prev_rows, row: int) -> None:
-    rows, cols, vals = m.pairs(prev_rows, row)
-    keep = vals != 0
-    m.counts.add(rows[keep], cols[keep], vals[keep])
-    m.counts.n[row] += 1.0
-
-
-def plain_row(m: CoocModel, j: int) -> tuple[np.ndarray, np.ndarray]:
-    p, c = m.params, m.counts
-    n = len(c)
-    num = c.row(j)
-    cnt = c.n[:n]
-    den = (cnt[j] ** p.alpha) * cnt ** (1.0 - p.alpha) + p.shrink
-    den[den <= 0] = 1.0
-    row = (num / den).astype(np.float32)
-    row[j] = 0.0
-    idx = np.flatnonzero(row)
-    if idx.size > p.k:
-        idx = idx[np.argpartition(-row[idx], p.k - 1)[: p.k]]
-    return idx, row[idx]
-
-
-def plain_scores(m: CoocModel, recent) -> np.ndarray:
-    rows = list(recent)[: m.params.hist_len]
-    out = np.zeros(len(m.counts), dtype=np.float64)
-    for wd, j in zip(m.params.decay ** np.arange(len(rows)), rows):
-        idx, vals = plain_row(m, j)
-        out[idx] += wd * vals
-    return out
 
 
 def model(params: CoocParams, n_items: int, dense_max: int) -> CoocModel:
@@ -69,8 +39,8 @@ def test_streamed_counts_and_scores_equal_the_plain_formulas_bit_for_bit(params,
         else:
             prev = seen[::-1]
             if step % 50 == 7:
-                prev = prev + prev[:1]  # a repeated row takes the general path
-            fast.update(prev, row)
+                prev = prev + prev[:1]  # a repeated row among the previous ones
+            fast.update_many([(prev, row)])
             plain_update(plain, prev, row)
         seen.append(row)
         if step % 7 == 0:  # scores read between updates: cached rows must follow the counts
@@ -89,10 +59,10 @@ def test_streamed_counts_and_scores_equal_the_plain_formulas_bit_for_bit(params,
 
 @pytest.mark.parametrize("params", PARAMS)
 @pytest.mark.parametrize("dense_max", [10_000, 8])
-def test_update_many_adds_what_update_adds_in_the_same_order(params, dense_max):
-    """A batch's updates at once (``update_many``) equal them one at a time, bit for bit: counts
-    large and small (float32 sums that round differently in another order), fractional bonuses,
-    repeated rows and the row itself among the previous ones."""
+def test_a_batch_of_updates_adds_what_its_events_add_in_the_same_order(params, dense_max):
+    """A batch's updates at once (``update_many``) equal its events' pairs added one event at a
+    time, bit for bit: counts large and small (float32 sums that round differently in another
+    order), fractional bonuses, repeated rows and the row itself among the previous ones."""
     rng = np.random.default_rng(3)
     one, many = model(params, 12, dense_max), model(params, 12, dense_max)
     start = rng.random(144) * 2.0 ** rng.integers(0, 25, 144)
@@ -101,7 +71,7 @@ def test_update_many_adds_what_update_adds_in_the_same_order(params, dense_max):
     engagements = [(rng.integers(0, 12, size=int(rng.integers(0, 7))).tolist(), int(rng.integers(0, 12)))
                    for _ in range(600)]
     for prev, row in engagements:
-        one.update(prev, row)
+        plain_update(one, prev, row)
     many.update_many(engagements)
     for j in range(12):
         assert one.counts.row(j).tobytes() == many.counts.row(j).tobytes()
@@ -115,10 +85,10 @@ def test_cached_rows_are_read_only_and_dropped_when_the_counts_change():
     assert m.similarity_row(1)[0] is idx
     with pytest.raises(ValueError):
         vals[0] = 1.0
-    m.update([2, 1], 0)
+    m.update_many([([2, 1], 0)])
     assert m.similarity_row(1)[0] is not idx
     other = m.with_params(m.params, copy=False)  # shared counts, separate caches
-    other.update([0], 3)
+    other.update_many([([0], 3)])
     np.testing.assert_array_equal(m.scores([1, 2]), plain_scores(m, [1, 2]))
 
 

@@ -13,93 +13,21 @@ import os
 import numpy as np
 import pytest
 
-from models.cooc import CoocModel, CoocParams
+from models.cooc import CoocCounts, CoocModel, CoocParams
 from models.dimensions import DAY_MS, Dimension, default_dimensions
 from models.engine import Event, InterestModel
-from models import fold_jit
-from models.fold import fold, half_round, Pending
-from models.features import strength, valence
+from models.fold import fold, Pending
 from models.items import ItemVectors
 from models.attention import AttentionFusion
-from models.state import DEDUP_WINDOW, UserState, event_key
+from models.state import DEDUP_WINDOW, UserState
 from stream_app.codec import Codec
 from stream_app.processor import Processor
+from tests.models.reference_fold import plain_replay
 
 TEXT, CF, CAT = 8, 3, 16
 TEXTS = ["great", "awful", "meh", "fine", "so-so"]
 DIMS = (*default_dimensions("hybrid"), Dimension("liked", "category", "liked", half_life_ms=3 * DAY_MS),
         Dimension("burst", "text", per_event_decay=0.6))
-
-
-@pytest.fixture(autouse=True, params=["compiled", "rounds"])
-def fold_path(request, monkeypatch):
-    """Every test here runs with the compiled loop (``models.fold_jit``) and with the rounds."""
-    if request.param == "compiled":
-        assert fold_jit.available, "numba is a dependency: pip install -e ."
-    monkeypatch.setattr(fold_jit, "available", request.param == "compiled")
-    return request.param
-
-
-# -- the reference: the code before the fold, verbatim but for names --------------------------
-def plain_state_apply(st: UserState, dims, vectors, item_id, strength, valence, ts, event_id, text_vector=None):
-    key = event_key(event_id)
-    if key in st.recent:
-        return False
-    dt = float(ts - st.last_ts) if st.last_ts >= 0 else 0.0
-    for d in dims:
-        w = d.event_weight(strength, valence)
-        decay = d.decay(dt)
-        old_norm = st.norm[d.name] * decay
-        new_norm = old_norm + abs(w)
-        if new_norm <= 0.0:
-            st.norm[d.name] = 0.0
-            continue
-        x = vectors[d.space]
-        if text_vector is not None and d.space in ("text", "hybrid"):
-            n = text_vector.shape[0]
-            x = np.array(x, dtype=np.float32, copy=True)
-            x[:n] = 0.5 * (x[:n] + text_vector)
-        acc = st.mean[d.name].astype(np.float32) * old_norm + w * x
-        st.mean[d.name] = (acc / new_norm).astype(np.float16)
-        st.norm[d.name] = float(np.float32(new_norm))
-    st.last_ts = max(st.last_ts, int(ts))
-    st.events += 1
-    st.recent.append(key)
-    if len(st.recent) > DEDUP_WINDOW:
-        del st.recent[: len(st.recent) - DEDUP_WINDOW]
-    st.seen.add(item_id)
-    return True
-
-
-def plain_apply(model: InterestModel, st: UserState, ev: Event, feats=None, learn=True) -> bool:
-    items, cooc = model.items, model.cooc
-    if ev.item_id not in items:
-        raise KeyError(ev.item_id)
-    senti, text_vec = (feats or {}).get(ev.text, (None, None)) if ev.text else (None, None)
-    first = learn and cooc is not None and ev.item_id not in st.seen
-    prev = model.recent_rows(st, cooc.params.span) if first else ()
-    applied = plain_state_apply(st, model.dims, items.vectors(items.index[ev.item_id]), ev.item_id,
-                                strength(ev.type, ev.value, model.event_weights),
-                                valence(ev.type, ev.value, senti), ev.ts, ev.event_id, text_vec)
-    if applied and first:
-        cooc.update(prev, cooc.index[ev.item_id])
-    return applied
-
-
-def plain_replay(model: InterestModel, events, states, feats=None, on_error=None, learn=None) -> None:
-    for ev in events:
-        st = states.get(ev.user_id)
-        if st is None:
-            st = states[ev.user_id] = model.new_state()
-        if ev.type == "forget":
-            states[ev.user_id] = model.new_state()
-        elif on_error is not None:
-            try:
-                plain_apply(model, st, ev, feats, learn(ev) if learn else True)
-            except Exception as exc:
-                on_error(ev, exc)
-        elif ev.item_id in model.items:
-            plain_apply(model, st, ev, feats, learn(ev) if learn else True)
 
 
 # -- models and streams ------------------------------------------------------------------------
@@ -188,14 +116,8 @@ MODELS = {
     "trained-like": lambda seed: trained_like(seed, CoocModel(CoocParams(window=4, trans_window=3, trans_decay=0.3,
                                                                           beta=0.7, hist_len=3))),
     "counts per row": lambda seed: trained_like(seed, CoocModel(CoocParams(window=3, trans_window=2, beta=1.3),
-                                                                CoocCountsSparse())),
+                                                                CoocCounts(dense_max=8))),
 }
-
-
-def CoocCountsSparse():
-    from models.cooc import CoocCounts
-
-    return CoocCounts(dense_max=8)
 
 
 def build(kind: str, seed: int) -> InterestModel:
@@ -273,40 +195,23 @@ def test_apply_batch_gives_the_messages_of_the_one_event_code(seed, monkeypatch)
     assert_same_counts(procs[0].model, procs[1].model)
 
 
-def test_half_round_is_numpys_float16_round_trip():
-    """Every exponent and every top-20-bit pattern, with low bits at and around the rounding ties
-    of every float16 spacing, NaN payloads, infinities; in rows without NaN or infinity too
-    (the fast path). STREAM_RECO_EXHAUSTIVE=1: all 2**32 float32 values (about 10 minutes)."""
+def test_the_fold_rounds_to_float16_as_numpy_does():
+    """The compiled loop's float16 rounding, as means folded with weight 1 into an empty
+    dimension: the stored mean is then the item vector (after the rule's arithmetic: 0 * 0 + 1 * x,
+    then / 1, which quiets a signalling NaN and makes -0 +0), rounded. Every exponent and every
+    top-20-bit pattern, with low bits at and around the rounding ties of every float16 spacing,
+    NaN payloads, infinities. STREAM_RECO_EXHAUSTIVE=1: all 2**32 float32 values."""
     top = np.arange(1 << 20, dtype=np.uint32) << 12
     chunks = [(top[:, None] | np.uint32([0, 1, 0x7FF, 0x800, 0x801, 0xFFF])).ravel()]
     if os.environ.get("STREAM_RECO_EXHAUSTIVE"):
         chunks = (np.arange(lo, lo + (1 << 24), dtype=np.uint64).astype(np.uint32) for lo in range(0, 1 << 32, 1 << 24))
-    for bits in chunks:
-        a = bits.view(np.float32)
-        with np.errstate(over="ignore", invalid="ignore"):
-            want = a.astype(np.float16).astype(np.float32).view(np.uint32)
-        mag = a.view(np.uint32) & 0x7FFFFFFF
-        # all of them, |a| < 65520 (the fast path), 2**15 <= |a| < 2**16 (its edge)
-        for part in (mag == mag, mag < 0x477FF000, (mag >= 0x47000000) & (mag < 0x47800000)):
-            assert (half_round(a[part]).view(np.uint32) == want[part]).all()
-
-
-def test_compiled_fold_rounds_to_float16_as_numpy_does(fold_path):
-    """The compiled loop's float16 rounding on the bit patterns of the test above (every exponent,
-    every top-20-bit pattern, ties, NaN payloads, infinities), as means folded with weight 1 into
-    an empty dimension: the stored mean is then the item vector (after the rule's arithmetic:
-    0 * 0 + 1 * x, then / 1, which quiets a signalling NaN and makes -0 +0), rounded."""
-    from models.dimensions import Dimension
-
-    top = np.arange(1 << 20, dtype=np.uint32) << 12
-    bits = (top[:, None] | np.uint32([0, 1, 0x7FF, 0x800, 0x801, 0xFFF])).ravel()
     width = 1 << 12
-    vectors = bits.view(np.float32).reshape(-1, width)  # (T, width)
     dims = [Dimension("all", "text")]
-    states = [UserState.empty(dims, {"text": width}) for _ in range(len(vectors))]
-    with np.errstate(over="ignore", invalid="ignore"):
-        want = ((np.float32(0) * np.float32(0) + np.float32(1) * vectors) / np.float32(1)).astype(np.float16)
-        fold(dims, [Pending(st, k, 1.0, 1.0, 0.0) for k, st in enumerate(states)], {"text": vectors},
-             compiled=fold_path == "compiled")
-    got = np.stack([st.mean["all"] for st in states])
-    assert got.view(np.uint16).tobytes() == want.view(np.uint16).tobytes()
+    for bits in chunks:
+        vectors = bits.view(np.float32).reshape(-1, width)  # (T, width)
+        states = [UserState.empty(dims, {"text": width}) for _ in range(len(vectors))]
+        with np.errstate(over="ignore", invalid="ignore"):
+            want = ((np.float32(0) * np.float32(0) + np.float32(1) * vectors) / np.float32(1)).astype(np.float16)
+        fold(dims, [Pending(st, k, 1.0, 1.0, 0.0) for k, st in enumerate(states)], {"text": vectors})
+        got = np.stack([st.mean["all"] for st in states])
+        assert got.view(np.uint16).tobytes() == want.view(np.uint16).tobytes()

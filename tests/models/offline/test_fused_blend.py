@@ -10,7 +10,7 @@ from models.engine import Event, InterestModel
 from models.state import UserState
 from models.offline.base import ItemCatalog
 from models.offline.choose_blend import neighbourhood_mean, ndcg_of, record_validation, select_weights, simplex_grid
-from models.offline.cooc import CoocRecommender
+from models.offline.tune_cooc import CoocRecommender
 from models.offline.data import Dataset, Interaction, Item
 from models.offline.fused import FusedRecommender
 from models.offline.protocol import replay_evaluate, split_leave_one_out

@@ -1,5 +1,6 @@
-"""The co-engagement dimension offline: a light ``Recommender`` over ``models.cooc.CoocModel``
-(for fast tuning) and the validation-only, time-budgeted parameter search.
+"""Choosing the co-engagement parameters offline: a validation-only, time-budgeted search,
+over a light ``Recommender`` on ``models.cooc.CoocModel`` alone (no attention, no sequence
+model), so that each point tried costs one replay of the counts.
 
 ``CoocRecommender`` keeps, per user, the items exactly as ``UserState.seen`` keeps them (a
 ``models.seen.SeenItems``), so its scores equal the engine's ``co-engagement`` component (a test
@@ -77,7 +78,7 @@ class CoocRecommender(Recommender):
             return
         seen = self._seen.setdefault(ev.user_id, SeenItems())
         if not is_train and ev.item_id not in seen:
-            self.model.update(self._rows(seen, self.params.span), i)
+            self.model.update_many([(self._rows(seen, self.params.span), i)])
         seen.add(ev.item_id)
 
     def _rows(self, seen: SeenItems, n: int) -> list[int]:

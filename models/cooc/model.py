@@ -1,0 +1,235 @@
+"""The co-engagement dimension: items that other users engaged with next to the user's last
+items, from counts that every new event updates (numpy only; serving core).
+
+Global counts (``models.cooc.counts.CoocCounts``), keyed by item id (rows in the order items
+were first added here):
+
+* ``M[j, i]``: pair weight. When a user engages with an item ``i`` it has not engaged with before,
+  while its recent distinct items are ``r_1`` (newest) .. ``r_L``::
+
+      M[r_d, i] += 1 and M[i, r_d] += 1                   for d <= window        (co-occurrence)
+      M[r_d, i] += beta * trans_decay ** (d - 1)           for d <= trans_window  (follow-on bonus)
+      n[i] += 1
+
+  A re-engagement with an item the user already has (``UserState.seen``) changes no count.
+  ``update_many`` is the one writer of that rule: a batch of first engagements (prev rows, row)
+  in event order, the worker's batch or the offline replay's single event. ``fit`` applies it to
+  whole training sequences (each user's items are kept in a ``models.seen.SeenItems``, as
+  ``UserState.seen`` keeps them, so "already has" is decided alike, a rare false positive
+  included), so fitting on a log equals streaming it event by event.
+
+Scores for a user whose recent distinct items are ``r_1`` (newest) .. ``r_H`` (``H = hist_len``)::
+
+    S[j, i] = M[j, i] / (n[j] ** alpha * n[i] ** (1 - alpha) + shrink),  S[j, j] = 0,
+              only the k largest entries of row j kept
+    score(i) = sum_d decay ** (d - 1) * S[r_d, i]
+
+A score is a pure function of the counts and the user's recent items, so the worker and the
+offline replay agree exactly whatever the timing of their requests. Rows of ``S`` are computed
+from the counts when asked for (O(N) each) and kept only until the counts next change (every
+change bumps ``CoocCounts.version``).
+
+>>> m = CoocModel(CoocParams(window=2, trans_window=1, beta=1.0, shrink=0.0, hist_len=2, k=10))
+>>> for i in "abcd":
+...     _ = m.add_item(i)
+>>> _ = m.fit([[0, 1, 2], [0, 1]])      # two users: a b c and a b
+>>> m.counts.row(0).tolist()             # a: with b twice (+1 follow-on each time), with c once
+[0.0, 4.0, 1.0, 0.0]
+>>> s = m.scores([0]); int(s.argmax())   # a user who just had "a" gets "b" first
+1
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from itertools import chain
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from models.cooc.counts import DENSE_MAX_ITEMS, CoocCounts
+from models.seen import SeenItems, item_key
+
+ROW_CACHE_MAX = 4096  # similarity rows kept per counts version
+UPDATE_BLOCK = 1 << 15  # first engagements whose pairs are built at once (bounded arrays)
+
+
+@dataclass(frozen=True)
+class CoocParams:
+    window: int = 20  # co-occurrence pairs within this many recent distinct items
+    trans_window: int = 3  # follow-on (directed) pairs within this many
+    trans_decay: float = 0.5
+    beta: float = 1.0  # follow-on bonus
+    shrink: float = 10.0
+    alpha: float = 0.5  # 0.5: shrunk cosine; > 0.5 favours popular candidates
+    k: int = 100  # neighbours kept per similarity row
+    hist_len: int = 5  # the user's last-N items that vote
+    decay: float = 0.8  # vote weight decay by recency rank
+
+    @property
+    def span(self) -> int:
+        """How many of the user's recent items the update rule reads."""
+        return max(self.window, self.trans_window)
+
+    def count_key(self) -> tuple:
+        """The parameters that change the counts (the rest only change scoring)."""
+        return self.window, self.trans_window, self.trans_decay, self.beta
+
+
+class CoocModel:
+    """Counts + parameters: the update rule and the scores of the module doc."""
+
+    def __init__(self, params: CoocParams = CoocParams(), counts: CoocCounts | None = None):
+        self.params = params
+        self.counts = counts if counts is not None else CoocCounts()
+        self._at: tuple | None = None  # (counts, version, params) the cached rows were computed from
+        self._cached_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._rule: tuple = (None,)  # (params, what ``_pairs`` takes from them)
+        self._col_pow = self._popularity = np.zeros(0)
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    @property
+    def index(self) -> dict[str, int]:
+        return self.counts.index
+
+    def add_item(self, item_id: str) -> int:
+        return self.counts.add_item(item_id)
+
+    def with_params(self, params: CoocParams, copy: bool = True) -> "CoocModel":
+        """Same counts (copied), other parameters; only scoring parameters may differ."""
+        if params.count_key() != self.params.count_key():
+            raise ValueError("count parameters differ: refit instead")
+        return CoocModel(params, self.counts.copy() if copy else self.counts)
+
+    # -- the update rule ---------------------------------------------------------------------
+    def update_many(self, engagements: Sequence[tuple[Sequence[int], int]]) -> None:
+        """The rule of the module doc for each first engagement (prev_rows, row) in the order
+        given; ``prev_rows``: the user's recent distinct items then, newest first
+        (``UserState.seen.newest``). The counts receive each event's additions in event order
+        (``CoocCounts.add``), so a batch gives the bits of its events one at a time."""
+        for a in range(0, len(engagements), UPDATE_BLOCK):
+            block = engagements[a:a + UPDATE_BLOCK]
+            rows, cols, vals, engaged = self._pairs(block)
+            self.counts.add(rows, cols, vals)
+            self.counts.add_engaged(engaged)
+
+    def _pairs(self, engagements: Sequence[tuple[Sequence[int], int]]) -> tuple[np.ndarray, ...]:
+        """(rows, cols, vals) of every engagement's additions in order (per event:
+        ``M[r, row] += 1``, then ``M[row, r] += 1`` for its ``window`` newest items, then the
+        non-zero follow-on bonuses ``M[r, row]`` for its ``trans_window`` newest), and the rows."""
+        p = self.params
+        if self._rule[0] is not p:
+            bonus = np.zeros((p.trans_window + 1, p.span))  # the follow-on bonus by how many items precede
+            for k in range(p.trans_window + 1):
+                bonus[k, :k] = p.beta * p.trans_decay ** np.arange(k)
+            self._rule = (p, np.arange(p.span), np.arange(p.span) < p.window, bonus)
+        _, ranks, window, bonus = self._rule
+        prev = [list(r)[:p.span] for r, _ in engagements]
+        size = np.fromiter(map(len, prev), np.intp, len(prev))  # (E,)
+        row = np.fromiter((r for _, r in engagements), np.intp, len(prev))[:, None]  # (E, 1)
+        have = ranks < size[:, None]  # (E, span)
+        recent = np.zeros(have.shape, dtype=np.intp)
+        recent[have] = np.fromiter(chain.from_iterable(prev), np.intp, int(size.sum()))
+        vals = bonus[np.minimum(size, p.trans_window)]  # (E, span)
+        shape = (len(prev), 3, p.span)  # per event: M[r, row] += 1, M[row, r] += 1, M[r, row] += bonus
+        take, rows, cols, add = np.empty(shape, bool), np.empty(shape, np.intp), np.empty(shape, np.intp), np.ones(shape)
+        take[:, 0] = take[:, 1] = have & window
+        take[:, 2] = have & (vals != 0)
+        rows[:, 0] = cols[:, 1] = rows[:, 2] = recent
+        rows[:, 1] = cols[:, 0] = cols[:, 2] = row
+        add[:, 2] = vals
+        return rows[take], cols[take], add[take], row[:, 0]
+
+    def fit(self, sequences: Iterable[Sequence[int]]) -> "CoocModel":
+        """``update_many`` of the first engagements in per-user sequences of item rows (time
+        order, every engagement, re-engagements included), each user's items kept as the state
+        keeps them."""
+        span = self.params.span
+        ids, index = self.counts.ids, self.counts.index
+        keys = [item_key(i) for i in ids]
+        engagements: list[tuple[list[int], int]] = []
+        for seq in sequences:
+            seen = SeenItems()
+            for row in seq:
+                if not seen.has(ids[row], keys[row]):
+                    engagements.append(([index[i] for i in seen.newest(span)], row))
+                seen.add(ids[row], keys[row])
+        self.update_many(engagements)
+        return self
+
+    # -- scoring -----------------------------------------------------------------------------
+    def _current(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """The row cache, emptied (with the per-column terms recomputed) if the counts changed."""
+        c = self.counts
+        if self._at is None or self._at[0] is not c or self._at[1] != c.version or self._at[2] is not self.params:
+            cnt = c.n[: len(c)]
+            self._col_pow = cnt ** (1.0 - self.params.alpha)
+            self._popularity = np.log1p(cnt)
+            self._popularity.flags.writeable = False
+            self._cached_rows = {}
+            self._at = (c, c.version, self.params)
+        return self._cached_rows
+
+    def similarity_row(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pruned row ``j`` of S as (columns, values) (read-only arrays). Computed on the non-zero
+        entries of M's row only: each value is the same float operation as on the whole row."""
+        cache = self._current()
+        hit = cache.get(j)
+        if hit is not None:
+            return hit
+        p, c = self.params, self.counts
+        idx, num = c.off_diagonal(j)
+        den = (c.n[j] ** p.alpha) * self._col_pow[idx] + p.shrink
+        den[den <= 0] = 1.0
+        vals = (num / den).astype(np.float32)
+        if not vals.all():  # a quotient that rounds to zero is no neighbour
+            keep = vals != 0
+            idx, vals = idx[keep], vals[keep]
+        if idx.size > p.k:
+            top = np.argpartition(-vals, p.k - 1)[: p.k]
+            idx, vals = idx[top], vals[top]
+        idx.flags.writeable = vals.flags.writeable = False
+        if len(cache) >= ROW_CACHE_MAX:
+            cache.clear()
+        cache[j] = (idx, vals)
+        return idx, vals
+
+    def scores(self, recent_rows: Sequence[int]) -> np.ndarray:
+        """(N,) scores in this model's row order; ``recent_rows`` newest first (only the first
+        ``hist_len`` vote, with weights ``decay ** rank``)."""
+        return self.scores_many([recent_rows])[0]
+
+    def scores_many(self, recent_rows: Sequence[Sequence[int]]) -> np.ndarray:
+        """(B, N) ``scores`` of several users: each user's sum over its rows in order."""
+        p, n = self.params, len(self.counts)
+        at, add, decay = [np.zeros(0, np.intp)], [np.zeros(0)], p.decay ** np.arange(p.hist_len)
+        for b, rows in enumerate(recent_rows):
+            for wd, j in zip(decay, list(rows)[: p.hist_len]):
+                idx, vals = self.similarity_row(j)
+                at.append(idx + b * n)
+                add.append(wd * vals)
+        return np.bincount(np.concatenate(at), np.concatenate(add), minlength=len(recent_rows) * n).reshape(-1, n)
+
+    def popularity(self) -> np.ndarray:
+        """(N,) log(1 + engagements), the counts' own popularity signal (read-only)."""
+        self._current()
+        return self._popularity
+
+    # -- checkpoint --------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        r, c, v = self.counts.triplets()
+        np.savez_compressed(path, ids=np.array(self.counts.ids, dtype=object).astype(str), n=self.counts.n[: len(self)],
+                            rows=r.astype(np.int32), cols=c.astype(np.int32), vals=v.astype(np.float32),
+                            params=np.array([repr(asdict(self.params))]))
+
+    @classmethod
+    def load(cls, path: str | Path, dense_max: int = DENSE_MAX_ITEMS) -> "CoocModel":
+        import ast
+
+        with np.load(path) as z:
+            params = CoocParams(**ast.literal_eval(str(z["params"][0])))
+            counts = CoocCounts.restore(z["ids"].tolist(), z["n"], z["rows"].astype(np.int64),
+                                        z["cols"].astype(np.int64), z["vals"], dense_max)
+        return cls(params, counts)
