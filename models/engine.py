@@ -1,9 +1,9 @@
 """The interest model as one object: the catalogue, the dimensions and the blend's components.
 
 This is the single code path for "event in, top-K out". The stream worker and the offline
-evaluation both call ``add_item``, ``replay`` and ``recommend`` on it, so what is measured offline
-is what is served. The model owns the catalogue (``items``); a ``UserState`` only ever receives
-the vectors of the item an event is about.
+evaluation both call ``add_item``, ``fold`` (``replay``: one event at a time) and ``recommend``
+on it, so what is measured offline is what is served. The model owns the catalogue (``items``);
+a ``UserState`` only ever receives the vectors of the item an event is about.
 
 >>> import numpy as np
 >>> model = InterestModel.untrained(text_dim=2, cf_dim=2)
@@ -240,7 +240,7 @@ class InterestModel:
         are the same whatever the batch boundaries."""
         pending: list[Pending] = []  # norms and means to fold
         engaged: list = []  # co-engagement updates in event order
-        windows: dict[int, tuple[UserState, set[int]]] = {}  # by id: a checked state, its window's keys
+        windows: dict[int, list] = {}  # by id: a checked state, its window's keys from its second event on
         try:
             for ev in events:
                 st = states.get(ev.user_id)
@@ -255,7 +255,9 @@ class InterestModel:
                     checked = windows.get(id(st))
                     if checked is None:
                         st.check(self.dims, self.items.dims)
-                        checked = windows[id(st)] = st, set(st.recent)
+                        checked = windows[id(st)] = [st, None]
+                    elif checked[1] is None:
+                        checked[1] = set(st.recent)
                     done = self._advance(st, ev, text_features, learn(ev) if learn else True, checked[1])
                 except Exception as exc:  # one bad event never takes its batch down
                     if on_error is None:
