@@ -86,8 +86,7 @@ def build(checkpoint: Path):
     except Exception as exc:  # no weights here: timings do not depend on the vectors' values
         print(f"encoder unavailable ({type(exc).__name__}); using stand-in vectors", file=sys.stderr)
         encoder = _StubEncoder()
-    schemas = REPO / "schemas"
-    return Processor(InterestModel.load(checkpoint), encoder, TextSentiment(), Codec.load(schemas))
+    return Processor(InterestModel.load(checkpoint), encoder, TextSentiment(), Codec.load())
 
 
 class _Clock:
