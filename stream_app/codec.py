@@ -12,7 +12,9 @@ as a dead letter by ``stream_app.dead_letters``).
 >>> codec.decode("interaction", b"{not json").error_type
 'malformed_json'
 >>> codec.decode("interaction", b'{"event_id":"e1","type":"click","user_id":"u1","user_id":"u2","item_id":"i","ts":1}').error
-'an object repeats a key (ambiguous: which value counts?)'
+"an object repeats the key 'user_id' (ambiguous: which value counts?)"
+>>> codec.decode("interaction", b'{"event_id":"e1","type":"click","user_id":"u1","user\\u005fid":"u2","item_id":"i","ts":1}').error
+"an object repeats the key 'user_id' (ambiguous: which value counts?)"
 >>> deep = b'{"event_id":"e1","type":"click","user_id":' + b"[" * 300 + b"]" * 300 + b',"item_id":"i","ts":1}'
 >>> codec.decode("interaction", deep).error_type
 'schema_violation'
@@ -95,8 +97,10 @@ class Codec:
         if kind == "interaction" and isinstance(obj, dict) and (obj.get("type") == "forget"
                                                                or obj.get("schema") == "forget/v1"):
             kind, sid = "forget", self.ids["forget"]  # a forget request travels with the user's events
-        if self._may_repeat_a_key(kind, raw, obj) and _has_duplicate_keys(raw):
-            return Rejected("malformed_json", "an object repeats a key (ambiguous: which value counts?)", sid)
+        repeated = _repeated_key(raw) if self._may_repeat_a_key(kind, raw, obj) else None
+        if repeated is not None:
+            return Rejected("malformed_json", f"an object repeats the key {repeated} (ambiguous: which value "
+                                              "counts?)", sid)
         validator = self.validators[kind]
         try:
             if validator.is_valid(obj):  # the common case; the errors are collected only when not
@@ -115,13 +119,14 @@ class Codec:
         occurs twice (in a flat object of known keys a repeat must show that way; escaped quotes
         inside strings never form ``"name"``). Most messages skip it: first of all those that are
         byte for byte what orjson writes for the parsed object (each key once, whatever the
-        nesting), as producers using orjson send them."""
+        nesting), as producers using orjson send them. Keys are compared as decoded strings: a
+        message with any backslash (``"user\\u005fid"`` is ``"user_id"``) is parsed again too."""
         try:
             if orjson.dumps(obj) == raw:
                 return False
         except orjson.JSONEncodeError:  # e.g. nested deeper than orjson writes
             pass
-        if not isinstance(obj, dict) or raw.count(b"{") > 1:
+        if not isinstance(obj, dict) or raw.count(b"{") > 1 or b"\\" in raw:
             return True
         quoted = self._quoted[kind]
         for k in obj:
@@ -137,25 +142,31 @@ class Codec:
 
 
 def _reject_pairs(pairs: list) -> dict:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise _DuplicateKey
-    return dict(pairs)
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
 
 
 class _DuplicateKey(Exception):
     pass
 
 
-def _has_duplicate_keys(raw: bytes) -> bool:
-    """orjson keeps the last of repeated keys silently; the standard parser tells us."""
+def _repeated_key(raw: bytes) -> str | None:
+    """The first key an object of ``raw`` repeats (``repr``, as decoded: escapes resolved), or
+    None. orjson keeps the last of repeated keys silently; the standard parser tells us."""
     try:
         json.loads(raw, object_pairs_hook=_reject_pairs)
-    except _DuplicateKey:
-        return True
+    except _DuplicateKey as dup:
+        return repr(dup.args[0])
     except (ValueError, RecursionError):  # orjson accepted it; deep nesting is the schema's business
-        return False
-    return False
+        return None
+    return None
+
+
+def _has_duplicate_keys(raw: bytes) -> bool:
+    return _repeated_key(raw) is not None
 
 
 def encode_item_record(item: dict, vec: np.ndarray) -> bytes:

@@ -9,7 +9,7 @@ import random
 import orjson
 import pytest
 
-from stream_app.codec import Codec, Rejected, _has_duplicate_keys
+from stream_app.codec import Codec, Rejected, _repeated_key
 from tests.support.fuzz import corpus
 
 
@@ -32,11 +32,10 @@ def reference_decode(codec: Codec, kind: str, raw: bytes | None):
     if kind == "interaction" and isinstance(obj, dict) and (obj.get("type") == "forget"
                                                            or obj.get("schema") == "forget/v1"):
         kind, sid = "forget", codec.ids["forget"]
-    props = set(codec.schemas[kind].get("properties", {}))
-    may_repeat = (not isinstance(obj, dict) or raw.count(b"{") > 1
-                  or any(k not in props or raw.count(f'"{k}"'.encode()) > 1 for k in obj))
-    if may_repeat and _has_duplicate_keys(raw):
-        return Rejected("malformed_json", "an object repeats a key (ambiguous: which value counts?)", sid)
+    repeated = _repeated_key(raw)  # always: keys compared as decoded strings
+    if repeated is not None:
+        return Rejected("malformed_json", f"an object repeats the key {repeated} (ambiguous: which value "
+                                          "counts?)", sid)
     try:
         errors = list(codec.validators[kind].iter_errors(obj))
     except ValueError as exc:
@@ -100,3 +99,55 @@ def test_catalog_items_decode_the_same_way(codec):
     for raw in [item, item.replace(b"Drama", b"Dr\xffma"), item.replace(b'"title"', b'"title":"B","title"')] + \
             mutations(seed=5, n=3000, bases=[item]):
         assert codec.decode("catalog_item", raw) == reference_decode(codec, "catalog_item", raw)
+
+
+def interaction(user_key: bytes = b'"user_id"', extra: bytes = b"") -> bytes:
+    return b'{"event_id":"e1","type":"click",' + user_key + b':"attacker","item_id":"i1","ts":1' + extra + b"}"
+
+
+@pytest.mark.parametrize("raw, key", [
+    (interaction(extra=b',"user\\u005fid":"victim"'), "user_id"),  # the escaped repeat comes last
+    (b'{"event_id":"e1","type":"click","user\\u005fid":"victim","user_id":"a","item_id":"i1","ts":1}', "user_id"),
+    (b'{"event_id":"e1","type":"click","\\u0075\\u0073\\u0065\\u0072\\u005f\\u0069\\u0064":"a",'
+     b'"user_id":"victim","item_id":"i1","ts":1}', "user_id"),  # every character escaped
+    (interaction(extra=b',"item\\u005Fid":"i2"'), "item_id"),  # upper-case hex
+    (interaction(extra=b',"item_i\\u0064":"i2"'), "item_id"),
+    (interaction(extra=b',"ts":2'), "ts"),
+    (b'{"event_id":"e1","type":"click","user_id":"u","item_id":"i1","ts":1,'
+     b'"context":{"page":"a","p\\u0061ge":"b"}}', "page"),  # nested
+    (b'{"schema":"forget/v1","type":"forget","event_id":"f","user_id":"a","user\\u005fid":"victim","ts":1}',
+     "user_id"),  # a forget request
+])
+def test_keys_repeated_through_escapes_are_dead_lettered(codec, raw, key):
+    out = codec.decode("interaction", raw)
+    assert isinstance(out, Rejected), out
+    assert (out.error_type, out.error) == ("malformed_json",
+                                           f"an object repeats the key {key!r} (ambiguous: which value counts?)")
+    assert out == reference_decode(codec, "interaction", raw)
+
+
+def test_catalog_items_with_escaped_repeats_are_dead_lettered(codec):
+    raw = b'{"item_id":"i1","title":"t","item\\u005fid":"victim"}'
+    out = codec.decode("catalog_item", raw)
+    assert isinstance(out, Rejected) and "'item_id'" in out.error, out
+    nested = b'{"item_id":"i1","title":"t","attributes":{"a":1,"\\u0061":2}}'
+    out = codec.decode("catalog_item", nested)
+    assert isinstance(out, Rejected) and "'a'" in out.error, out
+
+
+@pytest.mark.parametrize("raw", [
+    interaction(extra=b',"user_id\\u0000":"victim"'),  # another key ("user_id" + NUL): the schema refuses it
+    interaction(extra=b',"user\\u0000_id":"victim"'),
+    interaction(extra=b',"user\\ud800_id":"victim"'),  # a lone surrogate
+    interaction(extra=b',"user_\\ud83d\\ude00id":"victim"'),  # a surrogate pair: one character
+    interaction(user_key=b'"user_id\\u0000"'),
+])
+def test_look_alike_keys_never_stand_for_user_id(codec, raw):
+    out = codec.decode("interaction", raw)
+    assert isinstance(out, Rejected), out
+    assert out == reference_decode(codec, "interaction", raw)
+
+
+def test_escaped_keys_that_do_not_repeat_are_accepted(codec):
+    out = codec.decode("interaction", b'{"event_id":"e1","type":"click","user\\u005fid":"u1","item_id":"i1","ts":1}')
+    assert out == {"event_id": "e1", "type": "click", "user_id": "u1", "item_id": "i1", "ts": 1}
