@@ -14,6 +14,10 @@ misspelling does not pass silently.
 Traceback (most recent call last):
 ...
 stream_app.settings.SettingsError: STREAM_RECO_TOP_K=0: must be between 1 and 1000
+>>> Settings.from_env({"STREAM_RECO_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"})
+Traceback (most recent call last):
+...
+stream_app.settings.SettingsError: STREAM_RECO_KAFKA_SASL_USERNAME is empty: STREAM_RECO_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT logs in with a user name
 >>> unknown_variables({"STREAM_RECO_TOPK": "5", "PATH": "/bin"})
 ['STREAM_RECO_TOPK (did you mean STREAM_RECO_TOP_K?)']
 """
@@ -50,7 +54,10 @@ _CHECKS: dict[str, tuple | frozenset] = {
     "web_port": (0, 65_535), "device": frozenset({"auto", "cpu", "cuda"}),
     "log_level": frozenset({"debug", "info", "warning", "error", "critical"}),
     "domain": frozenset(DOMAINS),
+    "kafka_security_protocol": frozenset({"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}),
+    "kafka_sasl_mechanism": frozenset({"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}),
 }
+_FILES = ("kafka_sasl_password_file", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,17 @@ class Settings:
     kafka_tmpfs: bool = True  # a throw-away local broker keeps its log in /dev/shm (>= 2 GiB free)
     check_output: bool = False  # validate every outgoing recommendation against its schema
     log_level: str = "info"  # debug | info | warning | error
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL, for every Kafka client
+    kafka_sasl_mechanism: str = "PLAIN"  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (SASL_* protocols)
+    kafka_sasl_username: str = ""  # SASL user name (required by the SASL_* protocols)
+    kafka_sasl_password: str = field(default="", repr=False)  # SASL password (or ..._PASSWORD_FILE)
+    kafka_sasl_password_file: str = ""  # a file holding the SASL password (one trailing newline ignored)
+    kafka_ssl_cafile: str = ""  # CA certificates the broker's certificate is checked against; empty: the system's
+    kafka_ssl_certfile: str = ""  # client certificate, PEM (mutual TLS; SSL, SASL_SSL)
+    kafka_ssl_keyfile: str = ""  # the client certificate's private key, PEM (empty: in the certificate file)
+    kafka_ssl_check_hostname: bool = True  # the broker's certificate must name the host connected to
+    http_token: str = field(default="", repr=False)  # when set, the web views want "Authorization: Bearer <it>"
+    forward_allow: str = ""  # hosts /users/{id} may be forwarded to (comma-separated patterns, * ?); empty: own host
     topics: Topics = field(default_factory=Topics)
 
     def __post_init__(self) -> None:
@@ -90,6 +108,33 @@ class Settings:
                     raise SettingsError(f"{env_name(name)}={value}: must be one of {', '.join(sorted(check))}")
             elif not check[0] <= value <= check[1]:
                 raise SettingsError(f"{env_name(name)}={value}: must be between {check[0]} and {check[1]}")
+        self._check_security()
+
+    def _check_security(self) -> None:
+        """The Kafka security settings agree with each other, and the files they name exist."""
+        protocol = f"{env_name('kafka_security_protocol')}={self.kafka_security_protocol}"
+        for name in _FILES:
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise SettingsError(f"{env_name(name)}={path}: no such file")
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        secret = [n for n in ("kafka_sasl_password", "kafka_sasl_password_file") if getattr(self, n)]
+        if sasl and not self.kafka_sasl_username:
+            raise SettingsError(f"{env_name('kafka_sasl_username')} is empty: {protocol} logs in with a user name")
+        if sasl and len(secret) != 1:
+            raise SettingsError(f"{protocol}: set exactly one of {env_name('kafka_sasl_password')} and "
+                                f"{env_name('kafka_sasl_password_file')}")
+        if not sasl and (self.kafka_sasl_username or secret):
+            raise SettingsError(f"{env_name((secret or ['kafka_sasl_username'])[0])} is set but {protocol} does "
+                                "not log in: use SASL_PLAINTEXT or SASL_SSL")
+        tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
+        for name in _FILES[1:]:
+            if getattr(self, name) and not tls:
+                raise SettingsError(f"{env_name(name)} is set but {protocol} does not use TLS: use SSL or SASL_SSL")
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise SettingsError(f"{env_name('kafka_ssl_keyfile')} is set without {env_name('kafka_ssl_certfile')}")
+        if any(not p.strip() for p in self.forward_allow.split(",")) and self.forward_allow:
+            raise SettingsError(f"{env_name('forward_allow')}={self.forward_allow}: an empty host pattern")
 
     @property
     def broker_url(self) -> str:
