@@ -23,6 +23,8 @@ import faust
 
 from stream_app import services, topics, views
 from stream_app.context import Context
+from stream_app.forward import advertised_host
+from stream_app.kafka_clients import faust_credentials
 from stream_app.processor import Processor
 from stream_app.settings import Settings
 
@@ -38,19 +40,12 @@ def create_app(settings: Settings, processor: Processor, cluster_id: str | None 
     return app
 
 
-def advertised_host(web_host: str) -> str:
-    """The host other workers use for this one: the bind address, or this machine's name when
-    bound to every interface."""
-    import socket
-
-    return socket.gethostname() if web_host in ("", "0.0.0.0", "::") else web_host
-
-
 def faust_options(settings: Settings) -> dict:
     datadir = Path(tempfile.gettempdir()) / "stream-reco-faust" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)
     return dict(
         broker=settings.broker_url,
+        broker_credentials=faust_credentials(settings),  # the same protocol and login as every other client
         store="memory://",
         datadir=str(datadir),  # Faust's per-app working folder; kept out of the current directory
         topic_partitions=settings.partitions,

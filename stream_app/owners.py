@@ -1,7 +1,9 @@
 """Which worker holds a user: the owner of the user's interactions partition in the hot path's
 consumer group, read from the group's description on the broker (each member's client id carries
 its web URL, ``"<app_id> <url>"``). Any worker can then answer ``/users/{id}`` by forwarding the
-request to the owner. The answer is cached for ``ttl_s``; during a rebalance it may name no one.
+request to the owner; any client can join the group and name any URL, so ``stream_app.forward``
+decides whether a URL may be asked at all. The answer is cached for ``ttl_s``; during a
+rebalance it may name no one.
 """
 from __future__ import annotations
 
@@ -35,8 +37,10 @@ def owners_from_description(group: dict, topic: str) -> dict[int, str]:
 
 
 class Owners:
-    def __init__(self, bootstrap_servers: str, group_id: str, topic: str, ttl_s: float = 2.0):
+    def __init__(self, bootstrap_servers: str, group_id: str, topic: str, ttl_s: float = 2.0,
+                 security: dict | None = None):
         self.bootstrap_servers, self.group_id, self.topic, self.ttl_s = bootstrap_servers, group_id, topic, ttl_s
+        self.security = security or {}  # stream_app.kafka_clients.security_options
         self._owners: dict[int, str] = {}
         self._at = float("-inf")
 
@@ -52,7 +56,8 @@ class Owners:
     async def _describe(self) -> dict[int, str]:
         from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, **self.security,
+                                    request_timeout_ms=5000)
         await admin.start()
         try:
             responses = await admin.describe_consumer_groups([self.group_id])

@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from stream_app.settings import Settings
+from stream_app.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +72,15 @@ def catalog_group(settings: Settings) -> str:
 
 async def ensure_topics_async(bootstrap_servers: str, plain: list[str], compacted: list[str] = (),
                               partitions: int = 4, replication: int = 1, timeout_s: float = 60.0,
-                              copartitioned: list[str] = ()) -> dict[str, list[int]]:
+                              copartitioned: list[str] = (), security: dict | None = None) -> dict[str, list[int]]:
     """Create missing topics (``compacted`` ones with cleanup.policy=compact), wait until every
     partition of each has a leader, return each topic's partition ids, and raise if any topic in ``copartitioned`` has a partition count other than
-    ``partitions`` (a table and its source topic must agree, or state lands on the wrong worker)."""
+    ``partitions`` (a table and its source topic must agree, or state lands on the wrong worker).
+    ``security``: ``stream_app.kafka_clients.security_options``."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **(security or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -116,12 +117,23 @@ async def ensure_topics_async(bootstrap_servers: str, plain: list[str], compacte
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> TopicNames:
-    """Create and check every topic of the app described by ``settings``."""
+    """Create and check every topic of the app described by ``settings``. When the broker
+    cannot be used because it refuses the login (SASL, TLS), raises ``SettingsError`` naming the
+    settings to fix rather than the failure to connect."""
+    from stream_app.kafka_clients import login_problem, security_options
+
     names = TopicNames.from_settings(settings)
-    asyncio.run(ensure_topics_async(settings.bootstrap_servers, names.plain, names.changelogs,
-                                    settings.partitions, settings.replication_factor, timeout_s,
-                                    copartitioned=[names.interactions, names.user_state_changelog,
-                                                   names.catalog, names.catalog_items_changelog]))
+    try:
+        asyncio.run(ensure_topics_async(settings.bootstrap_servers, names.plain, names.changelogs,
+                                        settings.partitions, settings.replication_factor, timeout_s,
+                                        copartitioned=[names.interactions, names.user_state_changelog,
+                                                       names.catalog, names.catalog_items_changelog],
+                                        security=security_options(settings)))
+    except Exception:
+        problem = asyncio.run(login_problem(settings)) if settings.kafka_security_protocol != "PLAINTEXT" else None
+        if problem:
+            raise SettingsError(problem) from None
+        raise
     return names
 
 
@@ -134,14 +146,15 @@ class ClusterWatch:
     its cluster id differs from the one seen at start. Going on would serve from empty state as if
     nothing happened, so the worker stops with a clear message instead."""
 
-    def __init__(self, bootstrap_servers: str, cluster_id: str | None = None):
+    def __init__(self, bootstrap_servers: str, cluster_id: str | None = None, security: dict | None = None):
         self.bootstrap_servers = bootstrap_servers
+        self.security = security or {}  # stream_app.kafka_clients.security_options
         self.cluster_id = cluster_id  # the id seen at start (run_worker reads it before the app starts)
 
     async def current(self) -> str | None:
         from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, **self.security, request_timeout_ms=5000)
         try:
             await asyncio.wait_for(admin.start(), timeout=10)
             return (await asyncio.wait_for(admin.describe_cluster(), timeout=10)).get("cluster_id")

@@ -37,6 +37,7 @@ from models.features import item_text
 
 from stream_app.dev.replay import PRODUCER_OPTIONS, load_catalog, prepare, replay_events
 from stream_app.dev.results import ReplayResult
+from stream_app.kafka_clients import client_options, security_options
 from stream_app.topics import ensure_topics_async
 from stream_app.settings import Settings
 
@@ -76,10 +77,10 @@ async def raw_passthrough(settings: Settings, events: Sequence[dict]) -> dict:
     run = _run_id()
     src, dst = f"bench-raw-{run}-in", f"bench-raw-{run}-out"
     await ensure_topics_async(settings.bootstrap_servers, [src, dst], partitions=settings.partitions,
-                              replication=settings.replication_factor)
+                              replication=settings.replication_factor, security=security_options(settings))
     values = [(ev["user_id"].encode(), orjson.dumps(ev)) for ev in events]
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, **PRODUCER_OPTIONS)
+    producer = AIOKafkaProducer(**client_options(settings), **PRODUCER_OPTIONS)
     await producer.start()
     try:
         t0 = time.perf_counter()
@@ -90,7 +91,7 @@ async def raw_passthrough(settings: Settings, events: Sequence[dict]) -> dict:
         await producer.flush()
         produce_s = time.perf_counter() - t0
 
-        consumer = AIOKafkaConsumer(src, bootstrap_servers=settings.bootstrap_servers, group_id=None,
+        consumer = AIOKafkaConsumer(src, **client_options(settings), group_id=None,
                                     auto_offset_reset="earliest", enable_auto_commit=False,
                                     max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
         await consumer.start()

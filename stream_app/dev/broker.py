@@ -13,6 +13,14 @@ keeps its data there, on whatever file system that is.
 
     with LocalKafka() as kafka:
         print(kafka.bootstrap_servers)   # "127.0.0.1:<port>"
+
+With ``sasl_users`` ({name: password}) the client port is a ``SASL_PLAINTEXT`` listener instead:
+PLAIN (the users in the listener's JAAS config) and SCRAM-SHA-256/512 (credentials written into
+the metadata when the log is formatted, ``--add-scram``); the controller and inter-broker
+listeners stay PLAINTEXT, on ports of their own.
+
+    with LocalKafka(sasl_users={"alice": "alice-secret"}) as kafka:
+        ...  # clients log in with security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN" or "SCRAM-SHA-256"
 """
 from __future__ import annotations
 
@@ -30,6 +38,8 @@ from pathlib import Path
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
+
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 
 # Kafka 4.1 ships log4j-core 2.24.3 and slf4j-api 1.7.x, so the matching binding is log4j-slf4j-impl.
 LOG4J_VERSION = "2.24.3"
@@ -143,6 +153,7 @@ class LocalKafka:
     port: int = 0
     workdir: Path | None = None
     jvm_opts: tuple[str, ...] = ()  # extra JVM options (a flight recording, say)
+    sasl_users: dict[str, str] | None = None  # name -> password: the client port asks for a SASL login
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _owns_dir: bool = field(default=False, init=False, repr=False)
 
@@ -162,23 +173,23 @@ class LocalKafka:
         logs = self.workdir / "data"
         formatted = (logs / "meta.properties").exists()
         ports_file = self.workdir / "ports"
-        if formatted and ports_file.exists():  # same controller port: the quorum config must not change
-            controller = int(ports_file.read_text().split()[1])
-            self.port = self.port or int(ports_file.read_text().split()[0])
+        saved = ports_file.read_text().split() if formatted and ports_file.exists() else []
+        if saved:  # same controller port: the quorum config must not change
+            controller = int(saved[1])
+            self.port = self.port or int(saved[0])
         else:
             controller = free_port()
         self.port = self.port or free_port()
-        ports_file.write_text(f"{self.port} {controller}\n")
+        internal = int(saved[2]) if len(saved) > 2 else free_port()  # inter-broker, beside a SASL port
+        ports_file.write_text(f"{self.port} {controller} {internal}\n")
         props = self.workdir / "server.properties"
         props.write_text("\n".join([
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{controller}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            *self._listeners(controller, internal),
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             f"log.dirs={logs}",
             f"num.partitions={self.partitions}",
             "auto.create.topics.enable=true",
@@ -203,7 +214,9 @@ class LocalKafka:
                f"-Xlog:gc:file={self.workdir / 'gc.log'}:uptime,time",
                *self.jvm_opts, f"-Dlog4j2.configurationFile={log4j}", "-cp", cp]
         if not formatted:
-            subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)],
+            scram = [a for name, pw in (self.sasl_users or {}).items()
+                     for mech in SCRAM_MECHANISMS for a in ("--add-scram", f"{mech}=[name={name},password={pw}]")]
+            subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props), *scram],
                            check=True, capture_output=True, env=env)
         self._logfile = open(self.workdir / "broker.log", "wb")
         self._proc = subprocess.Popen(jvm + ["kafka.Kafka", str(props)], stdout=self._logfile,
@@ -212,6 +225,29 @@ class LocalKafka:
         self._wait_ready()
         log.info("Kafka %s ready at %s", self.version, self.bootstrap_servers)
         return self
+
+    def _listeners(self, controller: int, internal: int) -> list[str]:
+        """server.properties lines of the listeners: the client port (PLAINTEXT, or SASL_PLAINTEXT
+        with ``sasl_users``) and the controller's."""
+        if not self.sasl_users:
+            return [f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"]
+        for name, pw in self.sasl_users.items():
+            if not all(c.isalnum() or c in "-_." for c in name + pw):
+                raise ValueError(f"SASL user {name!r}: names and passwords of letters, digits, '-', '_', '.' only")
+        plain = " ".join(f'user_{name}="{pw}"' for name, pw in self.sasl_users.items())
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return [
+            f"listeners=PLAINTEXT://127.0.0.1:{internal},SASL_PLAINTEXT://127.0.0.1:{self.port},"
+            f"CONTROLLER://127.0.0.1:{controller}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{internal},SASL_PLAINTEXT://127.0.0.1:{self.port}",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            f"sasl.enabled.mechanisms=PLAIN,{','.join(SCRAM_MECHANISMS)}",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain};",
+            *(f"listener.name.sasl_plaintext.{m.lower()}.sasl.jaas.config={scram}" for m in SCRAM_MECHANISMS),
+        ]
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout

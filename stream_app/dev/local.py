@@ -34,10 +34,13 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 READY_MARK = b"Ready"
 
 
-def fetch_stats(host: str, port: int, timeout: float = 1.0) -> dict | None:
-    """The worker's ``/stats`` document, or None when nothing answers there (yet)."""
+def fetch_stats(host: str, port: int, timeout: float = 1.0, token: str = "") -> dict | None:
+    """The worker's ``/stats`` document, or None when nothing answers there (yet). ``token``: the
+    worker's ``STREAM_RECO_HTTP_TOKEN``, when it has one."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/stats", timeout=timeout) as r:
+        with urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/stats", headers=headers),
+                                    timeout=timeout) as r:
             return orjson.loads(r.read())
     except Exception:
         return None
@@ -92,7 +95,7 @@ class LocalWorker:
 
     def stats(self) -> dict | None:
         """The worker's ``/stats`` document, or None when it does not answer."""
-        return fetch_stats("127.0.0.1", self.port)
+        return fetch_stats("127.0.0.1", self.port, token=self.settings.http_token)
 
     def log(self) -> str:
         """The worker's output so far."""

@@ -33,6 +33,7 @@ from stream_app.dev.local import fetch_stats
 from stream_app.dev.messages import dataset_messages, most_active_users
 from stream_app.dev.results import Coverage, LiveView, ReplayResult, format_summary
 from stream_app.settings import Settings
+from stream_app.kafka_clients import client_options, security_options
 from stream_app.topics import ensure_topics_async
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ async def _wait_for_stats(settings: Settings, check: Callable[[dict], bool], tim
     deadline = time.monotonic() + timeout
     stats = None
     while time.monotonic() < deadline:
-        stats = await asyncio.to_thread(fetch_stats, settings.worker_host, settings.web_port)
+        stats = await asyncio.to_thread(fetch_stats, settings.worker_host, settings.web_port, 1.0,
+                                        settings.http_token)
         if stats is not None and check(stats):
             return stats
         await asyncio.sleep(0.25)
@@ -64,11 +66,12 @@ async def load_catalog(settings: Settings, catalog: Sequence[dict], timeout: flo
 
     timeout = timeout if timeout is not None else 120.0 + 0.1 * len(catalog)
     url = f"http://{settings.worker_host}:{settings.web_port}/stats"
-    if await asyncio.to_thread(fetch_stats, settings.worker_host, settings.web_port) is None:
+    if await asyncio.to_thread(fetch_stats, settings.worker_host, settings.web_port, 1.0,
+                               settings.http_token) is None:
         raise ReplayError(f"no worker answers at {url}; start `stream-app worker` with the same settings "
                           f"(STREAM_RECO_WEB_PORT, STREAM_RECO_TOPIC_PREFIX) or use `stream-app demo`")
     t0 = time.monotonic()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, **PRODUCER_OPTIONS)
+    producer = AIOKafkaProducer(**client_options(settings), **PRODUCER_OPTIONS)
     await producer.start()
     try:
         topic = settings.topic("catalog")
@@ -92,8 +95,8 @@ async def _start_consumer(settings: Settings):
 
     topics = [settings.topic("recommendations"), settings.topic("dead_letters")]
     parts = await ensure_topics_async(settings.bootstrap_servers, topics, partitions=settings.partitions,
-                                      replication=settings.replication_factor)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                                      replication=settings.replication_factor, security=security_options(settings))
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None,
                                 auto_offset_reset="latest", enable_auto_commit=False, fetch_max_wait_ms=100,
                                 max_partition_fetch_bytes=4 * 1024 * 1024)
     await consumer.start()
@@ -223,7 +226,7 @@ async def replay_events(settings: Settings, events: Sequence[dict], rate: float 
 
     run = _Run(settings, events, rate, view, progress, partitioner)
     consumer = await _start_consumer(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, **PRODUCER_OPTIONS)
+    producer = AIOKafkaProducer(**client_options(settings), **PRODUCER_OPTIONS)
     await producer.start()
     consumer_task = asyncio.create_task(run.consume(consumer))
     # No collector pauses in the measuring process: a full collection here (100-170 ms once the

@@ -46,3 +46,24 @@ def kafka_bootstrap():
         yield kafka.bootstrap_servers
     finally:
         kafka.stop()
+
+
+SASL_USERS = {"admin": "admin-secret", "alice": "alice-secret"}
+
+
+@pytest.fixture(scope="session")
+def sasl_kafka():
+    """A second, local broker whose client port asks for a SASL login (PLAIN and SCRAM-SHA-256/512,
+    users ``SASL_USERS``); started only for the tests that ask for it. Yields its bootstrap address."""
+    from stream_app.dev.broker import LocalKafka
+
+    try:
+        kafka = LocalKafka(partitions=4, sasl_users=SASL_USERS).start()
+    except Exception as exc:  # no Java/Maven here: skip locally, fail in CI
+        if IN_CI:
+            raise
+        pytest.skip(f"no local Kafka broker with SASL available: {exc}")
+    try:
+        yield kafka.bootstrap_servers
+    finally:
+        kafka.stop()
