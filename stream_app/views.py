@@ -10,22 +10,31 @@ of a running worker without reading Kafka.
   (``{"forgotten": true}`` when the user was forgotten);
 - ``GET /overview``: events/s, lag, dead letters by reason, model version (JSON, for the page);
 - ``GET /metrics``: Prometheus text format;
-- ``GET /stats``: counters, catalogue size, model version, domain (JSON).
+- ``GET /stats``: counters, catalogue size, model version, domain (JSON);
+- ``GET /health``: ``{"status": "ok"}`` while the web server runs (never asks for the token).
+
+With ``STREAM_RECO_HTTP_TOKEN`` set, every data view answers 401 unless the request carries
+``Authorization: Bearer <token>`` (or ``?token=<token>``: the page's ``EventSource`` cannot set a
+header); the page and its static files hold no data and load without it (the page asks for the
+token and keeps it in the browser's session storage). Workers pass the token on when they forward.
 
 Every count they show is read from the sensor (``stream_app.sensor``).
 """
 from __future__ import annotations
 
 import asyncio
+import functools
+import hmac
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import faust
 import orjson
 
 from models.state import UserState
 from stream_app.context import Context
+from stream_app.forward import Forwarder
+from stream_app.kafka_clients import security_options
 from stream_app.owners import Owners
 from stream_app.processor import owner_partition
 from stream_app.topics import hot_group
@@ -62,26 +71,25 @@ def user_view(ctx: Context, recommendation: dict) -> dict:
     return {**recommendation, "schema": "user_view/v1", "item_titles": {i: titles[i] for i in listed if i in titles}}
 
 
-async def user(ctx: Context, web, owners: Owners, user_id: str, forwarded: bool):
+async def user(ctx: Context, web, owners: Owners, forwarder: Forwarder, user_id: str, forwarded: bool):
     msg = await current_list(ctx, user_id)
     if msg is not None:
         return web.json(msg)
     url = await owners.url_of(owner_partition(user_id, ctx.settings.partitions))
     if url and url != str(ctx.app.conf.canonical_url) and not forwarded:
-        return await forward(web, f"{url}/users/{quote(user_id, safe='')}?forwarded=1")
+        status, body = await forwarder.user_view(url, user_id)  # only to an allowed worker, checked
+        return web.json(body, status=status)
     return web.json({"error": f"unknown user {user_id!r}"}, status=404)
 
 
-async def forward(web, url: str):
-    """The owner's answer, passed on as it is."""
-    import aiohttp
-
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            async with session.get(url) as resp:
-                return web.bytes(await resp.read(), content_type="application/json", status=resp.status)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        return web.json({"error": f"the worker holding this user did not answer: {exc!r}"}, status=503)
+def authorized(request, token: str) -> bool:
+    """Whether ``request`` carries ``token`` (constant-time comparison); always when no token is set."""
+    if not token:
+        return True
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        given = request.query.get("token", "")
+    return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 async def user_events(ctx: Context, request, user_id: str):
@@ -118,7 +126,21 @@ def static_file(web, name: str):
 
 
 def register(app: faust.App, ctx: Context) -> None:
-    owners = Owners(ctx.settings.bootstrap_servers, hot_group(ctx.settings), ctx.topics.interactions)
+    owners = Owners(ctx.settings.bootstrap_servers, hot_group(ctx.settings), ctx.topics.interactions,
+                    security=security_options(ctx.settings))
+    forwarder = Forwarder(ctx.settings)
+    token = ctx.settings.http_token
+
+    def guarded(view):
+        """``view`` answered only to a request with the token (when one is set)."""
+        @functools.wraps(view)
+        async def check(web, request, **kw):
+            if not authorized(request, token):
+                return web.json({"error": "missing or wrong token: send Authorization: Bearer "
+                                          "<STREAM_RECO_HTTP_TOKEN>"},
+                                status=401, headers={"WWW-Authenticate": 'Bearer realm="stream-reco"'})
+            return await view(web, request, **kw)
+        return check
 
     @app.page("/")
     async def page_view(web, request):
@@ -128,24 +150,33 @@ def register(app: faust.App, ctx: Context) -> None:
     async def static_view(web, request, name):
         return static_file(web, name)
 
+    @app.page("/health")
+    async def health_view(web, request):
+        return web.json({"status": "ok"})
+
     @app.page("/stats")
+    @guarded
     async def stats_view(web, request):
         return web.json(stats(ctx))
 
     @app.page("/overview")
+    @guarded
     async def overview_view(web, request):
         return web.json(ctx.sensor.overview())
 
     @app.page("/metrics")
+    @guarded
     async def metrics_view(web, request):
         body, content_type = ctx.sensor.render()
         return web.bytes(body, content_type=content_type.split(";")[0])
 
     @app.page("/users/{user_id}")
+    @guarded
     async def user_view(web, request, user_id):
         """Answered by the worker that holds the user: asked elsewhere, the request is forwarded."""
-        return await user(ctx, web, owners, user_id, forwarded="forwarded" in request.query)
+        return await user(ctx, web, owners, forwarder, user_id, forwarded="forwarded" in request.query)
 
     @app.page("/users/{user_id}/events")
+    @guarded
     async def user_events_view(web, request, user_id):
         return await user_events(ctx, request, user_id)

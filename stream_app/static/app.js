@@ -5,9 +5,17 @@
  *  GET /overview           {events_per_s, lag, dead_letters_by_reason, model_version}, every 2 s
  *
  * `?user=ID` in the address selects a user on load. <body data-api="/prefix"> moves the API.
+ * A worker with STREAM_RECO_HTTP_TOKEN answers 401 without its token: the page takes it from
+ * `?token=` in the address, or asks for it, and keeps it in session storage; it is sent as
+ * `Authorization: Bearer` (and as `?token=` on the event stream, which cannot send headers).
  * Stable ids for tests: #user-input #user-go #rec-list (li.rec[data-item-id]) #weights
  * #overview #events-applied. A message older than the one shown (fewer events_applied) is
  * ignored, so a late initial GET cannot overwrite a newer streamed list.
+ *
+ * A forget arrives on the stream as {"user_id": ID, "forgotten": true}: the page drops the list,
+ * shows the user as forgotten (#rec-list[data-forgotten="true"], events applied 0) and starts
+ * over: the user's next list (their new life, events_applied from 1) is shown, and an answer to a
+ * GET sent before the forget is ignored.
  */
 (function () {
   "use strict";
@@ -16,6 +24,9 @@
   var OVERVIEW_EVERY_MS = 2000;
   var PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2",
                  "#eeca3b", "#9d755d", "#bab0ac", "#ff9da6"];
+
+  var TOKEN_KEY = "stream-reco-token";
+  var asking = false;
 
   var $ = function (id) { return document.getElementById(id); };
   var ui = {
@@ -27,7 +38,7 @@
   };
 
   var state = { user: null, token: 0, source: null, last: null, titles: {}, retry: null,
-                messages: 0 };
+                messages: 0, forgets: 0 };
   var colors = {};
 
   // -- helpers -------------------------------------------------------------------------------
@@ -73,7 +84,21 @@
   }
 
   // -- rendering -----------------------------------------------------------------------------
+  function forgotten(msg) {
+    if (msg.user_id !== undefined && String(msg.user_id) !== state.user) return false;
+    state.last = null;
+    state.forgets += 1;
+    ui.list.replaceChildren();
+    ui.list.setAttribute("data-forgotten", "true");
+    ui.weights.replaceChildren();
+    ui.applied.textContent = "0";
+    ui.updated.textContent = new Date().toLocaleTimeString();
+    ui.message.textContent = "This user was forgotten: their history is erased; no list until their next event.";
+    return true;
+  }
+
   function render(msg) {
+    if (msg && typeof msg === "object" && msg.forgotten === true) return forgotten(msg);
     if (!msg || typeof msg !== "object" || String(msg.user_id) !== state.user) return false;
     var applied = typeof msg.events_applied === "number" ? msg.events_applied : -1;
     if (state.last && applied < state.last.events_applied) return false;  // stale
@@ -86,6 +111,7 @@
     items.sort(function (a, b) { return (a.rank || 0) - (b.rank || 0); });
     state.last = { events_applied: applied, items: items };
     state.messages += 1;
+    ui.list.removeAttribute("data-forgotten");
 
     ui.applied.textContent = String(msg.events_applied);
     ui.model.textContent = msg.model_version || "–";
@@ -117,7 +143,8 @@
       frag.appendChild(li);
     });
     ui.list.replaceChildren(frag);
-    ui.message.textContent = items.length ? "" : "No recommendations for this user yet.";
+    ui.message.textContent = items.length ? "" : (applied === 0 ? "This user was forgotten (or has no events yet): no list."
+                                                                : "No recommendations for this user yet.");
 
     var weights = msg.dimension_weights || {};
     var dims = Object.keys(weights);
@@ -136,21 +163,69 @@
     return true;
   }
 
+  // -- access token ----------------------------------------------------------------------------
+  function authToken() {
+    try { return window.sessionStorage.getItem(TOKEN_KEY) || ""; } catch (e) { return ""; }
+  }
+
+  function keepToken(value) {
+    try { window.sessionStorage.setItem(TOKEN_KEY, value); } catch (e) { /* private mode: this page only */ }
+  }
+
+  function apiHeaders() {
+    var h = { Accept: "application/json" };
+    var t = authToken();
+    if (t) h.Authorization = "Bearer " + t;
+    return h;
+  }
+
+  function withToken(url) {
+    var t = authToken();
+    return t ? url + (url.indexOf("?") < 0 ? "?" : "&") + "token=" + encodeURIComponent(t) : url;
+  }
+
+  function askToken() {  // after a 401: true when a (new) token was entered
+    if (asking) return false;
+    asking = true;
+    var given = window.prompt("This worker asks for its access token (STREAM_RECO_HTTP_TOKEN):", "");
+    asking = false;
+    if (!given) return false;
+    keepToken(given.trim());
+    return true;
+  }
+
+  (function tokenFromAddress() {
+    var url = new URL(window.location.href);
+    var t = url.searchParams.get("token");
+    if (t === null) return;
+    keepToken(t);
+    url.searchParams.delete("token");  // not left in the address bar or the history
+    window.history.replaceState(null, "", url.toString());
+  })();
+
   // -- data ------------------------------------------------------------------------------------
   function userUrl(user, suffix) {
     return API + "/users/" + encodeURIComponent(user) + (suffix || "");
   }
 
   function fetchCurrent(token) {
-    return fetch(userUrl(state.user), { headers: { Accept: "application/json" }, cache: "no-store" })
+    var forgets = state.forgets;  // an answer sent before a forget is not shown after it
+    return fetch(userUrl(state.user), { headers: apiHeaders(), cache: "no-store" })
       .then(function (res) {
-        if (token !== state.token) return;
+        if (token !== state.token || forgets !== state.forgets) return;
+        if (res.status === 401) {
+          if (askToken()) select(state.user);
+          else ui.message.textContent = "This worker asks for an access token (reload to enter it).";
+          return;
+        }
         if (res.status === 404) {
           if (!state.last) ui.message.textContent = "No list yet for this user; waiting for events…";
           return;
         }
         if (!res.ok) throw new Error("HTTP " + res.status);
-        return res.json().then(function (msg) { if (token === state.token) render(msg); });
+        return res.json().then(function (msg) {
+          if (token === state.token && forgets === state.forgets) render(msg);
+        });
       })
       .catch(function (err) {
         if (token === state.token && !state.last) ui.message.textContent = "Cannot load the list: " + err.message;
@@ -159,7 +234,7 @@
 
   function openStream(token) {
     if (token !== state.token) return;
-    var es = new EventSource(userUrl(state.user, "/events"));
+    var es = new EventSource(withToken(userUrl(state.user, "/events")));
     state.source = es;
     var onMessage = function (ev) {
       if (token !== state.token) return;
@@ -188,8 +263,9 @@
     if (state.source) state.source.close();
     if (state.retry) clearTimeout(state.retry);
     state = { user: user || null, token: state.token + 1, source: null, last: null,
-              titles: {}, retry: null, messages: 0 };
+              titles: {}, retry: null, messages: 0, forgets: 0 };
     ui.list.replaceChildren();
+    ui.list.removeAttribute("data-forgotten");
     ui.weights.replaceChildren();
     ui.applied.textContent = "–";
     ui.model.textContent = "–";
@@ -211,8 +287,12 @@
   }
 
   function pollOverview() {
-    fetch(API + "/overview", { headers: { Accept: "application/json" }, cache: "no-store" })
-      .then(function (res) { if (!res.ok) throw new Error("HTTP " + res.status); return res.json(); })
+    fetch(API + "/overview", { headers: apiHeaders(), cache: "no-store" })
+      .then(function (res) {
+        if (res.status === 401 && !state.user) askToken();  // a selected user's 401 asks already
+        if (!res.ok) throw new Error("HTTP " + res.status);
+        return res.json();
+      })
       .then(function (ov) {
         ui.ovRate.textContent = num(ov.events_per_s, 1);
         ui.ovLag.textContent = ov.lag === undefined || ov.lag === null ? "–" : String(ov.lag);
