@@ -17,6 +17,16 @@ finishes first, and ``settle`` (the subclass) runs before the partitions go; ``r
 (the subclass) drop and restore per-partition state under that lock. Records fetched before a
 rebalance are never handled after it (a generation counter); they are read again from the
 committed offsets.
+
+A member must not be pushed out of its group merely because its batch in flight takes long: the
+rebalance timeout (``rebalance_timeout_s``, 60 s by default, well above the longest batch) is how
+long the group waits for it to finish the batch and re-join. A member that was pushed out all the
+same (no heartbeat for the session timeout, a batch longer than the rebalance timeout) or whose
+commit was refused by the group, is *fenced*: the writes of its batch in flight that were not
+handed to the producer yet are dropped (``fencing.Fenced``), no batch is handled until the group
+gives it an assignment again, and what it wrote before it noticed is refused by the next owner's
+restore (``stream_app.fencing``). A failure in an assignment callback (a restore that cannot be
+completed) stops the worker: its partitions would otherwise silently not be read.
 """
 from __future__ import annotations
 
@@ -28,6 +38,8 @@ from typing import Awaitable, Callable, Protocol
 import mode
 from aiokafka import ConsumerRebalanceListener
 
+from stream_app import fatal, fencing
+
 log = logging.getLogger(__name__)
 
 
@@ -37,6 +49,7 @@ class Fetching(Protocol):
     bootstrap_servers: str
     batch_within_s: float
     session_timeout_s: float
+    rebalance_timeout_s: float
 
 
 class LagSensor(Protocol):
@@ -54,6 +67,9 @@ class BulkConsumer(mode.Service):
         self.lock = asyncio.Lock()
         self.generation = 0  # bumped by every revocation: records fetched before it are stale
         self.owned: set[int] = set()
+        self.identity: tuple[int, str] | None = None  # (group generation, member id) of the assignment
+        self.lost = False  # the group refused a commit of this assignment: fenced until the next one
+        self.stopping = False  # the consumer stops: no more batches
         self.ready = asyncio.Event()  # set once the first assignment is in place
         self.consumer = None
         self._lag_at = 0.0
@@ -84,18 +100,45 @@ class BulkConsumer(mode.Service):
     def spent(self, step: str, seconds: float) -> None:
         """Time of one step of the loop: fetch, handle, deliver (``checkpoint``)."""
 
+    def writer(self, identity: tuple[int, str]) -> fencing.Writer | None:
+        """Who writes under the assignment ``identity`` (a subclass with a producer says)."""
+        return None
+
+    def abandon(self) -> None:
+        """Drop what the batch in flight has not sent yet: this member was fenced."""
+
+    # -- fencing -----------------------------------------------------------------------------
+    def _identity(self) -> tuple[int, str]:
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        return getattr(coordinator, "generation", -1), getattr(coordinator, "member_id", "")
+
+    def fenced(self) -> bool:
+        """Whether this member lost the assignment its batches are handled under: evicted (the
+        client resets its generation and member id), or a commit refused by the group."""
+        return self.lost or self.identity is None or self._identity() != self.identity
+
+    def lose_assignment(self) -> None:
+        if not self.lost:
+            log.warning("%s: this member lost its assignment; no more writes until the group "
+                        "assigns it partitions again", self.topic)
+        self.lost = True
+
     # -- lifecycle ---------------------------------------------------------------------------
     async def on_start(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
+        from stream_app.kafka_clients import client_options
+
         s = self.settings
         await self.before_start()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers, group_id=self.group_id,
+            **client_options(s), group_id=self.group_id,
             client_id=self.client_id,  # stream_app.owners reads it
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_records,
             max_partition_fetch_bytes=2**20, fetch_max_wait_ms=int(s.batch_within_s * 1000),
             session_timeout_ms=int(s.session_timeout_s * 1000),
+            rebalance_timeout_ms=int(s.rebalance_timeout_s * 1000),  # a long batch is not an eviction
+            request_timeout_ms=int(max(40.0, s.rebalance_timeout_s + 5.0) * 1000),  # a JoinGroup waits that long
             heartbeat_interval_ms=int(max(1.0, s.session_timeout_s / 3) * 1000))
         self.consumer.subscribe([self.topic], listener=_Listener(self))
         await self.consumer.start()
@@ -106,11 +149,25 @@ class BulkConsumer(mode.Service):
             log.warning("no partition assignment for group %s yet; going on", self.group_id)
 
     async def on_stop(self) -> None:
+        self.stopping = True
+        consumer = self.consumer
+        if consumer is not None and fatal.began():
+            consumer.unsubscribe()  # leave the group now: no re-join from here on, whatever it does
         async with self.lock:  # the batch in flight finishes (and commits) first
             await self.settle()
             if self.consumer is not None:
-                await self.consumer.stop()  # leaves the group: the others take over at once
                 self.consumer = None
+                try:  # leaves the group: the others take over at once
+                    await asyncio.wait_for(consumer.stop(), timeout=self.settings.session_timeout_s)
+                except Exception as exc:  # the broker is gone, or a join is stuck: the group times us out
+                    log.warning("%s: consumer did not stop cleanly (%r)", self.topic, exc)
+
+    async def fail(self, exc: BaseException) -> None:
+        """Stop the worker because of ``exc`` (``crash`` begins ``stream_app.fatal``); this
+        consumer handles nothing more."""
+        self.stopping = True
+        fatal.begin(exc)
+        await self.crash(exc)
 
     async def _on_revoked(self, revoked) -> None:
         async with self.lock:
@@ -123,16 +180,28 @@ class BulkConsumer(mode.Service):
 
     async def _on_assigned(self, assigned) -> None:
         async with self.lock:
+            if self.stopping or fatal.began():
+                return
             parts = sorted(tp.partition for tp in assigned)
-            await self.assigned(parts)
+            self.identity, self.lost = self._identity(), False
+            token = fencing.assignment.set(self.writer(self.identity))
+            try:
+                await self.assigned(parts)
+            except Exception as exc:  # aiokafka would log it and go on without these partitions
+                log.critical("%s: partitions %s could not be taken over: %r", self.topic, parts, exc)
+                self.ready.set()  # the start does not wait for an assignment that will not come
+                await self.fail(exc)
+                return
+            finally:
+                fencing.assignment.reset(token)
             self.owned.update(parts)
-            log.info("%s: partitions %s assigned", self.topic, parts)
+            log.info("%s: partitions %s assigned (generation %d)", self.topic, parts, self.identity[0])
         self.ready.set()
 
     # -- the loop ----------------------------------------------------------------------------
     async def _consume(self) -> None:
         wait_ms = int(self.settings.batch_within_s * 1000) + 100
-        while not self.should_stop:
+        while not (self.should_stop or self.stopping or fatal.began()):
             consumer = self.consumer
             if consumer is None:
                 return
@@ -152,7 +221,7 @@ class BulkConsumer(mode.Service):
             if not fetched:
                 continue
             async with self.lock:
-                if generation != self.generation or self.consumer is None:
+                if generation != self.generation or self.consumer is None or fatal.began() or self.fenced():
                     continue  # fetched before a rebalance: read again from the committed offsets
                 fetched = {tp: rs for tp, rs in fetched.items() if rs and tp.partition in self.owned}
                 try:
@@ -160,9 +229,13 @@ class BulkConsumer(mode.Service):
                     await self.handle([r for rs in fetched.values() for r in rs])
                     t2 = time.perf_counter()
                     await self.checkpoint(fetched)
+                except fencing.Fenced as exc:  # not committed: the partitions' owner reads them again
+                    self.abandon()
+                    log.warning("%s: batch dropped, its unsent writes discarded: %s", self.topic, exc)
+                    continue
                 except Exception as exc:
                     log.exception("%s: a batch could not be handled or delivered", self.topic)
-                    await self.crash(exc)
+                    await self.fail(exc)
                     return
                 self.spent("handle", t2 - t1)
                 self.spent("deliver", time.perf_counter() - t2)

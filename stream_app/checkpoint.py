@@ -25,6 +25,13 @@ delivery, made exact by the window. The settling tasks are also awaited before a
 the partitions over and before the consumer stops, so the next owner restores states that hold
 every committed batch, and never publishes a list older than one already published. A commit
 that fails only means its records are read again.
+
+Fencing. A member that lost its assignment (evicted from the group, or a commit refused because
+the group moved on) must not write for partitions that are now another member's: the outbox
+checks, before it hands each record to the producer, that the assignment the batch runs under is
+still this member's (``BulkConsumer.fenced``), and raises ``fencing.Fenced`` otherwise; the
+batch's unsent writes are dropped and it is not committed. What reached the producer before that
+carries the writer's epoch and is refused by the next owner's restore (``stream_app.fencing``).
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ import collections
 import logging
 import time
 
+from stream_app import fencing
 from stream_app.bulk import BulkConsumer
 
 log = logging.getLogger(__name__)
@@ -41,15 +49,19 @@ MAX_UNSETTLED = 4  # batches whose delivery and commit may be in flight while th
 
 
 class Outbox:
-    """Sends of one batch, taken by the batch's settling task, which waits for all of them."""
+    """Sends of one batch, taken by the batch's settling task, which waits for all of them.
+    ``fenced()``: whether this member lost its assignment; then ``send`` raises ``Fenced``."""
 
-    def __init__(self, producer):
+    def __init__(self, producer, fenced=lambda: False):
         self.producer = producer
+        self.fenced = fenced
         self.pending: list = []
 
     async def send(self, topic: str, key: bytes | None = None, value: bytes | None = None,
-                   partition: int | None = None):
-        fut = await self.producer.send(topic, value=value, key=key, partition=partition)
+                   partition: int | None = None, headers: list | None = None):
+        if self.fenced():
+            raise fencing.Fenced(f"this member lost its assignment; not sent to {topic}")
+        fut = await self.producer.send(topic, value=value, key=key, partition=partition, headers=headers)
         self.pending.append(fut)
         return fut
 
@@ -74,15 +86,29 @@ class CheckpointedConsumer(BulkConsumer):
     async def before_start(self) -> None:
         from aiokafka import AIOKafkaProducer
 
+        from stream_app.kafka_clients import client_options
+
         # No linger: a batch's sends are appended without yielding to the loop, so they are grouped
         # into the same requests anyway, and the settling task waits for them at once; lingering
         # only left both threads idle for up to 5 ms per batch before the produce request went out.
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, acks="all",
+        self.producer = AIOKafkaProducer(**client_options(self.settings), acks="all",
                                          enable_idempotence=True, linger_ms=0, max_batch_size=262_144)
         await self.producer.start()
         for topic in self.warm_topics:
             await self.producer.partitions_for(topic)
-        self.outbox = Outbox(self.producer)
+        self.outbox = Outbox(self.producer, self.fenced)
+
+    def writer(self, identity: tuple[int, str]) -> fencing.Writer:
+        """Who writes under an assignment: the epoch markers go through this producer."""
+        producer = self.producer
+
+        async def send(topic, key=None, value=None, partition=None, headers=None):
+            return await producer.send(topic, value=value, key=key, partition=partition, headers=headers)
+
+        return fencing.Writer(generation=identity[0], member=identity[1], send=send)
+
+    def abandon(self) -> None:
+        self.outbox.take()  # handed to the producer before the fence was seen: the restore refuses them
 
     async def on_stop(self) -> None:
         await super().on_stop()
@@ -136,17 +162,21 @@ async def _deliver_and_commit(owner: CheckpointedConsumer, sends: list, fetched:
         await previous  # offsets in order; raises an earlier batch's failure (reported by its task)
     if failure is not None:  # the first batch that failed reports it and stops the worker
         log.error("%s: a batch could not be delivered", owner.topic, exc_info=failure)
-        await owner.crash(failure)
+        await owner.fail(failure)
         raise failure
     offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in fetched.items()}
     if offsets and owner.consumer is not None:
         t0 = time.perf_counter()
-        await _send_commit(owner.topic, owner.consumer, offsets)
+        await _send_commit(owner, owner.consumer, offsets)
         owner.spent("commit", time.perf_counter() - t0)
 
 
-async def _send_commit(topic: str, consumer, offsets: dict) -> None:
+async def _send_commit(owner: CheckpointedConsumer, consumer, offsets: dict) -> None:
+    from aiokafka.errors import CommitFailedError, IllegalGenerationError, UnknownMemberIdError
+
     try:
         await consumer.commit(offsets)
     except Exception as exc:  # a rebalance under way: the next owner re-reads (harmless)
-        log.warning("%s: offset commit failed (%r); these records will be read again", topic, exc)
+        log.warning("%s: offset commit failed (%r); these records will be read again", owner.topic, exc)
+        if isinstance(exc, (CommitFailedError, IllegalGenerationError, UnknownMemberIdError)):
+            owner.lose_assignment()  # the group moved on: no more writes under this assignment

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
+from stream_app import fatal
 from stream_app.live import Subscribers
 from stream_app.processor import Processor
 from stream_app.sensor import Sensor
@@ -62,8 +63,12 @@ class Context:
         return await asyncio.get_running_loop().run_in_executor(self.model_thread, fn, *args)
 
     async def crash(self, exc: BaseException) -> None:
-        """Stop the worker (non-zero exit) rather than go on past a batch it could not handle."""
-        log.critical("stopping: a batch could not be handled (%r); it will be read again on restart", exc)
+        """Stop the worker (non-zero exit) rather than go on past what it could not handle: the
+        consumers stop at once, and the process ends within ``fatal.EXIT_DEADLINE_S`` seconds
+        whatever its parts are doing (``stream_app.fatal``); what was not committed is read
+        again on restart."""
+        fatal.begin(exc)
+        log.critical("stopping: %r; what was not committed will be read again on restart", exc)
         await self.app.crash(exc)
 
     def consumer_options(self) -> dict[str, Any]:

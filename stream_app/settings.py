@@ -51,6 +51,7 @@ _CHECKS: dict[str, tuple | frozenset] = {
     "partitions": (1, 10_000), "replication_factor": (1, 100), "top_k": (1, 1000),
     "batch_max": (1, 100_000), "batch_within_s": (0.001, 60.0), "max_message_bytes": (256, 100 * 2**20),
     "encoder_batch": (1, 65_536), "torch_threads": (1, 1024), "session_timeout_s": (1.0, 3600.0),
+    "rebalance_timeout_s": (1.0, 3600.0),
     "web_port": (0, 65_535), "device": frozenset({"auto", "cpu", "cuda"}),
     "log_level": frozenset({"debug", "info", "warning", "error", "critical"}),
     "domain": frozenset(DOMAINS),
@@ -77,6 +78,7 @@ class Settings:
     encoder_batch: int = 64  # texts per encoder forward pass
     torch_threads: int = 1  # intra-op threads of the encoder; the broker and event loop share the cores
     session_timeout_s: float = 10.0  # consumer-group session timeout (failover speed)
+    rebalance_timeout_s: float = 60.0  # how long the group waits for a member to finish its batch and re-join
     web_port: int = 6066  # worker web endpoint (/stats, /users/{id})
     web_host: str = "127.0.0.1"  # 0.0.0.0 in a container
     worker_host: str = "127.0.0.1"  # where `replay` finds a worker's web endpoint (compose: worker)

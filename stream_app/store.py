@@ -7,6 +7,14 @@ partition is assigned to this worker its map is rebuilt by reading that changelo
 its first offset to its end (``restore``); when it is revoked the map is dropped. The changelog's
 records are ``UserState.to_bytes()`` values under user-id keys.
 
+Every record it writes carries its writer's epoch (``stream_app.fencing``): on assignment the
+restore fixes this owner's epoch for the partition, above every epoch already there, and appends an
+epoch marker before any record of the partition is handled; a restore ignores a record whose epoch
+is lower than one seen before it in the partition (a late write of a former owner, cut off from the
+group while it still wrote), and the user keeps the state of the record before it. Such a record
+that is the last one of its user is written over again, with the restoring owner's epoch and the
+state it keeps, so that compaction does not keep the stale record in place of that state.
+
 The store does not decide when a write is durable: its writes go through the batch's outbox, and
 the batch is committed by the rule of ``stream_app.checkpoint``.
 """
@@ -16,16 +24,21 @@ import logging
 import time
 from typing import Awaitable, Callable, Iterable
 
+from stream_app import fencing
+
 log = logging.getLogger(__name__)
 
 Send = Callable[..., Awaitable]  # send(topic, key=..., value=..., partition=...) -> delivery future
 
 
 class UserStore:
-    def __init__(self, bootstrap_servers: str, changelog: str):
+    def __init__(self, bootstrap_servers: str, changelog: str, security: dict | None = None):
         self.bootstrap_servers = bootstrap_servers
+        self.security = security or {}  # stream_app.kafka_clients.security_options
         self.changelog = changelog
         self.parts: dict[int, dict[bytes, bytes]] = {}  # partition -> user id -> state bytes
+        self.epochs: dict[int, int] = {}  # partition -> this owner's writer epoch (see stream_app.fencing)
+        self._headers: dict[int, list] = {}  # partition -> the epoch headers of its writes
         self._reader = None
 
     # -- ownership ---------------------------------------------------------------------------
@@ -35,6 +48,8 @@ class UserStore:
     def drop(self, partitions: Iterable[int]) -> None:
         for p in partitions:
             self.parts.pop(p, None)
+            self.epochs.pop(p, None)
+            self._headers.pop(p, None)
 
     def __len__(self) -> int:
         return sum(len(d) for d in self.parts.values())
@@ -59,13 +74,16 @@ class UserStore:
             self.parts[partition].pop(key, None)
         else:
             self.parts[partition][key] = value
-        return await send(self.changelog, key=key, value=value, partition=partition)
+        headers = self._headers.get(partition)
+        if headers is None:  # restored without an assignment (no writer epoch): plain records
+            return await send(self.changelog, key=key, value=value, partition=partition)
+        return await send(self.changelog, key=key, value=value, partition=partition, headers=headers)
 
     # -- recovery ----------------------------------------------------------------------------
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
-        self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=None,
+        self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, **self.security, group_id=None,
                                         enable_auto_commit=False, auto_offset_reset="earliest",
                                         max_partition_fetch_bytes=4 * 2**20)
         await self._reader.start()
@@ -76,27 +94,78 @@ class UserStore:
             self._reader = None
 
     async def restore(self, partitions: Iterable[int]) -> None:
-        """Rebuild the maps of ``partitions`` from their changelog, first offset to end."""
+        """Rebuild the maps of ``partitions`` from their changelog, first offset to end, refusing
+        stale writes (``Restored``). Called in an assignment callback (``fencing.assignment``
+        set), it then fixes this owner's epoch per partition and appends its marker (plus the
+        repairs) and waits for them: only then may the partition's records be handled."""
         from aiokafka import TopicPartition
 
         t0 = time.monotonic()
         tps = [TopicPartition(self.changelog, p) for p in sorted(set(partitions))]
         if not tps:
             return
-        data: dict[int, dict[bytes, bytes]] = {tp.partition: {} for tp in tps}
-
-        def apply(r) -> None:
-            if r.value is None:
-                data[r.partition].pop(r.key, None)
-            else:
-                data[r.partition][r.key] = r.value
-
+        data = {tp.partition: Restored() for tp in tps}
         self._reader.assign(tps)
-        records = await read_to_end(self._reader, tps, apply)
+        records = await read_to_end(self._reader, tps, lambda r: data[r.partition].apply(r))
         self._reader.unsubscribe()  # no background fetching until the next restore
-        self.parts.update(data)
-        log.info("restored %d user states of partitions %s from %d changelog records in %.2f s",
-                 sum(len(d) for d in data.values()), sorted(data), records, time.monotonic() - t0)
+        writer = fencing.assignment.get()
+        if writer is not None:
+            await self._fence(writer, data)
+        self.parts.update({p: d.states for p, d in data.items()})
+        log.info("restored %d user states of partitions %s from %d changelog records in %.2f s%s",
+                 sum(len(d.states) for d in data.values()), sorted(data), records, time.monotonic() - t0,
+                 "".join(f"; partition {p}: {d.stale} stale records ignored, epoch {self.epochs.get(p)}"
+                         for p, d in sorted(data.items()) if d.stale))
+
+    async def _fence(self, writer: fencing.Writer, data: dict[int, "Restored"]) -> None:
+        """This owner's epoch per partition, its marker, and the repair of users whose last
+        record was stale; returns once the broker has acknowledged all of them."""
+        import orjson
+
+        sends = []
+        for p, d in data.items():
+            epoch = fencing.owner_epoch(writer.generation, d.highest)
+            headers = fencing.headers(epoch, writer.member)
+            marker = orjson.dumps({"epoch": epoch, "generation": writer.generation, "writer": writer.member})
+            sends.append(await writer.send(self.changelog, key=fencing.MARKER_KEY, value=marker,
+                                           partition=p, headers=headers))
+            for key in d.overwritten:  # the state kept, again, after the stale record
+                sends.append(await writer.send(self.changelog, key=key, value=d.states.get(key),
+                                               partition=p, headers=headers))
+            self.epochs[p], self._headers[p] = epoch, headers
+        for fut in sends:
+            await fut
+
+
+class Restored:
+    """One partition's states as its changelog is read in order: a record whose writer epoch is
+    lower than the highest seen before it is a former owner's late write and is ignored."""
+
+    __slots__ = ("states", "highest", "stale", "overwritten")
+
+    def __init__(self):
+        self.states: dict[bytes, bytes] = {}
+        self.highest = 0
+        self.stale = 0
+        self.overwritten: set[bytes] = set()  # users whose last record so far is a stale one
+
+    def apply(self, r) -> None:
+        if r.key is None:
+            raise fencing.CorruptRecord(f"changelog record at offset {r.offset} of partition {r.partition} has no key")
+        epoch = fencing.epoch_of(r.headers)
+        if epoch < self.highest:
+            if r.key != fencing.MARKER_KEY:
+                self.stale += 1
+                self.overwritten.add(r.key)
+            return
+        self.highest = epoch
+        if r.key == fencing.MARKER_KEY:
+            return
+        self.overwritten.discard(r.key)
+        if r.value is None:
+            self.states.pop(r.key, None)
+        else:
+            self.states[r.key] = r.value
 
 
 async def read_to_end(reader, tps: list, apply: Callable) -> int:

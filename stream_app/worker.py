@@ -6,7 +6,7 @@ import logging
 import sys
 import time
 
-from stream_app.settings import Settings, unknown_variables
+from stream_app.settings import Settings, SettingsError, unknown_variables
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ def run_worker(settings: Settings) -> int:
     import asyncio
 
     from stream_app.app import create_app
+    from stream_app.kafka_clients import security_options
     from stream_app.topics import ClusterWatch, ensure_topics
 
     if not settings.bootstrap_servers:
@@ -47,11 +48,13 @@ def run_worker(settings: Settings) -> int:
         log.warning("unknown setting %s is ignored", name)
     try:
         ensure_topics(settings, timeout_s=30.0)
+    except SettingsError as exc:  # the broker refused the login: the message names the settings
+        raise SystemExit(f"cannot use Kafka at {settings.bootstrap_servers}: {exc}") from None
     except Exception as exc:  # aiokafka raises several kinds for "no broker there"
         raise SystemExit(f"cannot reach Kafka at {settings.bootstrap_servers} ({type(exc).__name__}: {exc}). "
                          "Check KAFKA_BOOTSTRAP_SERVERS and that the broker is running "
                          "(`stream-app broker` starts a local one on 127.0.0.1:9092).") from None
-    cluster_id = asyncio.run(ClusterWatch(settings.bootstrap_servers).current())
+    cluster_id = asyncio.run(ClusterWatch(settings.bootstrap_servers, security=security_options(settings)).current())
     app = create_app(settings, build_processor(settings), cluster_id=cluster_id)
     # Everything built so far (torch, transformers, the model) lives as long as the process: out
     # of the collector's sight, a full collection no longer walks millions of objects (it paused
@@ -63,7 +66,9 @@ def run_worker(settings: Settings) -> int:
         code = exc.code if isinstance(exc.code, int) else 1
     else:
         code = 0
-    reason = getattr(app, "crash_reason", None)
+    from stream_app import fatal
+
+    reason = getattr(app, "crash_reason", None) or fatal.reason()
     if reason is not None:
         print(f"stream-app worker stopped: {reason!r}", file=sys.stderr)
         return code or 1

@@ -1,14 +1,19 @@
 """A broker of its own per test (not the session's): restarted on the same data folder, the worker
 rides through and applies every event once; replaced by an empty broker on the same address, the
-worker stops with a non-zero exit and says why."""
+worker stops with a non-zero exit and says why, within a bounded time; a partition whose state
+cannot be restored stops the worker the same way."""
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from stream_app.dev.broker import LocalKafka, free_port
+from stream_app.fencing import EPOCH_HEADER
+from stream_app.topics import ensure_topics
 from tests.support.workers import WorkerProcess
 from tests.integration.kafka_io import consume_until, produce_json
 from tests.integration.test_worker import ev, load_catalog
@@ -65,12 +70,54 @@ def test_a_wiped_broker_stops_the_worker_with_a_reason(tmp_path):
         w.start()
         kafka.stop()
         kafka = LocalKafka(partitions=4, port=port, workdir=tmp_path / "second").start()  # empty
-        deadline = time.monotonic() + 90
-        while w.running() and time.monotonic() < deadline:
-            time.sleep(1)
-        assert not w.running(), "the worker went on against an empty cluster:\n" + w.log()[-5000:]
-        assert w.proc.returncode not in (0, None)
+        changed = time.monotonic()  # the cluster behind the address is another one from here on
+        exited = wait_for_exit(w, 90)
+        assert exited is not None, "the worker went on against an empty cluster:\n" + w.log()[-5000:]
+        print(f"cluster change to worker exit: {exited - changed:.1f} s")
+        assert w.proc.returncode not in (0, None), w.log()[-5000:]
         assert "changed (cluster id" in w.log()
+        assert exited - changed < 60, w.log()[-5000:]  # by design within 5 s (watch) + 10 s (deadline)
     finally:
         w.stop()
         kafka.stop()
+
+
+@pytest.mark.timeout(300)
+def test_a_failed_restore_stops_the_worker_with_a_reason(kafka_bootstrap, tmp_path):
+    """A user-state changelog record the store cannot read (an unreadable writer epoch, written
+    by a plain client): the partition cannot be taken over, so the worker stops, non-zero, saying
+    why, instead of leaving the partition unread."""
+    w = WorkerProcess(kafka_bootstrap, f"corrupt{uuid.uuid4().hex[:6]}-", tmp_path)
+    names = ensure_topics(w.settings)
+    produce_corrupt(kafka_bootstrap, names.user_state_changelog)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="worker exited"):
+        w.start(timeout=120)
+    print(f"worker start to exit on a failed restore: {time.monotonic() - t0:.1f} s")
+    assert w.proc.returncode not in (0, None)
+    log = w.log()
+    assert "CorruptRecord" in log and "unreadable writer epoch" in log, log[-5000:]
+    assert "stream-app worker stopped" in log, log[-5000:]
+
+
+def produce_corrupt(bootstrap: str, topic: str) -> None:
+    async def go():
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, key=b"o1", value=b"not a user state", partition=0,
+                                         headers=[(EPOCH_HEADER, b"garbage")])
+        finally:
+            await producer.stop()
+
+    asyncio.run(go())
+
+
+def wait_for_exit(w: WorkerProcess, timeout: float) -> float | None:
+    """When the worker's process ended (time.monotonic()), or None if it still runs after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not w.running():
+            return time.monotonic()
+        time.sleep(0.2)
+    return None

@@ -1,14 +1,17 @@
 """``UserStore`` against a real broker: what a worker restores for a newly assigned partition is
-the last write per user in that partition's changelog, deletions (tombstones) included."""
+the last write per user in that partition's changelog, deletions (tombstones) included, except a
+write of a former owner that lands after the new owner's epoch marker (``stream_app.fencing``)."""
 from __future__ import annotations
 
 import asyncio
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stream_app.store import UserStore
+from stream_app import fencing
+from stream_app.checkpoint import Outbox
+from stream_app.store import UserStore, read_to_end
 from stream_app.topics import ensure_topics_async
 
 pytestmark = pytest.mark.broker
@@ -57,3 +60,132 @@ async def _scenario(bootstrap: str) -> None:
 
 def test_restore_reads_the_last_write_per_user_and_honours_tombstones(kafka_bootstrap):
     asyncio.run(_scenario(kafka_bootstrap))
+
+
+async def _restored(bootstrap: str, topic: str, writer: fencing.Writer | None, partitions=(0,)) -> UserStore:
+    """A store restored as in an assignment callback of ``writer`` (None: outside one)."""
+    store = UserStore(bootstrap, topic)
+    await store.start()
+    token = fencing.assignment.set(writer)
+    try:
+        await store.restore(partitions)
+    finally:
+        fencing.assignment.reset(token)
+    return store
+
+
+async def _last_records(bootstrap: str, topic: str) -> dict[bytes, object]:
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                              enable_auto_commit=False)
+    await reader.start()
+    try:
+        tps = [TopicPartition(topic, 0)]
+        reader.assign(tps)
+        last: dict[bytes, object] = {}
+        await read_to_end(reader, tps, lambda r: last.__setitem__(r.key, r))
+        return last
+    finally:
+        await reader.stop()
+
+
+async def _zombie(bootstrap: str) -> None:
+    topic = f"store-{uuid.uuid4().hex[:8]}-changelog"
+    await ensure_topics_async(bootstrap, [], [topic], partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+
+    async def send(t, key=None, value=None, partition=None, headers=None):
+        return await producer.send(t, value=value, key=key, partition=partition, headers=headers)
+
+    stores = []
+    try:
+        old = await _restored(bootstrap, topic, fencing.Writer(1, "member-a", send))  # generation G1
+        stores.append(old)
+        await (await old.put(send, 0, "u", b"u-by-G1"))
+        # G2: the partition moved to another member while the G1 member, cut off, still runs
+        new = await _restored(bootstrap, topic, fencing.Writer(2, "member-b", send))
+        stores.append(new)
+        assert new.get(0, "u") == b"u-by-G1" and new.epochs == {0: 2}
+        await (await new.put(send, 0, "u", b"u-by-G2"))
+        await (await new.put(send, 0, "w", b"w-by-G2"))
+        # the zombie's late writes land last
+        await (await old.put(send, 0, "u", b"u-stale"))
+        await (await old.put(send, 0, "z", b"z-stale"))
+        await (await old.put(send, 0, "w", None))
+
+        third = await _restored(bootstrap, topic, fencing.Writer(3, "member-c", send))
+        stores.append(third)
+        assert third.parts[0] == {b"u": b"u-by-G2", b"w": b"w-by-G2"}  # the G2 states, no stale write
+        assert third.epochs == {0: 3}
+        # the users whose last record was stale are written again with the G3 epoch: compaction
+        # keeps the state the restore kept, not the stale record
+        last = await _last_records(bootstrap, topic)
+        for key, value in [(b"u", b"u-by-G2"), (b"w", b"w-by-G2"), (b"z", None)]:
+            assert last[key].value == value
+            assert dict(last[key].headers) == {fencing.EPOCH_HEADER: b"3", fencing.WRITER_HEADER: b"member-c"}
+        assert dict(last[fencing.MARKER_KEY].headers)[fencing.EPOCH_HEADER] == b"3"
+
+        # the group was deleted and its generations start again: epochs still grow
+        fourth = await _restored(bootstrap, topic, fencing.Writer(1, "member-d", send))
+        stores.append(fourth)
+        assert fourth.epochs == {0: 4} and fourth.parts[0] == {b"u": b"u-by-G2", b"w": b"w-by-G2"}
+        await (await third.put(send, 0, "u", b"u-stale-G3"))  # a zombie of epoch 3, after epoch 4's marker
+        plain = await _restored(bootstrap, topic, None)  # a reader outside any assignment
+        stores.append(plain)
+        assert plain.parts[0] == {b"u": b"u-by-G2", b"w": b"w-by-G2"}
+    finally:
+        for s in stores:
+            await s.stop()
+        await producer.stop()
+
+
+def test_a_former_owners_late_writes_are_refused_by_the_restore(kafka_bootstrap):
+    """Two writers of one partition, epochs G1 < G2, the G1 write landing last: the restore
+    yields the G2 state."""
+    asyncio.run(_zombie(kafka_bootstrap))
+
+
+async def _corrupt(bootstrap: str) -> None:
+    topic = f"store-{uuid.uuid4().hex[:8]}-changelog"
+    await ensure_topics_async(bootstrap, [], [topic], partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, key=b"u", value=b"x", partition=0,
+                                     headers=[(fencing.EPOCH_HEADER, b"not a number")])
+    finally:
+        await producer.stop()
+    store = UserStore(bootstrap, topic)
+    await store.start()
+    try:
+        with pytest.raises(fencing.CorruptRecord):
+            await store.restore([0])
+    finally:
+        await store.stop()
+
+
+def test_a_record_the_store_cannot_read_fails_the_restore(kafka_bootstrap):
+    asyncio.run(_corrupt(kafka_bootstrap))
+
+
+async def _fenced_outbox(bootstrap: str) -> None:
+    topic = f"store-{uuid.uuid4().hex[:8]}-changelog"
+    await ensure_topics_async(bootstrap, [], [topic], partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    lost = []
+    try:
+        out = Outbox(producer, fenced=lambda: bool(lost))
+        await out.send(topic, key=b"a", value=b"1", partition=0)
+        lost.append(True)  # the member learns it was evicted
+        with pytest.raises(fencing.Fenced):
+            await out.send(topic, key=b"b", value=b"2", partition=0)
+        for fut in out.take():
+            await fut
+    finally:
+        await producer.stop()
+    assert set(await _last_records(bootstrap, topic)) == {b"a"}
+
+
+def test_a_fenced_outbox_sends_nothing_more(kafka_bootstrap):
+    asyncio.run(_fenced_outbox(kafka_bootstrap))
