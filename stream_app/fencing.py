@@ -18,6 +18,15 @@ lands later is detectably older.
 ``Writer`` is what the consumer knows about its assignment (generation, member id, how to send);
 ``assignment`` holds it while the assignment callback runs, so the store reads it there without
 being told by the hot path. ``Fenced`` is raised by an outbox whose member lost its assignment.
+
+What stays open. A member notices it lost its assignment at its next heartbeat (about a third of
+the session timeout) or failed commit; what it handed to the producer before that still reaches
+Kafka. On the changelog the next restore refuses it and rewrites the user with the state it kept;
+on ``recommendations`` consumers keep the message with the highest ``events_applied``. If log
+compaction cleans the partition after such a late write and before the next restore, the owner's
+newer record of that user is gone and the late one is refused: that user restarts empty. It
+takes a zombie write, then closed segments cleaned (``segment.ms`` 7 days by default), then a
+restore, in that order.
 """
 from __future__ import annotations
 
