@@ -93,22 +93,31 @@ class AttentionScores(Component):
 
 
 class CoocRows:
-    """Catalogue row -> co-engagement row: the counts get a row for every catalogue item, in the
-    catalogue's order of arrival (``InterestModel.add_item`` appends)."""
+    """Catalogue row -> co-engagement row: the counts get a row for every catalogue item
+    (``InterestModel.add_item`` appends one, or sets the entry of a reused catalogue row)."""
 
     def __init__(self, rows: Sequence[int] = ()):
         self.rows = list(rows)
-        self._array = np.zeros(0, dtype=np.int64)
+        self._array: np.ndarray | None = None
 
     def append(self, row: int) -> None:
         self.rows.append(row)
+        self._array = None
+
+    def set(self, row: int, cooc_row: int) -> None:
+        """Catalogue row ``row`` (an existing one, or the next) now maps to ``cooc_row``."""
+        if row == len(self.rows):
+            self.rows.append(cooc_row)
+        else:
+            self.rows[row] = cooc_row
+        self._array = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def array(self) -> np.ndarray:
-        """(N,) the rows as an array, rebuilt when the catalogue grew."""
-        if self._array.size != len(self.rows):
+        """(N,) the rows as an array, rebuilt when an entry changed (a new array then)."""
+        if self._array is None:
             self._array = np.asarray(self.rows, dtype=np.int64)
         return self._array
 
@@ -137,14 +146,14 @@ class Popularity(Component):
     def __init__(self, cooc: CoocModel, rows: CoocRows):
         super().__init__()
         self.cooc, self.rows = cooc, rows
-        self._cache: tuple = (None, -1, None, None)  # counts' popularity, N, it in catalogue order, moments
+        self._cache: tuple = (None, None, None, None)  # counts' popularity, row map, it in catalogue order, moments
 
     def _catalogue(self) -> tuple[np.ndarray, tuple[float, float]]:
         pop, rows = self.cooc.popularity(), self.rows.array()
-        if self._cache[0] is not pop or self._cache[1] != rows.size:
+        if self._cache[0] is not pop or self._cache[1] is not rows:
             mapped = pop[rows]
             mapped.flags.writeable = False
-            self._cache = (pop, rows.size, mapped, component_moments(mapped))
+            self._cache = (pop, rows, mapped, component_moments(mapped))
         return self._cache[2], self._cache[3]
 
     def scores_many(self, states: Sequence[UserState]) -> np.ndarray:
@@ -166,11 +175,13 @@ class SequenceScores(Component):
         super().__init__()
         self.model, self.items = model, items
         self._rows = np.zeros(0, dtype=np.int64)  # catalogue row -> vocabulary row (-1: none)
+        self._layout = -1  # the catalogue's layout it was built for
 
     def scores_many(self, states: Sequence[UserState]) -> np.ndarray:
-        seq, n = self.model, len(self.items.ids)
-        if self._rows.size != n:
-            self._rows = np.array([seq.index.get(i, -1) for i in self.items.ids], dtype=np.int64)
+        seq, items = self.model, self.items
+        if self._layout != items.layout:
+            self._rows = np.array([seq.index.get(i, -1) for i in items.ids], dtype=np.int64)
+            self._layout = items.layout
         s = seq.scores_many([st.seen.newest(seq.window) for st in states])  # (B, V)
         out = s[:, self._rows]  # (B, N)
         unknown = self._rows < 0

@@ -34,8 +34,8 @@ from models.dimensions import Dimension
 from models.domains import DomainConfig, get_domain
 from models.features import CATEGORY_BUCKETS, category_tokens, category_vector, strength, valence
 from models.fold import Pending, event_vectors, fold
-from models.items import ItemVectors
-from models.seen import RECENT_ITEMS, item_key
+from models.items import FREE, ItemVectors
+from models.seen import RECENT_ITEMS
 from models.sequence import AttentionSequence, GRUSequence, SequenceMix, load_sequence
 from models.state import UserState, event_key
 from models.topk import round6, top_k
@@ -98,14 +98,13 @@ class InterestModel:
         self.event_weights = dict(self.domain.event_weights)
         self.cooc = cooc
         self.blend = dict(blend) if blend else None
-        self._keys = np.zeros(0, dtype=np.int64)  # catalogue row -> item_key (grown on demand)
         self._cooc_rows = CoocRows()  # catalogue row -> co-engagement row
         self._fixed: list[Component] = [AttentionScores(attention, items)]  # the components but the sequence's
         if cooc is not None:
             reads = max(cooc.params.span, cooc.params.hist_len)
             if reads > RECENT_ITEMS:
                 raise ValueError(f"co-engagement reads a user's last {reads} items; a state keeps {RECENT_ITEMS}")
-            self._cooc_rows = CoocRows(cooc.add_item(i) for i in items.ids)
+            self._cooc_rows = CoocRows(cooc.add_item(i) if i != FREE else cooc.counts.add_free() for i in items.ids)
             self._fixed += [CoEngagement(cooc, self._cooc_rows, self.recent_rows), Popularity(cooc, self._cooc_rows)]
         self.sequence = sequence
         if sequence is not None and sequence.window > RECENT_ITEMS:
@@ -161,13 +160,21 @@ class InterestModel:
     # -- catalogue ---------------------------------------------------------------------------
     def add_item(self, item_id: str, text_vector: np.ndarray, categories: Sequence[str] = (),
                  attributes: Mapping | None = None) -> int:
+        """Add or update an item -> its row. A new one may take a deleted item's rows, catalogue
+        and co-engagement (``models.items``, ``models.cooc.counts``), and inherits nothing."""
         cat = category_vector(category_tokens(categories, attributes), self.items.dims["category"])
+        new = item_id not in self.items
         row = self.items.upsert(item_id, text=text_vector, category=cat)
-        if self.cooc is not None and row == len(self._cooc_rows):
-            self._cooc_rows.append(self.cooc.add_item(item_id))
+        if self.cooc is not None and new:
+            self._cooc_rows.set(row, self.cooc.add_item(item_id))
         return row
 
     def delete_item(self, item_id: str) -> bool:
+        """Retire an item and free its catalogue row and co-engagement counts (also those of an id
+        known from training only). A state that still lists it keeps working: an id without a
+        row is skipped (``recent_rows``, ``seen_rows``). False if it was not live."""
+        if self.cooc is not None:
+            self.cooc.free_item(item_id)
         return self.items.delete(item_id)
 
     # -- users -------------------------------------------------------------------------------
@@ -287,11 +294,7 @@ class InterestModel:
     def seen_rows(self, state: UserState) -> np.ndarray:
         """Catalogue rows of the items the user has seen: exactly its recent items, by hash the
         older ones (``models.seen``: a rare unseen item may be among them)."""
-        n = len(self.items.ids)
-        if self._keys.size < n:
-            new = [item_key(i) for i in self.items.ids[self._keys.size:n]]
-            self._keys = np.concatenate([self._keys, np.array(new, dtype=np.int64)])
-        mask = state.seen.hashed_mask(self._keys[:n])
+        mask = state.seen.hashed_mask(self.items.keys())
         idx = self.items.index
         mask[[idx[i] for i in state.seen.recent if i in idx]] = True
         return np.flatnonzero(mask)

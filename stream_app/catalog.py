@@ -5,13 +5,25 @@ can only rank items every worker knows).
   ``stream_app.checkpoint.CheckpointedConsumer``) reads the ``catalog`` topic in batches, checks
   each message (bad -> dead letter), encodes the new item texts in one pass and writes each item's
   record (the item message plus its vector, ``stream_app.codec.encode_item_record``; a tombstone
-  for a deletion) to the compacted ``<app_id>-catalog-items-changelog``, same partition as the
-  message; then commits (``stream_app.checkpoint``).
+  for a deletion) to the compacted ``<app_id>-catalog-items-changelog``, on the partition of its
+  item id (``item_partition``: murmur2 of the id, as a producer keyed by item_id places it),
+  whichever partition of ``catalog`` the message came from; then commits
+  (``stream_app.checkpoint``). All records of an item are thus on one changelog partition, in
+  the order the indexers handled them, and compaction keeps the last one: a deletion is never
+  outlived by an earlier upsert that a producer put on another partition.
 - ``CatalogFollower`` (every worker) reads that changelog, all partitions, from its first record
   and for as long as the worker runs: upserts and deletions made by any worker reach every
   worker's model, in changelog order, without re-encoding. The hot path applies what arrived
   (``sync``) before each batch, in the model thread, and starts only after the follower has read
   the changelog to its end once, so a restarted worker never sees its catalogue half-loaded.
+
+Order, per item: every worker (and a restarted one) ends in the state of the item's last
+changelog record, and its records are in the order the indexers handled the messages. For the
+messages of one ``catalog`` partition that is the producer's order, so a producer that keeps an
+item on one partition (keyed by item_id, with any partitioner) gets its order. Messages of one
+item on different partitions have no order between them until one has been handled: an upsert
+and a deletion produced close together on two partitions may be handled either way round; a
+deletion produced after its upsert was indexed (the item is served) always wins.
 """
 from __future__ import annotations
 
@@ -25,11 +37,21 @@ from stream_app.checkpoint import CheckpointedConsumer
 from stream_app.codec import Rejected
 from stream_app.context import Context, RunModel
 from stream_app.dead_letters import reject, source
-from stream_app.processor import Processor
+from stream_app.processor import Processor, owner_partition
 from stream_app.store import read_to_end
 from stream_app.topics import catalog_group
 
 log = logging.getLogger(__name__)
+
+
+def item_partition(item_id: str, partitions: int) -> int:
+    """The catalogue changelog partition of an item: murmur2 of its id (as ``owner_partition``
+    places a user, without its cache of users).
+
+    >>> item_partition("sw4", 4) == owner_partition("sw4", 4)
+    True
+    """
+    return owner_partition.__wrapped__(item_id, partitions)
 
 
 class CatalogIndexer(CheckpointedConsumer):
@@ -39,7 +61,7 @@ class CatalogIndexer(CheckpointedConsumer):
                          max_records=ctx.settings.encoder_batch * 4, **ctx.consumer_options(), **kwargs)
 
     async def handle(self, records: list) -> None:
-        ctx, good, partition = self.ctx, [], {}
+        ctx, good = self.ctx, []
         for record in records:
             src = source(record)
             parsed = ctx.processor.parse_item(src)
@@ -47,12 +69,11 @@ class CatalogIndexer(CheckpointedConsumer):
                 await reject(ctx, self.outbox, src, parsed, event=False)
                 continue
             good.append(parsed)
-            partition[parsed["item_id"]] = record.partition
         await ctx.catalog.sync(ctx.run_model, ctx.processor)  # other workers' changes first, in order
         written = await ctx.run_model(ctx.processor.index_items, good) if good else []
-        for item_id, value in written:
+        for item_id, value in written:  # on the item's partition, whichever the message came from
             await self.outbox.send(ctx.topics.catalog_items_changelog, key=item_id.encode(),
-                                   value=value, partition=partition[item_id])
+                                   value=value, partition=item_partition(item_id, ctx.settings.partitions))
 
 
 class CatalogFollower(mode.Service):

@@ -7,15 +7,22 @@ size is bounded by the number of distinct pairs the windows produced (not by N^2
 take additions in the order given (a cell repeated among them receives its additions in that
 order), so a batch of additions gives the bits of the same additions one at a time.
 
+A deleted item frees its row (``free``): its row and column of ``M`` and its ``n`` are zeroed,
+its id leaves ``index`` (``ids[row]`` becomes ``FREE``), and the next new item takes the lowest
+free row, inheriting nothing. So the counts keep as many rows as there were items at once.
+
 Every change bumps ``version``: what is computed from the counts (``models.cooc.model``'s
 similarity rows) is kept only while the version stands, so the counts change through these
 methods only.
 """
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 
 DENSE_MAX_ITEMS = 12_288
+FREE = ""  # ``ids[row]`` of a free row (item ids are never empty)
 
 
 class CoocCounts:
@@ -28,6 +35,7 @@ class CoocCounts:
         self.n = np.zeros(0, dtype=np.float64)  # n[:len(self)]: engagements of each item row
         self._dense: np.ndarray | None = np.zeros((0, 0), dtype=np.float32)
         self._rows: list[dict[int, float]] | None = None
+        self._free: list[int] = []  # heap of free rows
         self.version = 0  # bumped on every change of M, n or the item rows
 
     def __len__(self) -> int:
@@ -41,10 +49,45 @@ class CoocCounts:
         row = self.index.get(item_id)
         if row is not None:
             return row
-        row = len(self.ids)
-        self.ids.append(item_id)
+        if self._free:  # its row and column are zero since it was freed
+            row = heapq.heappop(self._free)
+            self.ids[row] = item_id
+        else:
+            row = len(self.ids)
+            self.ids.append(item_id)
+            self._reserve(row + 1)
         self.index[item_id] = row
+        self.version += 1
+        return row
+
+    def add_free(self) -> int:
+        """A new row that is free (zero, taken by the next new item)."""
+        row = len(self.ids)
+        self.ids.append(FREE)
         self._reserve(row + 1)
+        heapq.heappush(self._free, row)
+        self.version += 1
+        return row
+
+    def free(self, item_id: str, symmetric: bool = False) -> int | None:
+        """Zero the item's row and column of M and its n, and free its row; its row, or None for
+        an id without one. ``symmetric``: the caller knows that M[x, r] != 0 only where
+        M[r, x] != 0 (``models.cooc.model``'s rule when ``trans_window <= window``), so per row
+        only the rows of the item's partners are visited, not every row."""
+        row = self.index.pop(item_id, None)
+        if row is None:
+            return None
+        if self._dense is not None:
+            self._dense[row, :] = 0.0
+            self._dense[:, row] = 0.0
+        else:
+            partners = list(self._rows[row]) if symmetric else range(len(self._rows))
+            for c in partners:
+                self._rows[c].pop(row, None)
+            self._rows[row] = {}
+        self.n[row] = 0.0
+        self.ids[row] = FREE
+        heapq.heappush(self._free, row)
         self.version += 1
         return row
 
@@ -124,8 +167,10 @@ class CoocCounts:
                 dense_max: int = DENSE_MAX_ITEMS) -> "CoocCounts":
         """The counts that ``ids``, ``n`` and ``triplets`` were taken from."""
         out = cls(dense_max)
-        for iid in ids:
-            out.add_item(iid)
+        out.ids = list(ids)
+        out.index = {iid: r for r, iid in enumerate(out.ids) if iid != FREE}
+        out._free = [r for r, iid in enumerate(out.ids) if iid == FREE]  # ascending: a heap
+        out._reserve(len(out.ids))
         out.add(rows, cols, vals)
         out.n[: len(out)] = n
         out.version += 1
@@ -136,5 +181,6 @@ class CoocCounts:
         out.ids, out.index, out.n = list(self.ids), dict(self.index), self.n.copy()
         out._dense = None if self._dense is None else self._dense.copy()
         out._rows = None if self._rows is None else [dict(r) for r in self._rows]
+        out._free = list(self._free)
         out.version = self.version
         return out

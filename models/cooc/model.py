@@ -97,6 +97,11 @@ class CoocModel:
     def add_item(self, item_id: str) -> int:
         return self.counts.add_item(item_id)
 
+    def free_item(self, item_id: str) -> int | None:
+        """A deleted item's counts zeroed and its row freed for the next new item
+        (``CoocCounts.free``); its row, or None for an id without one."""
+        return self.counts.free(item_id, symmetric=self.params.trans_window <= self.params.window)
+
     def with_params(self, params: CoocParams, copy: bool = True) -> "CoocModel":
         """Same counts (copied), other parameters; only scoring parameters may differ."""
         if params.count_key() != self.params.count_key():

@@ -1,0 +1,75 @@
+"""The catalogue indexer without Kafka: each item's changelog record goes to the partition of its
+item id whatever partition its message came from, and a follower that applies the changelog in
+order ends where the indexer did; a deleted item's rows are taken by the next new item."""
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import orjson
+
+from models.engine import InterestModel
+from stream_app.catalog import CatalogIndexer, apply_catalog_changes, item_partition
+from stream_app.codec import Codec
+from stream_app.processor import Processor
+from tests.stream_app.test_processor import TinyEncoder
+
+
+def processor() -> Processor:
+    return Processor(InterestModel.untrained(text_dim=4, cf_dim=2), TinyEncoder(), lambda text: 0.0, Codec.load())
+
+
+class Outbox:
+    def __init__(self):
+        self.sent: list[tuple[str, bytes, bytes | None, int]] = []
+
+    async def send(self, topic, key=None, value=None, partition=None):
+        self.sent.append((topic, key, value, partition))
+
+
+class Follower:
+    async def sync(self, run_model, processor):
+        pass
+
+
+def indexer(proc: Processor) -> CatalogIndexer:
+    async def run_model(fn, *args):
+        return fn(*args)
+
+    ctx = SimpleNamespace(processor=proc, catalog=Follower(), run_model=run_model, settings=SimpleNamespace(partitions=4),
+                          topics=SimpleNamespace(catalog_items_changelog="items-changelog"))
+    ix = CatalogIndexer.__new__(CatalogIndexer)  # no consumer: only ``handle``
+    ix.ctx, ix.outbox = ctx, Outbox()
+    return ix
+
+
+def record(item: dict, partition: int, offset: int = 0):
+    return SimpleNamespace(topic="catalog", partition=partition, offset=offset, key=None, value=orjson.dumps(item))
+
+
+def test_item_partition_is_the_keyed_murmur2_partition():
+    from aiokafka.partitioner import DefaultPartitioner  # a port of the Java client's murmur2 partitioner
+
+    keyed = DefaultPartitioner()
+    for i in range(200):
+        for n in (4, 1, 3):
+            assert item_partition(f"item-{i}", n) == keyed(f"item-{i}".encode(), list(range(n)), list(range(n)))
+
+
+def test_records_go_to_the_items_partition_and_a_later_deletion_wins():
+    proc = processor()
+    ix = indexer(proc)
+    ids = [f"it{k}" for k in range(8)]
+    asyncio.run(ix.handle([record({"item_id": i, "title": f"Item {i}"}, partition=k % 4) for k, i in enumerate(ids)]))
+    asyncio.run(ix.handle([record({"item_id": "it3", "title": "Item it3", "deleted": True}, partition=1)]))  # it3: 3
+    sent = ix.outbox.sent
+    assert all(topic == "items-changelog" and part == item_partition(key.decode(), 4) for topic, key, _, part in sent)
+    assert [(k, v is None) for _, k, v, _ in sent if k == b"it3"] == [(b"it3", False), (b"it3", True)]
+    assert "it3" not in proc.model.items
+
+    follower = processor()  # another worker, or a restart: the changelog applied in order
+    apply_catalog_changes(follower, [(k, v) for _, k, v, _ in sent])
+    assert follower.model.items.index == proc.model.items.index and "it3" not in follower.model.items
+    row = proc.model.items.deleted.nonzero()[0].tolist()
+    asyncio.run(ix.handle([record({"item_id": "new", "title": "New"}, partition=0)]))
+    assert [proc.model.items.index["new"]] == row and not proc.model.items.deleted.any()
