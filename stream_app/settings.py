@@ -54,7 +54,7 @@ _CHECKS: dict[str, tuple | frozenset] = {
     "rebalance_timeout_s": (1.0, 3600.0),
     "web_port": (0, 65_535), "device": frozenset({"auto", "cpu", "cuda"}),
     "log_level": frozenset({"debug", "info", "warning", "error", "critical"}),
-    "domain": frozenset(DOMAINS),
+    "domain": frozenset(DOMAINS), "state_store": frozenset({"memory", "rocksdb"}),
     "kafka_security_protocol": frozenset({"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}),
     "kafka_sasl_mechanism": frozenset({"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}),
 }
@@ -86,6 +86,8 @@ class Settings:
     schemas_dir: str = str(Path(__file__).resolve().parent / "schemas")  # the JSON Schemas messages are checked against
     cache_dir: str = str(Path.home() / ".cache" / "stream-reco")  # Kafka jars, encoded-vector cache
     kafka_version: str = "4.1.1"  # Apache Kafka version of the local broker (dev tooling)
+    state_store: str = "memory"  # where the owned partitions' user states are kept: memory | rocksdb (on disk)
+    state_dir: str = ""  # folder of the rocksdb state store; empty: <cache dir>/state
     kafka_tmpfs: bool = True  # a throw-away local broker keeps its log in /dev/shm (>= 2 GiB free)
     check_output: bool = False  # validate every outgoing recommendation against its schema
     log_level: str = "info"  # debug | info | warning | error

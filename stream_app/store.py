@@ -1,7 +1,12 @@
-"""The user states of the partitions this worker owns, kept in memory and backed by a compacted
-changelog topic (``<app_id>-user-state-changelog``, partitioned like ``interactions``).
+"""The user states of the partitions this worker owns, kept in a map per partition and backed by a
+compacted changelog topic (``<app_id>-user-state-changelog``, partitioned like ``interactions``).
 
-A write goes to the in-memory map and, keyed by user id, to the changelog partition with the same
+The maps come from a backend (``stream_app.state_backends``, setting ``STREAM_RECO_STATE_STORE``):
+a dict in memory (default), or an on-disk RocksDB database per partition with an LRU cache of
+states in front, for states beyond RAM. Either way the changelog is the only source of truth: a
+map is created empty on assignment and given back (an on-disk one deleted) on revocation.
+
+A write goes to the partition's map and, keyed by user id, to the changelog partition with the same
 number as the interactions partition the user belongs to; a deletion writes a tombstone. When a
 partition is assigned to this worker its map is rebuilt by reading that changelog partition from
 its first offset to its end (``restore``); when it is revoked the map is dropped. The changelog's
@@ -22,9 +27,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Awaitable, Callable, Iterable
+from typing import Awaitable, Callable, Iterable, MutableMapping
 
 from stream_app import fencing
+from stream_app.state_backends import MemoryBackend, RocksBackend
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +38,13 @@ Send = Callable[..., Awaitable]  # send(topic, key=..., value=..., partition=...
 
 
 class UserStore:
-    def __init__(self, bootstrap_servers: str, changelog: str, security: dict | None = None):
+    def __init__(self, bootstrap_servers: str, changelog: str, security: dict | None = None,
+                 backend: MemoryBackend | RocksBackend | None = None):
         self.bootstrap_servers = bootstrap_servers
         self.security = security or {}  # stream_app.kafka_clients.security_options
         self.changelog = changelog
-        self.parts: dict[int, dict[bytes, bytes]] = {}  # partition -> user id -> state bytes
+        self.backend = backend or MemoryBackend()  # stream_app.state_backends.backend_for(settings, changelog)
+        self.parts: dict[int, MutableMapping[bytes, bytes]] = {}  # partition -> user id -> state bytes
         self.epochs: dict[int, int] = {}  # partition -> this owner's writer epoch (see stream_app.fencing)
         self._headers: dict[int, list] = {}  # partition -> the epoch headers of its writes
         self._reader = None
@@ -47,7 +55,9 @@ class UserStore:
 
     def drop(self, partitions: Iterable[int]) -> None:
         for p in partitions:
-            self.parts.pop(p, None)
+            states = self.parts.pop(p, None)
+            if states is not None:
+                self.backend.release(states)
             self.epochs.pop(p, None)
             self._headers.pop(p, None)
 
@@ -62,8 +72,9 @@ class UserStore:
         """The user's state in whichever owned partition holds it (for the web views)."""
         key = user.encode()
         for d in self.parts.values():
-            if key in d:
-                return d[key]
+            value = d.get(key)
+            if value is not None:
+                return value
         return None
 
     async def put(self, send: Send, partition: int, user: str, value: bytes | None):
@@ -89,9 +100,12 @@ class UserStore:
         await self._reader.start()
 
     async def stop(self) -> None:
+        """Stop reading the changelog and give every map back (an on-disk one is deleted)."""
         if self._reader is not None:
             await self._reader.stop()
             self._reader = None
+        self.drop(list(self.parts))
+        self.backend.close()
 
     async def restore(self, partitions: Iterable[int]) -> None:
         """Rebuild the maps of ``partitions`` from their changelog, first offset to end, refusing
@@ -104,16 +118,23 @@ class UserStore:
         tps = [TopicPartition(self.changelog, p) for p in sorted(set(partitions))]
         if not tps:
             return
-        data = {tp.partition: Restored() for tp in tps}
-        self._reader.assign(tps)
-        records = await read_to_end(self._reader, tps, lambda r: data[r.partition].apply(r))
-        self._reader.unsubscribe()  # no background fetching until the next restore
-        writer = fencing.assignment.get()
-        if writer is not None:
-            await self._fence(writer, data)
+        self.drop(tp.partition for tp in tps)  # restored again: from the start, into an empty map
+        data = {tp.partition: Restored(self.backend.open(tp.partition)) for tp in tps}
+        try:
+            self._reader.assign(tps)
+            records = await read_to_end(self._reader, tps, lambda r: data[r.partition].apply(r))
+            self._reader.unsubscribe()  # no background fetching until the next restore
+            writer = fencing.assignment.get()
+            if writer is not None:
+                await self._fence(writer, data)
+        except BaseException:
+            for d in data.values():
+                self.backend.release(d.states)
+            raise
         self.parts.update({p: d.states for p, d in data.items()})
-        log.info("restored %d user states of partitions %s from %d changelog records in %.2f s%s",
+        log.info("restored %d user states of partitions %s from %d changelog records in %.2f s (%s)%s",
                  sum(len(d.states) for d in data.values()), sorted(data), records, time.monotonic() - t0,
+                 self.backend.name,
                  "".join(f"; partition {p}: {d.stale} stale records ignored, epoch {self.epochs.get(p)}"
                          for p, d in sorted(data.items()) if d.stale))
 
@@ -143,8 +164,8 @@ class Restored:
 
     __slots__ = ("states", "highest", "stale", "overwritten")
 
-    def __init__(self):
-        self.states: dict[bytes, bytes] = {}
+    def __init__(self, states: MutableMapping[bytes, bytes] | None = None):
+        self.states = {} if states is None else states  # empty: a backend's fresh map
         self.highest = 0
         self.stale = 0
         self.overwritten: set[bytes] = set()  # users whose last record so far is a stale one

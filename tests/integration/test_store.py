@@ -1,6 +1,7 @@
-"""``UserStore`` against a real broker: what a worker restores for a newly assigned partition is
-the last write per user in that partition's changelog, deletions (tombstones) included, except a
-write of a former owner that lands after the new owner's epoch marker (``stream_app.fencing``)."""
+"""``UserStore`` against a real broker: what a worker restores for a newly assigned partition, with
+either state backend, is the last write per user in that partition's changelog, deletions
+(tombstones) included, except a write of a former owner that lands after the new owner's epoch
+marker (``stream_app.fencing``)."""
 from __future__ import annotations
 
 import asyncio
@@ -189,3 +190,51 @@ async def _fenced_outbox(bootstrap: str) -> None:
 
 def test_a_fenced_outbox_sends_nothing_more(kafka_bootstrap):
     asyncio.run(_fenced_outbox(kafka_bootstrap))
+
+
+async def _same_states(bootstrap: str, folder) -> None:
+    """Users overwritten, deleted and written by a former owner after the current one's marker, on
+    two partitions: the rocksdb backend restores exactly what the memory backend restores."""
+    import random
+
+    from stream_app.state_backends import open_backend
+
+    topic = f"store-{uuid.uuid4().hex[:8]}-changelog"
+    await ensure_topics_async(bootstrap, [], [topic], partitions=2)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+
+    async def send(t, key=None, value=None, partition=None, headers=None):
+        return await producer.send(t, value=value, key=key, partition=partition, headers=headers)
+
+    stores = []
+    try:
+        rng = random.Random(7)
+        old = await _restored(bootstrap, topic, fencing.Writer(1, "member-a", send), partitions=(0, 1))
+        new = await _restored(bootstrap, topic, fencing.Writer(2, "member-b", send), partitions=(0, 1))
+        stores += [old, new]
+        sends = []
+        for i in range(3000):
+            writer = old if i % 10 == 0 else new  # every tenth a late write of the former owner
+            user, p = f"user-{rng.randrange(500)}", rng.randrange(2)
+            value = None if rng.random() < 0.1 else rng.randbytes(rng.randrange(1, 3000))
+            sends.append(await writer.put(send, p, user, value))
+        for fut in sends:
+            await fut
+        restored = {}
+        for kind in ("memory", "rocksdb"):
+            store = UserStore(bootstrap, topic, backend=open_backend(kind, folder, topic))
+            stores.append(store)
+            await store.start()
+            await store.restore([0, 1])
+            restored[kind] = ({p: dict(d.items()) for p, d in store.parts.items()}, len(store))
+        assert restored["rocksdb"] == restored["memory"]
+        assert restored["memory"][1] > 100 and all(restored["memory"][0].values())
+    finally:
+        for s in stores:
+            await s.stop()
+        await producer.stop()
+
+
+def test_the_rocksdb_backend_restores_the_states_the_memory_backend_restores(kafka_bootstrap, tmp_path):
+    asyncio.run(_same_states(kafka_bootstrap, tmp_path))
