@@ -35,6 +35,7 @@ from models.domains import DomainConfig, get_domain
 from models.features import CATEGORY_BUCKETS, category_tokens, category_vector, strength, valence
 from models.fold import Pending, event_vectors, fold
 from models.items import FREE, ItemVectors
+from models.migration import migrate
 from models.seen import RECENT_ITEMS
 from models.sequence import AttentionSequence, GRUSequence, SequenceMix, load_sequence
 from models.state import UserState, event_key
@@ -181,11 +182,16 @@ class InterestModel:
     def new_state(self) -> UserState:
         return UserState.empty(self.dims, self.items.dims)
 
+    def fit(self, state: UserState) -> UserState:
+        """``state`` if it fits the model, else the state migrated to it (``models.migration``)."""
+        return state if state.fits(self.dims, self.items.dims) else migrate(self, state)
+
     def apply(self, state: UserState, ev: Event, text_features: TextFeatures | None = None,
               learn: bool = True) -> bool:
-        """``fold`` of one event into a state held by the caller; False for a duplicate event id.
-        Raises KeyError for an unknown or retired item."""
-        state.check(self.dims, self.items.dims)
+        """``fold`` of one event into a state held by the caller (migrated in place first if it does
+        not fit); False for a duplicate event id. KeyError for an unknown or retired item."""
+        if not state.fits(self.dims, self.items.dims):
+            vars(state).update(vars(migrate(self, state)))
         done = self._advance(state, ev, text_features, learn)
         if done is None:
             return False
@@ -213,7 +219,11 @@ class InterestModel:
         state.advance(ev.ts, key)
         if window is not None:
             window.add(key)
-        if state.seen.add(ev.item_id) and prev is not None:  # a first engagement
+        first = state.seen.add(ev.item_id)
+        state.weights[ev.item_id] = (s, v)
+        if len(state.weights) > 4 * RECENT_ITEMS:
+            state.trim_weights()
+        if first and prev is not None:  # a first engagement
             return pending, (prev, cooc.index[ev.item_id])
         return pending, None
 
@@ -227,41 +237,52 @@ class InterestModel:
         Arguments as for ``fold``."""
         for ev in events:
             st = states.get(ev.user_id)
-            if st is None:
-                st = states[ev.user_id] = self.new_state()
+            if st is None or not st.fits(self.dims, self.items.dims):  # new, forgotten, another model's
+                st = states[ev.user_id] = self.new_state() if st is None else migrate(self, st)
             yield ev, st
             self.fold((ev,), states, text_features, on_error, learn)
 
     def fold(self, events: Iterable[Event], states: MutableMapping[str, UserState],
              text_features: TextFeatures | None = None,
              on_error: Callable[[Event, Exception], None] | None = None,
-             learn: Callable[[Event], bool] | None = None) -> None:
+             learn: Callable[[Event], bool] | None = None,
+             positions: Sequence[tuple[int, int] | None] | None = None, applied: list[int] | None = None) -> None:
         """The one state update, for the worker's batches and the offline replay: fold ``events``
-        into their users' ``states`` (new users start empty; a ``forget`` event replaces the
-        user's state by an empty one). Without ``on_error``, events about items not in the
-        catalogue are skipped (offline data sets); with it, such an event or any other failure
-        is reported to ``on_error`` and the loop goes on (the worker). ``learn(ev)`` False: the
-        event does not update the co-engagement counts. The event-by-event part runs in event
-        order (``_advance``), then the co-engagement updates in that order and the norms and
-        means of every touched state (``_commit``): nothing reads them meanwhile, and the bits
-        are the same whatever the batch boundaries."""
+        into their users' ``states`` (new users start empty; a state that does not fit the model
+        is migrated, ``models.migration``; a ``forget`` event replaces the user's state by
+        ``UserState.forget``'s record). ``positions[i]``: (source partition, offset) of event i
+        or None; an event at or below the last offset its user's state noted for that partition
+        is skipped (``UserState.read_at``), so is one whose event id is in the state's window;
+        ``applied`` (a list) gets the index of every event folded in. Without ``on_error``,
+        events about items not in the catalogue are skipped (offline data sets); with it, such
+        an event or any other failure is reported to ``on_error`` and the loop goes on (the
+        worker). ``learn(ev)`` False: the event does not update the co-engagement counts. The
+        event-by-event part runs in event order (``_advance``), then the co-engagement updates
+        in that order and the norms and means of every touched state (``_commit``): nothing
+        reads them meanwhile, and the bits are the same whatever the batch boundaries."""
         pending: list[Pending] = []  # norms and means to fold
         engaged: list = []  # co-engagement updates in event order
         windows: dict[int, list] = {}  # by id: a checked state, its window's keys from its second event on
         try:
-            for ev in events:
+            for i, ev in enumerate(events):
                 st = states.get(ev.user_id)
                 if st is None:
                     st = states[ev.user_id] = self.new_state()
+                at = positions[i] if positions is not None else None
+                if at is not None and not st.read_at(*at):
+                    continue  # read again: applied (or forgotten) already
                 if ev.type == "forget":
-                    states[ev.user_id] = self.new_state()
+                    key = event_key(ev.event_id)
+                    if key not in st.recent:  # else a retried forget
+                        states[ev.user_id] = st.forget(key)
                     continue
                 if on_error is None and ev.item_id not in self.items:
                     continue
                 try:
                     checked = windows.get(id(st))
                     if checked is None:
-                        st.check(self.dims, self.items.dims)
+                        if not st.fits(self.dims, self.items.dims):
+                            st = states[ev.user_id] = migrate(self, st)
                         checked = windows[id(st)] = [st, None]
                     elif checked[1] is None:
                         checked[1] = set(st.recent)
@@ -275,6 +296,8 @@ class InterestModel:
                     pending.append(done[0])
                     if done[1] is not None:
                         engaged.append(done[1])
+                    if applied is not None:
+                        applied.append(i)
         finally:  # what was done so far, as event-by-event folding would have left it
             self._commit(pending, engaged)
 

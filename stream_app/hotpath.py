@@ -10,10 +10,14 @@ Follow one batch (``handle_batch``):
    with another partitioner: librdkafka's CRC32, kcat's) is applied here when this worker also
    owns its user's partition and nothing re-routed of its user is unread there
    (``stream_app.routing``), else re-published to that partition;
-3. the model thread folds the events into the users' states (``Processor.apply_batch``; a failing
-   event is dead-lettered alone) and ranks once per touched user;
-4. the new states go to the store and its changelog, one recommendation per user to
-   ``recommendations``, all through the batch's outbox; the batch is then committed by the rule
+3. the model thread folds the events into the users' states (``Processor.apply_batch``, with
+   each record's partition and offset: a record read again is skipped by offset; a failing event
+   is dead-lettered alone) and ranks once per touched user;
+4. the new states go to the store and its changelog (a forgotten user's as the record
+   ``models.state.UserState.forget`` leaves, never a tombstone: it keeps the offsets and event
+   ids that make the user's old events harmless), a tombstone on ``recommendations`` per
+   forgotten user, one recommendation per user to ``recommendations``, all through the batch's
+   outbox; the batch is then committed by the rule
    of ``stream_app.checkpoint`` (while the next batch is handled).
 
 Exactly once, and never a list older than one already published: ``stream_app.checkpoint``.
@@ -121,13 +125,14 @@ async def apply_and_publish(ctx: Context, hot: HotPath, good: list[dict], good_r
     partition = {msg["user_id"]: p for msg, p in zip(good, owners)}  # where each user's state lives
     stored = {u: store.get(p, u) for u, p in partition.items()}
     t0 = time.perf_counter()
-    result = await ctx.run_model(ctx.processor.apply_batch, good, stored)
+    positions = [(r.partition, r.offset) for r in good_records]  # re-read ones are skipped by offset
+    result = await ctx.run_model(ctx.processor.apply_batch, good, stored, positions)
     hot.spent("model", time.perf_counter() - t0)
     sid = ctx.processor.codec.ids["interaction"]
     for i, reason in result.failed:
         await reject(ctx, out, source(good_records[i]), Rejected("processing_error", reason, sid))
-    for user, st in result.states.items():  # forgotten with nothing since: a tombstone
-        await store.put(out.send, partition[user], user, st.to_bytes() if user in result.messages else None)
+    for user, st in result.states.items():  # never a tombstone: a forget leaves UserState.forget's record
+        await store.put(out.send, partition[user], user, st.to_bytes())
     for user in result.forgotten:
         await out.send(names.recommendations, key=user.encode(), value=None)
         ctx.subscribers.forget(user)

@@ -14,11 +14,15 @@ never blocks the hot path (only the newest list of a user matters).
 ...     return got, subs.count()
 >>> asyncio.run(demo())
 (b'{}', 0)
+
+A forget: ``{"user_id": "u1", "forgotten": true}`` to the user's pages.
 """
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+
+import orjson
 
 
 class Subscribers:
@@ -45,8 +49,10 @@ class Subscribers:
             q.put_nowait(message)
 
     def forget(self, user_id: str) -> None:
-        """Tell the user's open pages the list is gone (an empty message), keep nothing."""
-        self.publish(user_id, b'{"forgotten": true}')
+        """Tell the user's open pages the user was forgotten (``{"user_id": ..., "forgotten":
+        true}``: the page drops the list it shows), keep nothing. A list published after it
+        belongs to the user's new life (``events_applied`` counts from 1 again)."""
+        self.publish(user_id, orjson.dumps({"user_id": user_id, "forgotten": True}))
 
     def count(self) -> int:
         return sum(len(v) for v in self._by_user.values())

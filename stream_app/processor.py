@@ -15,8 +15,9 @@ from typing import Sequence
 import numpy as np
 from aiokafka.partitioner import murmur2
 
-from models.engine import Event, InterestModel, Recommendation
+from models.engine import Event, InterestModel, Ranked, Recommendation
 from models.features import item_text
+from models.migration import fallback
 from models.state import UserState
 from stream_app.codec import Codec, Rejected, Source, decode_item_record, encode_item_record
 
@@ -51,7 +52,7 @@ def owner_partition(user_id: str, partitions: int) -> int:
 class BatchResult:
     states: dict[str, UserState] = field(default_factory=dict)  # touched users' new states
     messages: dict[str, dict] = field(default_factory=dict)  # user -> recommendation message
-    forgotten: set[str] = field(default_factory=set)  # users whose state was erased in this batch
+    forgotten: set[str] = field(default_factory=set)  # users forgotten in this batch (UserState.forget)
     failed: list[tuple[int, str]] = field(default_factory=list)  # (event position, reason)
     applied: int = 0  # events folded in, of users whose list was made (the others' events failed)
     duplicates: int = 0  # events skipped as already applied (by their event id)
@@ -65,7 +66,8 @@ def to_event(msg: dict) -> Event:
 
 def count(result: BatchResult, evs: Sequence[Event], before: dict[str, int]) -> None:
     """Each event of a batch counted once: failed (a dead letter: also every event of a user
-    whose ranking failed, though folded in), applied, a forget request, or else a duplicate."""
+    without a list, though folded in), applied, a forget request, or else a duplicate (by its
+    source offset or its event id)."""
     failed = {i for i, _ in result.failed}
     result.applied = sum(result.states[u].events - before[u] for u in result.messages)
     forgets = sum(1 for i, e in enumerate(evs) if e.type == "forget" and i not in failed)
@@ -140,14 +142,18 @@ class Processor:
             return {}
         return {t: (self.sentiment(t), v) for t, v in zip(distinct, self.encode(distinct))}
 
-    def apply_batch(self, events: Sequence[dict], states: dict[str, bytes | None]) -> BatchResult:
+    def apply_batch(self, events: Sequence[dict], states: dict[str, bytes | None],
+                    positions: Sequence[tuple[int, int] | None] | None = None) -> BatchResult:
         """events: checked interaction / forget messages in arrival order; states: user -> stored
-        state bytes. Folds each event into its user's state (a failing event is reported in
-        ``failed`` and skipped, the others go on), then ranks once per user with events."""
+        state bytes (a state written by another model is migrated as it is read,
+        ``models.migration``); positions: (source partition, offset) of each event, or None (an
+        event read again at or below the offset its user's state noted is skipped). Folds each
+        event into its user's state (a failing event is reported in ``failed`` and skipped, the
+        others go on), then ranks once per user with events after its last forget."""
         result = BatchResult()
         for user in dict.fromkeys(ev["user_id"] for ev in events):
             raw = states.get(user)
-            result.states[user] = UserState.from_bytes(raw) if raw else self.model.new_state()
+            result.states[user] = self.model.fit(UserState.from_bytes(raw)) if raw else self.model.new_state()
         feats = self.text_features([ev.get("text") for ev in events])
         evs = [to_event(m) for m in events]
         position = {id(e): i for i, e in enumerate(evs)}
@@ -156,20 +162,37 @@ class Processor:
         def on_error(ev: Event, exc: Exception) -> None:
             failed[position[id(ev)]] = f"{type(exc).__name__}: {exc}"
 
-        before = {u: st.events for u, st in result.states.items()}
+        before = {u: (st.events, st.generation) for u, st in result.states.items()}
+        applied: list[int] = []
+        self.model.fold(evs, result.states, feats, on_error, positions=positions, applied=applied)  # in one go
+        result.forgotten = {u for u, st in result.states.items() if st.generation > before[u][1]}
         meta: dict[str, dict] = {}
-        self.model.fold(evs, result.states, feats, on_error)  # replay to the end, in one go
         for ev in evs:
             if ev.type == "forget":
-                result.forgotten.add(ev.user_id)
-                meta.pop(ev.user_id, None)
-                before[ev.user_id] = 0
+                if ev.user_id in result.forgotten:
+                    meta.pop(ev.user_id, None)
             else:
                 m = meta.get(ev.user_id)
                 if m is None:
                     m = meta[ev.user_id] = {"ts": ev.ts, "ids": []}
                 m["ts"] = max(m["ts"], ev.ts)
                 m["ids"].append(ev.event_id)
+        folded: list[Event | None] = [None] * len(evs)
+        for i in applied:
+            folded[i] = evs[i]
+        self._rank(result, meta, folded, failed)
+        result.failed = sorted(failed.items())
+        count(result, evs, {u: 0 if u in result.forgotten else n for u, (n, _) in before.items()})
+        result.states = {u: st for u, st in result.states.items() if u in meta or u in result.forgotten}
+        return result
+
+    def _rank(self, result: BatchResult, meta: dict[str, dict], applied: Sequence[Event | None],
+              failed: dict[int, str]) -> None:
+        """One message per user of ``meta``: all ranked at once; when that fails, one by one, and
+        a user whose ranking fails gets the popularity list (``fallback``); only if
+        that fails too are the user's events folded in by this batch (``applied``: the batch's
+        events, None where not folded in) dead letters: they stay applied, and a re-read skips
+        them, so no event is dead-lettered twice. A user's state is never dropped."""
         now = int(time.time() * 1000)
         users = list(meta)
         try:  # every touched user ranked at once
@@ -180,20 +203,29 @@ class Processor:
             m, st = meta[user], result.states[user]
             try:
                 result.messages[user] = self.recommendation(user, st, m["ts"], m["ids"], now, rec)
-            except Exception as exc:  # ranking failed: the user's events of this batch are dead letters
-                log.exception("ranking failed for user %r", user)
-                failed.update({i: f"ranking failed: {exc!r}" for i, e in enumerate(evs)
-                               if e.user_id == user and i not in failed})
-        result.failed = sorted(failed.items())
-        count(result, evs, before)
-        result.states = {u: st for u, st in result.states.items() if u in meta or u in result.forgotten}
-        return result
+                continue
+            except Exception:
+                log.exception("ranking failed for user %r; serving the popularity list", user)
+            try:
+                result.messages[user] = self.recommendation(user, st, m["ts"], m["ids"], now, self.fallback(st))
+            except Exception as exc:  # no list at all: the user's events of this batch are dead letters
+                log.exception("the popularity list failed too for user %r", user)
+                failed.update({i: f"ranking failed: {exc!r}" for i, e in enumerate(applied)
+                               if e is not None and e.user_id == user})
+
+    def fallback(self, st: UserState) -> Recommendation:
+        """The popularity list (``models.migration.fallback``), for a user whose ranking failed."""
+        top = fallback(self.model, st, self.top_k)
+        return Recommendation([Ranked(i, s, {"popularity": s}) for i, s in top], {"popularity": 1.0}, self.model.version)
 
     def recommendation(self, user: str, st: UserState, based_on_ts: int, event_ids: list[str], now: int,
                        rec: Recommendation | None = None) -> dict:
-        """The ``recommendation/v1`` message of ``rec`` (None: ranked here)."""
+        """The ``recommendation/v1`` message of ``rec`` (None: ranked here; a state written by
+        another model is migrated first; a forgotten user's list is empty)."""
+        if rec is None and st.forgotten:  # no list until the user's next event
+            rec = Recommendation([], {}, self.model.version)
         if rec is None:
-            rec = self.model.recommend(st, self.top_k)
+            rec = self.model.recommend(self.model.fit(st), self.top_k)
         return {
             "schema": "recommendation/v1",
             "user_id": user,

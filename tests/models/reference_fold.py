@@ -47,6 +47,7 @@ def plain_state_apply(st: UserState, dims, vectors, item_id, strength, valence, 
     if len(st.recent) > DEDUP_WINDOW:
         del st.recent[: len(st.recent) - DEDUP_WINDOW]
     st.seen.add(item_id)
+    st.weights[item_id] = (strength, valence)  # kept for the recent items (a migration's input)
     return True
 
 
@@ -74,11 +75,17 @@ def plain_replay(model: InterestModel, events, states, feats=None, on_error=None
         if st is None:
             st = states[ev.user_id] = model.new_state()
         if ev.type == "forget":
-            states[ev.user_id] = model.new_state()
-        elif on_error is not None:
+            if event_key(ev.event_id) not in st.recent:  # else a retried forget
+                states[ev.user_id] = st.forget(event_key(ev.event_id))
+            continue
+        if on_error is None and ev.item_id not in model.items:
+            continue
+        if not st.fits(model.dims, model.items.dims):  # a forgotten (or another model's) state
+            st = states[ev.user_id] = model.fit(st)
+        if on_error is not None:
             try:
                 plain_apply(model, st, ev, feats, learn(ev) if learn else True)
             except Exception as exc:
                 on_error(ev, exc)
-        elif ev.item_id in model.items:
+        else:
             plain_apply(model, st, ev, feats, learn(ev) if learn else True)

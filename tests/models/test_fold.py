@@ -178,7 +178,7 @@ def test_apply_batch_gives_the_messages_of_the_one_event_code(seed, monkeypatch)
         proc = Processor(trained_like(seed, CoocModel(CoocParams(window=4, trans_window=2, trans_decay=0.3))),
                          Encoder(), sentiment.get, Codec.load(), top_k=5)
         if how == "plain":
-            proc.model.fold = lambda evs, states, feats, on_error, m=proc.model: plain_replay(
+            proc.model.fold = lambda evs, states, feats, on_error, positions=None, applied=None, m=proc.model: plain_replay(
                 m, evs, states, feats, on_error)
         procs.append(proc)
     stored: list[dict[str, bytes]] = [{}, {}]

@@ -86,8 +86,8 @@ def test_format_2_states_are_read_and_converted():
     assert (back.norm, back.recent, back.events, back.last_ts) == (st.norm, st.recent, st.events, st.last_ts)
     for name in st.mean:
         np.testing.assert_array_equal(back.mean[name], st.mean[name])
-    again = UserState.from_bytes(back.to_bytes())  # written back as format 3
-    assert orjson.loads(back.to_bytes()[4:4 + struct.unpack(">I", back.to_bytes()[:4])[0]])["v"] == 3
+    again = UserState.from_bytes(back.to_bytes())  # written back as format 4
+    assert orjson.loads(back.to_bytes()[4:4 + struct.unpack(">I", back.to_bytes()[:4])[0]])["v"] == 4
     assert_same(again, back)
     small = UserState.from_bytes(v2_bytes(model.new_state(), ["a", "b"]))
     assert small.seen.recent == ["a", "b"] and not small.seen.older and not small.seen.newer
@@ -150,3 +150,111 @@ def test_co_engagement_may_not_read_more_than_the_recent_items():
     with pytest.raises(ValueError, match="last 60 items"):
         engine(3, CoocParams(window=60))
     engine(3, CoocParams(window=RECENT_ITEMS, hist_len=RECENT_ITEMS))
+
+
+# -- format 4: source offsets, forgets, recent-item weights; migration to another model ----------
+def v3_bytes(st: UserState) -> bytes:
+    """The format 3 writer as it was: no offsets, no forgets, no weights."""
+    names = list(st.mean)
+    head = orjson.dumps({"v": 3, "dims": names, "sizes": [int(st.mean[n].size) for n in names],
+                         "ts": st.last_ts, "n": st.events, "recent": len(st.recent), "seen": st.seen.counts()})
+    body = b"".join(st.mean[n].astype(np.float16).tobytes() for n in names)
+    norms = np.array([st.norm[n] for n in names], dtype=">f4").tobytes()
+    keys = np.array(st.recent, dtype=">u8").view(np.uint8).reshape(-1, 8)[:, 2:].tobytes()
+    return struct.pack(">I", len(head)) + head + body + norms + keys + st.seen.pack()
+
+
+def small_model(text_dim: int = 8) -> InterestModel:
+    model = InterestModel.untrained(text_dim=text_dim, cf_dim=4)
+    rng = np.random.default_rng(text_dim)
+    for i in range(80):  # the events below are about the first 40
+        model.add_item(f"i{i}", rng.normal(size=text_dim), [f"g{i % 4}"])
+    return model
+
+
+def events(user: str, n: int, start: int = 0) -> list[Event]:
+    kinds = ["click", "rating", "favorite", "review"]
+    return [Event(user, f"i{(7 * j) % 40}", kinds[j % 4], 2.0 if j % 4 == 1 else None, 1000 * j, f"{user}-{j}")
+            for j in range(start, start + n)]
+
+
+def test_format_3_states_still_load_and_offsets_forgets_and_weights_round_trip():
+    model = small_model()
+    states: dict = {}
+    model.fold(events("u", 30), states, positions=[(2, 100 + j) for j in range(30)])
+    st = states["u"]
+    assert st.offsets == {2: 129} and set(st.weights) == set(st.seen.recent)
+    back = UserState.from_bytes(st.to_bytes())
+    assert_same(back, st)
+    assert (back.offsets, back.generation) == (st.offsets, 0)
+    assert back.weights == {i: tuple(float(np.float16(x)) for x in w) for i, w in st.weights.items()}
+    old = UserState.from_bytes(v3_bytes(st))
+    assert_same(old, st)
+    assert (old.offsets, old.generation, old.weights) == ({}, 0, {})
+
+
+def test_a_re_read_of_any_length_is_skipped_by_offset_retries_by_event_id():
+    """300 events of one user applied, then read again from their offsets: nothing is applied
+    twice (the event-id window alone holds the last 256). A retry of an event id at a new offset
+    is skipped by the window; events without offsets (offline) keep the window alone."""
+    model = small_model()
+    evs = events("u", 300)
+    at = [(0, j) for j in range(300)]
+    states: dict = {}
+    model.fold(evs, states, positions=at)
+    stored = states["u"].to_bytes()
+    states = {"u": UserState.from_bytes(stored)}
+    model.fold(evs, states, positions=at)  # the whole range read again
+    assert states["u"].events == 300
+    mean = states["u"].mean["content"].copy()
+    model.fold(evs[-5:], states, positions=[(0, 300 + j) for j in range(5)])  # retries at new offsets
+    assert states["u"].events == 300
+    np.testing.assert_array_equal(states["u"].mean["content"], mean)
+    model.fold(events("u", 2, 300), states, positions=[(3, 7), (3, 8)])  # another partition: its own offsets
+    assert states["u"].events == 302 and states["u"].offsets == {0: 304, 3: 8}
+    states = {"u": UserState.from_bytes(stored)}
+    model.fold(evs, states)  # no offsets: the window alone, which 300 events in order run through
+    assert states["u"].events == 600
+
+
+def test_a_forget_keeps_only_offsets_event_ids_and_the_forget_count():
+    model = small_model()
+    states: dict = {}
+    model.fold(events("u", 10), states, positions=[(1, j) for j in range(10)])
+    forget = Event("u", "", "forget", None, 5, "u-forget")
+    model.fold([forget], states, positions=[(1, 10)])
+    gone = UserState.from_bytes(states["u"].to_bytes())
+    assert gone.forgotten and gone.events == 0 and gone.generation == 1 and gone.last_ts == -1
+    assert gone.mean == {} and gone.norm == {} and gone.weights == {} and gone.seen == SeenItems()
+    assert gone.offsets == {1: 10} and len(gone.recent) == 11
+    states = {"u": gone}
+    model.fold(events("u", 10) + [forget], states, positions=[(1, j) for j in range(11)])  # read again
+    model.fold(events("u", 3), states, positions=[(1, 20 + j) for j in range(3)])  # retries of old ids
+    model.fold([forget], states, positions=[(1, 30)])  # a retried forget
+    assert states["u"].forgotten and states["u"].generation == 1
+    model.fold(events("u", 2, 50), states, positions=[(1, 40), (1, 41)])  # the user's new life
+    st = states["u"]
+    assert st.events == 2 and not st.forgotten and st.fits(model.dims, model.items.dims)
+    assert st.seen.recent == ["i" + str((7 * j) % 40) for j in (50, 51)]
+
+
+def test_a_state_of_another_model_is_migrated_with_its_bookkeeping():
+    """A state of the untrained default layout (text 8-d) loaded into a model with other sizes
+    (text 12-d): its count, recent items, event ids and offsets carry over, its interest is
+    rebuilt from the recent items, and it goes on counting."""
+    old, new = small_model(8), small_model(12)
+    states: dict = {}
+    old.fold(events("u", 60), states, positions=[(0, j) for j in range(60)])
+    stored = UserState.from_bytes(states["u"].to_bytes())
+    assert not stored.fits(new.dims, new.items.dims)
+    moved = new.fit(stored)
+    assert moved.fits(new.dims, new.items.dims)
+    assert (moved.events, moved.seen.recent, moved.recent, moved.offsets, moved.last_ts) == \
+        (60, stored.seen.recent, stored.recent, stored.offsets, stored.last_ts)
+    assert all(moved.norm[d] > 0 for d in ("content", "recency", "category"))
+    assert new.recommend(moved, k=3).items
+    states = {"u": stored}
+    new.fold(events("u", 61), states, positions=[(0, j) for j in range(61)])  # one new event, the rest re-read
+    assert states["u"].events == 61 and states["u"].fits(new.dims, new.items.dims)
+    plain = UserState.from_bytes(v3_bytes(stored))  # no weights: each recent item as a plain engagement
+    assert new.fit(plain).events == 60 and new.fit(plain).norm["content"] > 0

@@ -58,9 +58,22 @@ def forget_message(user: str, event_id: str, ts: int = 123) -> dict:
     return {"schema": "forget/v1", "type": "forget", "event_id": event_id, "user_id": user, "ts": ts}
 
 
+def _forgotten_record(value: bytes | None) -> bool:
+    """A user-state changelog value that is what a forget leaves (``UserState.forget``): no
+    interest, no items, no count."""
+    from models.state import UserState
+
+    if value is None:
+        return False
+    st = UserState.from_bytes(value)
+    return st.forgotten and not st.mean and not st.seen.recent and st.last_ts == -1
+
+
 def scenario_forget(bootstrap: str, worker) -> Outcome:
-    """A forget message: tombstone on recommendations, tombstone last in the user-state changelog,
-    and the next event starts the user from events_applied == 1 (another user is untouched)."""
+    """A forget message: tombstone on recommendations, the forgotten record (no interest, no items,
+    no count: only offsets and event-id hashes) last in the user-state changelog, a retry of an
+    event from before the forget is not applied again, and the next event starts the user from
+    events_applied == 1 (another user is untouched)."""
     o, t0, since = Outcome("forget"), time.monotonic(), int(time.time() * 1000)
     topic, tag = worker.topic("interactions"), uuid.uuid4().hex[:6]
     gone, kept = f"forget-{tag}", f"keep-{tag}"
@@ -79,23 +92,24 @@ def scenario_forget(bootstrap: str, worker) -> Outcome:
                           give_up=all_exited(worker)):
             o.problems.append(f"no TOMBSTONE for {gone} on recommendations after its forget message "
                               f"(last: {str(by_key(recs.messages).get(gone, [None])[-1])[:200]})")
-        if not changelog.until(lambda ms: fold_table(ms).get(gone, b"") is None, timeout=30,
-                               give_up=all_exited(worker)) and gone in fold_table(changelog.to_end()):
-            table = fold_table(changelog.messages)  # (absent after reading to the end is fine too)
+        if not changelog.until(lambda ms: _forgotten_record(fold_table(ms).get(gone)), timeout=30,
+                               give_up=all_exited(worker)):
+            table = fold_table(changelog.to_end())
             now = "<absent>" if gone not in table else f"{len(table[gone] or b'')} bytes"
-            o.problems.append(f"user-state changelog {changelog.topic}: {gone!r} still maps to {now} "
-                              f"(expected a final tombstone); {kept!r} present: {table.get(kept) is not None}")
+            o.problems.append(f"user-state changelog {changelog.topic}: {gone!r} maps to {now} "
+                              f"(expected the forgotten record); {kept!r} present: {table.get(kept) is not None}")
+        retry = [first[0]]  # an event of the forgotten user's old life, sent again (same event id)
         after = [ev(f"{u}-after", u, ITEM_IDS[20], 5000, "click") for u in (gone, kept)]
-        produce_all(bootstrap, topic, [(e["user_id"].encode(), orjson.dumps(e)) for e in after])
-        o.sent = len(first) + 1 + len(after)
+        produce_all(bootstrap, topic, [(e["user_id"].encode(), orjson.dumps(e)) for e in retry + after])
+        o.sent = len(first) + 1 + len(retry) + len(after)
         want = {gone: 1, kept: 4}
         recs.until(lambda ms: all(latest_counts(by_key(ms)).get(u, 0) >= n and
                                   f"{u}-after" in (by_key(ms)[u][-1] or {}).get("based_on_event_ids", [])
                                   for u, n in want.items()), timeout=30, give_up=all_exited(worker))
         got = {u: latest_counts(by_key(recs.messages)).get(u) for u in want}
         if got != want:
-            o.problems.append(f"after forget, events_applied is {got}, expected {want} "
-                              f"({gone} must start again from 1, {kept} must keep counting)")
+            o.problems.append(f"after forget, events_applied is {got}, expected {want} ({gone} must start "
+                              f"again from 1, its old event not re-applied; {kept} must keep counting)")
             o.lost += max(0, want[kept] - (got[kept] or 0))  # the forgotten user's count is in the text
             o.doubled += max(0, (got[kept] or 0) - want[kept])
         dls = count_dead_letters(bootstrap, worker, since)
