@@ -53,11 +53,13 @@ class Component:
     def moments(self) -> tuple[float, float] | None:
         return None
 
-    def explain_many(self, states: Sequence[UserState], scores: np.ndarray,
-                     rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def explain_many(self, states: Sequence[UserState], scores: np.ndarray, rows: np.ndarray,
+                     cols: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """-> (parts (B, k, len(reasons)) float64, a new array: ``scores`` (B, N) at ``rows``
         (B, k) split into the named parts, the last one the part the blend's centring comes off;
-        shares (B, len(shares)): how the component's weight splits, each row summing to 1)."""
+        shares (B, len(shares)): how the component's weight splits, each row summing to 1).
+        ``cols`` (B, C): the catalogue rows of ``scores``' columns when they are a candidate
+        subset (``models.candidates``; ``rows`` then index those columns); None: all rows."""
         parts = scores[np.arange(len(rows))[:, None], rows].astype(np.float64)[..., None]  # (B, k, 1)
         return parts, np.ones((len(rows), 1))
 
@@ -84,9 +86,10 @@ class AttentionScores(Component):
     def scores(self, state: UserState) -> np.ndarray:
         return self.fusion.scores(state.mean, state.norm, self.items)  # (N,)
 
-    def explain_many(self, states, scores, rows):
+    def explain_many(self, states, scores, rows, cols=None):
         _, alpha, h = self._users(states)
         E, b = self.fusion.item_matrix(self.items)
+        rows = rows if cols is None else np.take_along_axis(cols, rows, axis=1)
         parts = [self.fusion.explain(alpha, h, E[rows]).astype(np.float64),  # (B, k, n)
                  b[rows].astype(np.float64)[..., None]]  # (B, k, 1)
         return np.concatenate(parts, axis=2), alpha
@@ -177,12 +180,21 @@ class SequenceScores(Component):
         self._rows = np.zeros(0, dtype=np.int64)  # catalogue row -> vocabulary row (-1: none)
         self._layout = -1  # the catalogue's layout it was built for
 
-    def scores_many(self, states: Sequence[UserState]) -> np.ndarray:
+    def catalogue_rows(self) -> np.ndarray:
+        """(N,) catalogue row -> vocabulary row, -1 for an item the model does not know."""
         seq, items = self.model, self.items
         if self._layout != items.layout:
             self._rows = np.array([seq.index.get(i, -1) for i in items.ids], dtype=np.int64)
             self._layout = items.layout
-        s = seq.scores_many([st.seen.newest(seq.window) for st in states])  # (B, V)
+        return self._rows
+
+    def vocabulary_scores(self, states: Sequence[UserState]) -> np.ndarray:
+        """(B, V) the model's raw scores over its own vocabulary (``catalogue_rows`` maps them)."""
+        return self.model.scores_many([st.seen.newest(self.model.window) for st in states])
+
+    def scores_many(self, states: Sequence[UserState]) -> np.ndarray:
+        self.catalogue_rows()
+        s = self.vocabulary_scores(states)  # (B, V)
         out = s[:, self._rows]  # (B, N)
         unknown = self._rows < 0
         if unknown.any():

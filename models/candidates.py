@@ -1,0 +1,303 @@
+"""Two-stage ranking: a few hundred candidates per user, then the blend ranks only those.
+
+Exact ranking scores every catalogue item for every user ((B, N) arrays per component), which
+stops scaling past a small catalogue. The two-stage path (``TwoStage``) instead gathers, per user:
+
+* **attention neighbours**: the ``ann`` items with the largest attention score ``u . e_i + b_i``,
+  from an approximate inner-product index over ``[e_i, b_i]`` (``models.ann``), kept in step with
+  the catalogue row by row (a deleted item's row leaves the index, a reused row is re-added);
+* **co-engagement neighbours**: every item with a non-zero co-engagement score, i.e. the pruned
+  similarity rows (``CoocModel.similarity_row``) of the user's recent items;
+* **sequence**: the sequence model's ``sequence`` best items (it scores its own vocabulary, a
+  fixed size, so that is cheap);
+* **popular** (``popular`` most engaged-with) and **fresh** (``fresh`` most recently added) items;
+
+drops the user's seen items and deleted rows, and blends the components' scores at those items
+only. The z-scores use each component's **exact** per-user mean and std over the whole catalogue,
+computed without the full row: the attention score's from the running sum and outer-product sum
+of the indexed vectors (``ItemIndex.score_moments``), the co-engagement score's from its sparse
+non-zeros (each weighted by how many catalogue rows map to its counts row), the sequence score's
+from its vocabulary scores (weighted the same way, unknown items at the user's mean), popularity's
+as before. So a candidate's score and reasons are the exact path's, to rounding, and two-stage
+top-k differs from exact only where an exact top item is not among the candidates.
+
+``mode``: ``"exact"``, ``"two-stage"`` or ``"auto"`` (two-stage from ``exact_max`` live items on,
+where it is measured to be faster: ``models.offline.two_stage``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from models.ann import ItemIndex
+from models.blend import combine_many, normalise_weights
+from models.components import AttentionScores, CoEngagement, Popularity, SequenceScores
+from models.topk import round6, top_k
+
+MODES = ("auto", "exact", "two-stage")
+EXACT_MAX_ITEMS = 50_000  # "auto": exact ranking below this many live items
+USERS_PER_PASS = 256
+
+
+@dataclass
+class CandidateSizes:
+    ann: int = 300
+    sequence: int = 100
+    popular: int = 50
+    fresh: int = 50
+
+
+class TwoStage:
+    """The two-stage ranking of an ``InterestModel`` (module doc); ``model.ranking``."""
+
+    def __init__(self, model, mode: str = "auto", exact_max: int = EXACT_MAX_ITEMS,
+                 sizes: CandidateSizes | None = None, nprobe: int | None = None):
+        if mode not in MODES:
+            raise ValueError(f"ranking mode {mode!r}: one of {MODES}")
+        self.model, self.mode, self.exact_max = model, mode, exact_max
+        self.sizes = sizes or CandidateSizes()
+        self.index = ItemIndex(nprobe=nprobe)
+        self._version = -1  # the catalogue version the index follows
+        self._ids: list[str] = []  # row -> id at the last sync (to tell new items)
+        self._fresh = np.zeros(0, dtype=np.int64)  # newest added rows, newest last
+        self._cache: dict[str, tuple] = {}
+
+    def active(self) -> bool:
+        """Whether ``recommend_many`` ranks in two stages now."""
+        return self.mode == "two-stage" or (self.mode == "auto" and self.model.items.live >= self.exact_max)
+
+    # -- the catalogue side ----------------------------------------------------------------
+    def sync(self) -> None:
+        """The index (and the fresh items) brought to the catalogue, if it changed."""
+        items = self.model.items
+        if self._version == items.version:
+            return
+        E, b = self.model.attention.item_matrix(items)
+        live = ~items.deleted
+        self.index.sync(np.concatenate([E, b[:, None]], axis=1), live)
+        ids = items.ids
+        if not self._ids:  # first sync: the last rows are the latest appended
+            new = np.flatnonzero(live)[-self.sizes.fresh:]
+        else:
+            old = self._ids
+            new = np.array([r for r, i in enumerate(ids) if r >= len(old) or old[r] != i], dtype=np.int64)
+        fresh = np.concatenate([self._fresh, new])
+        self._fresh = fresh[live[fresh]][-self.sizes.fresh:]
+        self._ids, self._version = list(ids), items.version
+
+    def _cached(self, key: str, token: tuple, make):
+        hit = self._cache.get(key)
+        if hit is None or hit[0] != token:
+            hit = self._cache[key] = (token, make())
+        return hit[1]
+
+    def _live_rows_of(self, catalogue_rows: np.ndarray, size: int) -> np.ndarray:
+        """(size,) other row -> its live catalogue row, -1 for none (``catalogue_rows``: (N,)
+        catalogue row -> other row, -1 for none)."""
+        live = np.flatnonzero(~self.model.items.deleted)
+        live = live[catalogue_rows[live] >= 0]
+        inv = np.full(size, -1, dtype=np.int64)
+        inv[catalogue_rows[live]] = live
+        return inv
+
+    # -- ranking ---------------------------------------------------------------------------
+    def recommend_many(self, states: Sequence, k: int = 10) -> list[tuple[list, dict]]:
+        """``InterestModel.recommend_many`` in two stages, as ``ranked_lists``."""
+        if len(states) > USERS_PER_PASS:
+            return [r for i in range(0, len(states), USERS_PER_PASS)
+                    for r in self.recommend_many(states[i:i + USERS_PER_PASS], k)]
+        if not states:
+            return []
+        self.sync()
+        ranked = self.model._ranked()
+        parts = [self._part(c, states) for c in ranked]
+        cols, valid = self._candidates(states, [p.candidates for p in parts])
+        raw = {c.name: p.at(cols) for c, p in zip(ranked, parts)}
+        blend = self.model.blend
+        if blend is None:
+            S = raw["attention"].astype(np.float64)
+            scale, offset = {"attention": np.ones(len(S))}, {"attention": np.zeros(len(S))}
+        else:
+            moments = {c.name: p.moments() for c, p in zip(ranked, parts) if blend.get(c.name)}
+            S, scale, offset = combine_many(raw, blend, moments)
+        S[~valid] = -np.inf
+        tops = [top_k(s, k) for s in S]
+        return ranked_lists(self.model, states, ranked, raw, S, scale, offset, tops, cols)
+
+    def _part(self, component, states):
+        if isinstance(component, AttentionScores):
+            return _AttentionPart(self, component, states)
+        if isinstance(component, CoEngagement):
+            return _CoocPart(self, component, states)
+        if isinstance(component, Popularity):
+            return _PopularPart(self, component, states)
+        if isinstance(component, SequenceScores):
+            return _SequencePart(self, component, states)
+        return _FullPart(component, states)
+
+    def _candidates(self, states, found: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """-> cols (B, C) catalogue rows, valid (B, C): each user's candidates (the union of what
+        the components found, and the fresh items), seen items and deleted rows dropped; padded."""
+        items = self.model.items
+        deleted, keys, index = items.deleted, items.keys(), items.index
+        out = []
+        for b, st in enumerate(states):
+            rows = np.unique(np.concatenate([f[b] for f in found] + [self._fresh]))
+            rows = rows[(rows >= 0) & (rows < len(deleted))]
+            rows = rows[~deleted[rows]]
+            seen = st.seen.hashed_mask(keys[rows])
+            recent = [index[i] for i in st.seen.recent if i in index]
+            seen |= np.isin(rows, recent)
+            out.append(rows[~seen])
+        C = max(1, max(map(len, out)))
+        cols = np.zeros((len(out), C), dtype=np.int64)
+        valid = np.zeros((len(out), C), dtype=bool)
+        for b, rows in enumerate(out):
+            cols[b, :len(rows)], valid[b, :len(rows)] = rows, True
+        return cols, valid
+
+
+class _FullPart:
+    """A component without a cheaper form: the full row, gathered (correct, no saving)."""
+
+    def __init__(self, component, states):
+        self.full = np.asarray(component.scores_many(states), dtype=np.float64)
+        self.candidates: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(states)
+
+    def at(self, cols):
+        return np.take_along_axis(self.full, cols, axis=1)
+
+    def moments(self):
+        return self.full.mean(axis=1), self.full.std(axis=1)
+
+
+class _AttentionPart:
+    def __init__(self, stage: TwoStage, component: AttentionScores, states):
+        U = component._users(states)[0]  # (B, D)
+        self.E, self.b = component.fusion.item_matrix(component.items)
+        self.U, self.stage = U, stage
+        self.Q = np.concatenate([U, np.ones((len(U), 1), U.dtype)], axis=1)
+        self.candidates = list(stage.index.search(self.Q, stage.sizes.ann))
+
+    def at(self, cols):
+        return np.einsum("bd,bcd->bc", self.U, self.E[cols]) + self.b[cols]
+
+    def moments(self):
+        return self.stage.index.score_moments(self.Q)
+
+
+class _CoocPart:
+    """Each user's co-engagement scores as sparse (counts rows, values), as ``CoocModel.scores_many``
+    sums them."""
+
+    def __init__(self, stage: TwoStage, component: CoEngagement, states):
+        cooc = component.cooc
+        p, n = cooc.params, len(cooc.counts)
+        decay = p.decay ** np.arange(p.hist_len)
+        self.map = component.rows.array()  # catalogue row -> counts row
+        token = (id(self.map), stage.model.items.layout, n)
+        self.mult = stage._cached("cooc-mult", token, lambda: np.bincount(self.map, minlength=n))
+        inv = stage._cached("cooc-inv", token, lambda: stage._live_rows_of(self.map, n))
+        self.sparse, self.candidates, self.n = [], [], len(self.map)
+        for st in states:
+            at, add = [np.zeros(0, np.intp)], [np.zeros(0)]
+            for wd, j in zip(decay, component.recent(st, p.hist_len)):
+                idx, vals = cooc.similarity_row(j)
+                at.append(idx)
+                add.append(wd * vals)
+            idx, pos = np.unique(np.concatenate(at), return_inverse=True)
+            val = np.bincount(pos, np.concatenate(add), minlength=idx.size)
+            self.sparse.append((idx, val))
+            self.candidates.append(inv[idx])
+
+    def at(self, cols):
+        out = np.zeros(cols.shape)
+        for b, (idx, val) in enumerate(self.sparse):
+            if idx.size:
+                r = self.map[cols[b]]
+                pos = np.minimum(np.searchsorted(idx, r), idx.size - 1)
+                out[b] = np.where(idx[pos] == r, val[pos], 0.0)
+        return out
+
+    def moments(self):
+        mean, std = np.zeros(len(self.sparse)), np.zeros(len(self.sparse))
+        for b, (idx, val) in enumerate(self.sparse):
+            m = self.mult[idx]
+            mean[b] = (val * m).sum() / self.n
+            std[b] = np.sqrt(max((val * val * m).sum() / self.n - mean[b] ** 2, 0.0))
+        return mean, std
+
+
+class _PopularPart:
+    def __init__(self, stage: TwoStage, component: Popularity, states):
+        self.component = component
+        self.pop = component.scores_many(states[:1])[0]  # (N,), the same for every user
+        deleted = stage.model.items.deleted
+
+        def best():
+            s = np.where(deleted, -np.inf, self.pop)
+            return top_k(s, stage.sizes.popular)
+        top = stage._cached("popular", (id(self.pop), stage.model.items.layout), best)
+        self.candidates = [top] * len(states)
+
+    def at(self, cols):
+        return self.pop[cols].astype(np.float64)
+
+    def moments(self):
+        return self.component.moments()
+
+
+class _SequencePart:
+    def __init__(self, stage: TwoStage, component: SequenceScores, states):
+        self.rows = component.catalogue_rows()  # catalogue row -> vocabulary row
+        self.s = component.vocabulary_scores(states).astype(np.float64)  # (B, V)
+        V = self.s.shape[1]
+        token = (id(self.rows), stage.model.items.layout, V)
+        self.known = self.rows >= 0
+        self.mult = stage._cached("seq-mult", token, lambda: np.bincount(self.rows[self.known], minlength=V))
+        inv = stage._cached("seq-inv", token, lambda: stage._live_rows_of(self.rows, V))
+        self.mean_v = self.s.mean(axis=1)
+        masked = np.where(inv >= 0, self.s, -np.inf)
+        self.candidates = [inv[top_k(m, stage.sizes.sequence)] for m in masked]
+
+    def at(self, cols):
+        v = self.rows[cols]
+        out = np.take_along_axis(self.s, np.maximum(v, 0), axis=1)
+        return np.where(v >= 0, out, self.mean_v[:, None])
+
+    def moments(self):
+        n, unknown = len(self.rows), int((~self.known).sum())
+        mean = (self.s @ self.mult + unknown * self.mean_v) / n
+        ex2 = ((self.s * self.s) @ self.mult + unknown * self.mean_v ** 2) / n
+        return mean, np.sqrt(np.maximum(ex2 - mean * mean, 0.0))
+
+
+def ranked_lists(model, states, ranked, raw, S, scale, offset, tops, cols=None) -> list[tuple[list, dict]]:
+    """Each user's list as (items: [(item id, score, reasons)], dimension/component weights):
+    its ``tops`` (rows of ``S``, best first) with their scores and reasons (every component's
+    ``explain_many`` scaled and centred as the blend did). ``raw``, ``S``: (B, N) over the
+    catalogue, or (B, C) at the catalogue rows ``cols`` (two-stage)."""
+    T = np.zeros((len(states), max(map(len, tops))), dtype=np.int64)  # (B, k) each user's top rows (padded)
+    for i, top in enumerate(tops):
+        T[i, :len(top)] = top
+    names, why, shares = [], [], [{} for _ in states]  # reasons; dimension/component -> weight, per user
+    for c in ranked:
+        parts, share = c.explain_many(states, raw[c.name], T, cols)  # (B, k, m), (B, s)
+        parts *= scale[c.name][:, None, None]
+        parts[..., -1] -= offset[c.name][:, None]
+        names += c.reasons
+        why.append(parts)
+        w = 1.0 if model.blend is None else model.blend.get(c.name, 0.0)
+        for d, row in zip(shares, share.tolist()):
+            d.update((n, w * a) for n, a in zip(c.shares, row))
+    reasons = round6(np.concatenate(why, axis=2)).tolist()  # (B, k, reasons)
+    scores = S[np.arange(len(states))[:, None], T].tolist()
+    rows = (T if cols is None else np.take_along_axis(cols, T, axis=1)).tolist()
+    ids, out = model.items.ids, []
+    for i, top in enumerate(tops):
+        items = [(ids[t], score, dict(zip(names, w)))
+                 for t, score, w in zip(rows[i][:len(top)], scores[i], reasons[i])]
+        out.append((items, {n: round(v, 6) for n, v in normalise_weights(shares[i]).items()}))
+    return out
