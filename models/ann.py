@@ -69,6 +69,9 @@ class ItemIndex:
         return min(self.cells, max(8, self.cells // 8))
 
     def _build(self, X: np.ndarray, live: np.ndarray) -> None:
+        # One thread, as the rest of the model: its OpenMP pool would fight the broker, the event
+        # loop and the encoder for the same cores.
+        faiss.omp_set_num_threads(1)
         n, d = X.shape
         nlist = cells_for(int(live.sum()))
         quantizer = faiss.IndexFlatIP(d)

@@ -26,7 +26,8 @@ import numpy as np
 import orjson
 
 from models.attention import AttentionFusion
-from models.blend import combine, combine_many, normalise_weights
+from models.blend import combine, combine_many
+from models.candidates import TwoStage, ranked_lists
 from models.cf import load_factors
 from models.components import AttentionScores, CoEngagement, CoocRows, Component, Popularity, SequenceScores
 from models.cooc import CoocModel
@@ -108,6 +109,7 @@ class InterestModel:
             self._cooc_rows = CoocRows(cooc.add_item(i) if i != FREE else cooc.counts.add_free() for i in items.ids)
             self._fixed += [CoEngagement(cooc, self._cooc_rows, self.recent_rows), Popularity(cooc, self._cooc_rows)]
         self.sequence = sequence
+        self.ranking = TwoStage(self)  # exact or two-stage ranking (mode "auto": by catalogue size)
         if sequence is not None and sequence.window > RECENT_ITEMS:
             raise ValueError(f"the sequence model reads a user's last {sequence.window} items; a state keeps {RECENT_ITEMS}")
 
@@ -341,38 +343,23 @@ class InterestModel:
     def recommend_many(self, states: Sequence[UserState], k: int = 10) -> list[Recommendation]:
         """``recommend`` for several users (the worker: every user a batch touched). The matrix
         products, the sequence model and the blend run once for all of them; a user's list is the
-        same as alone, its scores to float32 rounding (the products are summed in another order)."""
+        same as alone, its scores to float32 rounding (the products are summed in another order).
+        A large catalogue is ranked in two stages (``ranking``: ``models.candidates``)."""
+        lists = self.ranking.recommend_many(states, k) if self.ranking.active() else self._exact(states, k)
+        return [Recommendation([Ranked(*r) for r in items], weights, self.version) for items, weights in lists]
+
+    def _exact(self, states: Sequence[UserState], k: int) -> list[tuple[list, dict]]:
+        """Every catalogue item scored for every user (``models.candidates.ranked_lists``' form)."""
         step = max(1, RANK_CELLS // max(1, len(self.items.ids)))  # users per pass: bounded (B, N) arrays
         if len(states) > step:
-            return [r for i in range(0, len(states), step) for r in self.recommend_many(states[i:i + step], k)]
+            return [r for i in range(0, len(states), step) for r in self._exact(states[i:i + step], k)]
         if not states:
             return []
         ranked = self._ranked()
         raw = {c.name: c.scores_many(states) for c in ranked}  # (B, N) each
         S, scale, offset = self._blend(ranked, raw)  # (B, N); (B,) per component
         tops = [self._top(S[i], st, k) for i, st in enumerate(states)]
-        T = np.zeros((len(states), max(map(len, tops))), dtype=np.int64)  # (B, k) each user's top rows (padded)
-        for i, top in enumerate(tops):
-            T[i, :len(top)] = top
-        names, why, shares = [], [], [{} for _ in states]  # reasons; dimension/component -> weight, per user
-        for c in ranked:
-            parts, share = c.explain_many(states, raw[c.name], T)  # (B, k, m), (B, s)
-            parts *= scale[c.name][:, None, None]
-            parts[..., -1] -= offset[c.name][:, None]
-            names += c.reasons
-            why.append(parts)
-            w = 1.0 if self.blend is None else self.blend.get(c.name, 0.0)
-            for d, row in zip(shares, share.tolist()):
-                d.update((n, w * a) for n, a in zip(c.shares, row))
-        reasons = round6(np.concatenate(why, axis=2)).tolist()  # (B, k, reasons)
-        scores, ids = S[np.arange(len(states))[:, None], T].tolist(), self.items.ids
-        out = []
-        for i, top in enumerate(tops):
-            items = [Ranked(ids[t], score, dict(zip(names, w)))
-                     for t, score, w in zip(top.tolist(), scores[i], reasons[i])]  # zip stops at len(top)
-            weights = {n: round(v, 6) for n, v in normalise_weights(shares[i]).items()}
-            out.append(Recommendation(items, weights, self.version))
-        return out
+        return ranked_lists(self, states, ranked, raw, S, scale, offset, tops)
 
     def _ranked(self) -> list[Component]:
         """The components a ranking computes: all but a costly one the blend gives no weight;

@@ -79,8 +79,9 @@ class CatalogIndexer(CheckpointedConsumer):
 class CatalogFollower(mode.Service):
     """Every worker's reader of the catalogue changelog."""
 
-    def __init__(self, bootstrap_servers: str, changelog: str, **kwargs):
+    def __init__(self, bootstrap_servers: str, changelog: str, security: dict | None = None, **kwargs):
         self.bootstrap_servers, self.changelog = bootstrap_servers, changelog
+        self.security = security or {}  # stream_app.kafka_clients.security_options
         self.pending: list = []  # (item_id bytes, record bytes | None), in changelog order
         self.titles: dict[str, str] = {}  # item_id -> title, for the web views
         self.caught_up = asyncio.Event()
@@ -90,7 +91,7 @@ class CatalogFollower(mode.Service):
     async def on_start(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=None,
+        self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, **self.security, group_id=None,
                                         enable_auto_commit=False, auto_offset_reset="earliest")
         await self._reader.start()
         parts = self._reader.partitions_for_topic(self.changelog) or set()

@@ -36,6 +36,8 @@ from stream_app.context import Context
 from stream_app.dead_letters import reject, source
 from stream_app.processor import Forward
 from stream_app.routing import OffPartition
+from stream_app.kafka_clients import security_options
+from stream_app.state_backends import backend_for
 from stream_app.store import UserStore
 from stream_app.topics import hot_group
 
@@ -50,7 +52,8 @@ class HotPath(CheckpointedConsumer):
         self.ctx = ctx
         super().__init__(topic=ctx.topics.interactions, group_id=hot_group(s), max_records=s.batch_max,
                          **ctx.consumer_options(), **kwargs)
-        self.store = UserStore(s.bootstrap_servers, ctx.topics.user_state_changelog)
+        self.store = UserStore(s.bootstrap_servers, ctx.topics.user_state_changelog, security_options(s),
+                               backend=backend_for(s, ctx.topics.user_state_changelog))
         self.routing = OffPartition()  # events on the wrong partition: here, or to their owner
 
     async def before_start(self) -> None:

@@ -19,6 +19,7 @@ import faust
 from stream_app.catalog import CatalogFollower, CatalogIndexer
 from stream_app.context import Context
 from stream_app.hotpath import HotPath
+from stream_app.kafka_clients import security_options
 from stream_app.topics import ClusterChanged, ClusterWatch
 
 
@@ -29,7 +30,8 @@ def register(app: faust.App, ctx: Context) -> None:
     @app.service
     class FollowCatalog(CatalogFollower):
         def __init__(self, **kwargs):
-            super().__init__(ctx.settings.bootstrap_servers, ctx.topics.catalog_items_changelog, **kwargs)
+            super().__init__(ctx.settings.bootstrap_servers, ctx.topics.catalog_items_changelog,
+                             security_options(ctx.settings), **kwargs)
             ctx.catalog = self
 
     @app.service
@@ -49,7 +51,7 @@ def register(app: faust.App, ctx: Context) -> None:
         if ctx.catalog is not None:  # timers start just before the services
             await ctx.catalog.sync(ctx.run_model, ctx.processor)
 
-    watch = ClusterWatch(ctx.settings.bootstrap_servers, ctx.cluster_id)
+    watch = ClusterWatch(ctx.settings.bootstrap_servers, ctx.cluster_id, security_options(ctx.settings))
 
     @app.timer(interval=5.0)
     async def watch_cluster():
