@@ -13,7 +13,7 @@ as a dead letter by ``stream_app.dead_letters``).
 'malformed_json'
 >>> codec.decode("interaction", b'{"event_id":"e1","type":"click","user_id":"u1","user_id":"u2","item_id":"i","ts":1}').error
 "an object repeats the key 'user_id' (ambiguous: which value counts?)"
->>> codec.decode("interaction", b'{"event_id":"e1","type":"click","user_id":"u1","user\\u005fid":"u2","item_id":"i","ts":1}').error
+>>> codec.decode("interaction", b'{"event_id":"e1","type":"click","user_id":"u1","user\\\\u005fid":"u2","item_id":"i","ts":1}').error
 "an object repeats the key 'user_id' (ambiguous: which value counts?)"
 >>> deep = b'{"event_id":"e1","type":"click","user_id":' + b"[" * 300 + b"]" * 300 + b',"item_id":"i","ts":1}'
 >>> codec.decode("interaction", deep).error_type
