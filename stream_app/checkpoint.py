@@ -20,8 +20,10 @@ One batch (``CheckpointedConsumer``, on top of the fetch loop of ``stream_app.bu
 Why that is exactly once. A refusal or any other delivery failure stops the worker with a
 non-zero exit, and neither that batch nor any after it is committed, so they are read again after
 a restart and nothing is skipped. What is read again either had no effect, or its effect is in
-the restored state, where the per-user event-id window skips it as a duplicate: at least once
-delivery, made exact by the window. The settling tasks are also awaited before a revocation hands
+the restored state, which records per source partition the offset of the last event applied
+to it: a re-read at or below that offset is skipped, however long the re-read range
+(``models.state``; the per-user event-id window catches producer retries of an id at a new
+offset). At least once delivery, made exact by the state. The settling tasks are also awaited before a revocation hands
 the partitions over and before the consumer stops, so the next owner restores states that hold
 every committed batch, and never publishes a list older than one already published. A commit
 that fails only means its records are read again.
