@@ -264,11 +264,7 @@ class LocalKafka:
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
-            try:
-                self._proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            wait_or_kill(self._proc)
         self._proc = None
         if getattr(self, "_logfile", None):
             self._logfile.close()
@@ -280,6 +276,15 @@ class LocalKafka:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def wait_or_kill(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Wait for a process told to stop (SIGTERM) to exit; kill it after ``timeout`` seconds."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _cluster_id() -> str:

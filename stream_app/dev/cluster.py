@@ -28,7 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stream_app.dev.broker import _LOG4J2, _answers, _cluster_id, ensure_jars, free_port, scratch_root
+from stream_app.dev.broker import (_LOG4J2, _answers, _cluster_id, ensure_jars, free_port, scratch_root,
+                                   wait_or_kill)
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -159,11 +160,7 @@ class LocalKafkaCluster:
                 node.proc.terminate()
         for node in self.nodes.values():
             if node.proc is not None:
-                try:
-                    node.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    node.proc.kill()
-                    node.proc.wait()
+                wait_or_kill(node.proc)
                 node.proc = None
             if node.logfile is not None:
                 node.logfile.close()

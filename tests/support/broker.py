@@ -36,16 +36,21 @@ def kafka_bootstrap():
         return
     from stream_app.dev.broker import LocalKafka
 
-    try:
-        kafka = LocalKafka(partitions=4).start()
-    except Exception as exc:  # no Java/Maven here: skip locally, fail in CI
-        if IN_CI:
-            raise
-        pytest.skip(f"no Kafka broker available: {exc}")
+    kafka = _start_or_skip(LocalKafka(partitions=4), "no Kafka broker available")
     try:
         yield kafka.bootstrap_servers
     finally:
         kafka.stop()
+
+
+def _start_or_skip(kafka, why: str):
+    """``kafka`` started; without Java/Maven here: skipped locally, an error in CI."""
+    try:
+        return kafka.start()
+    except Exception as exc:
+        if IN_CI:
+            raise
+        pytest.skip(f"{why}: {exc}")
 
 
 SASL_USERS = {"admin": "admin-secret", "alice": "alice-secret"}
@@ -57,12 +62,7 @@ def sasl_kafka():
     users ``SASL_USERS``); started only for the tests that ask for it. Yields its bootstrap address."""
     from stream_app.dev.broker import LocalKafka
 
-    try:
-        kafka = LocalKafka(partitions=4, sasl_users=SASL_USERS).start()
-    except Exception as exc:  # no Java/Maven here: skip locally, fail in CI
-        if IN_CI:
-            raise
-        pytest.skip(f"no local Kafka broker with SASL available: {exc}")
+    kafka = _start_or_skip(LocalKafka(partitions=4, sasl_users=SASL_USERS), "no local Kafka broker with SASL available")
     try:
         yield kafka.bootstrap_servers
     finally:
