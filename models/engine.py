@@ -177,7 +177,7 @@ class InterestModel:
         known from training only). A state that still lists it keeps working: an id without a
         row is skipped (``recent_rows``, ``seen_rows``). False if it was not live."""
         if self.cooc is not None:
-            self.cooc.free_item(item_id)
+            self.cooc.free_item(item_id)  # its online row too (models.cooc.rows)
         return self.items.delete(item_id)
 
     # -- users -------------------------------------------------------------------------------
@@ -248,7 +248,8 @@ class InterestModel:
              text_features: TextFeatures | None = None,
              on_error: Callable[[Event, Exception], None] | None = None,
              learn: Callable[[Event], bool] | None = None,
-             positions: Sequence[tuple[int, int] | None] | None = None, applied: list[int] | None = None) -> None:
+             positions: Sequence[tuple[int, int] | None] | None = None, applied: list[int] | None = None,
+             pairs: list | None = None) -> None:
         """The one state update, for the worker's batches and the offline replay: fold ``events``
         into their users' ``states`` (new users start empty; a state that does not fit the model
         is migrated, ``models.migration``; a ``forget`` event replaces the user's state by
@@ -258,12 +259,17 @@ class InterestModel:
         ``applied`` (a list) gets the index of every event folded in. Without ``on_error``,
         events about items not in the catalogue are skipped (offline data sets); with it, such
         an event or any other failure is reported to ``on_error`` and the loop goes on (the
-        worker). ``learn(ev)`` False: the event does not update the co-engagement counts. The
+        worker). ``learn(ev)`` False: the event does not update the co-engagement counts.
+        ``pairs`` (a list; the worker): the first engagements are not applied to the counts but
+        appended to it as ((prev rows, row), event time), in event order, for
+        ``CoocModel.deltas`` (the worker's counts learn through Kafka: ``stream_app.cooc_stream``);
+        None (``replay``, ``apply``, offline): applied here by ``CoocModel.update_many``. The
         event-by-event part runs in event order (``_advance``), then the co-engagement updates
         in that order and the norms and means of every touched state (``_commit``): nothing
         reads them meanwhile, and the bits are the same whatever the batch boundaries."""
         pending: list[Pending] = []  # norms and means to fold
         engaged: list = []  # co-engagement updates in event order
+        times: list[int] = []  # their event times
         windows: dict[int, list] = {}  # by id: a checked state, its window's keys from its second event on
         try:
             for i, ev in enumerate(events):
@@ -298,14 +304,19 @@ class InterestModel:
                     pending.append(done[0])
                     if done[1] is not None:
                         engaged.append(done[1])
+                        times.append(ev.ts)
                     if applied is not None:
                         applied.append(i)
         finally:  # what was done so far, as event-by-event folding would have left it
+            if pairs is not None:
+                pairs.extend(zip(engaged, times))
+                engaged = []
             self._commit(pending, engaged)
 
     def _commit(self, pending: Sequence[Pending], engaged: Sequence[tuple[list[int], int]]) -> None:
         """The co-engagement updates (prev rows, row) and then the norms and means of events
-        that ``_advance`` took, in event order."""
+        that ``_advance`` took, in event order (the worker's updates go to Kafka instead:
+        ``fold``'s ``pairs``)."""
         if engaged:
             self.cooc.update_many(engaged)
         if pending:

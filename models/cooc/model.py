@@ -43,11 +43,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
 from models.cooc.counts import DENSE_MAX_ITEMS, CoocCounts
+from models.cooc.rows import OnlineRows, decay_factor
 from models.seen import SeenItems, item_key
 
 ROW_CACHE_MAX = 4096  # similarity rows kept per counts version
@@ -76,16 +77,52 @@ class CoocParams:
         return self.window, self.trans_window, self.trans_decay, self.beta
 
 
+class RowDelta(NamedTuple):
+    """What one target row of the counts receives from a batch of first engagements: ``n``
+    (its engagements), ``ts`` (the event time, ms, the values are valued at: the latest of its
+    contributing events; 0 without times), ``cols`` (rows, ascending) and ``vals`` (float32)."""
+
+    n: float
+    ts: int
+    cols: np.ndarray
+    vals: np.ndarray
+
+
+def _sum_per_row(rows, cols, vals, at, engaged, when, half_life_ms: float) -> dict[int, RowDelta]:
+    """``CoocModel.deltas``' sums: additions (rows, cols, vals) made at event times ``at``, and
+    engagements of ``engaged`` at ``when``, summed per (row, col) in float32 in the order given
+    (``np.add.at``, as ``CoocCounts.add`` adds), each valued at its row's latest time."""
+    targets = np.unique(np.concatenate([rows, engaged]))
+    latest = np.full(targets.size, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(latest, np.searchsorted(targets, rows), at)
+    np.maximum.at(latest, np.searchsorted(targets, engaged), when)
+    if half_life_ms > 0:
+        vals = vals * decay_factor(latest[np.searchsorted(targets, rows)] - at, half_life_ms)
+    n = np.zeros(targets.size)
+    np.add.at(n, np.searchsorted(targets, engaged),
+              decay_factor(latest[np.searchsorted(targets, engaged)] - when, half_life_ms))
+    width = int(cols.max()) + 1 if cols.size else 1
+    cells, inverse = np.unique(rows.astype(np.int64) * width + cols, return_inverse=True)
+    sums = np.zeros(cells.size, dtype=np.float32)
+    np.add.at(sums, inverse.reshape(-1), vals.astype(np.float32))
+    cell_rows, cell_cols = cells // width, cells % width
+    starts = np.searchsorted(cell_rows, targets, "left")
+    ends = np.searchsorted(cell_rows, targets, "right")
+    return {int(t): RowDelta(float(n[k]), int(latest[k]), cell_cols[a:b], sums[a:b])
+            for k, (t, a, b) in enumerate(zip(targets.tolist(), starts.tolist(), ends.tolist()))}
+
+
 class CoocModel:
     """Counts + parameters: the update rule and the scores of the module doc."""
 
     def __init__(self, params: CoocParams = CoocParams(), counts: CoocCounts | None = None):
         self.params = params
         self.counts = counts if counts is not None else CoocCounts()
-        self._at: tuple | None = None  # (counts, version, params) the cached rows were computed from
+        self.online = OnlineRows()  # rows learned while serving (models.cooc.online), added to the counts
+        self._at: tuple | None = None  # (counts, version, online version, params) the cached rows were computed from
         self._cached_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._rule: tuple = (None,)  # (params, what ``_pairs`` takes from them)
-        self._col_pow = self._popularity = np.zeros(0)
+        self._rule: tuple = (None,)  # (params, what ``additions`` takes from them)
+        self._col_pow = self._popularity = self._n = np.zeros(0)
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -100,7 +137,20 @@ class CoocModel:
     def free_item(self, item_id: str) -> int | None:
         """A deleted item's counts zeroed and its row freed for the next new item
         (``CoocCounts.free``); its row, or None for an id without one."""
-        return self.counts.free(item_id, symmetric=self.params.trans_window <= self.params.window)
+        row = self.counts.free(item_id, symmetric=self.params.trans_window <= self.params.window)
+        if row is not None:
+            self.online.free(row)
+        return row
+
+    def set_online(self, item_id: str, row) -> None:
+        """Item ``item_id``'s online row becomes ``row`` (a ``models.cooc.online.NeighbourRow``;
+        None: empty). Ids the counts do not know get a row (as ids known from training only)."""
+        j = self.counts.add_item(item_id)
+        if row is None:
+            self.online.set(j, 0.0, 0, [], [])
+            return
+        cols = [self.counts.add_item(i) for i in row.nb]
+        self.online.set(j, row.n, row.ts, cols, list(row.nb.values()))
 
     def with_params(self, params: CoocParams, copy: bool = True) -> "CoocModel":
         """Same counts (copied), other parameters; only scoring parameters may differ."""
@@ -115,15 +165,35 @@ class CoocModel:
         (``UserState.seen.newest``). The counts receive each event's additions in event order
         (``CoocCounts.add``), so a batch gives the bits of its events one at a time."""
         for a in range(0, len(engagements), UPDATE_BLOCK):
-            block = engagements[a:a + UPDATE_BLOCK]
-            rows, cols, vals, engaged = self._pairs(block)
+            rows, cols, vals, engaged, _ = self.additions(engagements[a:a + UPDATE_BLOCK])
             self.counts.add(rows, cols, vals)
             self.counts.add_engaged(engaged)
 
-    def _pairs(self, engagements: Sequence[tuple[Sequence[int], int]]) -> tuple[np.ndarray, ...]:
-        """(rows, cols, vals) of every engagement's additions in order (per event:
-        ``M[r, row] += 1``, then ``M[row, r] += 1`` for its ``window`` newest items, then the
-        non-zero follow-on bonuses ``M[r, row]`` for its ``trans_window`` newest), and the rows."""
+    def deltas(self, engagements: Sequence[tuple[Sequence[int], int]], times: Sequence[int] | None = None,
+               half_life_ms: float = 0.0) -> dict[int, "RowDelta"]:
+        """The same additions as ``update_many``, summed per target row instead of applied:
+        row -> ``RowDelta`` (what row ``x`` of ``M`` and ``n[x]`` receive from the whole batch).
+        Without decay (``half_life_ms`` 0) each cell's sum is taken in float32 in event order,
+        so adding a row's deltas to zero counts gives the bits ``update_many`` gives. With decay,
+        ``times[e]`` is the event time (ms) of engagement e, and each row's deltas are valued at
+        its latest contributing event time ``ts``: an addition made at ``t`` counts
+        ``2 ** -((ts - t) / half_life_ms)`` (``models.cooc.online`` folds them the same way)."""
+        parts = []
+        for a in range(0, len(engagements), UPDATE_BLOCK):
+            rows, cols, vals, engaged, event = self.additions(engagements[a:a + UPDATE_BLOCK])
+            when = np.zeros(len(engaged), dtype=np.int64) if times is None else \
+                np.asarray(times[a:a + UPDATE_BLOCK], dtype=np.int64)
+            parts.append((rows, cols, vals, when[event], engaged, when))
+        if not parts:
+            return {}
+        return _sum_per_row(*(np.concatenate(k) for k in zip(*parts)), half_life_ms)
+
+    def additions(self, engagements: Sequence[tuple[Sequence[int], int]]) -> tuple[np.ndarray, ...]:
+        """The rule, once for every caller (``update_many``, ``deltas``, ``fit``): (rows, cols,
+        vals) of every engagement's additions in order (per event: ``M[r, row] += 1``, then
+        ``M[row, r] += 1`` for its ``window`` newest items, then the non-zero follow-on bonuses
+        ``M[r, row]`` for its ``trans_window`` newest), the engaged rows (``n[row] += 1``), and
+        for each addition the index of its engagement."""
         p = self.params
         if self._rule[0] is not p:
             bonus = np.zeros((p.trans_window + 1, p.span))  # the follow-on bonus by how many items precede
@@ -145,7 +215,8 @@ class CoocModel:
         rows[:, 0] = cols[:, 1] = rows[:, 2] = recent
         rows[:, 1] = cols[:, 0] = cols[:, 2] = row
         add[:, 2] = vals
-        return rows[take], cols[take], add[take], row[:, 0]
+        event = np.broadcast_to(np.arange(len(prev))[:, None, None], shape)
+        return rows[take], cols[take], add[take], row[:, 0], event[take]
 
     def fit(self, sequences: Iterable[Sequence[int]]) -> "CoocModel":
         """``update_many`` of the first engagements in per-user sequences of item rows (time
@@ -167,14 +238,18 @@ class CoocModel:
     # -- scoring -----------------------------------------------------------------------------
     def _current(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """The row cache, emptied (with the per-column terms recomputed) if the counts changed."""
-        c = self.counts
-        if self._at is None or self._at[0] is not c or self._at[1] != c.version or self._at[2] is not self.params:
+        c, o = self.counts, self.online
+        at = (c, c.version, o.version, self.params)
+        if self._at is None or any(a is not b and a != b for a, b in zip(self._at, at)):
             cnt = c.n[: len(c)]
+            if o.live:  # the checkpoint's counts plus the followed rows
+                cnt = cnt + o.counts_n(len(c))
+            self._n = cnt
             self._col_pow = cnt ** (1.0 - self.params.alpha)
             self._popularity = np.log1p(cnt)
             self._popularity.flags.writeable = False
             self._cached_rows = {}
-            self._at = (c, c.version, self.params)
+            self._at = at
         return self._cached_rows
 
     def similarity_row(self, j: int) -> tuple[np.ndarray, np.ndarray]:
@@ -186,7 +261,11 @@ class CoocModel:
             return hit
         p, c = self.params, self.counts
         idx, num = c.off_diagonal(j)
-        den = (c.n[j] ** p.alpha) * self._col_pow[idx] + p.shrink
+        if j < len(self.online.rows) and self.online.rows[j].size:  # plus the followed row
+            more, w = self.online.row(j)
+            idx, pos = np.unique(np.concatenate([idx, more]), return_inverse=True)
+            num = np.bincount(pos.reshape(-1), np.concatenate([num.astype(np.float64), w]), minlength=idx.size)
+        den = (self._n[j] ** p.alpha) * self._col_pow[idx] + p.shrink
         den[den <= 0] = 1.0
         vals = (num / den).astype(np.float32)
         if not vals.all():  # a quotient that rounds to zero is no neighbour

@@ -1,0 +1,130 @@
+"""Co-engagement counts learned while serving: what every worker adds to the checkpoint's counts
+(numpy and orjson only; serving core; ``stream_app.cooc_stream`` moves these through Kafka).
+
+Three forms of the same numbers, by item id (rows differ between processes):
+
+* a **pair message** (``encode_delta``/``decode_delta``): what one worker batch adds to one
+  target item ``x``: ``n`` (its first engagements), ``ts`` (the event time the values are valued
+  at) and the additions to row ``x`` of ``M`` by neighbour id. Made by ``CoocModel.deltas``, the
+  same rule (``CoocModel.additions``) that ``update_many`` and ``fit`` apply offline, summed per
+  target per batch: one message per touched item per batch, not one per pair.
+* a **neighbour row** (``NeighbourRow``): the aggregator's sum of every pair message of one item,
+  bounded and decayed by event time (``fold``):
+
+      a message older than the row's reference time ``ts`` is added scaled by
+      2 ** -((ts - t) / half_life); a newer one first scales the row (and ``n``) by
+      2 ** -((t - ts) / half_life) and becomes its reference time; half_life 0: plain sums.
+      When a row holds more than 2 * top_m neighbours, only its top_m largest are kept (ties:
+      the smaller id), so a row stays between top_m and 2 * top_m and pruning is rare.
+
+  So, pruning aside, the row is the same sum to rounding whatever the order of the messages
+  and however the events were split into batches and workers (and exactly the same sum, with
+  decay off, where the weights are small dyadic numbers: 1, beta * trans_decay ** k). A row
+  record also carries ``offset``: the pairs-topic offset of the last message folded in; a
+  message at or below it was folded already (a re-read) and is skipped.
+* the **online rows** of a worker (``models.cooc.rows.OnlineRows``): the followed neighbour rows in compact form,
+  per counts row one structured numpy array of (int32 counts row, float32 weight), plus ``n``
+  and the reference time per row; ``models.cooc.model`` adds them to the checkpoint's counts when
+  it scores. With decay, every row is valued at the latest reference time among the followed
+  rows, so the scores depend only on the rows, not on when they arrived.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import orjson
+
+from models.cooc.model import RowDelta
+from models.cooc.rows import decay_factor
+
+
+def encode_delta(delta: RowDelta, ids: Sequence[str]) -> bytes:
+    """A pair message's value: ``delta`` with its columns as item ids (``ids[row]``)."""
+    return orjson.dumps({"n": delta.n, "ts": delta.ts, "ids": [ids[c] for c in delta.cols.tolist()],
+                         "w": delta.vals.tolist()})
+
+
+def decode_delta(value: bytes) -> tuple[float, int, list[str], list[float]]:
+    """(n, ts, neighbour ids, weights) of a pair message."""
+    d = orjson.loads(value)
+    return float(d["n"]), int(d["ts"]), list(d["ids"]), [float(w) for w in d["w"]]
+
+
+@dataclass
+class NeighbourRow:
+    """One item's online counts at the aggregator (module doc): ``n``, neighbour id -> weight,
+    both valued at event time ``ts``; ``offset``: pairs-topic offset of the last message folded."""
+
+    n: float = 0.0
+    ts: int = 0
+    offset: int = -1
+    nb: dict[str, float] = field(default_factory=dict)
+
+    def fold(self, n: float, ts: int, ids: Sequence[str], weights: Sequence[float], offset: int,
+             half_life_ms: float = 0.0, top_m: int = 64) -> bool:
+        """Add one pair message read at ``offset``; False (and no change) when ``offset`` is at
+        or below the last one folded in."""
+        if offset <= self.offset:
+            return False
+        self.offset = offset
+        if half_life_ms > 0 and (self.nb or self.n):
+            if ts > self.ts:  # newer: the row is valued at the new time first
+                f = float(decay_factor(ts - self.ts, half_life_ms))
+                self.n *= f
+                self.nb = {k: v * f for k, v in self.nb.items()}
+            elif ts < self.ts:
+                scale = float(decay_factor(self.ts - ts, half_life_ms))
+                weights = [w * scale for w in weights]
+                n *= scale
+        self.ts = max(self.ts, ts) if (self.nb or self.n) else ts
+        self.n += n
+        nb = self.nb
+        for k, w in zip(ids, weights):
+            nb[k] = nb.get(k, 0.0) + w
+        if len(nb) > 2 * top_m:
+            self.nb = dict(sorted(nb.items(), key=lambda kv: (-kv[1], kv[0]))[:top_m])
+        return True
+
+    def to_bytes(self) -> bytes:
+        ids = sorted(self.nb)
+        return orjson.dumps({"n": self.n, "ts": self.ts, "offset": self.offset, "ids": ids,
+                             "w": [self.nb[i] for i in ids]})
+
+    @classmethod
+    def from_bytes(cls, value: bytes | None) -> "NeighbourRow":
+        if not value:
+            return cls()
+        d = orjson.loads(value)
+        return cls(float(d["n"]), int(d["ts"]), int(d["offset"]), dict(zip(d["ids"], map(float, d["w"]))))
+
+
+def fold_messages(rows: dict[str, NeighbourRow], messages: Sequence[tuple[str, int, bytes]],
+                  half_life_ms: float = 0.0, top_m: int = 64) -> set[str]:
+    """The aggregator's batch: fold each (item id, pairs offset, pair message) into ``rows[item]``
+    (a new row when absent); the ids of the rows that changed."""
+    touched = set()
+    for item, offset, value in messages:
+        row = rows.get(item)
+        if row is None:
+            row = rows[item] = NeighbourRow()
+        if row.fold(*decode_delta(value), offset, half_life_ms, top_m):
+            touched.add(item)
+    return touched
+
+
+def apply_rows(model, records: Sequence[tuple[str, bytes | None]]) -> int:
+    """Followed row records (item id, ``NeighbourRow`` bytes or None) into ``model``'s online rows
+    (a ``CoocModel``); neighbours unknown to the counts get a row (as ids known from training
+    do). Returns how many were applied."""
+    for item, value in records:
+        model.set_online(item, NeighbourRow.from_bytes(value) if value is not None else None)
+    return len(records)
+
+
+def rows_by_id(model, items: Mapping[str, int] | None = None) -> dict[str, dict]:
+    """Every online row of ``model`` by item id (``OnlineRows.snapshot``)."""
+    online, ids = model.online, model.counts.ids
+    return {ids[j]: online.snapshot(j, ids) for j in range(min(len(online.rows), len(ids)))
+            if online.rows[j].size or online.n[j]}
