@@ -34,6 +34,13 @@ class CatalogView(Protocol):
     async def sync(self, run_model: RunModel, processor: Processor) -> None: ...
 
 
+class CoocView(Protocol):
+    """The co-engagement rows follower (``stream_app.cooc_stream.CoocFollower``) as the hot path
+    and the timers use it."""
+
+    async def sync(self, run_model: RunModel, processor: Processor) -> None: ...
+
+
 class PartitionsView(Protocol):
     """The hot path (``stream_app.hotpath.HotPath``) as the views use it: the owned partitions
     and the user states they hold."""
@@ -56,6 +63,7 @@ class Context:
     sensor: Sensor = field(default_factory=Sensor)
     subscribers: Subscribers = field(default_factory=Subscribers)
     catalog: CatalogView | None = None  # set when the app starts its services
+    cooc: CoocView | None = None
     hot: PartitionsView | None = None
     cluster_id: str | None = None  # of the Kafka cluster the worker started on
 

@@ -17,7 +17,8 @@ Follow one batch (``handle_batch``):
    ``models.state.UserState.forget`` leaves, never a tombstone: it keeps the offsets and event
    ids that make the user's old events harmless), a tombstone on ``recommendations`` per
    forgotten user, one recommendation per user to ``recommendations``, all through the batch's
-   outbox; the batch is then committed by the rule
+   outbox, and once those are acknowledged the batch's co-engagement pair messages, one per
+   touched item (``stream_app.cooc_stream``); the batch is then committed by the rule
    of ``stream_app.checkpoint`` (while the next batch is handled).
 
 Exactly once, and never a list older than one already published: ``stream_app.checkpoint``.
@@ -33,6 +34,7 @@ from aiokafka import TopicPartition
 from stream_app.checkpoint import CheckpointedConsumer
 from stream_app.codec import Rejected
 from stream_app.context import Context
+from stream_app.cooc_stream import send_pairs
 from stream_app.dead_letters import reject, source
 from stream_app.processor import Forward
 from stream_app.routing import OffPartition
@@ -93,6 +95,8 @@ async def handle_batch(ctx: Context, hot: HotPath, records: list) -> None:
     t0 = time.perf_counter()
     out, names = hot.outbox, ctx.topics
     await ctx.catalog.sync(ctx.run_model, ctx.processor)  # catalogue changes first, in order
+    if ctx.cooc is not None:  # then the co-engagement rows followed so far
+        await ctx.cooc.sync(ctx.run_model, ctx.processor)
     good, good_records, owners = [], [], []
     parse, partitions, route = ctx.processor.parse_event, ctx.settings.partitions, hot.routing
     for record in records:
@@ -145,6 +149,9 @@ async def apply_and_publish(ctx: Context, hot: HotPath, good: list[dict], good_r
         value = orjson.dumps(msg)
         await out.send(names.recommendations, key=user.encode(), value=value)
         ctx.subscribers.publish(user, value)
+    if result.pairs:  # after the states are acknowledged: never doubled (stream_app.cooc_stream)
+        send_pairs(ctx, hot, result.pairs)
+        ctx.sensor.on_pairs_sent(len(result.pairs), result.engagements)
     ctx.sensor.on_event("applied", result.applied)
     ctx.sensor.on_event("duplicate", result.duplicates)
     ctx.sensor.on_published(len(result.messages), [r.timestamp for r in good_records])

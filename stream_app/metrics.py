@@ -152,6 +152,16 @@ class Metrics:
                                         "Seconds of the interactions loop by step.", ["step"], registry=r)
         for step in STEPS:
             self.hot_path_seconds.labels(step=step)
+        self.cooc_pairs = Counter("stream_reco_cooc_pair_messages_total",
+                                  "Co-engagement pair messages sent (one per touched item per batch).", registry=r)
+        self.cooc_engagements = Counter("stream_reco_cooc_first_engagements_total",
+                                        "First engagements turned into pair messages.", registry=r)
+        self.cooc_folded = Counter("stream_reco_cooc_rows_folded_total",
+                                   "Pair messages folded into neighbour rows by the aggregator.", registry=r)
+        self.cooc_followed = Counter("stream_reco_cooc_rows_followed_total",
+                                     "Neighbour row records applied from the rows changelog.", registry=r)
+        self.cooc_follow_lag = Gauge("stream_reco_cooc_follow_lag",
+                                     "Rows changelog records not yet applied to this worker's model.", registry=r)
 
     def render(self) -> tuple[bytes, str]:
         """``(body, content_type)`` of the Prometheus text exposition of this registry."""

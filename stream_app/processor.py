@@ -56,6 +56,8 @@ class BatchResult:
     failed: list[tuple[int, str]] = field(default_factory=list)  # (event position, reason)
     applied: int = 0  # events folded in, of users whose list was made (the others' events failed)
     duplicates: int = 0  # events skipped as already applied (by their event id)
+    pairs: list[tuple[str, bytes]] = field(default_factory=list)  # (target item id, pair message), one per touched item
+    engagements: int = 0  # first engagements the pair messages were made of
 
 
 def to_event(msg: dict) -> Event:
@@ -82,6 +84,9 @@ class Processor:
         self.sentiment = sentiment  # callable(str) -> [-1, 1]
         self.codec = codec
         self.top_k = top_k
+        # None: the co-engagement counts learn here (update_many); a half-life in ms (0: no decay):
+        # a batch's first engagements become pair messages instead (stream_app.cooc_stream)
+        self.pairs_half_life_ms: float | None = None
 
     # -- catalog -----------------------------------------------------------------------------
     def parse_item(self, src: Source) -> dict | Rejected:
@@ -164,7 +169,11 @@ class Processor:
 
         before = {u: (st.events, st.generation) for u, st in result.states.items()}
         applied: list[int] = []
-        self.model.fold(evs, result.states, feats, on_error, positions=positions, applied=applied)  # in one go
+        pairs = None if self.pairs_half_life_ms is None or self.model.cooc is None else []
+        self.model.fold(evs, result.states, feats, on_error, positions=positions, applied=applied,
+                        pairs=pairs)  # in one go
+        if pairs:
+            result.pairs, result.engagements = self.pair_messages(pairs), len(pairs)
         result.forgotten = {u for u, st in result.states.items() if st.generation > before[u][1]}
         meta: dict[str, dict] = {}
         for ev in evs:
@@ -185,6 +194,16 @@ class Processor:
         count(result, evs, {u: 0 if u in result.forgotten else n for u, (n, _) in before.items()})
         result.states = {u: st for u, st in result.states.items() if u in meta or u in result.forgotten}
         return result
+
+    def pair_messages(self, pairs: Sequence[tuple[tuple[list[int], int], int]]) -> list[tuple[str, bytes]]:
+        """A batch's first engagements ((prev rows, row), event time) as one pair message per
+        target item (``CoocModel.deltas``, ``models.cooc.online.encode_delta``)."""
+        from models.cooc.online import encode_delta
+
+        cooc = self.model.cooc
+        deltas = cooc.deltas([e for e, _ in pairs], [t for _, t in pairs], self.pairs_half_life_ms)
+        ids = cooc.counts.ids
+        return [(ids[row], encode_delta(d, ids)) for row, d in deltas.items()]
 
     def _rank(self, result: BatchResult, meta: dict[str, dict], applied: Sequence[Event | None],
               failed: dict[int, str]) -> None:

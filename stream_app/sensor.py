@@ -96,6 +96,10 @@ class Sensor:
         self.lag: dict[tuple[str, int], int] = {}
         self.model_version: str | None = None
         self.rate = Rate(window_s, clock)  # events with an outcome
+        # co-engagement learned online (stream_app.cooc_stream)
+        self.cooc = {"pair_messages": 0, "first_engagements": 0, "rows_folded": 0, "rows_written": 0,
+                     "rows_followed": 0, "follow_lag": 0}
+        self.cooc_applied: dict[int, int] = {}  # rows changelog partition -> next offset applied to the model
 
     # -- what happened -----------------------------------------------------------------------
     def on_batch(self, size: int, seconds: float) -> None:
@@ -146,6 +150,32 @@ class Sensor:
         self.lag[(topic, int(partition))] = max(0, int(lag))
         self.metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
 
+    def on_pairs_sent(self, messages: int, engagements: int) -> None:
+        """A batch's pair messages sent, made of ``engagements`` first engagements."""
+        self.cooc["pair_messages"] += messages
+        self.cooc["first_engagements"] += engagements
+        self.metrics.cooc_pairs.inc(messages)
+        self.metrics.cooc_engagements.inc(engagements)
+
+    def on_rows_folded(self, messages: int, rows: int) -> None:
+        """The aggregator folded ``messages`` pair messages into ``rows`` rows it wrote."""
+        self.cooc["rows_folded"] += messages
+        self.cooc["rows_written"] += rows
+        self.metrics.cooc_folded.inc(messages)
+
+    def on_rows_followed(self, records: int, applied: dict[int, int], lag: int) -> None:
+        """``records`` rows changelog records applied to the model, up to the offsets ``applied``
+        (partition -> next offset); ``lag``: records read but not applied, or not read yet."""
+        self.cooc["rows_followed"] += records
+        self.cooc_applied.update(applied)
+        self.on_follow_lag(lag)
+        if records:
+            self.metrics.cooc_followed.inc(records)
+
+    def on_follow_lag(self, lag: int) -> None:
+        self.cooc["follow_lag"] = max(0, int(lag))
+        self.metrics.cooc_follow_lag.set(self.cooc["follow_lag"])
+
     def on_encoded(self, texts: int, seconds: float) -> None:
         """Texts encoded (called in the model thread)."""
         self.metrics.encoder_texts.inc(texts)
@@ -162,7 +192,8 @@ class Sensor:
                 "dead_letters": sum(self.dead_letters.values()), "rerouted": self.outcomes["rerouted"],
                 "off_partition": self.off_partition, "started_at": self.started_at,
                 "uptime_s": round(time.time() - self.started_at, 1),
-                "hot_path_seconds": {k: round(v, 3) for k, v in self.step_seconds.items()}}
+                "hot_path_seconds": {k: round(v, 3) for k, v in self.step_seconds.items()},
+                "cooc": {**self.cooc, "applied_offsets": {str(p): o for p, o in sorted(self.cooc_applied.items())}}}
 
     def overview(self) -> dict:
         """The JSON body of ``GET /overview`` (the live page's panel)."""

@@ -3,11 +3,15 @@ in the order they must start.
 
 - ``CatalogFollower`` (``stream_app.catalog``): every worker's copy of the catalogue, read from its
   changelog; started first, so the others see a complete catalogue.
+- ``CoocFollower`` (``stream_app.cooc_stream``): every worker's copy of the co-engagement rows
+  learned online, read from their changelog to the end before the hot path starts.
 - ``CatalogIndexer`` (``stream_app.catalog``): catalog -> encoded item records -> changelog.
+- ``CoocAggregator`` (``stream_app.cooc_stream``): pair messages -> neighbour rows -> changelog.
 - ``HotPath`` (``stream_app.hotpath``): interactions -> user states + recommendations.
-- timers: apply catalogue changes while no events arrive; notice a wiped or replaced cluster.
+- timers: apply catalogue changes and followed co-engagement rows while no events arrive;
+  notice a wiped or replaced cluster.
 
-The two consumers read their topics in bulk (``stream_app.bulk``) and commit by the rule of
+The three consumers read their topics in bulk (``stream_app.bulk``) and commit by the rule of
 ``stream_app.checkpoint``, not through Faust agents: per message dispatch was the throughput
 ceiling, and ack bookkeeping around rebalances is where messages went missing. What they share is
 the ``stream_app.context.Context``; the heavy work runs in its ``Processor``, in one model thread.
@@ -18,6 +22,7 @@ import faust
 
 from stream_app.catalog import CatalogFollower, CatalogIndexer
 from stream_app.context import Context
+from stream_app.cooc_stream import CoocAggregator, CoocFollower
 from stream_app.hotpath import HotPath
 from stream_app.kafka_clients import security_options
 from stream_app.topics import ClusterChanged, ClusterWatch
@@ -25,7 +30,12 @@ from stream_app.topics import ClusterChanged, ClusterWatch
 
 def register(app: faust.App, ctx: Context) -> None:
     """Attach the services (started in this order once the app runs, stopped in reverse) and
-    the timers to ``app``."""
+    the timers to ``app``. The worker's co-engagement counts learn through Kafka
+    (``stream_app.cooc_stream``): its batches send pair messages instead of updating them."""
+    half_life_ms = ctx.settings.cooc_half_life_s * 1000.0
+    ctx.processor.pairs_half_life_ms = half_life_ms
+    if ctx.processor.model.cooc is not None:
+        ctx.processor.model.cooc.online.half_life_ms = half_life_ms
 
     @app.service
     class FollowCatalog(CatalogFollower):
@@ -35,7 +45,19 @@ def register(app: faust.App, ctx: Context) -> None:
             ctx.catalog = self
 
     @app.service
+    class FollowCoocRows(CoocFollower):
+        def __init__(self, **kwargs):
+            super().__init__(ctx.settings.bootstrap_servers, ctx.topics.cooc_rows_changelog,
+                             security_options(ctx.settings), ctx.sensor, **kwargs)
+            ctx.cooc = self
+
+    @app.service
     class IndexCatalog(CatalogIndexer):
+        def __init__(self, **kwargs):
+            super().__init__(ctx, **kwargs)
+
+    @app.service
+    class AggregateCooc(CoocAggregator):
         def __init__(self, **kwargs):
             super().__init__(ctx, **kwargs)
 
@@ -47,9 +69,12 @@ def register(app: faust.App, ctx: Context) -> None:
 
     @app.timer(interval=1.0)
     async def follow_catalog():
-        """Apply catalogue changes made by other workers even while no events arrive."""
+        """Apply catalogue changes made by other workers, and the co-engagement rows followed,
+        even while no events arrive."""
         if ctx.catalog is not None:  # timers start just before the services
             await ctx.catalog.sync(ctx.run_model, ctx.processor)
+        if ctx.cooc is not None:
+            await ctx.cooc.sync(ctx.run_model, ctx.processor)
 
     watch = ClusterWatch(ctx.settings.bootstrap_servers, ctx.cluster_id, security_options(ctx.settings))
 

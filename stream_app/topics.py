@@ -2,7 +2,9 @@
 that the topics exist as expected.
 
 ``TopicNames`` derives all topic names from the settings, the tables' changelog topics included
-(Faust names them ``<app_id>-<table>-changelog``); ``hot_group`` and ``catalog_group`` name the two
+(Faust names them ``<app_id>-<table>-changelog``) and the co-engagement topics (``<app_id>-cooc-pairs``:
+pair messages keyed by item; ``<app_id>-cooc-rows-changelog``: the compacted neighbour rows,
+``stream_app.cooc_stream``); ``hot_group``, ``catalog_group`` and ``cooc_group`` name the three
 consumer groups. Nothing else in the code spells a topic or group name.
 ``ensure_topics`` creates missing topics before the worker subscribes (when a topic is brand new
 the consumer's first metadata can miss it, and Faust then ignores it until the next refresh), waits
@@ -15,6 +17,8 @@ table's partition count.
 ('t-interactions', 'reco-user-state-changelog')
 >>> hot_group(Settings(app_id="reco")), catalog_group(Settings(app_id="reco"))
 ('reco-interactions', 'reco-catalog')
+>>> names.cooc_pairs, names.cooc_rows_changelog, cooc_group(Settings(app_id="reco"))
+('reco-cooc-pairs', 'reco-cooc-rows-changelog', 'reco-cooc')
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ log = logging.getLogger(__name__)
 
 USER_STATE_TABLE = "user-state"
 CATALOG_TABLE = "catalog-items"
+COOC_TABLE = "cooc-rows"
 
 
 @dataclass(frozen=True)
@@ -39,21 +44,24 @@ class TopicNames:
     dead_letters: str
     user_state_changelog: str
     catalog_items_changelog: str
+    cooc_pairs: str
+    cooc_rows_changelog: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "TopicNames":
         return cls(interactions=settings.topic("interactions"), catalog=settings.topic("catalog"),
                    recommendations=settings.topic("recommendations"), dead_letters=settings.topic("dead_letters"),
                    user_state_changelog=changelog(settings.app_id, USER_STATE_TABLE),
-                   catalog_items_changelog=changelog(settings.app_id, CATALOG_TABLE))
+                   catalog_items_changelog=changelog(settings.app_id, CATALOG_TABLE),
+                   cooc_pairs=f"{settings.app_id}-cooc-pairs", cooc_rows_changelog=changelog(settings.app_id, COOC_TABLE))
 
     @property
     def plain(self) -> list[str]:
-        return [self.interactions, self.catalog, self.recommendations, self.dead_letters]
+        return [self.interactions, self.catalog, self.recommendations, self.dead_letters, self.cooc_pairs]
 
     @property
     def changelogs(self) -> list[str]:
-        return [self.user_state_changelog, self.catalog_items_changelog]
+        return [self.user_state_changelog, self.catalog_items_changelog, self.cooc_rows_changelog]
 
 
 def changelog(app_id: str, table: str) -> str:
@@ -68,6 +76,11 @@ def hot_group(settings: Settings) -> str:
 def catalog_group(settings: Settings) -> str:
     """The consumer group of the catalogue indexer (``catalog``)."""
     return f"{settings.app_id}-catalog"
+
+
+def cooc_group(settings: Settings) -> str:
+    """The consumer group of the co-engagement aggregator (``<app_id>-cooc-pairs``)."""
+    return f"{settings.app_id}-cooc"
 
 
 async def ensure_topics_async(bootstrap_servers: str, plain: list[str], compacted: list[str] = (),
@@ -127,7 +140,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> TopicNames:
         asyncio.run(ensure_topics_async(settings.bootstrap_servers, names.plain, names.changelogs,
                                         settings.partitions, settings.replication_factor, timeout_s,
                                         copartitioned=[names.interactions, names.user_state_changelog,
-                                                       names.catalog, names.catalog_items_changelog],
+                                                       names.catalog, names.catalog_items_changelog,
+                                                       names.cooc_pairs, names.cooc_rows_changelog],
                                         security=security_options(settings)))
     except Exception:
         problem = asyncio.run(login_problem(settings)) if settings.kafka_security_protocol != "PLAINTEXT" else None

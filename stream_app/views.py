@@ -11,6 +11,8 @@ of a running worker without reading Kafka.
 - ``GET /overview``: events/s, lag, dead letters by reason, model version (JSON, for the page);
 - ``GET /metrics``: Prometheus text format;
 - ``GET /stats``: counters, catalogue size, model version, domain (JSON);
+- ``GET /cooc/{item_id}``: the item's co-engagement row learned online, as this worker follows it
+  (``stream_app.cooc_stream``: ``n``, ``ts`` and the neighbours' weights, without decay applied);
 - ``GET /health``: ``{"status": "ok"}`` while the web server runs (never asks for the token).
 
 With ``STREAM_RECO_HTTP_TOKEN`` set, every data view answers 401 unless the request carries
@@ -46,7 +48,10 @@ KEEPALIVE_S = 15.0
 
 def stats(ctx: Context) -> dict:
     """The body of ``GET /stats``: the sensor's counters, and what the worker holds."""
-    return {**ctx.sensor.stats(), "items": len(ctx.processor.model.items),
+    cooc = ctx.processor.model.cooc
+    online = {"online_rows": len(cooc.online), "online_bytes": cooc.online.nbytes()} if cooc is not None else {}
+    out = ctx.sensor.stats()
+    return {**out, "cooc": {**out["cooc"], **online}, "items": len(ctx.processor.model.items),
             "users": len(ctx.hot.store) if ctx.hot else 0,
             "model_version": ctx.processor.model.version, "domain": ctx.processor.model.domain.name,
             "partitions": sorted(ctx.hot.owned) if ctx.hot else []}
@@ -69,6 +74,16 @@ def user_view(ctx: Context, recommendation: dict) -> dict:
     titles = ctx.catalog.titles if ctx.catalog else {}
     listed = (i["item_id"] for i in recommendation["items"])
     return {**recommendation, "schema": "user_view/v1", "item_titles": {i: titles[i] for i in listed if i in titles}}
+
+
+def online_row(model, item_id: str) -> dict | None:
+    """The body of ``GET /cooc/{item_id}``: the item's online row (``OnlineRows.snapshot``), or
+    None when the model has no co-engagement counts or none for the item."""
+    cooc = model.cooc
+    row = None if cooc is None else cooc.index.get(item_id)
+    if row is None:
+        return None
+    return {"item_id": item_id, **cooc.online.snapshot(row, cooc.counts.ids)}
 
 
 async def user(ctx: Context, web, owners: Owners, forwarder: Forwarder, user_id: str, forwarded: bool):
@@ -169,6 +184,14 @@ def register(app: faust.App, ctx: Context) -> None:
     async def metrics_view(web, request):
         body, content_type = ctx.sensor.render()
         return web.bytes(body, content_type=content_type.split(";")[0])
+
+    @app.page("/cooc/{item_id}")
+    @guarded
+    async def cooc_view(web, request, item_id):
+        body = await ctx.run_model(online_row, ctx.processor.model, item_id)
+        if body is None:
+            return web.json({"error": f"no co-engagement row for item {item_id!r}"}, status=404)
+        return web.json(body)
 
     @app.page("/users/{user_id}")
     @guarded

@@ -1,0 +1,227 @@
+"""Co-engagement counts as a Kafka aggregate: every worker learns from every event, and a
+restarted worker keeps what the stream taught.
+
+The rule (``models.cooc.model``: ``CoocModel.additions``, the one place it is written) turns a
+user's first engagement with an item into additions to the pair counts. Offline (``replay``,
+``evaluate``, ``train``) they are applied in place, event by event. A worker instead:
+
+1. **sends** them (``send_pairs``): the hot path's batch sums them per target item
+   (``CoocModel.deltas``) and sends one pair message per touched item to
+   ``<app_id>-cooc-pairs``, keyed by item id, on the item's partition (``item_partition``), once
+   the batch's user states and lists are acknowledged, and before its offsets are committed;
+2. **aggregates** them (``CoocAggregator``, group ``stream_app.topics.cooc_group``, a
+   ``stream_app.checkpoint.CheckpointedConsumer``): the owner of a pairs partition folds each
+   message into its item's bounded, event-time-decayed neighbour row
+   (``models.cooc.online.NeighbourRow``) and writes every row a batch touched, once, to the
+   compacted ``<app_id>-cooc-rows-changelog`` on the same partition number; then commits;
+3. **follows** the rows (``CoocFollower``, every worker): all partitions of the rows changelog,
+   from the start, for as long as the worker runs; the hot path applies what arrived before each
+   batch and a timer while idle, in the model thread, and starts only after one read to the end.
+   The served counts are the checkpoint's (fixed) plus the followed rows
+   (``models.cooc.rows.OnlineRows``).
+
+Guarantees.
+
+- **Exactly once at the aggregator.** A row record carries the pairs offset of the last message
+  folded into it; on assignment the aggregator restores its partitions' rows from the changelog
+  (read to the end, under the writer-epoch rules of ``stream_app.fencing``: a former owner's
+  late row write is refused, as for user states) before it folds anything, and skips a message
+  at or below its row's offset. Its own offsets are committed after the rows are acknowledged.
+- **Never doubled at the worker.** A batch's pair messages are sent only after its user states
+  are acknowledged: a state that says "applied" exists before its pairs do, so a batch read
+  again is skipped by offset (``stream_app.checkpoint``) and sends nothing.
+- **The window that stays open.** A worker that stops after its batch's states were acknowledged
+  and before its pair messages were (a kill, a broker refusal) has applied those events, and a
+  re-read skips them: their pairs are lost, never doubled. So is a fenced member's batch (cut
+  off from its group, ``stream_app.fencing``): its pairs are not sent. Closing it would take a
+  transaction over the states, the pair messages and the offsets.
+- **Every worker converges.** The rows are a sum per item (to rounding; order-independent with
+  decay off for the rule's dyadic weights, pruning aside), so one worker and N workers fed the
+  same events end with the same rows, and every follower ends in the state of each item's last
+  record. Until a worker has read the rows changelog to its end, its lists may lag the counts
+  by the rows in flight (``/stats`` ``cooc.follow_lag``).
+- A deleted item's online row, and its place in other rows, is freed on every worker
+  (``CoocModel.free_item``); the aggregator keeps it until pruning pushes it out. A new model
+  (another checkpoint) keeps the online rows: they are keyed by item id and rebuilt from the
+  changelog at start.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import mode
+
+from stream_app import fencing
+from stream_app.catalog import item_partition
+from stream_app.checkpoint import CheckpointedConsumer
+from stream_app.context import Context, RunModel
+from stream_app.kafka_clients import security_options
+from stream_app.processor import Processor
+from stream_app.store import UserStore, read_to_end
+from stream_app.topics import cooc_group
+
+log = logging.getLogger(__name__)
+
+
+def send_pairs(ctx: Context, hot, pairs: list[tuple[str, bytes]]) -> None:
+    """The batch's pair messages (target item id, message), sent once every send the batch made
+    so far (its user states and lists) is acknowledged; the batch's settling task waits for them
+    (``stream_app.checkpoint``), so they are acknowledged before its offsets are committed."""
+    out, topic, partitions = hot.outbox, ctx.topics.cooc_pairs, ctx.settings.partitions
+    before = list(out.pending)
+
+    async def after_states() -> None:
+        for fut in before:
+            await fut  # a failure here fails the batch, as it would without pairs
+        if hot.fenced():  # cut off from the group: the next owner applies these events again
+            log.warning("%s: this member lost its assignment; %d pair messages not sent", topic, len(pairs))
+            return
+        sent = [await hot.producer.send(topic, key=item.encode(), value=value,
+                                        partition=item_partition(item, partitions)) for item, value in pairs]
+        for fut in sent:
+            await fut
+
+    out.pending.append(asyncio.ensure_future(after_states()))
+
+
+class CoocAggregator(CheckpointedConsumer):
+    """The owner of each pairs partition: pair messages -> neighbour rows -> rows changelog."""
+
+    def __init__(self, ctx: Context, **kwargs):
+        s = ctx.settings
+        self.ctx = ctx
+        self.half_life_ms, self.top_m = s.cooc_half_life_s * 1000.0, s.cooc_top_m
+        super().__init__(topic=ctx.topics.cooc_pairs, group_id=cooc_group(s), max_records=s.batch_max,
+                         **ctx.consumer_options(), **kwargs)
+        self.rows = UserStore(s.bootstrap_servers, ctx.topics.cooc_rows_changelog, security_options(s))
+
+    async def before_start(self) -> None:
+        await super().before_start()
+        await self.rows.start()
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        await self.rows.stop()
+
+    async def assigned(self, partitions: list[int]) -> None:
+        await self.rows.restore(partitions)  # read to the end (and fenced) before anything is folded
+
+    async def revoked(self, partitions: list[int]) -> None:
+        self.rows.drop(partitions)
+
+    async def handle(self, records: list) -> None:
+        from models.cooc.online import NeighbourRow, fold_messages
+
+        by_partition: dict[int, list] = {}
+        for r in records:
+            if r.key is None or r.value is None:
+                log.warning("%s: record at %d:%d without key or value skipped", self.topic, r.partition, r.offset)
+                continue
+            by_partition.setdefault(r.partition, []).append((r.key.decode(), r.offset, r.value))
+        folded = written = 0
+        for p, messages in by_partition.items():
+            rows = {item: NeighbourRow.from_bytes(self.rows.get(p, item)) for item in {m[0] for m in messages}}
+            touched = fold_messages(rows, messages, self.half_life_ms, self.top_m)
+            for item in sorted(touched):  # one record per touched row per batch
+                await self.rows.put(self.outbox.send, p, item, rows[item].to_bytes())
+            folded, written = folded + len(messages), written + len(touched)
+        self.ctx.sensor.on_rows_folded(folded, written)
+
+
+class CoocFollower(mode.Service):
+    """Every worker's reader of the rows changelog (module doc, 3). Records of a writer epoch
+    lower than one already seen in their partition (a former aggregator's late writes) and the
+    epoch markers are passed over, as the aggregator's restore passes them over."""
+
+    def __init__(self, bootstrap_servers: str, changelog: str, security: dict | None = None, sensor=None,
+                 **kwargs):
+        self.bootstrap_servers, self.changelog = bootstrap_servers, changelog
+        self.security = security or {}
+        self.sensor = sensor
+        self.pending: list = []  # (partition, offset, item id, record | None), in changelog order
+        self.highest: dict[int, int] = {}  # partition -> highest writer epoch seen
+        self.applied: dict[int, int] = {}  # partition -> next offset applied to the model
+        self.caught_up = asyncio.Event()
+        self._tps: list = []
+        self._reader = None
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, **self.security, group_id=None,
+                                        enable_auto_commit=False, auto_offset_reset="earliest")
+        await self._reader.start()
+        parts = self._reader.partitions_for_topic(self.changelog) or set()
+        if not parts:
+            await self._reader._client.force_metadata_update()
+            parts = self._reader.partitions_for_topic(self.changelog) or set()
+        self._tps = [TopicPartition(self.changelog, p) for p in sorted(parts)]
+        self._reader.assign(self._tps)
+        records = await read_to_end(self._reader, self._tps, self._take)
+        read = {p for p, _, _, _ in self.pending}
+        for tp in self._tps:  # nothing to apply there: applied up to where the reader stands
+            if tp.partition not in read:
+                self.applied[tp.partition] = await self._reader.position(tp)
+        if self.sensor is not None:
+            self.sensor.on_rows_followed(0, dict(self.applied), 0)
+        log.info("co-engagement rows changelog read: %d records", records)
+        self.caught_up.set()
+        self.add_future(self._follow())
+
+    async def on_stop(self) -> None:
+        if self._reader is not None:
+            await self._reader.stop()
+            self._reader = None
+
+    def _take(self, r) -> None:
+        epoch = fencing.epoch_of(r.headers)
+        stale = epoch < self.highest.get(r.partition, 0)
+        self.highest[r.partition] = max(epoch, self.highest.get(r.partition, 0))
+        item = None if stale or r.key is None or r.key == fencing.MARKER_KEY else r.key.decode()
+        self.pending.append((r.partition, r.offset, item, r.value))
+
+    async def _follow(self) -> None:
+        while not self.should_stop and self._reader is not None:
+            try:
+                for batch in (await self._reader.getmany(timeout_ms=500)).values():
+                    for r in batch:
+                        self._take(r)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.should_stop:
+                    return
+                log.warning("co-engagement rows changelog: %r", exc)
+                await asyncio.sleep(0.5)
+
+    def lag(self) -> int:
+        """Records of the changelog not yet applied to the model (read or not)."""
+        if self._reader is None:
+            return 0
+        total = 0
+        for tp in self._tps:
+            hw = self._reader.highwater(tp)
+            if hw is not None:
+                total += max(0, hw - self.applied.get(tp.partition, 0))
+        return total
+
+    async def sync(self, run_model: RunModel, processor: Processor) -> None:
+        """Apply the rows read so far to the model, in order, in the model thread."""
+        if not self.pending:
+            if self.sensor is not None:
+                self.sensor.on_follow_lag(self.lag())
+            return
+        changes, self.pending = self.pending, []
+        rows = [(item, value) for _, _, item, value in changes if item is not None]
+        if rows and processor.model.cooc is not None:
+            from models.cooc.online import apply_rows
+
+            await run_model(apply_rows, processor.model.cooc, rows)
+        reached = {}
+        for p, offset, _, _ in changes:
+            reached[p] = offset + 1
+        self.applied.update(reached)
+        if self.sensor is not None:
+            self.sensor.on_rows_followed(len(rows), reached, self.lag())
