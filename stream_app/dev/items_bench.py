@@ -1,0 +1,350 @@
+"""``stream-app bench --items N [N ...]``: the worker on a synthetic catalogue of N items.
+
+For each N: a catalogue of N items with text and its behaviour log (``stream_app.dev.synth_catalog``,
+deterministic by seed), a real broker and real worker processes on fresh topics, serving the
+untrained fusion with co-engagement counted from the stream and the fixed blend of
+``models.offline.two_stage`` (a checkpoint written for the run: no trained model knows these
+items). Measured, in order:
+
+1. **indexing**: the N catalogue messages through the worker's indexer (encoder on cpu, cuda
+   when present) until ``/stats`` counts them all: seconds and items/s. With ``--encode-max M``
+   below N only the first M go through the encoder (the measured rate); the other N - M items are
+   written straight to the catalogue changelog, their vectors a random encoded item of the same
+   topic plus noise (``--item-vectors FILE.npy``: vectors computed elsewhere, one row per item), and
+   the full-N indexing time is given as a **projection** (N / measured rate), labelled so;
+2. **full speed**: the events replayed as fast as possible; sustained events/s from the first
+   produce to the recommendation answering the last event, per-event latency;
+3. **restore**: the worker is killed (SIGKILL) and a new one started on the same topics; seconds
+   until it is ready (catalogue and user states read back) and until it answers a new event;
+4. **half rate**: half as many events of other users at half the sustained rate, on the restored
+   worker: per-event latency;
+5. **RSS**: each worker's peak resident memory (``VmHWM``), read just before it stops;
+6. **recall@10** of two-stage against exact ranking, in this process, on the worker's own item
+   vectors (read back from the catalogue changelog) and the same events
+   (``models.offline.two_stage.compare``), on a sample of users.
+
+Every timing is stored with the 1-minute load average at that moment: the machine is shared.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import orjson
+
+from stream_app.dev.item_memory import proc_status_bytes
+from stream_app.settings import Settings
+
+TEXT_DIM, CF_DIM = 384, 64
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def write_stream_checkpoint(folder: str | Path) -> str:
+    """The model served in this benchmark: the untrained fusion, empty co-engagement counts (the
+    stream fills them) and ``models.offline.two_stage.BLEND``, as a checkpoint folder."""
+    from models.offline.two_stage import BLEND, blank_model
+
+    model = blank_model(TEXT_DIM, cf_dim=CF_DIM)
+    out = model.attention.save(folder, extra={"blend": dict(BLEND), "domain": "default",
+                                              "training": {"note": "untrained fusion, co-engagement from the stream"}})
+    model.cooc.save(out / "cooc.npz")
+    return str(out)
+
+
+async def read_catalog_vectors(settings: Settings, timeout_s: float = 300.0) -> dict[str, np.ndarray]:
+    """item id -> vector, as the catalogue changelog holds them now (its last record per item)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from stream_app.codec import decode_item_record
+    from stream_app.kafka_clients import client_options
+    from stream_app.topics import TopicNames
+
+    topic = TopicNames.from_settings(settings).catalog_items_changelog
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest", max_partition_fetch_bytes=16 << 20)
+    await consumer.start()
+    out: dict[str, np.ndarray] = {}
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            await consumer._client.force_metadata_update()
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout_s
+        async def behind() -> bool:
+            for tp in tps:
+                if await consumer.position(tp) < ends[tp]:
+                    return True
+            return False
+
+        while await behind():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"catalogue changelog not read within {timeout_s:.0f}s")
+            for records in (await consumer.getmany(timeout_ms=500, max_records=50_000)).values():
+                for r in records:
+                    if r.value is None:
+                        out.pop(r.key.decode(), None)
+                    else:
+                        item, vec = decode_item_record(r.value)
+                        out[item["item_id"]] = vec
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def write_catalog_records(settings: Settings, messages: Sequence[dict], vectors: np.ndarray) -> None:
+    """Catalogue records (item + vector) straight to the catalogue changelog, on each item's
+    partition, as the indexer writes them: items whose vectors were computed elsewhere."""
+    from aiokafka import AIOKafkaProducer
+
+    from stream_app.catalog import item_partition
+    from stream_app.codec import encode_item_record
+    from stream_app.dev.replay import PRODUCER_OPTIONS
+    from stream_app.kafka_clients import client_options
+    from stream_app.topics import TopicNames
+
+    topic = TopicNames.from_settings(settings).catalog_items_changelog
+    producer = AIOKafkaProducer(**client_options(settings), **PRODUCER_OPTIONS)
+    await producer.start()
+    try:
+        for i, (m, v) in enumerate(zip(messages, vectors)):
+            await producer.send(topic, key=m["item_id"].encode(), value=encode_item_record(m, v),
+                                partition=item_partition(m["item_id"], settings.partitions))
+            if i % 1024 == 1023:
+                await asyncio.sleep(0)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def vectors_beyond(encoded: dict[str, np.ndarray], items, first: int, seed: int) -> np.ndarray:
+    """Vectors of items ``first..N-1`` without the encoder: a random encoded item of the same topic
+    plus gaussian noise (0.05 per coordinate), renormalised; an item of a topic with no encoded
+    item gets a random encoded one."""
+    rng = np.random.default_rng([seed, 7])
+    ids = items.ids
+    enc_rows = np.array([i for i in range(first) if ids[i] in encoded])
+    by_topic: dict[int, np.ndarray] = {}
+    for t in np.unique(items.topic[enc_rows]):
+        by_topic[int(t)] = enc_rows[items.topic[enc_rows] == t]
+    out = np.empty((len(ids) - first, TEXT_DIM), dtype=np.float32)
+    for k, i in enumerate(range(first, len(ids))):
+        pool = by_topic.get(int(items.topic[i]), enc_rows)
+        v = encoded[ids[int(pool[rng.integers(0, pool.size)])]] + rng.normal(0, 0.05, TEXT_DIM)
+        out[k] = v / np.linalg.norm(v)
+    return out
+
+
+def worker_memory(worker) -> dict:
+    """Peak and current resident memory of a running worker process."""
+    pid = worker.proc.pid
+    try:
+        return {"peak_rss_bytes": proc_status_bytes(pid, "VmHWM"), "rss_bytes": proc_status_bytes(pid, "VmRSS")}
+    except (OSError, KeyError):
+        return {"peak_rss_bytes": None, "rss_bytes": None}
+
+
+def recall_two_stage(settings: Settings, vectors: dict[str, np.ndarray], items, events: Sequence[dict],
+                     users: int, seed: int) -> dict:
+    """recall@10 of two-stage against exact (``models.offline.two_stage.compare``) on the worker's
+    item vectors and the replayed events, folded offline, for a sample of ``users`` users."""
+    from models.engine import Event
+    from models.offline.two_stage import blank_model, compare
+
+    model = blank_model(TEXT_DIM, cf_dim=CF_DIM)
+    for m in items.messages:
+        v = vectors.get(m["item_id"])
+        if v is not None:
+            model.add_item(m["item_id"], v, m.get("categories", ()), m.get("attributes"))
+    evs = sorted((Event(e["user_id"], e["item_id"], e["type"], e.get("value"), e["ts"], e["event_id"])
+                  for e in events), key=lambda e: e.ts)
+    states: dict = {}
+    model.fold(evs, states)
+    rng = np.random.default_rng(seed)
+    ids = sorted(states)
+    sample = [ids[i] for i in sorted(rng.choice(len(ids), min(users, len(ids)), replace=False))]
+    out = compare(model, states, sample)
+    out["loadavg_1m"] = _load()
+    return out
+
+
+def run_items(settings: Settings, n_items: int, n_events: int, seed: int = 0, encode_max: int = 0,
+              item_vectors: str | None = None, recall_users: int = 200, progress: bool = True) -> dict:
+    """Every measurement of the module doc for one catalogue size, on ``settings``' broker."""
+    from stream_app.dev.local import LocalWorker
+    from stream_app.dev.replay import load_catalog, replay_events
+    from stream_app.dev.synth_catalog import synth_catalog, synth_events
+
+    rep: dict = {"items": n_items, "events": n_events, "seed": seed, "loadavg_start": _load()}
+    t0 = time.perf_counter()
+    items = synth_catalog(n_items, seed)
+    full_events = synth_events(items, n_events, seed, user_prefix="u")
+    half_events = synth_events(items, max(1, n_events // 2), seed + 1, user_prefix="h")
+    probe = synth_events(items, 10, seed + 2, user_prefix="r", n_users=10)
+    rep["generate_s"] = time.perf_counter() - t0
+    rep["users_full"] = len({e["user_id"] for e in full_events})
+
+    run = uuid.uuid4().hex[:8]
+    folder = Path(tempfile.mkdtemp(prefix="stream-reco-items-"))
+    s = replace(settings, topic_prefix=f"{settings.topic_prefix}items-{run}-",
+                app_id=f"{settings.app_id}-items-{run}", checkpoint=write_stream_checkpoint(folder / "model"))
+    encode_n = n_items if encode_max <= 0 or encode_max >= n_items else encode_max
+    with ExitStack() as stack:
+        w1 = LocalWorker(s, log_path=folder / "worker-1.log").start(timeout=300)
+        stack.callback(w1.stop)
+        rep["worker_log"] = [str(w1.log_path)]
+
+        # 1. indexing
+        t0 = time.perf_counter()
+        idx_s = asyncio.run(load_catalog(w1.settings, items.messages[:encode_n], timeout=600 + 0.2 * encode_n))
+        index = {"encoded_items": encode_n, "encoded_s": idx_s, "encoded_items_per_s": encode_n / idx_s,
+                 "loadavg_1m": _load(), "measured_for_all_items": encode_n == n_items}
+        if encode_n < n_items:
+            encoded = asyncio.run(read_catalog_vectors(w1.settings))
+            if item_vectors:
+                vecs = np.load(item_vectors, mmap_mode="r")[encode_n:n_items].astype(np.float32)
+                index["vectors_beyond_encoded"] = f"loaded from {item_vectors}"
+            else:
+                vecs = vectors_beyond(encoded, items, encode_n, seed)
+                index["vectors_beyond_encoded"] = "an encoded item of the same topic plus noise (not encoded)"
+            t1 = time.perf_counter()
+            asyncio.run(write_catalog_records(w1.settings, items.messages[encode_n:], vecs))
+            deadline = time.monotonic() + 600
+            while (w1.stats() or {}).get("items", 0) < n_items and time.monotonic() < deadline:
+                time.sleep(0.25)
+            index["changelog_items"] = n_items - encode_n
+            index["changelog_load_s"] = time.perf_counter() - t1
+            index["projected_all_items_s"] = n_items / index["encoded_items_per_s"]
+            del vecs, encoded
+        index["worker_items"] = (w1.stats() or {}).get("items")
+        index["total_s"] = time.perf_counter() - t0
+        rep["indexing"] = index
+        print(f"  indexed {encode_n:,} items in {idx_s:.1f} s ({encode_n / idx_s:,.0f} items/s)", flush=True)
+
+        # 2. full speed
+        full = asyncio.run(replay_events(w1.settings, full_events, rate=0.0, progress=progress, idle_timeout=60.0))
+        rep["full"] = {**full.summary(), "loadavg_1m": _load(), "worker_cpu_s": w1.cpu_seconds()}
+        rep["full"]["worker_stats"] = w1.stats()
+        rep["worker_1_memory"] = worker_memory(w1)
+        print(f"  full speed: {full.events_per_s:,.0f} events/s, p99 {full.latency_ms(99):.0f} ms", flush=True)
+
+        # 3. restore: kill -9, a new worker on the same topics
+        w1.proc.kill()
+        w1.proc.wait()
+        t_kill, t_kill_wall = time.perf_counter(), time.time()
+        w2 = LocalWorker(s, log_path=folder / "worker-2.log")
+        stack.callback(w2.stop)
+        rep["worker_log"].append(str(w2.log_path))
+        w2.start(timeout=600)
+        ready_s = time.perf_counter() - t_kill
+        items_after = (w2.stats() or {}).get("items")
+        answered = asyncio.run(replay_events(w2.settings, probe, rate=0.0, progress=False, idle_timeout=120.0))
+        rep["restore"] = {"ready_s": ready_s, "first_answer_s": answered.last_recommendation - t_kill_wall,
+                          "items_after_restore": items_after, "probe_events": len(probe),
+                          "probe_answered": answered.events_covered, "loadavg_1m": _load(),
+                          "session_timeout_s": s.session_timeout_s}
+
+        # 4. half rate on the restored worker, other users
+        rate = max(1.0, full.events_per_s / 2)
+        half = asyncio.run(replay_events(w2.settings, half_events, rate=rate, progress=progress, idle_timeout=60.0))
+        rep["half"] = {**half.summary(), "loadavg_1m": _load()}
+        rep["worker_2_memory"] = worker_memory(w2)
+        print(f"  half rate ({rate:,.0f}/s): p99 {half.latency_ms(99):.0f} ms", flush=True)
+
+        # 6. recall, on the worker's own vectors
+        vectors = asyncio.run(read_catalog_vectors(w2.settings))
+    if recall_users > 0:
+        t0 = time.perf_counter()
+        rep["recall"] = recall_two_stage(s, vectors, items, full_events + half_events, recall_users, seed)
+        rep["recall"]["seconds"] = time.perf_counter() - t0
+    rep["loadavg_end"] = _load()
+    return rep
+
+
+def table(reports: Sequence[dict]) -> str:
+    from stream_app.dev.bench import markdown_table
+
+    def mib(b):
+        return b / 2**20 if b else float("nan")
+
+    rows = []
+    for r in reports:
+        ix, full, half, rs = r["indexing"], r["full"], r["half"], r["restore"]
+        if ix["measured_for_all_items"]:
+            index_cell = f"{ix['encoded_s']:.1f} s ({ix['encoded_items_per_s']:,.0f}/s)"
+        else:
+            index_cell = (f"{ix['encoded_items']:,} encoded: {ix['encoded_s']:.1f} s ({ix['encoded_items_per_s']:,.0f}/s); "
+                          f"all {r['items']:,}: {ix['projected_all_items_s']:,.0f} s PROJECTED")
+        peak = max(v for v in (r["worker_1_memory"]["peak_rss_bytes"], r["worker_2_memory"]["peak_rss_bytes"])
+                   if v is not None) if any((r["worker_1_memory"]["peak_rss_bytes"],
+                                             r["worker_2_memory"]["peak_rss_bytes"])) else None
+        rec = r.get("recall", {})
+        rows.append([r["items"], full["events_produced"], f"{full['events_covered']:,}", full["events_per_s"],
+                     full["latency_p99_ms"], half["rate"], half["latency_p99_ms"], f"{half['events_covered']:,}",
+                     mib(peak), index_cell, rs["ready_s"], rs["first_answer_s"],
+                     rec.get("recall@10 vs exact", float("nan")),
+                     f"{full['loadavg_1m']} / {half['loadavg_1m']}"])
+    return markdown_table(
+        ["items", "events", "answered", "1 worker ev/s", "p99 ms (full)", "half rate ev/s", "p99 ms (half)",
+         "answered (half)", "peak RSS MiB", "indexing", "restore: ready s", "restore: answers s",
+         "recall@10 two-stage vs exact", "load 1m (full / half)"], rows)
+
+
+def run_items_bench(settings: Settings, sizes: Sequence[int], n_events: int = 100_000,
+                    out: str | Path | None = None, seed: int = 0, encode_max: int = 0,
+                    item_vectors: str | None = None, progress: bool = True) -> int:
+    """``stream-app bench --items N ...``: :func:`run_items` for each size on one broker (a local
+    one unless ``KAFKA_BOOTSTRAP_SERVERS`` is set); prints the table, writes JSON to ``out``."""
+    from stream_app.dev.bench import _machine
+    from stream_app.dev.broker import LocalKafka
+
+    t_all = time.monotonic()
+    report: dict = {"sizes": list(sizes), "events": n_events, "seed": seed, "encode_max": encode_max,
+                    "settings": {"batch_max": settings.batch_max, "batch_within_s": settings.batch_within_s,
+                                 "partitions": settings.partitions, "encoder_batch": settings.encoder_batch,
+                                 "torch_threads": settings.torch_threads, "top_k": settings.top_k},
+                    "machine_before": _machine(), "runs": []}
+    print(f"# stream-app bench --items {' '.join(map(str, sizes))}: {n_events:,} events each\n", flush=True)
+    with ExitStack() as stack:
+        if not settings.bootstrap_servers:
+            kafka = LocalKafka(partitions=settings.partitions)
+            stack.callback(kafka.stop)
+            kafka.start()
+            settings = replace(settings, bootstrap_servers=kafka.bootstrap_servers)
+        for n in sizes:
+            print(f"## {n:,} items", flush=True)
+            report["runs"].append(run_items(settings, n, n_events, seed, encode_max, item_vectors, progress=progress))
+            if out:
+                _write(out, report)
+    report["machine_after"] = _machine()
+    report["wall_s"] = time.monotonic() - t_all
+    print("\n## synthetic catalogue: one worker, real broker\n")
+    print("ev/s: sustained, first produce -> the list answering the last event; p99: per event, produced -> "
+          "first list counting it; half rate: on the restored worker, other users; restore: SIGKILL -> a new "
+          "worker ready (catalogue + states read back) / answering a new event; peak RSS: VmHWM of the workers; "
+          "recall: in process, on the worker's item vectors and the same events\n")
+    print(table(report["runs"]), flush=True)
+    print(f"\nbench finished in {report['wall_s']:.0f} s; load average {report['machine_before']['loadavg_1m']} before, "
+          f"{report['machine_after']['loadavg_1m']} after ({report['machine_before']['cpus']} cpus)")
+    if out:
+        _write(out, report)
+        print(f"wrote {out}")
+    return 0
+
+
+def _write(out: str | Path, report: dict) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
