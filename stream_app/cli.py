@@ -91,6 +91,14 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     be.add_argument("--partitioner", choices=("murmur2", "crc32"), default="murmur2",
                     help="how the pipeline runs place keyed events: murmur2 (Java/aiokafka default) or "
                          "crc32 (librdkafka's default, as kcat places them) (default: %(default)s)")
+    be.add_argument("--items", type=int, nargs="+", default=None, metavar="N",
+                    help="instead of the sections: a synthetic catalogue of N items and its events per N "
+                         "(throughput, latency, RSS, indexing, restore, two-stage recall; stream_app.dev.items_bench)")
+    be.add_argument("--encode-max", type=int, default=0,
+                    help="with --items: encode at most this many items, the rest's vectors written straight to the "
+                         "catalogue changelog (0: encode all) (default: %(default)s)")
+    be.add_argument("--item-vectors", default=None, help="with --items and --encode-max: item vectors (.npy, one row "
+                                                         "per item) for the items not encoded")
     return p
 
 
@@ -132,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
                        only=[m for m in args.models.split(",") if m] or None, cooc_budget_s=args.budget_s,
                        sequence_budget_s=args.sequence_budget_s, sequence_kind=args.sequence_kind)
         return 0
+    if args.cmd == "bench" and args.items:
+        from stream_app.dev.items_bench import run_items_bench
+
+        return run_items_bench(settings, args.items, n_events=args.events, out=args.out or None,
+                               encode_max=args.encode_max, item_vectors=args.item_vectors)
     if args.cmd == "bench":
         from stream_app.dev.bench import run_bench
 
