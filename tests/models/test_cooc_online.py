@@ -1,0 +1,168 @@
+"""Co-engagement learned online: a batch's per-item deltas are the additions ``update_many``
+makes; neighbour rows fold them by offset, bounded and decayed by event time; the followed rows
+are added to the checkpoint's counts when scoring, compactly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.cooc import CoocModel, CoocParams
+from models.cooc.counts import CoocCounts
+from models.cooc.online import NeighbourRow, apply_rows, decode_delta, encode_delta, fold_messages
+from models.engine import Event
+from tests.models.test_cooc import PARAMS, engine, random_log
+
+
+def engagements(n_items=12, n=300, seed=0, span=4):
+    rng = np.random.default_rng(seed)
+    return [(rng.choice(n_items, size=int(rng.integers(0, span + 1)), replace=False).tolist(), int(rng.integers(n_items)))
+            for _ in range(n)]
+
+
+def fresh(params=PARAMS, n_items=12) -> CoocModel:
+    m = CoocModel(params)
+    for i in range(n_items):
+        m.add_item(f"i{i}")
+    return m
+
+
+@pytest.mark.parametrize("params", [PARAMS, CoocParams(window=3, trans_window=4, beta=0.7, trans_decay=0.3)],
+                         ids=["dyadic weights", "trans window past the window, other weights"])
+def test_batch_deltas_are_what_update_many_adds_bit_for_bit(params):
+    eng = engagements()
+    direct, summed = fresh(params), fresh(params)
+    deltas = direct.deltas(eng)
+    direct.update_many(eng)
+    for row, d in deltas.items():  # one message per touched row, added to zero counts
+        assert np.all(np.diff(d.cols) > 0) and d.vals.dtype == np.float32
+        summed.counts.add(np.full(d.cols.size, row), d.cols, d.vals)
+        summed.counts.n[row] += d.n
+    for j in range(12):
+        assert direct.counts.row(j).tobytes() == summed.counts.row(j).tobytes()
+    assert direct.counts.n.tobytes() == summed.counts.n.tobytes()
+    touched = {int(r) for r in np.nonzero(direct.counts.n)[0]} | \
+        {j for j in range(12) if direct.counts.row(j).any()}
+    assert set(deltas) == touched  # one per touched item, none for an untouched one
+
+
+def test_the_engine_hands_the_same_engagements_to_the_worker():
+    log = random_log(n_users=6, n_items=10, n_events=120)
+    events = [Event(u, f"i{i}", "click", None, 1000 * n, f"e{n}") for n, (u, i) in enumerate(log)]
+    local, worker = engine(10), engine(10)
+    local.fold(events, {})
+    pairs: list = []
+    worker.fold(events, {}, pairs=pairs)
+    assert not worker.cooc.counts.n.any()  # the worker's counts are not touched
+    assert [t for _, t in pairs] == sorted(t for _, t in pairs)
+    rows: dict[str, NeighbourRow] = {}
+    ids = worker.cooc.counts.ids
+    msgs = [(ids[r], k, encode_delta(d, ids)) for k, (r, d) in
+            enumerate(worker.cooc.deltas([e for e, _ in pairs], [t for _, t in pairs]).items())]
+    fold_messages(rows, msgs)
+    apply_rows(worker.cooc, [(i, r.to_bytes()) for i, r in rows.items()])
+    for j in range(10):
+        np.testing.assert_array_equal(local.cooc.similarity_row(j)[1], worker.cooc.similarity_row(j)[1])
+        np.testing.assert_array_equal(local.cooc.similarity_row(j)[0], worker.cooc.similarity_row(j)[0])
+    np.testing.assert_array_equal(local.cooc.popularity(), worker.cooc.popularity())
+    st = local.new_state()
+    for e in events[:5]:
+        local.apply(st, e, learn=False)
+    np.testing.assert_allclose(local.cooc.scores(local.recent_rows(st, 5)),
+                               worker.cooc.scores(worker.recent_rows(st, 5)), rtol=1e-6)
+
+
+def split_messages(model: CoocModel, eng, times, parts: int, half_life_ms: float, seed: int):
+    """The engagements cut into ``parts`` batches (as several workers would), each batch's
+    deltas as messages, all shuffled, at consecutive offsets per item."""
+    rng = np.random.default_rng(seed)
+    cut = np.sort(rng.choice(np.arange(1, len(eng)), size=parts - 1, replace=False)).tolist()
+    msgs = []
+    for a, b in zip([0] + cut, cut + [len(eng)]):
+        ids = model.counts.ids
+        msgs += [(ids[r], encode_delta(d, ids)) for r, d in model.deltas(eng[a:b], times[a:b], half_life_ms).items()]
+    order = rng.permutation(len(msgs))
+    return [(msgs[k][0], n, msgs[k][1]) for n, k in enumerate(order)]
+
+
+@pytest.mark.parametrize("half_life_ms", [0.0, 5_000.0], ids=["no decay", "decay"])
+def test_folding_does_not_depend_on_batches_or_order(half_life_ms):
+    m = fresh()
+    eng = engagements(n=400, seed=3)
+    times = (1_000_000 + 100 * np.arange(len(eng))).tolist()
+    rows = []
+    for parts, seed in ((1, 0), (5, 1), (17, 2)):
+        out: dict[str, NeighbourRow] = {}
+        fold_messages(out, split_messages(m, eng, times, parts, half_life_ms, seed), half_life_ms, top_m=64)
+        rows.append(out)
+    for other in rows[1:]:
+        assert set(other) == set(rows[0])
+        for item, r in rows[0].items():
+            assert other[item].ts == r.ts and set(other[item].nb) == set(r.nb)
+            if half_life_ms == 0:  # sums of the rule's dyadic weights: exact
+                assert other[item].n == r.n and other[item].nb == r.nb
+            else:
+                assert other[item].n == pytest.approx(r.n, rel=1e-9)
+                for k, v in r.nb.items():
+                    assert other[item].nb[k] == pytest.approx(v, rel=1e-6)
+    if half_life_ms:  # decayed: the oldest engagements count less than in plain sums
+        plain: dict[str, NeighbourRow] = {}
+        fold_messages(plain, split_messages(m, eng, times, 1, 0.0, 0))
+        assert all(rows[0][i].n < plain[i].n for i in plain)
+        expected = sum(0.5 ** ((rows[0]["i3"].ts - t) / half_life_ms) for (_, r), t in zip(eng, times) if r == 3)
+        assert rows[0]["i3"].n == pytest.approx(expected, rel=1e-9)
+
+
+def test_rows_are_bounded_and_keep_their_largest_neighbours():
+    row = NeighbourRow()
+    for k in range(100):
+        row.fold(1.0, 0, [f"x{k}", "big"], [1.0 + k / 1000, 50.0], offset=k, top_m=4)
+        assert len(row.nb) <= 8
+    assert "big" in row.nb and row.nb["big"] == 5000.0
+    assert row.n == 100.0
+
+
+def test_a_message_at_or_below_the_rows_offset_is_skipped():
+    value = encode_delta(fresh().deltas([([1, 2], 3)])[3], fresh().counts.ids)
+    rows: dict[str, NeighbourRow] = {}
+    assert fold_messages(rows, [("i3", 7, value)]) == {"i3"}
+    again = NeighbourRow.from_bytes(rows["i3"].to_bytes())  # as restored from the changelog
+    assert again == rows["i3"] and again.offset == 7
+    restored = {"i3": again}
+    assert fold_messages(restored, [("i3", 6, value), ("i3", 7, value)]) == set()
+    assert restored["i3"].n == 1.0 and restored["i3"].nb == {"i1": 1.0, "i2": 1.0}  # M[row, r] += 1 (the bonus goes to r's rows)
+    assert fold_messages(restored, [("i3", 8, value)]) == {"i3"} and restored["i3"].n == 2.0
+    n, ts, ids, w = decode_delta(value)
+    assert (n, ids) == (1.0, ["i1", "i2"])
+
+
+def test_online_rows_add_to_the_checkpoint_counts_and_are_freed_with_their_item():
+    base = fresh()
+    base.update_many(engagements(n=50, seed=5))
+    served = CoocModel(PARAMS, base.counts.copy())
+    more = engagements(n=80, seed=6)
+    rows: dict[str, NeighbourRow] = {}
+    ids = base.counts.ids
+    fold_messages(rows, [(ids[r], 0, encode_delta(d, ids)) for r, d in base.deltas(more).items()])
+    before = served.similarity_row(0)
+    apply_rows(served, [(i, r.to_bytes()) for i, r in rows.items()] + [("new-item", NeighbourRow(1.0, 0, 0, {"i0": 2.0}).to_bytes())])
+    assert "new-item" in served.index  # a neighbour or row the counts did not know gets a row
+    base.update_many(more)
+    for j in range(12):
+        np.testing.assert_allclose(served.similarity_row(j)[1], base.similarity_row(j)[1], rtol=1e-6)
+    assert served.similarity_row(0)[1].tobytes() != before[1].tobytes()  # the cache followed the rows
+    j = served.index["i4"]
+    served.free_item("i4")
+    assert served.online.rows[j].size == 0 and served.online.n[j] == 0
+    assert all(j not in a["row"] for a in served.online.rows)
+
+
+def test_online_row_memory_per_item_is_small():
+    from models.cooc.rows import OnlineRows
+
+    online, M, items = OnlineRows(), 64, 2000
+    rng = np.random.default_rng(0)
+    for j in range(items):
+        cols = rng.choice(items, size=M, replace=False)
+        online.set(j, 3.0, 1000, cols, rng.random(M).astype(np.float32) + 0.1)
+    per_item = online.nbytes() / items
+    assert 8 * M < per_item < 8 * M + 300, per_item  # 8 bytes per neighbour and a small header
