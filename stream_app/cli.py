@@ -5,6 +5,8 @@
     stream-app replay --dataset PATH       replay a data set into Kafka, print recommendations
     stream-app demo --dataset PATH         local broker + worker + replay, then stop everything
     stream-app train --dataset PATH --out DIR [--domain NAME]
+    stream-app train --from-kafka --out MODELS_DIR [--warm-start] [--since T] [--holdout D]
+    stream-app retrain --every DURATION --out MODELS_DIR [--warm-start]
     stream-app evaluate --dataset PATH --out DIR [--domain NAME]
     stream-app bench --dataset PATH
 """
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 
 from models.domains import DOMAINS
+from stream_app.retrain import add_options as add_retrain_options, parse_duration_ms
 from stream_app.settings import Settings, settings_help
 
 
@@ -66,13 +69,24 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                            help="serve the untrained default model instead of a checkpoint trained on the data set "
                                 "(STREAM_RECO_CHECKPOINT, when set, is served as it is)")
     t = sub.add_parser("train", help="train the fusion module; writes a versioned checkpoint")
-    t.add_argument("--dataset", required=True, help="data set folder (RecBole atomic, MovieLens CSV or JSONL)")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="data set folder (RecBole atomic, MovieLens CSV or JSONL)")
+    src.add_argument("--from-kafka", action="store_true",
+                     help="read the interactions and catalog topics (the worker's settings) instead; --out is then "
+                          "the models folder: a new version, judged against the serving model on the most recent "
+                          "events and published there (its `current` pointer) only when better")
     t.add_argument("--out", required=True, help="folder that receives the versioned checkpoint folder")
-    t.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    _domain_option(t)
-    t.add_argument("--budget-s", type=float, default=240.0,
-                   help="seconds for the co-engagement parameter search on validation (default: %(default)s)")
-    _sequence_options(t)
+    r = sub.add_parser("retrain", help="train from the topics every --every, publish what beats the serving model")
+    r.add_argument("--out", required=True, help="the models folder (versions and the `current` pointer)")
+    r.add_argument("--every", type=parse_duration_ms, required=True, help="time between runs' starts (e.g. 1h, 1d)")
+    r.add_argument("--runs", type=int, default=0, help="stop after this many runs (default: 0, never)")
+    for p_ in (t, r):
+        p_.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+        _domain_option(p_)
+        p_.add_argument("--budget-s", type=float, default=240.0,
+                        help="seconds for the co-engagement parameter search on validation (default: %(default)s)")
+        _sequence_options(p_)
+        add_retrain_options(p_)
     e = sub.add_parser("evaluate", help="offline evaluation with baselines and ablations")
     e.add_argument("--dataset", required=True, help="data set folder (RecBole atomic, MovieLens CSV or JSONL)")
     e.add_argument("--out", required=True, help="folder for metrics.json, metrics.png and summary.json")
@@ -127,6 +141,15 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(settings, args.dataset, limit=args.limit, rate=args.rate, show_users=args.show_users,
                             trained=not args.untrained)
         return run_replay(settings, args.dataset, limit=args.limit, rate=args.rate, show_users=args.show_users)
+    if args.cmd == "retrain":
+        from stream_app.retrain import run_every
+
+        return run_every(settings, args)
+    if args.cmd == "train" and args.from_kafka:
+        from stream_app.retrain import run_once
+
+        run_once(settings, args)
+        return 0
     if args.cmd == "train":
         from models.offline.fused import train_checkpoint
 

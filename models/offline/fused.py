@@ -43,6 +43,7 @@ from models.attention import AttentionFusion
 from models.items import ItemVectors
 from models.state import UserState
 from models.offline.train_attention import TrainConfig, build_examples, train_attention
+from models.offline.warm import WarmStart, cf_factors as warm_cf_factors
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,10 @@ class FusedRecommender(Recommender):
                  item_vectors: np.ndarray | None = None, config: TrainConfig = TrainConfig(), seed: int = 0,
                  cf_dim: int = 64, progress: bool = True, cooc_params: CoocParams | None = None,
                  domain: str | DomainConfig | None = None,
-                 sequence: SequenceConfig | Sequence[SequenceConfig] | None = sequence_configs()):
+                 sequence: SequenceConfig | Sequence[SequenceConfig] | None = sequence_configs(),
+                 warm: WarmStart | None = None):
         self.name = name
+        self.warm = warm  # start from a serving checkpoint (models.offline.warm)
         self.mode = "fused"
         self.domain = get_domain(domain)  # event weights and dimensions, as STREAM_RECO_DOMAIN in the worker
         self.text = text
@@ -105,11 +108,16 @@ class FusedRecommender(Recommender):
         self._cf: np.ndarray | None = None
 
     def fit(self, train: Sequence[Interaction], items: ItemCatalog) -> None:
-        self._cf_ids, self._cf = item_factors(((e.user_id, e.item_id) for e in train), k=self.cf_dim,
-                                              seed=self.config.seed)
-        cf = dict(zip(self._cf_ids, self._cf))
         text_vecs = self.item_vectors if self.item_vectors is not None else item_text_vectors(items)
         dims = self.domain.dims("hybrid" if self.text else "cf")
+        self._warm_check(dims, text_vecs.shape[1])
+        if self.warm is not None:  # the factors the warm weights were learned on; new items from their text
+            self._cf_ids, self._cf, new = warm_cf_factors(items.ids, text_vecs, self.warm.cf)
+            self.info["warm_cf_new_items"] = new
+        else:
+            self._cf_ids, self._cf = item_factors(((e.user_id, e.item_id) for e in train), k=self.cf_dim,
+                                                  seed=self.config.seed)
+        cf = dict(zip(self._cf_ids, self._cf))
         space = {"text": text_vecs.shape[1], "cf": self._cf.shape[1], "category": CATEGORY_BUCKETS,
                  "hybrid": text_vecs.shape[1] + self._cf.shape[1]}
         model = InterestModel(AttentionFusion.default(dims, space),
@@ -123,14 +131,28 @@ class FusedRecommender(Recommender):
         if len(items) > 5000:  # the catalogue-wide softmax dominates the cost: larger steps
             cfg = TrainConfig(**{**cfg.__dict__, "batch_size": 1024, "lr": cfg.lr * 1.5})
         item_spaces = ("text", "category", "cf") if self.text else ("category", "cf")
-        self.attention, self.info = train_attention(model, train_ex, holdout, cfg, self.name,
-                                                    item_spaces=item_spaces, progress=self.progress)
+        self.attention, info = train_attention(model, train_ex, holdout, cfg, self.name, item_spaces=item_spaces,
+                                               progress=self.progress,
+                                               init=self.warm.attention if self.warm is not None else None)
+        self.info = {**info, **({"warm_cf_new_items": self.info["warm_cf_new_items"]} if self.warm else {})}
         self._train_events = list(train)
         self._catalog = items
         self._cooc = fit_cooc(train, items, self.cooc_params or CoocParams())
         self.model = InterestModel(self.attention, model.items, self._cooc.with_params(self._cooc.params), self.blend,
                                    domain=self.domain)
         self._reset()
+
+    def _warm_check(self, dims, text_dim: int) -> None:
+        """Drop a warm start whose checkpoint does not fit this model (logged): start from scratch."""
+        if self.warm is None:
+            return
+        cf_dim = len(next(iter(self.warm.cf.values()))) if self.warm.cf else self.cf_dim
+        space = {"text": text_dim, "cf": cf_dim, "category": CATEGORY_BUCKETS}
+        spaces = ("text", "category", "cf") if self.text else ("category", "cf")
+        why = self.warm.compatible(dims, space, self.config.d_model, self.config.d_attn, spaces)
+        if why is not None:
+            log.warning("warm start from %s not possible (%s): training from scratch", self.warm.version, why)
+            self.warm = None
 
     def select(self, split: Split, budget_s: float = 240.0) -> dict:
         """Validation only: tune the co-engagement parameters (unless given; ``budget_s``), train

@@ -173,9 +173,10 @@ def masked_ndcg(module: AttentionFusionModule, feats, ex: Examples, k: int = 10,
 
 def train_attention(model: InterestModel, train_ex: Examples, holdout: Examples, cfg: TrainConfig,
                     version: str, item_spaces: Sequence[str] = ("text", "category", "cf"),
-                    progress: bool = True) -> tuple[AttentionFusion, dict]:
+                    progress: bool = True, init: AttentionFusion | None = None) -> tuple[AttentionFusion, dict]:
     """Fit an ``AttentionFusionModule`` for ``model``'s dimensions and catalogue; returns its
-    serving form."""
+    serving form. ``init``: start from these weights (``models.offline.warm.init_attention``);
+    the starting point is then scored on the holdout first and kept unless an epoch beats it."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
@@ -189,6 +190,14 @@ def train_attention(model: InterestModel, train_ex: Examples, holdout: Examples,
         train_ex = train_ex.take(np.sort(rng.choice(len(train_ex), cfg.max_examples, replace=False)))
     opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best, best_state, bad, history = -1.0, None, 0, []
+    warm: dict = {}
+    if init is not None:
+        from models.offline.warm import init_attention
+
+        with torch.no_grad():
+            warm = init_attention(dict(module.state_dict()), init, fcfg.item_ids)
+        best = warm["start_holdout_ndcg@10"] = masked_ndcg(module, feats, holdout)
+        best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
         module.train()
@@ -219,6 +228,6 @@ def train_attention(model: InterestModel, train_ex: Examples, holdout: Examples,
             if bad >= cfg.patience:
                 break
     module.load_state_dict(best_state)
-    info = {"history": history, "best_holdout_ndcg@10": best, "train_examples": len(train_ex),
+    info = {"history": history, "best_holdout_ndcg@10": best, "train_examples": len(train_ex), **({"warm_start": warm} if warm else {}),
             "holdout_examples": len(holdout), "train_seconds": round(time.perf_counter() - t0, 1)}
     return to_serving(module, version), info
