@@ -1,0 +1,76 @@
+"""The co-engagement stream without Kafka: a worker batch becomes one pair message per touched
+item and leaves the served counts alone; the follower applies rows in changelog order and passes
+over epoch markers and a former aggregator's late writes."""
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import numpy as np
+
+from models.cooc.online import NeighbourRow, fold_messages
+from stream_app import fencing
+from stream_app.codec import Codec
+from stream_app.cooc_stream import CoocFollower
+from stream_app.processor import Processor
+from stream_app.sensor import Sensor
+from tests.models.test_cooc import engine
+from tests.stream_app.test_processor import TinyEncoder, ev
+
+
+def processor(half_life_ms: float | None) -> Processor:
+    p = Processor(engine(8), TinyEncoder(), lambda text: 0.5, Codec.load(), top_k=3)
+    p.pairs_half_life_ms = half_life_ms
+    return p
+
+
+def batch() -> list[dict]:
+    items = ["i0", "i1", "i2", "i3", "i1", "i4", "i5", "i2", "i6", "i0", "i7"]
+    return [ev(f"e{n}", f"u{n % 3}", i, ts=1000 + n) for n, i in enumerate(items)]
+
+
+def test_a_worker_batch_becomes_one_pair_message_per_touched_item():
+    local, worker = processor(None), processor(0.0)
+    local.apply_batch(batch(), {})
+    result = worker.apply_batch(batch(), {})
+    assert not worker.model.cooc.counts.n.any()  # served counts: the checkpoint's, unchanged
+    items = [item for item, _ in result.pairs]
+    assert result.engagements == 9  # u0's i0 and u1's i1 again: re-engagements add nothing
+    assert sorted(items) == [f"i{k}" for k in range(8)]  # one message per touched item, 8 for 9 engagements
+    rows: dict[str, NeighbourRow] = {}
+    fold_messages(rows, [(item, k, value) for k, (item, value) in enumerate(result.pairs)])
+    counts = local.model.cooc.counts
+    for item, row in rows.items():
+        j = counts.index[item]
+        assert row.n == counts.n[j]
+        got = {counts.index[i]: w for i, w in row.nb.items()}
+        want = counts.row(j)
+        assert got == {int(c): float(want[c]) for c in np.flatnonzero(want)}
+    assert sum(r.n for r in rows.values()) == counts.n.sum()
+
+
+def record(partition, offset, key, value, epoch=None):
+    headers = [] if epoch is None else fencing.headers(epoch, "m")
+    return SimpleNamespace(partition=partition, offset=offset, key=key, value=value, headers=headers)
+
+
+def test_the_follower_applies_rows_in_order_and_passes_over_stale_epochs():
+    sensor = Sensor()
+    f = CoocFollower("unused:9092", "rows", sensor=sensor)
+    p = processor(0.0)
+    row = lambda n: NeighbourRow(n, 5, 1, {"i1": float(n)}).to_bytes()  # noqa: E731
+    f._take(record(0, 0, fencing.MARKER_KEY, b"{}", epoch=2))
+    f._take(record(0, 1, b"i0", row(1.0), epoch=2))
+    f._take(record(0, 2, b"i0", row(9.0), epoch=1))  # a former owner's late write: passed over
+    f._take(record(1, 0, b"i2", row(3.0)))
+    f._take(record(1, 1, b"i2", None))  # a tombstone empties the row
+
+    async def run_model(fn, *args):
+        return fn(*args)
+
+    asyncio.run(f.sync(run_model, p))
+    cooc = p.model.cooc
+    assert cooc.online.snapshot(cooc.index["i0"], cooc.counts.ids)["neighbours"] == {"i1": 1.0}
+    assert cooc.online.snapshot(cooc.index["i2"], cooc.counts.ids) == {"n": 0.0, "ts": 0, "neighbours": {}}
+    assert f.applied == {0: 3, 1: 2} and sensor.stats()["cooc"]["applied_offsets"] == {"0": 3, "1": 2}
+    assert sensor.stats()["cooc"]["rows_followed"] == 3
