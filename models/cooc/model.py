@@ -12,11 +12,18 @@ were first added here):
       n[i] += 1
 
   A re-engagement with an item the user already has (``UserState.seen``) changes no count.
-  ``update_many`` is the one writer of that rule: a batch of first engagements (prev rows, row)
-  in event order, the worker's batch or the offline replay's single event. ``fit`` applies it to
-  whole training sequences (each user's items are kept in a ``models.seen.SeenItems``, as
-  ``UserState.seen`` keeps them, so "already has" is decided alike, a rare false positive
-  included), so fitting on a log equals streaming it event by event.
+  ``additions`` is the one place the rule is written: a batch of first engagements (prev rows,
+  row) in event order -> the additions, in order. ``update_many`` applies them to the counts (the
+  offline replay, one event at a time; ``fit`` on whole training sequences, each user's items
+  kept in a ``models.seen.SeenItems`` as ``UserState.seen`` keeps them, so "already has" is
+  decided alike, a rare false positive included), so fitting on a log equals streaming it event
+  by event. ``deltas`` sums the same additions per target row instead (a worker's batch: one pair
+  message per touched item, ``models.cooc.online``); added to zero counts they give the bits
+  ``update_many`` gives.
+
+Served counts are the checkpoint's ``counts`` plus ``online`` (``models.cooc.rows.OnlineRows``):
+the neighbour rows the worker follows, learned from every worker's events. Offline they are
+empty.
 
 Scores for a user whose recent distinct items are ``r_1`` (newest) .. ``r_H`` (``H = hist_len``)::
 
@@ -25,9 +32,10 @@ Scores for a user whose recent distinct items are ``r_1`` (newest) .. ``r_H`` (`
     score(i) = sum_d decay ** (d - 1) * S[r_d, i]
 
 A score is a pure function of the counts and the user's recent items, so the worker and the
-offline replay agree exactly whatever the timing of their requests. Rows of ``S`` are computed
-from the counts when asked for (O(N) each) and kept only until the counts next change (every
-change bumps ``CoocCounts.version``).
+offline replay agree exactly whatever the timing of their requests, once they hold the same
+counts. Rows of ``S`` are computed from the counts (and the online rows) when asked for (O(N)
+each) and kept only until they next change (every change bumps ``CoocCounts.version`` or
+``OnlineRows.version``).
 
 >>> m = CoocModel(CoocParams(window=2, trans_window=1, beta=1.0, shrink=0.0, hist_len=2, k=10))
 >>> for i in "abcd":

@@ -1,7 +1,10 @@
 """The worker serves exactly what the offline model computes: ``stream-app train``'s checkpoint
 (attention fusion, CF factors, co-engagement counts and parameters, blend weights), the same
 events, the same top-K, scores, reasons and weights. The data set has categories, items without
-text and review events with text (tags)."""
+text and review events with text (tags). The worker's co-engagement counts learn through Kafka
+(``stream_app.cooc_stream``), so its list is compared once it has settled (every pair message
+folded and every row followed: then it holds what the offline replay applied locally), ranked at
+request time by ``GET /users/{id}``."""
 from __future__ import annotations
 
 import time
@@ -15,6 +18,7 @@ from models.offline.data import Dataset, Interaction, Item, write_jsonl_dataset
 from models.offline.fused import encoder, train_checkpoint
 from stream_app.dev.messages import catalog_message, interaction_message
 from tests.integration.kafka_io import consume_until, produce_json
+from tests.support.cooc import get, online_rows, wait_settled
 
 pytestmark = pytest.mark.broker
 
@@ -92,7 +96,12 @@ def test_worker_top_k_equals_offline_top_k(trained, worker_factory, kafka_bootst
                  [interaction_message(e, f"eq-{i}") for i, e in enumerate(history)], "user_id")
     msgs = consume_until(kafka_bootstrap, w.topic("recommendations"),
                          lambda got: any(v["events_applied"] == len(history) for k, v, _ in got if k == "newbie"), timeout=60)
-    served = [v for k, v, _ in msgs if k == "newbie" and v["events_applied"] == len(history)][-1]
+    assert [v for k, v, _ in msgs if k == "newbie" and v["events_applied"] == len(history)]
+    wait_settled(kafka_bootstrap, [w])
+    learned = online_rows(w, ["space-0", "space-3", "crime-2"])
+    assert all(r and r["neighbours"] for r in learned.values()), learned  # the pairs went through Kafka
+    served = get(w, "/users/newbie")
+    assert served["events_applied"] == len(history)
 
     feats = {"loved it": (TextSentiment()("loved it"), encoder().encode(["loved it"])[0])}
     st = offline.new_state()  # the same events through the same update (co-engagement counts too)
