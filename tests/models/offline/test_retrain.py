@@ -3,10 +3,7 @@ handling of items the serving model never saw, and whole runs that publish a bet
 refuse a worse one without moving the pointer."""
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
-import orjson
 import pytest
 import torch
 
@@ -17,10 +14,11 @@ from models.offline.data import Dataset, Interaction
 from models.offline.gate import decide
 from models.offline.loaders import load_dataset
 from models.offline.recent import split_recent
-from models.offline.retrain import RetrainConfig, retrain, train_new
+from models.offline.retrain import RetrainConfig, retrain
 from models.offline.synthetic import generate
 from models.offline.train_attention import AttentionFusionModule
 from models.offline.warm import cf_factors, init_attention
+from tests.support.bad_models import garbage_trainer, randomised
 
 SMALL = dict(budget_s=2.0, sequence_kind="gru", sequence_budget_s=3.0, warm_sequence_budget_s=3.0, warm_epochs=2)
 
@@ -133,35 +131,6 @@ def data(tmp_path_factory):
     cut = ds.interactions[int(len(ds.interactions) * 0.75)].ts
     head = Dataset(ds.name, ds.items, [e for e in ds.interactions if e.ts < cut])
     return head, ds
-
-
-def randomised(src, models_dir):
-    """A copy of a version with its item embeddings and biases drawn at random and the blend on the
-    attention alone: a deliberately worse model, as a version of its own."""
-    name = registry.new_version(models_dir)
-    dst = shutil.copytree(src, models_dir / name)
-    with np.load(dst / "fusion.npz") as z:
-        w = {k: z[k] for k in z.files}
-    rng = np.random.default_rng(0)
-    w["item_emb"] = rng.normal(scale=5.0, size=w["item_emb"].shape).astype(np.float32)
-    w["item_bias"] = rng.normal(scale=5.0, size=w["item_bias"].shape).astype(np.float32)
-    np.savez_compressed(dst / "fusion.npz", **w)
-    meta = orjson.loads((dst / "config.json").read_bytes())
-    meta.update(blend={"attention": 1.0}, version=name)
-    (dst / "config.json").write_bytes(orjson.dumps(meta))
-    return name
-
-
-def garbage_trainer(*args):
-    """Trains as usual, then randomises the item embeddings and serves the attention alone."""
-    rec = train_new(*args)
-    w = dict(rec.attention.w)
-    rng = np.random.default_rng(1)
-    w["item_emb"] = rng.normal(scale=5.0, size=w["item_emb"].shape).astype(np.float32)
-    w["item_bias"] = rng.normal(scale=5.0, size=w["item_bias"].shape).astype(np.float32)
-    rec.attention = AttentionFusion(rec.attention.cfg, w, rec.attention.version)
-    rec.blend = {"attention": 1.0}
-    return rec
 
 
 def test_a_worse_model_is_refused_and_a_better_one_published(data, tmp_path):
