@@ -89,6 +89,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="start from the serving checkpoint's weights with smaller budgets (items it never saw "
                         "start from their text vector)")
     p.add_argument("--warm-epochs", type=int, default=4, help="warm start: attention epochs at most (default: %(default)s)")
+    p.add_argument("--warm-examples", type=int, default=30_000,
+                   help="warm start: train the attention on the newest this many examples (default: %(default)s)")
     p.add_argument("--warm-sequence-budget-s", type=float, default=60.0,
                    help="warm start: seconds for the sequence model (default: %(default)s)")
 
@@ -100,7 +102,8 @@ def _config(args: argparse.Namespace):
                          margin=args.margin, min_ranked=args.min_ranked, max_ranked=args.max_ranked or None,
                          warm_start=args.warm_start, seed=args.seed, domain=args.domain, budget_s=args.budget_s,
                          sequence_kind=args.sequence_kind, sequence_budget_s=args.sequence_budget_s,
-                         warm_epochs=args.warm_epochs, warm_sequence_budget_s=args.warm_sequence_budget_s)
+                         warm_epochs=args.warm_epochs, warm_examples=args.warm_examples,
+                         warm_sequence_budget_s=args.warm_sequence_budget_s)
 
 
 def serving_checkpoint(settings: Settings, models_dir: str | Path, explicit: str | None = None) -> Path | None:

@@ -60,7 +60,8 @@ class RetrainConfig:
     budget_s: float = 240.0  # co-engagement parameter search (cold start only)
     sequence_kind: str = "auto"
     sequence_budget_s: float | None = None  # cold start: each sequence model's budget (None: defaults)
-    warm_epochs: int = 4  # warm start: attention epochs at most
+    warm_epochs: int = 4  # warm start: attention epochs at most ...
+    warm_examples: int = 30_000  # ... on the newest this many training examples
     warm_sequence_budget_s: float = 60.0  # warm start: the sequence model's budget
     progress: bool = False
 
@@ -70,7 +71,7 @@ def train_new(ds: Dataset, split: TimeSplit, catalog: ItemCatalog, item_vecs, te
     train_ds = Dataset(ds.name, ds.items, split.before)
     loo = split_leave_one_out(train_ds)
     if warm is not None:
-        config = TrainConfig(epochs=cfg.warm_epochs, patience=1)
+        config = TrainConfig(epochs=cfg.warm_epochs, patience=1, max_examples=cfg.warm_examples, newest_examples=True)
         seq = sequence_configs(warm.sequence_kind or cfg.sequence_kind, cfg.warm_sequence_budget_s)
     else:
         config, seq = TrainConfig(), sequence_configs(cfg.sequence_kind, cfg.sequence_budget_s)

@@ -92,6 +92,7 @@ class TrainConfig:
     patience: int = 2
     mask_seen: bool = True  # softmax over items the user has not seen yet (what serving ranks)
     max_examples: int = 150_000
+    newest_examples: bool = False  # above max_examples keep the newest (a warm start's fine-tuning), else a sample
     seed: int = 0
     threads: int = 1  # >1 collapses (10x slower) when another process shares the cores
 
@@ -186,8 +187,10 @@ def train_attention(model: InterestModel, train_ex: Examples, holdout: Examples,
                         item_spaces=item_spaces, item_ids=tuple(model.items.ids))
     module = AttentionFusionModule(fcfg)
     feats = {s: torch.from_numpy(np.ascontiguousarray(model.items.space(s))) for s in item_spaces}
-    if len(train_ex) > cfg.max_examples:
-        train_ex = train_ex.take(np.sort(rng.choice(len(train_ex), cfg.max_examples, replace=False)))
+    if len(train_ex) > cfg.max_examples:  # examples are in event order
+        keep = (np.arange(len(train_ex) - cfg.max_examples, len(train_ex)) if cfg.newest_examples
+                else np.sort(rng.choice(len(train_ex), cfg.max_examples, replace=False)))
+        train_ex = train_ex.take(keep)
     opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best, best_state, bad, history = -1.0, None, 0, []
     warm: dict = {}

@@ -6,8 +6,9 @@ What carries over from the checkpoint (``WarmStart.load``):
   learned id embedding and bias of each item by its id (``init_attention``). An item the
   checkpoint has never seen gets a zero id embedding and bias, so it starts as the item tower
   reads its text vector, categories and collaborative factors (what an unseen item is when
-  served). Training then goes on from there, early-stopped on the same holdout, with the
-  starting point itself a candidate (never worse on that holdout than where it started);
+  served). Training then goes on from there on the newest examples (a smaller budget: fewer
+  epochs, fewer examples), early-stopped on the same holdout, with the starting point itself a
+  candidate (never worse on that holdout than where it started);
 * the collaborative factors of the items the checkpoint knows (the attention's weights were
   learned on them; a fresh factorisation would rotate the space under them); an unseen item's
   factors come from its text vector, by a ridge regression from text vectors to factors fitted on
