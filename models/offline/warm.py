@@ -32,7 +32,7 @@ import orjson
 
 from models.attention import AttentionFusion
 from models.cf import load_factors
-from models.cooc import CoocModel, CoocParams
+from models.cooc import CoocParams
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class WarmStart:
         path = Path(checkpoint)
         attention = AttentionFusion.load(path)
         cf = load_factors(path / "cf.npz") if (path / "cf.npz").exists() else {}
-        cooc = CoocModel.load(path / "cooc.npz").params if (path / "cooc.npz").exists() else None
+        cooc = cooc_params(path / "cooc.npz") if (path / "cooc.npz").exists() else None
         meta = orjson.loads((path / "config.json").read_bytes())
         kind = (meta.get("training", {}).get("selection", {}).get("sequence") or {}).get("kind")
         kind = kind if kind in ("attention", "gru") else ("auto" if kind else None)
@@ -70,6 +70,15 @@ class WarmStart:
         if not self.cf:
             return "no collaborative factors"
         return None
+
+
+def cooc_params(path: Path) -> CoocParams:
+    """The co-engagement parameters of a saved ``CoocModel`` (``CoocModel.save``'s ``params``
+    entry), without restoring its counts."""
+    import ast
+
+    with np.load(path) as z:
+        return CoocParams(**ast.literal_eval(str(z["params"][0])))
 
 
 def cf_factors(ids: Sequence[str], text_vectors: np.ndarray, known: dict[str, np.ndarray],
