@@ -6,6 +6,7 @@ servers, security, topic names: ``stream_app.topic_data``), trains a new version
 the serving model on the most recent slice of time, writes the version into the models folder
 (``--out``) and publishes it only when it beats the serving model (``models.offline.retrain``).
 
+The domain preset is the worker's (``STREAM_RECO_DOMAIN``) unless ``--domain`` names another.
 The serving model is, in this order: ``--serving DIR``, the version the models folder's
 ``current`` pointer names, ``STREAM_RECO_CHECKPOINT``, or the untrained default.
 
@@ -95,12 +96,15 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="warm start: seconds for the sequence model (default: %(default)s)")
 
 
-def _config(args: argparse.Namespace):
+def _config(settings: Settings, args: argparse.Namespace):
+    """The run's configuration; the domain is the worker's (``STREAM_RECO_DOMAIN``) unless
+    ``--domain`` names another one."""
     from models.offline.retrain import RetrainConfig
 
+    domain = args.domain if args.domain != "default" else settings.domain
     return RetrainConfig(recent_fraction=args.recent_fraction, holdout_ms=args.holdout, metric=args.gate_metric,
                          margin=args.margin, min_ranked=args.min_ranked, max_ranked=args.max_ranked or None,
-                         warm_start=args.warm_start, seed=args.seed, domain=args.domain, budget_s=args.budget_s,
+                         warm_start=args.warm_start, seed=args.seed, domain=domain, budget_s=args.budget_s,
                          sequence_kind=args.sequence_kind, sequence_budget_s=args.sequence_budget_s,
                          warm_epochs=args.warm_epochs, warm_examples=args.warm_examples,
                          warm_sequence_budget_s=args.warm_sequence_budget_s)
@@ -136,7 +140,7 @@ def run_once(settings: Settings, args: argparse.Namespace) -> dict:
                     settings.topic("interactions"))
         return {"skipped": f"{len(ds.interactions)} usable events"}
     serving = serving_checkpoint(settings, args.out, args.serving)
-    meta = retrain(ds, args.out, serving, _config(args), read=read)
+    meta = retrain(ds, args.out, serving, _config(settings, args), read=read)
     if "skipped" not in meta:
         meta["seconds"]["read"] = round(read_s, 1)
         meta["seconds"]["wall"] = round(time.perf_counter() - t0, 1)
