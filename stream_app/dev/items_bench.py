@@ -235,8 +235,11 @@ def run_items(settings: Settings, n_items: int, n_events: int, seed: int = 0, en
         print(f"  indexed {encode_n:,} items in {idx_s:.1f} s ({encode_n / idx_s:,.0f} items/s)", flush=True)
 
         # 2. full speed
+        cpu0 = w1.cpu_seconds()
         full = asyncio.run(replay_events(w1.settings, full_events, rate=0.0, progress=progress, idle_timeout=60.0))
-        rep["full"] = {**full.summary(), "loadavg_1m": _load(), "worker_cpu_s": w1.cpu_seconds()}
+        cpu = (w1.cpu_seconds() or 0.0) - (cpu0 or 0.0)
+        rep["full"] = {**full.summary(), "loadavg_1m": _load(), "worker_cpu_s": cpu,
+                       "worker_cpu_us_per_event": 1e6 * cpu / max(1, len(full_events))}
         rep["full"]["worker_stats"] = w1.stats()
         rep["worker_1_memory"] = worker_memory(w1)
         print(f"  full speed: {full.events_per_s:,.0f} events/s, p99 {full.latency_ms(99):.0f} ms", flush=True)
@@ -260,7 +263,7 @@ def run_items(settings: Settings, n_items: int, n_events: int, seed: int = 0, en
         # 4. half rate on the restored worker, other users
         rate = max(1.0, full.events_per_s / 2)
         half = asyncio.run(replay_events(w2.settings, half_events, rate=rate, progress=progress, idle_timeout=60.0))
-        rep["half"] = {**half.summary(), "loadavg_1m": _load()}
+        rep["half"] = {**half.summary(), "loadavg_1m": _load(), "worker_stats": w2.stats()}
         rep["worker_2_memory"] = worker_memory(w2)
         print(f"  half rate ({rate:,.0f}/s): p99 {half.latency_ms(99):.0f} ms", flush=True)
 
