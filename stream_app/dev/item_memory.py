@@ -14,6 +14,10 @@ with co-engagement counts and a fixed blend, ``models.offline.two_stage.blank_mo
   the rankers' per-item caches (the attention item embeddings) -- a first two-stage
   ``recommend_many``.
 
+Then the cost of one catalogue change for the next ranking call: a ranking call of the sampled
+users, then one new item and the same call again (the ranking index and the rankers' caches
+follow the catalogue on the next call).
+
 Each figure is the growth of the process's resident memory (``/proc/self/status`` VmRSS) across
 the step, after a collection; the arrays' own sizes (``nbytes``: what the structure holds by
 design, at its current capacity) are given beside it. Item vectors are random unit vectors
@@ -120,6 +124,14 @@ def measure(n_items: int, n_events: int = 100_000, seed: int = 0, users: int = 6
                  "rss_bytes": after_rank - after_fold, "nbytes": ann_nbytes, "seconds": rank_s,
                  "detail": {"index_cells": index.cells, "faiss_nbytes": _faiss_nbytes(index),
                             "indexed_copy_nbytes": int(index._X.nbytes)}})
+    # what one catalogue change costs the next ranking call (the index and caches follow the catalogue)
+    t0 = time.perf_counter()
+    model.recommend_many(sample, 10)
+    steady_s = time.perf_counter() - t0
+    model.add_item("one-more-item", X[0], ("extra",), None)
+    t0 = time.perf_counter()
+    model.recommend_many(sample, 10)
+    changed_s = time.perf_counter() - t0
     total = after_rank - base
     for r in rows:
         r["rss_bytes_per_item"] = r["rss_bytes"] / n_items
@@ -127,6 +139,7 @@ def measure(n_items: int, n_events: int = 100_000, seed: int = 0, users: int = 6
     return {"items": n_items, "events": len(evs), "seed": seed, "rows": rows,
             "rss_bytes_total": total, "rss_bytes_per_item_total": total / n_items,
             "text_vector_bytes_per_item": TEXT_DIM * 4, "peak_rss_bytes": rss_bytes("VmHWM"),
+            "ranking_call_s": steady_s, "ranking_call_after_one_new_item_s": changed_s, "ranking_users": len(sample),
             "loadavg_1m": round(os.getloadavg()[0], 2), "wall_s": time.perf_counter() - t_all}
 
 
@@ -169,7 +182,9 @@ def markdown(report: dict) -> str:
     head = (f"### Memory per item, {n:,} items, {report['events']:,} events (load {report['loadavg_1m']}, "
             f"peak RSS {report['peak_rss_bytes'] / 2**30:.2f} GiB; a text vector alone is "
             f"{report['text_vector_bytes_per_item']:,} B)\n\n")
-    return head + markdown_table(["structure", "RSS growth MiB", "RSS B/item", "nbytes B/item", "build s"], rows)
+    tail = (f"\n\none ranking call of {report['ranking_users']} users (two-stage): {report['ranking_call_s']:.3f} s; "
+            f"the same call after one new item: {report['ranking_call_after_one_new_item_s']:.3f} s")
+    return head + markdown_table(["structure", "RSS growth MiB", "RSS B/item", "nbytes B/item", "build s"], rows) + tail
 
 
 def main(argv=None) -> None:
