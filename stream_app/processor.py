@@ -170,8 +170,9 @@ class Processor:
         before = {u: (st.events, st.generation) for u, st in result.states.items()}
         applied: list[int] = []
         pairs = None if self.pairs_half_life_ms is None or self.model.cooc is None else []
+        learning = {} if pairs is None else {"pairs": pairs}  # the worker's pairs go to Kafka
         self.model.fold(evs, result.states, feats, on_error, positions=positions, applied=applied,
-                        pairs=pairs)  # in one go
+                        **learning)  # in one go
         if pairs:
             result.pairs, result.engagements = self.pair_messages(pairs), len(pairs)
         result.forgotten = {u for u, st in result.states.items() if st.generation > before[u][1]}
