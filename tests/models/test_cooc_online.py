@@ -166,3 +166,29 @@ def test_online_row_memory_per_item_is_small():
         online.set(j, 3.0, 1000, cols, rng.random(M).astype(np.float32) + 0.1)
     per_item = online.nbytes() / items
     assert 8 * M < per_item < 8 * M + 300, per_item  # 8 bytes per neighbour and a small header
+
+
+def test_a_model_serving_online_rows_ranks_like_one_that_learned_locally_exactly_and_in_two_stages():
+    from models.candidates import CandidateSizes
+    from tests.models.test_candidates import ranked
+    from tests.models.test_fold import features, stream, trained_like
+    from tests.models.test_recommend_many import assert_same_lists
+
+    params = CoocParams(window=4, trans_window=2, trans_decay=0.3)
+    rng_a, rng_b = np.random.default_rng(4), np.random.default_rng(4)
+    local, worker = trained_like(4, CoocModel(params)), trained_like(4, CoocModel(params))
+    local_states: dict = {}
+    worker_states: dict = {}
+    local.fold(stream(rng_a, 400), local_states, features(rng_a, 8), on_error=lambda ev, exc: None)
+    pairs: list = []
+    worker.fold(stream(rng_b, 400), worker_states, features(rng_b, 8), on_error=lambda ev, exc: None, pairs=pairs)
+    ids = worker.cooc.counts.ids
+    deltas = worker.cooc.deltas([e for e, _ in pairs], [t for _, t in pairs])
+    rows: dict[str, NeighbourRow] = {}
+    fold_messages(rows, [(ids[r], 0, encode_delta(d, ids)) for r, d in deltas.items()])
+    apply_rows(worker.cooc, [(i, r.to_bytes()) for i, r in rows.items()])
+    users = sorted(local_states)
+    a, b = [local_states[u] for u in users], [worker_states[u] for u in users]
+    assert_same_lists(ranked(worker, b, "exact"), ranked(local, a, "exact"))
+    worker.ranking.sizes = CandidateSizes(ann=1000, sequence=1000, popular=1000, fresh=1000)
+    assert_same_lists(ranked(worker, b, "two-stage"), ranked(worker, b, "exact"))
