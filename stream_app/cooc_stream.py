@@ -42,8 +42,9 @@ Guarantees.
   by the rows in flight (``/stats`` ``cooc.follow_lag``).
 - A deleted item's online row, and its place in other rows, is freed on every worker
   (``CoocModel.free_item``); the aggregator keeps it until pruning pushes it out. A new model
-  (another checkpoint) keeps the online rows: they are keyed by item id and rebuilt from the
-  changelog at start.
+  (another checkpoint) keeps the online rows: they are keyed by item id, rebuilt from the
+  changelog at start, and carried over by id into a model loaded in process
+  (``models.cooc.online.carry_rows``).
 """
 from __future__ import annotations
 

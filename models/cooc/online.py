@@ -31,9 +31,8 @@ Three forms of the same numbers, by item id (rows differ between processes):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Sequence
 
-import numpy as np
 import orjson
 
 from models.cooc.model import RowDelta
@@ -123,8 +122,23 @@ def apply_rows(model, records: Sequence[tuple[str, bytes | None]]) -> int:
     return len(records)
 
 
-def rows_by_id(model, items: Mapping[str, int] | None = None) -> dict[str, dict]:
+def rows_by_id(model) -> dict[str, dict]:
     """Every online row of ``model`` by item id (``OnlineRows.snapshot``)."""
     online, ids = model.online, model.counts.ids
     return {ids[j]: online.snapshot(j, ids) for j in range(min(len(online.rows), len(ids)))
             if online.rows[j].size or online.n[j]}
+
+
+def carry_rows(old, new) -> int:
+    """A new model (another checkpoint, other rows) keeps what was learned online: every online
+    row of ``old`` set in ``new`` by item id (``CoocModel``s both); how many rows."""
+    online, ids = old.online, old.counts.ids
+    new.online.half_life_ms = online.half_life_ms
+    carried = 0
+    for j in range(min(len(online.rows), len(ids))):
+        arr = online.rows[j]
+        if arr.size or online.n[j]:
+            nb = {ids[r]: w for r, w in zip(arr["row"].tolist(), arr["w"].tolist())}
+            new.set_online(ids[j], NeighbourRow(float(online.n[j]), int(online.ts[j]), -1, nb))
+            carried += 1
+    return carried

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from models.cooc import CoocModel, CoocParams
-from models.cooc.counts import CoocCounts
 from models.cooc.online import NeighbourRow, apply_rows, decode_delta, encode_delta, fold_messages
 from models.engine import Event
 from tests.models.test_cooc import PARAMS, engine, random_log
@@ -192,3 +191,18 @@ def test_a_model_serving_online_rows_ranks_like_one_that_learned_locally_exactly
     assert_same_lists(ranked(worker, b, "exact"), ranked(local, a, "exact"))
     worker.ranking.sizes = CandidateSizes(ann=1000, sequence=1000, popular=1000, fresh=1000)
     assert_same_lists(ranked(worker, b, "two-stage"), ranked(worker, b, "exact"))
+
+
+def test_a_new_model_keeps_the_online_rows_by_item_id():
+    from models.cooc.online import carry_rows, rows_by_id
+
+    old = fresh()
+    rows: dict[str, NeighbourRow] = {}
+    ids = old.counts.ids
+    fold_messages(rows, [(ids[r], 0, encode_delta(d, ids)) for r, d in old.deltas(engagements(n=60, seed=8)).items()])
+    apply_rows(old, [(i, r.to_bytes()) for i, r in rows.items()])
+    new = CoocModel(PARAMS)
+    for i in ["x", "y", *reversed(ids)]:  # other rows for the same items, and items of its own
+        new.add_item(i)
+    assert carry_rows(old, new) == len(rows_by_id(old)) > 0
+    assert rows_by_id(new) == rows_by_id(old)
