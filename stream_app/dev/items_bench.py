@@ -15,7 +15,9 @@ items). Measured, in order:
 2. **full speed**: the events replayed as fast as possible; sustained events/s from the first
    produce to the recommendation answering the last event, per-event latency;
 3. **restore**: the worker is killed (SIGKILL) and a new one started on the same topics; seconds
-   until it is ready (catalogue and user states read back) and until it answers a new event;
+   until it is ready (its group joined after the dead member's session timeout, user states and
+   the catalogue changelog read back; the model may still be applying the catalogue records) and
+   until it has answered new events of 10 users (the catalogue applied);
 4. **half rate**: half as many events of other users at half the sustained rate, on the restored
    worker: per-event latency;
 5. **RSS**: each worker's peak resident memory (``VmHWM``), read just before it stops;
@@ -256,7 +258,8 @@ def run_items(settings: Settings, n_items: int, n_events: int, seed: int = 0, en
         items_after = (w2.stats() or {}).get("items")
         answered = asyncio.run(replay_events(w2.settings, probe, rate=0.0, progress=False, idle_timeout=120.0))
         rep["restore"] = {"ready_s": ready_s, "first_answer_s": answered.last_recommendation - t_kill_wall,
-                          "items_after_restore": items_after, "probe_events": len(probe),
+                          "items_in_model_when_ready": items_after,
+                          "items_when_answering": (w2.stats() or {}).get("items"), "probe_events": len(probe),
                           "probe_answered": answered.events_covered, "loadavg_1m": _load(),
                           "session_timeout_s": s.session_timeout_s}
 
