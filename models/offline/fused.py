@@ -9,6 +9,9 @@ training events, and, given the split, ``select`` tunes the co-engagement parame
 sequence model (by default self-attention and a GRU, mixed: ``models.sequence.mix``; epochs and
 mix chosen on a holdout of each user's last training event) and chooses the blend weights on the
 validation targets (``models.offline.choose_blend``).
+``warm`` (``models.offline.warm.WarmStart``) starts the attention fusion from a serving
+checkpoint's weights and keeps its collaborative factors (``stream-app train --from-kafka
+--warm-start``, ``models.offline.retrain``).
 ``text=False`` drops the transformer's vectors everywhere (semantic dimensions and item tower on
 collaborative factors). ``variant(name, mode)`` gives the ablations without retraining: one
 attention dimension alone (``only:<dim>``, the other dimensions masked as if empty), the attention
