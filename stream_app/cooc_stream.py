@@ -64,6 +64,8 @@ from stream_app.topics import cooc_group
 
 log = logging.getLogger(__name__)
 
+DECODED_MAX = 20_000  # decoded rows the aggregator keeps per partition between batches
+
 
 def send_pairs(ctx: Context, hot, pairs: list[tuple[str, bytes]]) -> None:
     """The batch's pair messages (target item id, message), sent once every send the batch made
@@ -96,6 +98,7 @@ class CoocAggregator(CheckpointedConsumer):
         super().__init__(topic=ctx.topics.cooc_pairs, group_id=cooc_group(s), max_records=s.batch_max,
                          **ctx.consumer_options(), **kwargs)
         self.rows = UserStore(s.bootstrap_servers, ctx.topics.cooc_rows_changelog, security_options(s))
+        self.decoded: dict[int, dict] = {}  # partition -> item -> NeighbourRow, as in ``rows`` (a bounded cache)
 
     async def before_start(self) -> None:
         await super().before_start()
@@ -106,10 +109,14 @@ class CoocAggregator(CheckpointedConsumer):
         await self.rows.stop()
 
     async def assigned(self, partitions: list[int]) -> None:
+        for p in partitions:
+            self.decoded.pop(p, None)
         await self.rows.restore(partitions)  # read to the end (and fenced) before anything is folded
 
     async def revoked(self, partitions: list[int]) -> None:
         self.rows.drop(partitions)
+        for p in partitions:
+            self.decoded.pop(p, None)
 
     async def handle(self, records: list) -> None:
         from models.cooc.online import NeighbourRow, fold_messages
@@ -122,7 +129,11 @@ class CoocAggregator(CheckpointedConsumer):
             by_partition.setdefault(r.partition, []).append((r.key.decode(), r.offset, r.value))
         folded = written = 0
         for p, messages in by_partition.items():
-            rows = {item: NeighbourRow.from_bytes(self.rows.get(p, item)) for item in {m[0] for m in messages}}
+            rows = self.decoded.setdefault(p, {})
+            if len(rows) > DECODED_MAX:
+                rows.clear()
+            for item in {m[0] for m in messages} - rows.keys():
+                rows[item] = NeighbourRow.from_bytes(self.rows.get(p, item))
             touched = fold_messages(rows, messages, self.half_life_ms, self.top_m)
             for item in sorted(touched):  # one record per touched row per batch
                 await self.rows.put(self.outbox.send, p, item, rows[item].to_bytes())

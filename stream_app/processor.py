@@ -87,6 +87,7 @@ class Processor:
         # None: the co-engagement counts learn here (update_many); a half-life in ms (0: no decay):
         # a batch's first engagements become pair messages instead (stream_app.cooc_stream)
         self.pairs_half_life_ms: float | None = None
+        self._names: tuple = (None, None)  # (counts, version) -> its ids as an object array
 
     # -- catalog -----------------------------------------------------------------------------
     def parse_item(self, src: Source) -> dict | Rejected:
@@ -199,12 +200,14 @@ class Processor:
     def pair_messages(self, pairs: Sequence[tuple[tuple[list[int], int], int]]) -> list[tuple[str, bytes]]:
         """A batch's first engagements ((prev rows, row), event time) as one pair message per
         target item (``CoocModel.deltas``, ``models.cooc.online.encode_delta``)."""
-        from models.cooc.online import encode_delta
+        from models.cooc.online import encode_deltas
 
         cooc = self.model.cooc
         deltas = cooc.deltas([e for e, _ in pairs], [t for _, t in pairs], self.pairs_half_life_ms)
-        ids = cooc.counts.ids
-        return [(ids[row], encode_delta(d, ids)) for row, d in deltas.items()]
+        counts = cooc.counts
+        if self._names[0] != (id(counts), counts.version):  # the ids as an array, while they stand
+            self._names = ((id(counts), counts.version), np.asarray(counts.ids, dtype=object))
+        return encode_deltas(deltas, counts.ids, self._names[1])
 
     def _rank(self, result: BatchResult, meta: dict[str, dict], applied: Sequence[Event | None],
               failed: dict[int, str]) -> None:

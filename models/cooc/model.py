@@ -96,28 +96,47 @@ class RowDelta(NamedTuple):
     vals: np.ndarray
 
 
-def _sum_per_row(rows, cols, vals, at, engaged, when, half_life_ms: float) -> dict[int, RowDelta]:
+def _sum_per_row(rows, cols, vals, at, engaged, when, half_life_ms: float, size: int) -> dict[int, RowDelta]:
     """``CoocModel.deltas``' sums: additions (rows, cols, vals) made at event times ``at``, and
-    engagements of ``engaged`` at ``when``, summed per (row, col) in float32 in the order given
-    (``np.add.at``, as ``CoocCounts.add`` adds), each valued at its row's latest time."""
-    targets = np.unique(np.concatenate([rows, engaged]))
+    engagements of ``engaged`` at ``when`` (rows below ``size``), summed per (row, col) in float32
+    in the order given (``np.add.at``, as ``CoocCounts.add`` adds), each valued at its row's
+    latest time. Cells are grouped by a stable radix sort (16-bit digits), not a comparison sort."""
+    present = np.zeros(size, dtype=bool)
+    present[rows], present[engaged] = True, True
+    targets = np.flatnonzero(present)
+    slot = np.cumsum(present) - 1  # row -> its place in ``targets``
     latest = np.full(targets.size, np.iinfo(np.int64).min, dtype=np.int64)
-    np.maximum.at(latest, np.searchsorted(targets, rows), at)
-    np.maximum.at(latest, np.searchsorted(targets, engaged), when)
+    np.maximum.at(latest, slot[rows], at)
+    np.maximum.at(latest, slot[engaged], when)
     if half_life_ms > 0:
-        vals = vals * decay_factor(latest[np.searchsorted(targets, rows)] - at, half_life_ms)
+        vals = vals * decay_factor(latest[slot[rows]] - at, half_life_ms)
     n = np.zeros(targets.size)
-    np.add.at(n, np.searchsorted(targets, engaged),
-              decay_factor(latest[np.searchsorted(targets, engaged)] - when, half_life_ms))
-    width = int(cols.max()) + 1 if cols.size else 1
-    cells, inverse = np.unique(rows.astype(np.int64) * width + cols, return_inverse=True)
-    sums = np.zeros(cells.size, dtype=np.float32)
-    np.add.at(sums, inverse.reshape(-1), vals.astype(np.float32))
-    cell_rows, cell_cols = cells // width, cells % width
-    starts = np.searchsorted(cell_rows, targets, "left")
-    ends = np.searchsorted(cell_rows, targets, "right")
-    return {int(t): RowDelta(float(n[k]), int(latest[k]), cell_cols[a:b], sums[a:b])
-            for k, (t, a, b) in enumerate(zip(targets.tolist(), starts.tolist(), ends.tolist()))}
+    np.add.at(n, slot[engaged], decay_factor(latest[slot[engaged]] - when, half_life_ms))
+    order = _cell_order(rows, cols, size)
+    r, c = rows[order], cols[order]
+    new = np.ones(order.size, dtype=bool)
+    new[1:] = (r[1:] != r[:-1]) | (c[1:] != c[:-1])
+    inverse = np.empty(order.size, dtype=np.intp)
+    inverse[order] = np.cumsum(new) - 1
+    sums = np.zeros(int(new.sum()), dtype=np.float32)
+    np.add.at(sums, inverse, vals.astype(np.float32))
+    cell_rows, cell_cols = r[new], c[new]
+    starts = np.searchsorted(cell_rows, targets, "left").tolist()
+    ends = np.searchsorted(cell_rows, targets, "right").tolist()
+    return {t: RowDelta(nk, tk, cell_cols[a:b], sums[a:b])
+            for t, nk, tk, a, b in zip(targets.tolist(), n.tolist(), latest.tolist(), starts, ends)}
+
+
+def _cell_order(rows: np.ndarray, cols: np.ndarray, size: int) -> np.ndarray:
+    """A stable order of the cells by (row, col): least significant 16-bit digit first, each
+    pass a stable (radix) sort of uint16 keys."""
+    order = np.arange(rows.size)
+    digits = max(1, (int(size) - 1).bit_length() + 15 >> 4)
+    for key in (cols, rows):
+        for d in range(digits):
+            digit = ((key[order] >> (16 * d)) & 0xFFFF).astype(np.uint16)
+            order = order[np.argsort(digit, kind="stable")]
+    return order
 
 
 class CoocModel:
@@ -152,13 +171,21 @@ class CoocModel:
 
     def set_online(self, item_id: str, row) -> None:
         """Item ``item_id``'s online row becomes ``row`` (a ``models.cooc.online.NeighbourRow``;
-        None: empty). Ids the counts do not know get a row (as ids known from training only)."""
-        j = self.counts.add_item(item_id)
+        None: empty)."""
         if row is None:
-            self.online.set(j, 0.0, 0, [], [])
-            return
-        cols = [self.counts.add_item(i) for i in row.nb]
-        self.online.set(j, row.n, row.ts, cols, list(row.nb.values()))
+            self.set_online_row(item_id, 0.0, 0, [], [])
+        else:
+            self.set_online_row(item_id, row.n, row.ts, list(row.nb), list(row.nb.values()))
+
+    def set_online_row(self, item_id: str, n: float, ts: int, ids: Sequence[str], weights: Sequence[float]) -> None:
+        """``set_online`` from its parts. Ids the counts do not know get a row (as ids known from
+        training only)."""
+        counts = self.counts
+        j = counts.add_item(item_id)
+        cols = [counts.index.get(i) for i in ids]
+        if None in cols:
+            cols = [counts.add_item(i) if c is None else c for i, c in zip(ids, cols)]
+        self.online.set(j, n, ts, cols, weights)
 
     def with_params(self, params: CoocParams, copy: bool = True) -> "CoocModel":
         """Same counts (copied), other parameters; only scoring parameters may differ."""
@@ -194,7 +221,7 @@ class CoocModel:
             parts.append((rows, cols, vals, when[event], engaged, when))
         if not parts:
             return {}
-        return _sum_per_row(*(np.concatenate(k) for k in zip(*parts)), half_life_ms)
+        return _sum_per_row(*(np.concatenate(k) for k in zip(*parts)), half_life_ms, len(self.counts))
 
     def additions(self, engagements: Sequence[tuple[Sequence[int], int]]) -> tuple[np.ndarray, ...]:
         """The rule, once for every caller (``update_many``, ``deltas``, ``fit``): (rows, cols,

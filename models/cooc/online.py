@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
 import orjson
 
 from models.cooc.model import RowDelta
@@ -43,6 +44,24 @@ def encode_delta(delta: RowDelta, ids: Sequence[str]) -> bytes:
     """A pair message's value: ``delta`` with its columns as item ids (``ids[row]``)."""
     return orjson.dumps({"n": delta.n, "ts": delta.ts, "ids": [ids[c] for c in delta.cols.tolist()],
                          "w": delta.vals.tolist()})
+
+
+def encode_deltas(deltas: dict[int, RowDelta], ids: Sequence[str], names=None) -> list[tuple[str, bytes]]:
+    """(target item id, ``encode_delta``'s bytes) of a batch's deltas, with the neighbour ids and
+    weights converted in one pass; ``names``: ``ids`` as a numpy object array, when the caller
+    keeps one."""
+    if not deltas:
+        return []
+    names = np.asarray(ids, dtype=object) if names is None else names
+    every = list(deltas.values())
+    all_ids = names[np.concatenate([d.cols for d in every])].tolist()
+    all_w = np.concatenate([d.vals for d in every]).tolist()
+    out, a = [], 0
+    for row, d in zip(deltas, every):
+        b = a + d.cols.size
+        out.append((ids[row], orjson.dumps({"n": d.n, "ts": d.ts, "ids": all_ids[a:b], "w": all_w[a:b]})))
+        a = b
+    return out
 
 
 def decode_delta(value: bytes) -> tuple[float, int, list[str], list[float]]:
@@ -83,13 +102,12 @@ class NeighbourRow:
         for k, w in zip(ids, weights):
             nb[k] = nb.get(k, 0.0) + w
         if len(nb) > 2 * top_m:
-            self.nb = dict(sorted(nb.items(), key=lambda kv: (-kv[1], kv[0]))[:top_m])
+            self.nb = _largest(nb, top_m)
         return True
 
     def to_bytes(self) -> bytes:
-        ids = sorted(self.nb)
-        return orjson.dumps({"n": self.n, "ts": self.ts, "offset": self.offset, "ids": ids,
-                             "w": [self.nb[i] for i in ids]})
+        return orjson.dumps({"n": self.n, "ts": self.ts, "offset": self.offset, "ids": list(self.nb),
+                             "w": list(self.nb.values())})
 
     @classmethod
     def from_bytes(cls, value: bytes | None) -> "NeighbourRow":
@@ -97,6 +115,19 @@ class NeighbourRow:
             return cls()
         d = orjson.loads(value)
         return cls(float(d["n"]), int(d["ts"]), int(d["offset"]), dict(zip(d["ids"], map(float, d["w"]))))
+
+
+def _largest(nb: dict[str, float], m: int) -> dict[str, float]:
+    """The ``m`` largest entries of ``nb``; among equal weights at the cut, the smaller ids (so
+    the result depends on the entries only, not on their order)."""
+    keys = list(nb)
+    vals = np.fromiter(nb.values(), dtype=np.float64, count=len(keys))
+    cut = np.partition(vals, vals.size - m)[vals.size - m]  # the m-th largest
+    above = np.flatnonzero(vals > cut)
+    tied = sorted(keys[i] for i in np.flatnonzero(vals == cut).tolist())[: m - above.size]
+    out = {keys[i]: nb[keys[i]] for i in above.tolist()}
+    out.update((k, nb[k]) for k in tied)
+    return out
 
 
 def fold_messages(rows: dict[str, NeighbourRow], messages: Sequence[tuple[str, int, bytes]],
@@ -117,8 +148,13 @@ def apply_rows(model, records: Sequence[tuple[str, bytes | None]]) -> int:
     """Followed row records (item id, ``NeighbourRow`` bytes or None) into ``model``'s online rows
     (a ``CoocModel``); neighbours unknown to the counts get a row (as ids known from training
     do). Returns how many were applied."""
-    for item, value in records:
-        model.set_online(item, NeighbourRow.from_bytes(value) if value is not None else None)
+    last = dict(records)  # an item's last record stands for its earlier ones
+    for item, value in last.items():
+        if value is None:
+            model.set_online_row(item, 0.0, 0, [], [])
+        else:
+            d = orjson.loads(value)
+            model.set_online_row(item, float(d["n"]), int(d["ts"]), d["ids"], d["w"])
     return len(records)
 
 

@@ -54,10 +54,12 @@ class OnlineRows:
         """Row ``row`` becomes (n, neighbours ``cols`` with ``weights``) valued at ``ts``."""
         self._reserve(row + 1)
         had = self.rows[row].size > 0 or self.n[row] != 0
-        arr = np.empty(len(cols), dtype=NEIGHBOUR)
-        arr["row"], arr["w"] = cols, weights
-        arr = arr[(arr["row"] != row) & (arr["w"] != 0)]
-        arr.sort(order="row")
+        c, w = np.asarray(cols, dtype=np.int32), np.asarray(weights, dtype=np.float32)
+        keep = (c != row) & (w != 0)
+        c, w = c[keep], w[keep]
+        order = np.argsort(c)
+        arr = np.empty(c.size, dtype=NEIGHBOUR)
+        arr["row"], arr["w"] = c[order], w[order]
         self.rows[row], self.n[row], self.ts[row] = arr, n, ts
         self.latest = max(self.latest, int(ts))
         self.live += int(arr.size > 0 or n != 0) - int(had)
