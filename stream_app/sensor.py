@@ -7,7 +7,10 @@ and mirrors each into its Prometheus collectors (``stream_app.metrics``), and th
 (``stats``, ``overview``, ``render``). Each interaction record read is counted once by
 ``on_batch`` (``events``) and, as an outcome, once by ``on_event``: applied, duplicate,
 dead-lettered or re-routed (a forget request has no outcome; an event that is re-routed is read
-again where it belongs, and counted there again). The sensor is used on the event loop, except
+again where it belongs, and counted there again). The co-engagement stream (``stream_app.cooc_stream``)
+reports pair messages sent (``on_pairs_sent``), pair messages folded into rows
+(``on_rows_folded``) and rows applied from their changelog with the follower's lag
+(``on_rows_followed``), shown under ``cooc`` in ``/stats``. The sensor is used on the event loop, except
 ``on_encoded``, which the model thread calls and which touches only the (thread-safe) collectors.
 
 >>> now = [100.0]

@@ -10,6 +10,7 @@ which rows were followed, not on when they arrived. Memory per item: the array's
 """
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -39,6 +40,7 @@ class OnlineRows:
         self.latest = 0  # the latest reference time of any row: every row is valued at it
         self.live = 0  # rows holding anything
         self.version = 0
+        self._held = 0  # bytes of the per-row arrays (headers included)
 
     def __len__(self) -> int:
         return self.live
@@ -60,7 +62,8 @@ class OnlineRows:
         order = np.argsort(c)
         arr = np.empty(c.size, dtype=NEIGHBOUR)
         arr["row"], arr["w"] = c[order], w[order]
-        self.rows[row], self.n[row], self.ts[row] = arr, n, ts
+        self._put(row, arr)
+        self.n[row], self.ts[row] = n, ts
         self.latest = max(self.latest, int(ts))
         self.live += int(arr.size > 0 or n != 0) - int(had)
         self.version += 1
@@ -69,12 +72,18 @@ class OnlineRows:
         """A deleted item: its row emptied, and it taken out of every other row."""
         if row < len(self.rows):
             had = self.rows[row].size > 0 or self.n[row] != 0
-            self.rows[row], self.n[row], self.ts[row] = _EMPTY, 0.0, 0
+            self._put(row, _EMPTY)
+            self.n[row], self.ts[row] = 0.0, 0
             self.live -= int(had)
         for r, arr in enumerate(self.rows):
             if arr.size and (arr["row"] == row).any():
-                self.rows[r] = arr[arr["row"] != row]
+                self._put(r, arr[arr["row"] != row])
         self.version += 1
+
+    def _put(self, row: int, arr: np.ndarray) -> None:
+        old = self.rows[row]
+        self._held += (sys.getsizeof(arr) if arr is not _EMPTY else 0) - (sys.getsizeof(old) if old is not _EMPTY else 0)
+        self.rows[row] = arr
 
     def scale(self, size: int) -> np.ndarray:
         """(size,) what each row's values count at the latest reference time (1 without decay)."""
@@ -103,8 +112,6 @@ class OnlineRows:
                 "neighbours": {ids[r]: float(w) for r, w in zip(arr["row"].tolist(), arr["w"].tolist())}}
 
     def nbytes(self) -> int:
-        """Memory held: the per-row arrays (data and array headers) and the per-row n and ts."""
-        import sys
-
-        return sum(sys.getsizeof(a) for a in self.rows if a is not _EMPTY) + self.n.nbytes + self.ts.nbytes \
-            + 8 * len(self.rows)
+        """Memory held: the per-row arrays (data and array headers), the per-row n and ts, and
+        the list's slots."""
+        return self._held + self.n.nbytes + self.ts.nbytes + 8 * len(self.rows)

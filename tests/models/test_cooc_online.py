@@ -206,3 +206,17 @@ def test_a_new_model_keeps_the_online_rows_by_item_id():
         new.add_item(i)
     assert carry_rows(old, new) == len(rows_by_id(old)) > 0
     assert rows_by_id(new) == rows_by_id(old)
+
+
+def test_online_row_memory_is_counted_as_rows_change():
+    import sys
+
+    from models.cooc.rows import OnlineRows
+
+    online = OnlineRows()
+    for j in range(50):
+        online.set(j, 1.0, 0, [(j + k) % 50 for k in range(1, 9)], [1.0] * 8)
+    online.set(3, 2.0, 0, [4], [1.0])
+    online.free(7)
+    held = sum(sys.getsizeof(a) for a in online.rows if a.size)
+    assert online.nbytes() == held + online.n.nbytes + online.ts.nbytes + 8 * len(online.rows)
