@@ -112,6 +112,7 @@ class FusedRecommender(Recommender):
 
     def fit(self, train: Sequence[Interaction], items: ItemCatalog) -> None:
         text_vecs = self.item_vectors if self.item_vectors is not None else item_text_vectors(items)
+        self._text_vecs = text_vecs
         dims = self.domain.dims("hybrid" if self.text else "cf")
         self._warm_check(dims, text_vecs.shape[1])
         if self.warm is not None:  # the factors the warm weights were learned on; new items from their text
@@ -145,6 +146,15 @@ class FusedRecommender(Recommender):
                                    domain=self.domain)
         self._reset()
 
+    def _sequence_init(self):
+        """With a warm start whose checkpoint has a sequence model: what starts the new one from it."""
+        if self.warm is None or self.warm.sequence is None:
+            return None
+        from models.offline.warm_sequence import init_sequence
+
+        served, ids, text = self.warm.sequence, self._catalog.ids, self._text_vecs
+        return lambda module, kind: init_sequence(module, kind, served, ids, text)
+
     def _warm_check(self, dims, text_dim: int) -> None:
         """Drop a warm start whose checkpoint does not fit this model (logged): start from scratch."""
         if self.warm is None:
@@ -166,7 +176,8 @@ class FusedRecommender(Recommender):
             self.cooc_params, report["cooc"] = tune_cooc(split, self._catalog, budget_s)
             self._cooc = fit_cooc(self._train_events, self._catalog, self.cooc_params)
         if self.sequence_configs:
-            self.sequence = train_best_sequence(self._train_events, split, self._catalog, self.sequence_configs)
+            self.sequence = train_best_sequence(self._train_events, split, self._catalog, self.sequence_configs,
+                                                init=self._sequence_init())
             if self.sequence is not None:
                 report["sequence"] = {k: v for k, v in self.sequence.info.items() if k != "config"}
         probe = self.variant(self.name, "fused")

@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -79,14 +79,15 @@ def sequence_configs(kind: str = "auto", budget_s: float | None = None) -> tuple
 
 
 def train_best_sequence(train: Sequence[Interaction], split: Split, catalog: ItemCatalog,
-                        configs: Sequence[SequenceConfig]):
+                        configs: Sequence[SequenceConfig], init: Callable | None = None):
     """``train_sequence`` for each config, then the mix of the trained models
     (``models.sequence.mix``) with the best holdout NDCG@10 over a grid of weights (step
     ``MIX_STEP``; each model alone is a grid point, and wins ties, so a mix has to do better than
     every model alone). The holdout is the one the models were early-stopped on, each user's last
     training label; never the validation or test targets. ``info["candidates"]``: each kind's
-    holdout score; ``info["mix_grid"]``: every grid point's. None without examples."""
-    models = [m for m in (train_sequence(train, split, catalog, cfg) for cfg in configs) if m is not None]
+    holdout score; ``info["mix_grid"]``: every grid point's. None without examples. ``init``:
+    as for ``train_sequence``."""
+    models = [m for m in (train_sequence(train, split, catalog, cfg, init) for cfg in configs) if m is not None]
     if not models:
         return None
     scores = {m.info["kind"]: round(m.info["best_holdout_ndcg@10"], 5) for m in models}
@@ -259,10 +260,12 @@ def _ndcg(module: torch.nn.Module, ex: SeqExamples, k: int = 10, batch: int = 10
 
 
 def train_sequence(train: Sequence[Interaction], split: Split, catalog: ItemCatalog,
-                   cfg: SequenceConfig = SequenceConfig()):
+                   cfg: SequenceConfig = SequenceConfig(), init: Callable | None = None):
     """Fit the sequence model (``cfg.kind``) on the training events, early-stopped on a holdout of
     each user's last training label; None without examples. Returns a ``models.sequence.GRUSequence``
-    (gru) or a ``models.sequence.AttentionSequence`` (attention)."""
+    (gru) or a ``models.sequence.AttentionSequence`` (attention). ``init(module, kind)``: sets the
+    starting weights (a warm start, ``models.offline.warm_sequence``) and returns what it did; the
+    starting point is then a candidate of the early stopping too."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
@@ -275,11 +278,15 @@ def train_sequence(train: Sequence[Interaction], split: Split, catalog: ItemCata
     if cfg.kind not in kinds:
         raise ValueError(f"unknown sequence model kind {cfg.kind!r}; one of {sorted(kinds)}")
     module = kinds[cfg.kind](n, cfg)
+    warm = init(module, cfg.kind) if init is not None else {}
     events = sorted(train, key=lambda e: e.ts)  # the order training_examples replays
     data = module.training_data(ex, events, catalog, cfg, set(holdout.where))
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr)
     negatives = cfg.negatives if n > SAMPLED_ABOVE else None
     best, best_state, bad, history = -math.inf, None, 0, []
+    if warm and "skipped" not in warm:
+        best = warm["start_holdout_ndcg@10"] = _ndcg(module, holdout)
+        best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
         order = rng.permutation(len(data[0]))
@@ -309,5 +316,5 @@ def train_sequence(train: Sequence[Interaction], split: Split, catalog: ItemCata
     info = {"kind": cfg.kind, "history": history, "best_holdout_ndcg@10": best, "train_examples": len(ex),
             "holdout_examples": len(holdout), "valid_examples": len(valid),
             "sampled_softmax": negatives is not None, "train_seconds": round(time.perf_counter() - t0, 1),
-            "config": {k: v for k, v in cfg.__dict__.items()}}
+            "config": {k: v for k, v in cfg.__dict__.items()}, **({"warm_start": warm} if warm else {})}
     return module.export(catalog.ids, cfg.window, info)

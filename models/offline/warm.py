@@ -14,7 +14,8 @@ What carries over from the checkpoint (``WarmStart.load``):
   factors come from its text vector, by a ridge regression from text vectors to factors fitted on
   the known items (``cf_factors``);
 * the co-engagement parameters (no search; the counts are refitted on the log, which is cheap);
-* the sequence model's kind: it is retrained, on that kind only, within the smaller budget.
+* the sequence model: the same kind, trained on within the smaller budget from the served
+  weights, items by id, unseen items from their text vectors (``models.offline.warm_sequence``).
 
 New users need nothing: a user is a state folded from events, not a trained parameter.
 The checkpoint must have the dimensions and vector sizes of the model being trained
@@ -33,6 +34,7 @@ import orjson
 from models.attention import AttentionFusion
 from models.cf import load_factors
 from models.cooc import CoocParams
+from models.sequence import load_sequence
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class WarmStart:
     cooc_params: CoocParams | None
     sequence_kind: str | None  # attention | gru (a mix: its members' kinds, "auto")
     version: str
+    sequence: object = None  # the served sequence model (models.offline.warm_sequence starts from it)
 
     @classmethod
     def load(cls, checkpoint: str | Path) -> "WarmStart":
@@ -54,7 +57,8 @@ class WarmStart:
         meta = orjson.loads((path / "config.json").read_bytes())
         kind = (meta.get("training", {}).get("selection", {}).get("sequence") or {}).get("kind")
         kind = kind if kind in ("attention", "gru") else ("auto" if kind else None)
-        return cls(attention, cf, cooc, kind, attention.version)
+        seq = load_sequence(path / "sequence.npz") if (path / "sequence.npz").exists() else None
+        return cls(attention, cf, cooc, kind, attention.version, seq)
 
     def compatible(self, dims: Sequence, space_dims: dict, d_model: int, d_attn: int,
                    item_spaces: Sequence[str]) -> str | None:
@@ -81,10 +85,11 @@ def cooc_params(path: Path) -> CoocParams:
         return CoocParams(**ast.literal_eval(str(z["params"][0])))
 
 
-def cf_factors(ids: Sequence[str], text_vectors: np.ndarray, known: dict[str, np.ndarray],
-               ridge: float = 1.0) -> tuple[list[str], np.ndarray, int]:
-    """(ids, (N, k) unit-norm factors, how many items were new): the known items' factors as they
-    are, the others predicted from their text vectors (see the module doc)."""
+def text_rows(ids: Sequence[str], text_vectors: np.ndarray, known: dict[str, np.ndarray],
+              ridge: float = 1.0) -> tuple[np.ndarray, int]:
+    """((N, k) rows in ``ids`` order, how many items were new): the known items' rows as they are,
+    the others predicted from their text vectors by a ridge regression fitted on the known items
+    (zeros when none is known)."""
     ids = list(ids)
     k = len(next(iter(known.values())))
     have = np.array([i in known for i in ids], dtype=bool)
@@ -94,9 +99,19 @@ def cf_factors(ids: Sequence[str], text_vectors: np.ndarray, known: dict[str, np
     if (~have).any() and have.any():
         X = text_vectors[have].astype(np.float64)
         W = np.linalg.solve(X.T @ X + ridge * np.eye(X.shape[1]), X.T @ F[have].astype(np.float64))
-        P = (text_vectors[~have].astype(np.float64) @ W).astype(np.float32)
-        F[~have] = P / (np.linalg.norm(P, axis=1, keepdims=True) + 1e-8)
-    return ids, F, int((~have).sum())
+        F[~have] = (text_vectors[~have].astype(np.float64) @ W).astype(np.float32)
+    return F, int((~have).sum())
+
+
+def cf_factors(ids: Sequence[str], text_vectors: np.ndarray, known: dict[str, np.ndarray],
+               ridge: float = 1.0) -> tuple[list[str], np.ndarray, int]:
+    """(ids, (N, k) unit-norm factors, how many items were new): ``text_rows`` of the known
+    factors, the predicted ones scaled to unit norm as factors are."""
+    ids = list(ids)
+    F, new = text_rows(ids, text_vectors, known, ridge)
+    fresh = np.array([i not in known for i in ids], dtype=bool)
+    F[fresh] /= np.linalg.norm(F[fresh], axis=1, keepdims=True) + 1e-8
+    return ids, F, new
 
 
 def init_attention(state: dict, warm: AttentionFusion, item_ids: Sequence[str]) -> dict:

@@ -180,3 +180,44 @@ def test_warm_start_from_the_serving_checkpoint_with_new_items(data, tmp_path):
     assert meta["recent"]["new"]["n_ranked"] > 20 and np.isfinite(meta["recent"]["new"]["ndcg@10"])
     catalog = ItemCatalog.from_dataset(full)
     assert set(AttentionFusion.load(meta["path"]).cfg.item_ids) == set(catalog.ids)
+
+
+# -- warm start of the sequence models ----------------------------------------------------------
+
+def test_the_grus_input_table_splits_back_into_embedding_and_weights():
+    from models.offline.warm_sequence import split_in_proj
+
+    rng = np.random.default_rng(0)
+    emb, W, b = rng.normal(size=(40, 8)), rng.normal(size=(18, 8)), rng.normal(size=18)
+    e, w, c = split_in_proj((emb @ W.T + b).astype(np.float32), 8)
+    np.testing.assert_allclose(e @ w.T + c, emb @ W.T + b, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["gru", "attention"])
+def test_a_sequence_model_starts_from_the_served_one_by_item_id(kind):
+    from models.offline.train_sequence import SequenceConfig, _GRU
+    from models.offline.train_sequence_attention import SelfAttention
+    from models.offline.warm_sequence import init_sequence
+
+    cfg = SequenceConfig(kind=kind, window=5, dim=8, hidden=6, layers=1, heads=2, dropout=0.0)
+    make = {"gru": _GRU, "attention": SelfAttention}[kind]
+    torch.manual_seed(0)
+    old_ids = ["a", "b", "c", "d"]
+    trained = make(len(old_ids), cfg)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    served = trained.eval().export(old_ids, cfg.window, {"kind": kind})
+    new_ids = ["d", "x", "b", "a"]  # c is gone, x is new
+    text = np.random.default_rng(1).normal(size=(4, 5)).astype(np.float32)
+    fresh = make(len(new_ids), cfg)
+    info = init_sequence(fresh, kind, served, new_ids, text)
+    assert info == {"items_carried": 3, "items_new": 1}
+    again = fresh.eval().export(new_ids, cfg.window, {})
+    windows = [["a", "b"], ["d"], ["b", "d", "a"]]  # known items only: the same scores as served
+    old = served.scores_many(windows)[:, [served.index[i] for i in ("d", "b", "a")]]
+    new = again.scores_many(windows)[:, [again.index[i] for i in ("d", "b", "a")]]
+    np.testing.assert_allclose(new, old, rtol=1e-4, atol=1e-4)
+    assert np.isfinite(again.scores_many(windows)[:, again.index["x"]]).all()
+    other = {"gru": "attention", "attention": "gru"}[kind]
+    assert "skipped" in init_sequence(fresh, other, served, new_ids, text)
