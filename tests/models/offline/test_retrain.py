@@ -221,3 +221,22 @@ def test_a_sequence_model_starts_from_the_served_one_by_item_id(kind):
     assert np.isfinite(again.scores_many(windows)[:, again.index["x"]]).all()
     other = {"gru": "attention", "attention": "gru"}[kind]
     assert "skipped" in init_sequence(fresh, other, served, new_ids, text)
+
+
+def test_the_recent_slice_is_ranked_after_the_history_and_seen_items_are_left_out():
+    from models.engine import InterestModel
+    from models.offline.recent import TimeSplit, evaluate_recent
+
+    model = InterestModel.untrained(text_dim=2, cf_dim=2)
+    for item, vec in (("a", [1.0, 0.0]), ("b", [0.9, 0.1]), ("c", [0.0, 1.0])):
+        model.add_item(item, np.array(vec))
+    before = [Interaction("u", "a", 1, "click"), Interaction("v", "c", 2, "click")]
+    recent = [Interaction("u", "b", 3, "click"),  # nearest to u's a: rank 0
+              Interaction("v", "a", 4, "click"),  # v has c; b is nearer to c than a is: rank 1
+              Interaction("v", "a", 5, "click"),  # seen now: not ranked
+              Interaction("w", "c", 6, "review", text="x")]  # not a consumption event: not ranked
+    m = evaluate_recent(model, TimeSplit(before, recent, 3), k=2)
+    assert m["n_ranked"] == 2 and m["n_recent"] == 4
+    assert m["hr@2"] == 1.0 and m["ndcg@2"] == pytest.approx((1.0 + 1.0 / np.log2(3)) / 2)
+    m = evaluate_recent(InterestModel.untrained(text_dim=2, cf_dim=2), TimeSplit(before, recent, 3), k=1)
+    assert m["n_ranked"] == 0  # no item in that catalogue
