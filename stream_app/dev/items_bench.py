@@ -25,6 +25,9 @@ items). Measured, in order:
    vectors (read back from the catalogue changelog) and the same events
    (``models.offline.two_stage.compare``), on a sample of users.
 
+Before the sizes: the encoder alone on synthetic item texts (texts/s on cpu with the worker's
+threads and every core, cuda when present), with N / that rate as a projection for 10^5 and 10^6.
+
 Every timing is stored with the 1-minute load average at that moment: the machine is shared.
 """
 from __future__ import annotations
@@ -309,12 +312,39 @@ def table(reports: Sequence[dict]) -> str:
          "recall@10 two-stage vs exact", "load 1m (full / half)"], rows)
 
 
+def encoder_rates(settings: Settings, n_texts: int = 1000, seed: int = 0,
+                  project_to: Sequence[int] = (100_000, 1_000_000)) -> list[dict]:
+    """Texts/s of the encoder alone on ``n_texts`` synthetic item texts (batch ``settings.encoder_batch``),
+    on cpu with the worker's threads and with every core, and on cuda when present; with the
+    time N texts would take at that rate, **projected** (not measured) for ``project_to``."""
+    import torch
+
+    from models.features import item_text
+    from stream_app.dev.bench import encoder_speed
+    from stream_app.dev.synth_catalog import synth_catalog
+
+    texts = [item_text(m["title"], m.get("text"), m.get("categories", ()))
+             for m in synth_catalog(n_texts, seed).messages]
+    runs = [("cpu", t) for t in dict.fromkeys([settings.torch_threads, os.cpu_count() or 1])]
+    runs += [("cuda", None)] if torch.cuda.is_available() else []
+    out = []
+    for device, threads in runs:
+        rows, _ = encoder_speed(texts, device, (settings.encoder_batch,), threads=threads)
+        for r in rows:
+            r["loadavg_1m"] = _load()
+            r["projected_s"] = {str(n): n / r["texts_per_s"] for n in project_to}
+        out += rows
+    return out
+
+
 def run_items_bench(settings: Settings, sizes: Sequence[int], n_events: int = 100_000,
                     out: str | Path | None = None, seed: int = 0, encode_max: int = 0,
                     item_vectors: str | None = None, progress: bool = True) -> int:
     """``stream-app bench --items N ...``: :func:`run_items` for each size on one broker (a local
     one unless ``KAFKA_BOOTSTRAP_SERVERS`` is set); prints the table, writes JSON to ``out``."""
-    from stream_app.dev.bench import _machine
+    import subprocess
+
+    from stream_app.dev.bench import _machine, markdown_table
     from stream_app.dev.broker import LocalKafka
 
     t_all = time.monotonic()
@@ -323,6 +353,14 @@ def run_items_bench(settings: Settings, sizes: Sequence[int], n_events: int = 10
                                  "partitions": settings.partitions, "encoder_batch": settings.encoder_batch,
                                  "torch_threads": settings.torch_threads, "top_k": settings.top_k},
                     "machine_before": _machine(), "runs": []}
+    try:
+        here = Path(__file__).resolve().parents[2]
+        report["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                                          text=True).stdout.strip()
+        report["uncommitted_files"] = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                                     cwd=here, capture_output=True, text=True).stdout.splitlines()
+    except OSError:
+        pass
     print(f"# stream-app bench --items {' '.join(map(str, sizes))}: {n_events:,} events each\n", flush=True)
     with ExitStack() as stack:
         if not settings.bootstrap_servers:
@@ -330,6 +368,9 @@ def run_items_bench(settings: Settings, sizes: Sequence[int], n_events: int = 10
             stack.callback(kafka.stop)
             kafka.start()
             settings = replace(settings, bootstrap_servers=kafka.bootstrap_servers)
+        report["encoder"] = encoder_rates(settings)
+        if out:
+            _write(out, report)
         for n in sizes:
             print(f"## {n:,} items", flush=True)
             report["runs"].append(run_items(settings, n, n_events, seed, encode_max, item_vectors, progress=progress))
@@ -343,6 +384,12 @@ def run_items_bench(settings: Settings, sizes: Sequence[int], n_events: int = 10
           "worker ready (catalogue + states read back) / answering a new event; peak RSS: VmHWM of the workers; "
           "recall: in process, on the worker's item vectors and the same events\n")
     print(table(report["runs"]), flush=True)
+    print("\ntext encoder alone, synthetic item texts (projected = N / measured texts/s, not measured)\n")
+    print(markdown_table(["device", "threads", "batch", "texts", "texts/s", "10^5 texts s (projected)",
+                          "10^6 texts s (projected)", "load 1m"],
+                         [[r["device"], r["threads"], r["batch"], r["texts"], r["texts_per_s"],
+                           r["projected_s"]["100000"], r["projected_s"]["1000000"], r["loadavg_1m"]]
+                          for r in report["encoder"]]), flush=True)
     print(f"\nbench finished in {report['wall_s']:.0f} s; load average {report['machine_before']['loadavg_1m']} before, "
           f"{report['machine_after']['loadavg_1m']} after ({report['machine_before']['cpus']} cpus)")
     if out:
