@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -154,16 +155,26 @@ def run_once(settings: Settings, args: argparse.Namespace) -> dict:
 
 def run_every(settings: Settings, args: argparse.Namespace) -> int:
     """``stream-app retrain``: ``run_once`` every ``--every`` (measured from the start of a run;
-    a run that fails is logged and the next one still comes), ``--runs`` times (0: forever)."""
+    a run that fails is logged and the next one still comes), ``--runs`` times (0: forever).
+    SIGTERM stops it at once; a version being written is removed."""
     every_s = args.every / 1000.0
     done = 0
-    while True:
-        started = time.monotonic()
-        try:
-            run_once(settings, args)
-        except Exception:
-            log.exception("retrain failed; trying again in %.0f s", every_s)
-        done += 1
-        if args.runs and done >= args.runs:
-            return 0
-        time.sleep(max(0.0, started + every_s - time.monotonic()))
+    previous = signal.signal(signal.SIGTERM, _stop)  # a stop (docker stop) ends a run cleanly
+    try:
+        while True:
+            started = time.monotonic()
+            try:
+                run_once(settings, args)
+            except Exception:
+                log.exception("retrain failed; trying again in %.0f s", every_s)
+            done += 1
+            if args.runs and done >= args.runs:
+                return 0
+            time.sleep(max(0.0, started + every_s - time.monotonic()))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(signum, frame) -> None:
+    """SIGTERM: leave as Ctrl-C does (a version being written is removed, the pointer untouched)."""
+    raise SystemExit(0)

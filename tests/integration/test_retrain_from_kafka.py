@@ -89,3 +89,35 @@ def test_train_from_the_topics_then_refuse_a_worse_model_and_publish_a_better_on
     assert registry.current_version(models) == newest != bad_version and meta["gate"]["publish"]
     assert meta["recent"]["new"]["ndcg@10"] > meta["recent"]["serving"]["ndcg@10"]
     assert meta["parent"]["version"] == bad_version and meta["warm_start"]["from"] == bad_version
+
+
+def test_a_stopped_retrain_leaves_no_partial_version(kafka_bootstrap, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "STREAM_RECO_TOPIC_PREFIX": f"rs{uuid.uuid4().hex[:8]}-"}
+    settings = Settings.from_env(env)
+    ensure_topics(settings)
+    ds = load_dataset(generate("ecommerce", tmp_path / "synth", seed=1, n_users=60, n_items=40, n_events=600))
+    catalog, events = dataset_messages(ds)
+    produce(kafka_bootstrap, settings.topic("catalog"), [(it["item_id"].encode(), orjson.dumps(it)) for it in catalog])
+    produce(kafka_bootstrap, settings.topic("interactions"), [(e["user_id"].encode(), orjson.dumps(e)) for e in events])
+    models = tmp_path / "models"
+    proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "retrain", "--every", "1h", "--out", str(models),
+                             "--budget-s", "30", "--sequence-kind", "gru", "--sequence-budget-s", "30"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (models.is_dir() and any(p.name.endswith(".partial") for p in models.iterdir())):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()[-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert list(models.iterdir()) == [] and registry.current_version(models) is None
