@@ -67,7 +67,9 @@ class RetrainConfig:
 
 
 def train_new(ds: Dataset, split: TimeSplit, catalog: ItemCatalog, item_vecs, text_feats, cfg: RetrainConfig,
-           warm: WarmStart | None) -> FusedRecommender:
+              warm: WarmStart | None) -> FusedRecommender:
+    """The new model, trained on ``split.before`` as ``stream-app train`` trains (its blend and
+    parameters chosen on a leave-one-out validation inside it), from ``warm`` when given."""
     train_ds = Dataset(ds.name, ds.items, split.before)
     loo = split_leave_one_out(train_ds)
     if warm is not None:
@@ -127,6 +129,7 @@ def _run(ds: Dataset, models_dir: Path, version: str, work: Path, serving: str |
     old_m = evaluate_recent(old, split, text_feats, learn_before=None if through is None else (lambda e: e.ts > through),
                             max_ranked=cfg.max_ranked, seed=cfg.seed)
     decision = decide(new_m, old_m, cfg.metric, cfg.margin, cfg.min_ranked)
+    warm = rec.warm  # None when the checkpoint did not fit the model (logged)
     new.attention.version = version
     new.save(work)
     meta = {"version": version, "parent": {"version": checkpoint_version(serving),
