@@ -25,10 +25,8 @@ items). Measured, in order:
    vectors (read back from the catalogue changelog) and the same events
    (``models.offline.two_stage.compare``), on a sample of users.
 
-Before the sizes: the encoder alone on synthetic item texts (texts/s on cpu with the worker's
-threads and every core, cuda when present), with N / that rate as a projection for 10^5 and 10^6.
-
-Every timing is stored with the 1-minute load average at that moment: the machine is shared.
+First the encoder alone on synthetic texts (texts/s; cpu, cuda when present), with N / rate as a
+projection for 10^5 and 10^6. Each timing is stored with the 1-minute load average at its moment.
 """
 from __future__ import annotations
 
