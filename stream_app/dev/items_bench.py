@@ -24,9 +24,8 @@ items). Measured, in order:
 6. **recall@10** of two-stage against exact ranking, in this process, on the worker's own item
    vectors (read back from the catalogue changelog) and the same events
    (``models.offline.two_stage.compare``), on a sample of users.
-
-First the encoder alone on synthetic texts (texts/s; cpu, cuda when present), with N / rate as a
-projection for 10^5 and 10^6. Each timing is stored with the 1-minute load average at its moment.
+0. first, the encoder alone on synthetic texts (texts/s; cpu, cuda when present), N / rate as a
+   projection for 10^5 and 10^6. Each timing is stored with the 1-minute load average then.
 """
 from __future__ import annotations
 
@@ -43,10 +42,11 @@ from typing import Sequence
 import numpy as np
 import orjson
 
+from stream_app.dev.catalog_records import TEXT_DIM, read_catalog_vectors, vectors_beyond, write_catalog_records
 from stream_app.dev.item_memory import proc_status_bytes
 from stream_app.settings import Settings
 
-TEXT_DIM, CF_DIM = 384, 64
+CF_DIM = 64
 
 
 def _load() -> float:
@@ -63,92 +63,6 @@ def write_stream_checkpoint(folder: str | Path) -> str:
                                               "training": {"note": "untrained fusion, co-engagement from the stream"}})
     model.cooc.save(out / "cooc.npz")
     return str(out)
-
-
-async def read_catalog_vectors(settings: Settings, timeout_s: float = 300.0) -> dict[str, np.ndarray]:
-    """item id -> vector, as the catalogue changelog holds them now (its last record per item)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from stream_app.codec import decode_item_record
-    from stream_app.kafka_clients import client_options
-    from stream_app.topics import TopicNames
-
-    topic = TopicNames.from_settings(settings).catalog_items_changelog
-    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", max_partition_fetch_bytes=16 << 20)
-    await consumer.start()
-    out: dict[str, np.ndarray] = {}
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            await consumer._client.force_metadata_update()
-            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        deadline = time.monotonic() + timeout_s
-        async def behind() -> bool:
-            for tp in tps:
-                if await consumer.position(tp) < ends[tp]:
-                    return True
-            return False
-
-        while await behind():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"catalogue changelog not read within {timeout_s:.0f}s")
-            for records in (await consumer.getmany(timeout_ms=500, max_records=50_000)).values():
-                for r in records:
-                    if r.value is None:
-                        out.pop(r.key.decode(), None)
-                    else:
-                        item, vec = decode_item_record(r.value)
-                        out[item["item_id"]] = vec
-    finally:
-        await consumer.stop()
-    return out
-
-
-async def write_catalog_records(settings: Settings, messages: Sequence[dict], vectors: np.ndarray) -> None:
-    """Catalogue records (item + vector) straight to the catalogue changelog, on each item's
-    partition, as the indexer writes them: items whose vectors were computed elsewhere."""
-    from aiokafka import AIOKafkaProducer
-
-    from stream_app.catalog import item_partition
-    from stream_app.codec import encode_item_record
-    from stream_app.dev.replay import PRODUCER_OPTIONS
-    from stream_app.kafka_clients import client_options
-    from stream_app.topics import TopicNames
-
-    topic = TopicNames.from_settings(settings).catalog_items_changelog
-    producer = AIOKafkaProducer(**client_options(settings), **PRODUCER_OPTIONS)
-    await producer.start()
-    try:
-        for i, (m, v) in enumerate(zip(messages, vectors)):
-            await producer.send(topic, key=m["item_id"].encode(), value=encode_item_record(m, v),
-                                partition=item_partition(m["item_id"], settings.partitions))
-            if i % 1024 == 1023:
-                await asyncio.sleep(0)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-def vectors_beyond(encoded: dict[str, np.ndarray], items, first: int, seed: int) -> np.ndarray:
-    """Vectors of items ``first..N-1`` without the encoder: a random encoded item of the same topic
-    plus gaussian noise (0.05 per coordinate), renormalised; an item of a topic with no encoded
-    item gets a random encoded one."""
-    rng = np.random.default_rng([seed, 7])
-    ids = items.ids
-    enc_rows = np.array([i for i in range(first) if ids[i] in encoded])
-    by_topic: dict[int, np.ndarray] = {}
-    for t in np.unique(items.topic[enc_rows]):
-        by_topic[int(t)] = enc_rows[items.topic[enc_rows] == t]
-    out = np.empty((len(ids) - first, TEXT_DIM), dtype=np.float32)
-    for k, i in enumerate(range(first, len(ids))):
-        pool = by_topic.get(int(items.topic[i]), enc_rows)
-        v = encoded[ids[int(pool[rng.integers(0, pool.size)])]] + rng.normal(0, 0.05, TEXT_DIM)
-        out[k] = v / np.linalg.norm(v)
-    return out
 
 
 def worker_memory(worker) -> dict:
@@ -184,11 +98,41 @@ def recall_two_stage(settings: Settings, vectors: dict[str, np.ndarray], items, 
     return out
 
 
+def index_catalog(w1, items, n_items: int, encode_n: int, item_vectors: str | None, seed: int) -> dict:
+    """Step 1 of the module doc: the first ``encode_n`` items through the worker's indexer, the
+    rest (if any) straight to the catalogue changelog; the measured rate and the projection."""
+    from stream_app.dev.replay import load_catalog
+
+    t0 = time.perf_counter()
+    idx_s = asyncio.run(load_catalog(w1.settings, items.messages[:encode_n], timeout=600 + 0.2 * encode_n))
+    index = {"encoded_items": encode_n, "encoded_s": idx_s, "encoded_items_per_s": encode_n / idx_s,
+             "loadavg_1m": _load(), "measured_for_all_items": encode_n == n_items}
+    if encode_n < n_items:
+        encoded = asyncio.run(read_catalog_vectors(w1.settings))
+        if item_vectors:
+            vecs = np.load(item_vectors, mmap_mode="r")[encode_n:n_items].astype(np.float32)
+            index["vectors_beyond_encoded"] = f"loaded from {item_vectors}"
+        else:
+            vecs = vectors_beyond(encoded, items, encode_n, seed)
+            index["vectors_beyond_encoded"] = "an encoded item of the same topic plus noise (not encoded)"
+        t1 = time.perf_counter()
+        asyncio.run(write_catalog_records(w1.settings, items.messages[encode_n:], vecs))
+        deadline = time.monotonic() + 600
+        while (w1.stats() or {}).get("items", 0) < n_items and time.monotonic() < deadline:
+            time.sleep(0.25)
+        index["changelog_items"] = n_items - encode_n
+        index["changelog_load_s"] = time.perf_counter() - t1
+        index["projected_all_items_s"] = n_items / index["encoded_items_per_s"]
+    index["worker_items"] = (w1.stats() or {}).get("items")
+    index["total_s"] = time.perf_counter() - t0
+    return index
+
+
 def run_items(settings: Settings, n_items: int, n_events: int, seed: int = 0, encode_max: int = 0,
               item_vectors: str | None = None, recall_users: int = 200, progress: bool = True) -> dict:
     """Every measurement of the module doc for one catalogue size, on ``settings``' broker."""
     from stream_app.dev.local import LocalWorker
-    from stream_app.dev.replay import load_catalog, replay_events
+    from stream_app.dev.replay import replay_events
     from stream_app.dev.synth_catalog import synth_catalog, synth_events
 
     rep: dict = {"items": n_items, "events": n_events, "seed": seed, "loadavg_start": _load()}
@@ -211,31 +155,9 @@ def run_items(settings: Settings, n_items: int, n_events: int, seed: int = 0, en
         rep["worker_log"] = [str(w1.log_path)]
 
         # 1. indexing
-        t0 = time.perf_counter()
-        idx_s = asyncio.run(load_catalog(w1.settings, items.messages[:encode_n], timeout=600 + 0.2 * encode_n))
-        index = {"encoded_items": encode_n, "encoded_s": idx_s, "encoded_items_per_s": encode_n / idx_s,
-                 "loadavg_1m": _load(), "measured_for_all_items": encode_n == n_items}
-        if encode_n < n_items:
-            encoded = asyncio.run(read_catalog_vectors(w1.settings))
-            if item_vectors:
-                vecs = np.load(item_vectors, mmap_mode="r")[encode_n:n_items].astype(np.float32)
-                index["vectors_beyond_encoded"] = f"loaded from {item_vectors}"
-            else:
-                vecs = vectors_beyond(encoded, items, encode_n, seed)
-                index["vectors_beyond_encoded"] = "an encoded item of the same topic plus noise (not encoded)"
-            t1 = time.perf_counter()
-            asyncio.run(write_catalog_records(w1.settings, items.messages[encode_n:], vecs))
-            deadline = time.monotonic() + 600
-            while (w1.stats() or {}).get("items", 0) < n_items and time.monotonic() < deadline:
-                time.sleep(0.25)
-            index["changelog_items"] = n_items - encode_n
-            index["changelog_load_s"] = time.perf_counter() - t1
-            index["projected_all_items_s"] = n_items / index["encoded_items_per_s"]
-            del vecs, encoded
-        index["worker_items"] = (w1.stats() or {}).get("items")
-        index["total_s"] = time.perf_counter() - t0
-        rep["indexing"] = index
-        print(f"  indexed {encode_n:,} items in {idx_s:.1f} s ({encode_n / idx_s:,.0f} items/s)", flush=True)
+        rep["indexing"] = index = index_catalog(w1, items, n_items, encode_n, item_vectors, seed)
+        print(f"  indexed {encode_n:,} items in {index['encoded_s']:.1f} s "
+              f"({index['encoded_items_per_s']:,.0f} items/s)", flush=True)
 
         # 2. full speed
         cpu0 = w1.cpu_seconds()
