@@ -7,13 +7,22 @@ as one more coordinate, ``x_i = [e_i, b_i]`` and ``q = [u, 1]``, it is the plain
 k-means cells, a query scans its ``nprobe`` nearest cells) keyed by catalogue row, so a row is
 removed or replaced by its id, without a rebuild:
 
-* ``sync(X, live)`` compares the catalogue's current ``X`` (N, D + 1) with the copy it indexed
-  and re-adds only rows whose vector changed (an upsert, a row taken by a new item), removes
-  rows that are no longer live (a deleted item's row, until a new item takes it), adds new rows;
-  a catalogue that changed shape (another model) or outgrew its cells (4x the rows the cells
-  were trained on) is re-indexed from scratch;
+* ``sync(X, live, changed=None)`` brings the index to the catalogue's current ``X`` (N, D + 1):
+  it re-adds only rows whose vector changed (an upsert, a row taken by a new item), removes rows
+  that are no longer live (a deleted item's row, until a new item takes it), adds new rows. Which
+  rows changed is the caller's ``changed`` (rows of ``X``) when it knows, else found from a 64-bit
+  hash of each row's bits kept per row (8 bytes a row, not a copy of ``X``). A catalogue that
+  changed shape (another model) or outgrew its cells (4x the rows the cells were trained on) is
+  re-indexed from scratch, in chunks of rows (no full copy of ``X``; the cells are trained on a
+  sample);
 * ``search(Q, k)`` -> (B, k) catalogue rows, -1 where fewer than k were found. A row that is not
-  live is never in the index, so never returned.
+  live is never in the index, so never returned. A query scans ``default_nprobe()`` cells: ~the
+  square root of the cell count, at least 16, so the scanned share of the catalogue falls as it
+  grows (``models.offline.two_stage`` measures recall against exact ranking).
+
+The vectors are held once, in the inverted lists (float32: a row's old vector is read back from
+them, exactly, to update the score moments when it changes); rows that are not live keep theirs
+in a small side table.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -26,6 +35,10 @@ True
 >>> live[int(np.argmax(X @ q[0]))] = False; index.sync(X, live)
 >>> int(np.argmax(X @ q[0])) in index.search(q, 20, nprobe=10**6)[0].tolist()
 False
+>>> X[3] += 1.0; index.sync(X, live); index.updates
+3
+>>> mean, std = index.score_moments(q); bool(np.allclose([mean[0], std[0]], [(X @ q[0]).mean(), (X @ q[0]).std()]))
+True
 """
 from __future__ import annotations
 
@@ -36,11 +49,41 @@ import numpy as np
 
 TRAIN_PER_CELL = 64  # k-means training points per cell (a sample of the catalogue)
 REBUILD_GROWTH = 4  # re-index once the catalogue has this many times the rows the cells were trained on
+MIN_NPROBE = 16  # cells a query scans at least (all of them for a small index)
+CHUNK_ROWS = 8192  # rows per step of a build or a hash pass (bounds the temporary arrays)
 
 
 def cells_for(n: int) -> int:
     """Inverted-file cells for n items: ~sqrt(n), at least 1."""
     return max(1, int(math.sqrt(max(n, 1))))
+
+
+def nprobe_for(cells: int) -> int:
+    """Cells a query scans: ~sqrt(cells), at least ``MIN_NPROBE``, at most all (module doc).
+
+    >>> [nprobe_for(c) for c in (10, 41, 316, 547, 1000, 3162)]
+    [10, 16, 18, 24, 32, 57]
+    """
+    return min(cells, max(MIN_NPROBE, math.ceil(math.sqrt(cells))))
+
+
+def _hash_weights(d: int) -> np.ndarray:
+    return np.random.default_rng(0x5EED).integers(0, 2**63, size=d, dtype=np.uint64) | np.uint64(1)
+
+
+def row_hashes(X: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """(n,) uint64: each row's float32 bits times odd random weights, summed mod 2^64 (a row
+    whose one value changed always hashes differently; two changed values collide with
+    probability ~2^-64). ``rows``: only those rows of ``X``."""
+    n = len(X) if rows is None else len(rows)
+    out = np.empty(n, dtype=np.uint64)
+    w = _hash_weights(X.shape[1])
+    for a in range(0, n, CHUNK_ROWS):
+        c = X[a:a + CHUNK_ROWS] if rows is None else X[rows[a:a + CHUNK_ROWS]]
+        c = np.ascontiguousarray(c, dtype=np.float32).view(np.uint32).astype(np.uint64)
+        c *= w
+        out[a:a + CHUNK_ROWS] = c.sum(axis=1)
+    return out
 
 
 class ItemIndex:
@@ -50,8 +93,10 @@ class ItemIndex:
         self.nprobe = nprobe  # cells a query scans; None: ``default_nprobe``
         self.seed = seed
         self._index: faiss.IndexIVFFlat | None = None
-        self._X = np.zeros((0, 0), dtype=np.float32)  # what is indexed, by row (copy)
+        self._d = 0  # the indexed vectors' width
+        self._hash = np.zeros(0, dtype=np.uint64)  # row -> ``row_hashes`` of what is indexed
         self._in = np.zeros(0, dtype=bool)  # row is in the index
+        self._out: dict[int, np.ndarray] = {}  # rows not in the index -> their vector (moments)
         self._trained_on = 0
         self._sum, self._outer = np.zeros(0), np.zeros((0, 0))  # of all rows of X, float64
         self.rebuilds = 0  # how many times the index was built from scratch
@@ -65,8 +110,22 @@ class ItemIndex:
         return 0 if self._index is None else self._index.nlist
 
     def default_nprobe(self) -> int:
-        """~1/8 of the cells, at least 8 (all of them for a small index)."""
-        return min(self.cells, max(8, self.cells // 8))
+        """``nprobe_for(cells)``."""
+        return nprobe_for(self.cells)
+
+    def nbytes(self) -> int:
+        """Bytes held: the inverted lists' vectors and ids, the cell centres, the per-row hash and
+        flags, the side table, the moments (the direct map's hash table not counted)."""
+        ix = self._index
+        faiss_b = 0 if ix is None else ix.ntotal * (ix.code_size + 8) + ix.nlist * ix.d * 4
+        return int(faiss_b + self._hash.nbytes + self._in.nbytes + self._outer.nbytes
+                   + sum(v.nbytes for v in self._out.values()))
+
+    def _add_moments(self, V: np.ndarray, sign: float = 1.0) -> None:
+        for a in range(0, len(V), CHUNK_ROWS):
+            c = V[a:a + CHUNK_ROWS].astype(np.float64)
+            self._sum += sign * c.sum(axis=0)
+            self._outer += sign * (c.T @ c)
 
     def _build(self, X: np.ndarray, live: np.ndarray) -> None:
         # One thread, as the rest of the model: its OpenMP pool would fight the broker, the event
@@ -79,55 +138,88 @@ class ItemIndex:
         rows = np.flatnonzero(live)
         rng = np.random.default_rng(self.seed)
         sample = rows if rows.size <= TRAIN_PER_CELL * nlist else rng.choice(rows, TRAIN_PER_CELL * nlist, replace=False)
-        train = X[sample]  # at least nlist points: nlist <= sqrt(rows)
         index.cp.seed = self.seed
         index.cp.min_points_per_centroid = 1
-        index.train(np.ascontiguousarray(train, dtype=np.float32))
-        if rows.size:
-            index.add_with_ids(np.ascontiguousarray(X[rows], dtype=np.float32), rows.astype(np.int64))
-        self._index, self._trained_on = index, max(1, rows.size)
-        self._X, self._in = X.copy(), live.copy()
-        X64 = X.astype(np.float64)
-        self._sum, self._outer = X64.sum(axis=0), X64.T @ X64
+        index.train(np.ascontiguousarray(X[sample], dtype=np.float32))  # at least nlist points: nlist <= sqrt(rows)
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # row -> its place, to read back or remove
+        for a in range(0, rows.size, CHUNK_ROWS):
+            r = rows[a:a + CHUNK_ROWS]
+            index.add_with_ids(np.ascontiguousarray(X[r], dtype=np.float32), r.astype(np.int64))
+        self._index, self._trained_on, self._d = index, max(1, rows.size), d
+        self._hash, self._in = row_hashes(X), live.copy()
+        self._out = {int(r): np.array(X[r], dtype=np.float32) for r in np.flatnonzero(~live)}
+        self._sum, self._outer = np.zeros(d), np.zeros((d, d))
+        self._add_moments(X)
         self.rebuilds += 1
 
-    def sync(self, X: np.ndarray, live: np.ndarray) -> None:
-        """Bring the index to ``X`` (N, D + 1) float32 with rows ``live`` (N,) bool (module doc)."""
+    def _old(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), D) float32: what the index holds for ``rows`` (each indexed or in ``_out``)."""
+        out = np.empty((len(rows), self._d), dtype=np.float32)
+        for i, r in enumerate(rows.tolist()):
+            v = self._out.get(r)
+            out[i] = self._index.reconstruct(r) if v is None else v
+        return out
+
+    def sync(self, X: np.ndarray, live: np.ndarray, changed: np.ndarray | None = None) -> None:
+        """Bring the index to ``X`` (N, D + 1) float32 with rows ``live`` (N,) bool; ``changed``:
+        the rows of ``X`` whose vector may differ from the last sync's, if the caller knows
+        (rows past the last sync's N need not be named) (module doc)."""
         X = np.asarray(X, dtype=np.float32)
-        old = self._X
-        if (self._index is None or X.shape[1] != old.shape[1] or X.shape[0] < old.shape[0]
+        n0 = len(self._hash)
+        if (self._index is None or X.shape[1] != self._d or X.shape[0] < n0
                 or live.sum() > REBUILD_GROWTH * self._trained_on):
             if live.any():
                 self._build(X, live)
             return
-        n0 = old.shape[0]
+        if changed is None:
+            h = row_hashes(X[:n0])
+            moved = np.flatnonzero(h != self._hash)
+        else:
+            moved = np.unique(np.asarray(changed, dtype=np.int64))
+            moved = moved[moved < n0]
+            h = row_hashes(X, moved)
+            keep = h != self._hash[moved]
+            moved, h = moved[keep], h[keep]
+        changed_mask = np.ones(len(X), dtype=bool)
+        changed_mask[:n0] = False
+        changed_mask[moved] = True
         was = np.zeros(len(X), dtype=bool)
         was[:n0] = self._in
-        changed = np.ones(len(X), dtype=bool)
-        changed[:n0] = (X[:n0] != old).any(axis=1)
-        drop = np.flatnonzero(was & (~live | changed))
-        add = np.flatnonzero(live & (~was | changed))
+        drop = np.flatnonzero(was & (~live | changed_mask))
+        add = np.flatnonzero(live & (~was | changed_mask))
+        if moved.size:  # every row's vector counts in the moments, a free row's too
+            self._add_moments(self._old(moved), -1.0)
+            self._add_moments(X[moved])
+        if len(X) > n0:
+            self._add_moments(X[n0:])
+        for r in drop.tolist():  # leaving the index: its vector kept aside (its current one below)
+            if not live[r] and not changed_mask[r]:
+                self._out[r] = self._index.reconstruct(r)
         if drop.size:
             self._index.remove_ids(drop.astype(np.int64))
-        if add.size:
-            self._index.add_with_ids(np.ascontiguousarray(X[add]), add.astype(np.int64))
+        for a in range(0, add.size, CHUNK_ROWS):
+            r = add[a:a + CHUNK_ROWS]
+            self._index.add_with_ids(np.ascontiguousarray(X[r]), r.astype(np.int64))
+        for r in add.tolist():
+            self._out.pop(r, None)
+        for r in np.flatnonzero(~live & changed_mask).tolist():  # changed or new, not live
+            self._out[r] = np.array(X[r], dtype=np.float32)
         self.updates += int(drop.size + add.size)
-        moved = np.flatnonzero(changed[:n0])
-        if moved.size:  # every row's vector counts in the moments, a free row's too
-            a, b = old[moved].astype(np.float64), X[moved].astype(np.float64)
-            self._sum += b.sum(axis=0) - a.sum(axis=0)
-            self._outer += b.T @ b - a.T @ a
+        hash_ = np.empty(len(X), dtype=np.uint64)
+        hash_[:n0] = self._hash
+        if changed is None:
+            hash_[:n0] = h
+        else:
+            hash_[moved] = h
         if len(X) > n0:
-            b = X[n0:].astype(np.float64)
-            self._sum += b.sum(axis=0)
-            self._outer += b.T @ b
-        self._X, self._in = X.copy(), live.copy()
+            hash_[n0:] = row_hashes(X[n0:])
+        self._hash, self._in = hash_, live.copy()
 
     def score_moments(self, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std), (B,) each, of every query's inner products with all N rows of the last
         ``sync``'s X, free rows included (as a full row of scores would z-score them), from the
         running sum and sum of outer products of the rows: exact, O(D^2) per query."""
-        n = max(len(self._X), 1)
+        n = max(len(self._hash), 1)
         Q = np.asarray(Q, dtype=np.float64)
         mean = Q @ self._sum / n
         ex2 = np.einsum("bd,de,be->b", Q, self._outer, Q) / n

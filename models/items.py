@@ -30,13 +30,17 @@ import numpy as np
 from models.seen import item_key
 
 FREE = ""  # ``ids[row]`` of a free row (item ids are never empty)
+GROWTH = 1.25  # the per-row arrays grow by this factor when full
 
 
 class ItemVectors:
     def __init__(self, text_dim: int = 384, cf_dim: int = 64, category_dim: int = 256,
                  cf_factors: Mapping[str, np.ndarray] | None = None, capacity: int = 1024):
         self.dims = {"text": text_dim, "cf": cf_dim, "category": category_dim, "hybrid": text_dim + cf_dim}
-        self._rows = {s: np.zeros((capacity, d), dtype=np.float32) for s, d in self.dims.items()}
+        # text and cf side by side in one array: the hybrid space is that array, text and cf are
+        # its column ranges (views), so no space is stored twice
+        self._hybrid = np.zeros((capacity, text_dim + cf_dim), dtype=np.float32)
+        self._category = np.zeros((capacity, category_dim), dtype=np.float32)
         self.ids: list[str] = []  # row -> item id (FREE: a free row)
         self.index: dict[str, int] = {}  # live item id -> row
         self.cf_factors = dict(cf_factors or {})
@@ -45,6 +49,23 @@ class ItemVectors:
         self._keys = np.zeros(0, dtype=np.int64)  # row -> item_key(ids[row]), filled on demand
         self.version = 0  # bumped on every change; scorers cache item embeddings by it
         self.layout = 0  # bumped whenever a row gets another item (appended, freed, reused)
+
+    @property
+    def capacity(self) -> int:
+        """Rows allocated (``len`` of them in use)."""
+        return self._hybrid.shape[0]
+
+    def _grow(self) -> None:
+        """Room for more rows: the arrays by ``GROWTH`` each, one at a time (so at most one
+        array is held twice while it is copied). The new rows are zero pages that the system
+        maps only once written, so unused capacity costs address space, not memory."""
+        cap = max(self.capacity + 1, int(self.capacity * GROWTH))
+        for name in ("_hybrid", "_category", "_deleted"):
+            old = getattr(self, name)
+            new = np.zeros((cap, *old.shape[1:]), dtype=old.dtype)
+            new[: old.shape[0]] = old
+            setattr(self, name, new)
+            del old, new
 
     def __len__(self) -> int:
         """Rows, free ones included (the length of every per-row array)."""
@@ -89,9 +110,8 @@ class ItemVectors:
                 self._keys[row] = item_key(item_id)
         else:
             row = len(self.ids)
-            if row == self._rows["text"].shape[0]:
-                self._rows = {s: np.concatenate([a, np.zeros_like(a)]) for s, a in self._rows.items()}
-                self._deleted = np.concatenate([self._deleted, np.zeros_like(self._deleted)])
+            if row == self.capacity:
+                self._grow()
             self.ids.append(item_id)
         self.index[item_id] = row
         self.layout += 1
@@ -104,10 +124,10 @@ class ItemVectors:
             row = self._take_row(item_id)
         if cf is None:
             cf = self.cf_factors.get(item_id)
-        self._rows["text"][row] = text
-        self._rows["category"][row] = category
-        self._rows["cf"][row] = 0.0 if cf is None else cf
-        self._rows["hybrid"][row] = np.concatenate([self._rows["text"][row], self._rows["cf"][row]])
+        t = self.dims["text"]
+        self._hybrid[row, :t] = text
+        self._hybrid[row, t:] = 0.0 if cf is None else cf
+        self._category[row] = category
         self._deleted[row] = False
         self.version += 1
         return row
@@ -120,14 +140,27 @@ class ItemVectors:
             self._keys = np.concatenate([self._keys, np.array(new, dtype=np.int64)])
         return self._keys[:n]
 
+    def _space(self, name: str) -> np.ndarray:
+        t = self.dims["text"]
+        if name == "hybrid":
+            return self._hybrid
+        if name == "text":
+            return self._hybrid[:, :t]
+        if name == "cf":
+            return self._hybrid[:, t:]
+        if name == "category":
+            return self._category
+        raise KeyError(name)
+
     def space(self, name: str) -> np.ndarray:
-        """All rows of one space. ``(N, dim)`` (a view: do not keep across upserts)."""
-        return self._rows[name][: len(self.ids)]
+        """All rows of one space. ``(N, dim)`` (a view: do not keep across upserts; text and cf
+        are column ranges of hybrid, so not contiguous)."""
+        return self._space(name)[: len(self.ids)]
 
     def vectors(self, row: int) -> dict[str, np.ndarray]:
         """One item's vector in every space (views: do not keep across upserts)."""
-        return {s: a[row] for s, a in self._rows.items()}
+        return {s: self._space(s)[row] for s in self.dims}
 
     def nbytes(self) -> int:
         """Bytes held by the per-row arrays (their capacity)."""
-        return sum(a.nbytes for a in self._rows.values()) + self._deleted.nbytes + self._keys.nbytes
+        return self._hybrid.nbytes + self._category.nbytes + self._deleted.nbytes + self._keys.nbytes

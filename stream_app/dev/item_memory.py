@@ -5,12 +5,12 @@ items (``stream_app.dev.synth_catalog``), the model a worker serves for it (the 
 with co-engagement counts and a fixed blend, ``models.offline.two_stage.blank_model``, CF space
 64-d as the default model's), one structure at a time, and reports bytes per item of each:
 
-* **catalogue vectors** (``models.items.ItemVectors``: the text, cf, category and hybrid rows,
+* **catalogue vectors** (``models.items.ItemVectors``: the hybrid (text and cf) and category rows,
   the id list and index) -- ``add_item`` for every item;
 * **co-engagement rows** (``models.cooc``: counts and their row map) -- ``--events`` synthetic
   events folded in (their per-row dicts grow with the distinct pairs, so this one depends on
   the log; bytes per stored pair are given too);
-* **ranking index** (``models.ann``: faiss's inverted lists, the indexed copy, the moments) and
+* **ranking index** (``models.ann``: faiss's inverted lists, the per-row hashes, the moments) and
   the rankers' per-item caches (the attention item embeddings) -- a first two-stage
   ``recommend_many``.
 
@@ -95,8 +95,8 @@ def measure(n_items: int, n_events: int = 100_000, seed: int = 0, users: int = 6
     rows.append({"structure": "catalogue vectors + co-engagement rows (empty)", "rss_bytes": after_items - base,
                  "nbytes": model.items.nbytes() + cooc_nbytes_empty, "seconds": add_s,
                  "detail": {"item_vectors_nbytes": model.items.nbytes(),
-                            "item_vectors_capacity_rows": int(model.items._rows["text"].shape[0]),
-                            "floats_per_row": int(sum(model.items.dims.values())),
+                            "item_vectors_capacity_rows": int(model.items.capacity),
+                            "floats_per_row": int(model.items.nbytes() // max(1, model.items.capacity) // 4),
                             "cooc_nbytes": cooc_nbytes_empty}})
 
     states: dict = {}
@@ -119,11 +119,13 @@ def measure(n_items: int, n_events: int = 100_000, seed: int = 0, users: int = 6
     rank_s = time.perf_counter() - t0
     after_rank = _settled_rss()
     index = model.ranking.index
-    ann_nbytes = _faiss_nbytes(index) + index._X.nbytes + index._in.nbytes + index._outer.nbytes
-    rows.append({"structure": "ranking index (faiss IVF + indexed copy) + rankers' item caches",
-                 "rss_bytes": after_rank - after_fold, "nbytes": ann_nbytes, "seconds": rank_s,
-                 "detail": {"index_cells": index.cells, "faiss_nbytes": _faiss_nbytes(index),
-                            "indexed_copy_nbytes": int(index._X.nbytes)}})
+    cache = model.attention._cache
+    cache_nbytes = 0 if cache is None else int(cache[2].nbytes + cache[3].nbytes)
+    rows.append({"structure": "ranking index (faiss IVF + per-row hashes) + rankers' item caches",
+                 "rss_bytes": after_rank - after_fold, "nbytes": index.nbytes() + cache_nbytes, "seconds": rank_s,
+                 "detail": {"index_cells": index.cells, "nprobe": index.nprobe or index.default_nprobe(),
+                            "faiss_nbytes": _faiss_nbytes(index), "index_nbytes": index.nbytes(),
+                            "attention_item_matrix_nbytes": cache_nbytes}})
     # what one catalogue change costs the next ranking call (the index and caches follow the catalogue)
     t0 = time.perf_counter()
     model.recommend_many(sample, 10)
