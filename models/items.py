@@ -7,6 +7,12 @@ are overwritten). So a catalogue with churn keeps as many rows as it ever had li
 not one per item it ever saw. Whatever caches something per row keys it by ``layout`` (bumped
 whenever a row changes hands) or ``version`` (bumped on every change).
 
+Storage: text and cf side by side in one float32 array, which is the hybrid space (text and cf
+are its column ranges), so no space is held twice. The category space (hashed multi-hot, a few
+non-zero buckets per item) is held sparse: up to ``CATEGORY_NNZ`` (bucket, value) pairs a row,
+the rare fuller row dense in a side table; ``space("category")`` is a ``SparseRows``, which
+``take``s, slices and multiplies as the dense (N, buckets) array would, with the same values.
+
 >>> import numpy as np
 >>> items = ItemVectors(text_dim=2, cf_dim=2, category_dim=2)
 >>> items.upsert("a", text=np.array([1.0, 0.0]), category=np.array([0.0, 1.0]))
@@ -19,6 +25,8 @@ whenever a row changes hands) or ``version`` (bumped on every change).
 (True, False, ['', 'b'], 1)
 >>> items.upsert("c", text=np.array([1.0, 1.0]), category=np.array([1.0, 1.0]))  # takes the free row
 0
+>>> items.space("category").take([1, 0], axis=0).tolist(), items.vectors(1)["category"].tolist()
+([[1.0, 0.0], [1.0, 1.0]], [1.0, 0.0])
 """
 from __future__ import annotations
 
@@ -31,6 +39,57 @@ from models.seen import item_key
 
 FREE = ""  # ``ids[row]`` of a free row (item ids are never empty)
 GROWTH = 1.25  # the per-row arrays grow by this factor when full
+CATEGORY_NNZ = 8  # non-zero category buckets a row holds in place (a fuller row: the side table)
+_FULL = 255  # ``_cat_n`` of a row held in the side table
+MATMUL_ROWS = 8192  # rows per step of ``SparseRows @ W`` (at least 4096 each: see there)
+
+
+class SparseRows:
+    """The first ``n`` category rows of an ``ItemVectors``, read as a dense (n, buckets) float32
+    array: ``take``, ``[rows]``, ``@``, ``np.asarray``. Valid until the catalogue changes."""
+
+    dtype = np.dtype(np.float32)
+    ndim = 2
+
+    def __init__(self, items: "ItemVectors", n: int):
+        self._items, self._n = items, n
+        self.shape = (n, items.dims["category"])
+
+    def __len__(self) -> int:
+        return self._n
+
+    def take(self, rows, axis: int = 0) -> np.ndarray:
+        if axis != 0:
+            raise ValueError("SparseRows.take: rows only (axis=0)")
+        rows = np.asarray(rows, dtype=np.intp)
+        if rows.size and (rows.min() < -self._n or rows.max() >= self._n):
+            raise IndexError("row out of range")
+        return self._items._category_dense(np.where(rows < 0, rows + self._n, rows))
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, tuple):
+            return self[key[0]][(slice(None), *key[1:])]
+        if isinstance(key, (int, np.integer)):
+            return self.take([key])[0]
+        return self.take(np.arange(self._n)[key])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self.take(np.arange(self._n))
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __matmul__(self, W) -> np.ndarray:
+        """``dense @ W``, a block of rows at a time. Every block has at least 4096 rows (or is all
+        of them): the BLAS then computes each row as it does for the whole array (a block of a
+        few rows would take another kernel, and differ in rounding)."""
+        W = np.asarray(W)
+        n = self._n
+        if n <= 2 * MATMUL_ROWS:
+            return np.asarray(self) @ W
+        out = np.empty((n, W.shape[1]), dtype=np.result_type(np.float32, W.dtype))
+        starts = list(range(0, n - MATMUL_ROWS, MATMUL_ROWS))  # the last block: MATMUL_ROWS..2x rows
+        for a, b in zip(starts, starts[1:] + [n]):
+            out[a:b] = self.take(np.arange(a, b)) @ W
+        return out
 
 
 class ItemVectors:
@@ -40,7 +99,10 @@ class ItemVectors:
         # text and cf side by side in one array: the hybrid space is that array, text and cf are
         # its column ranges (views), so no space is stored twice
         self._hybrid = np.zeros((capacity, text_dim + cf_dim), dtype=np.float32)
-        self._category = np.zeros((capacity, category_dim), dtype=np.float32)
+        self._cat_n = np.zeros(capacity, dtype=np.uint8)  # non-zero buckets of the row (_FULL: side table)
+        self._cat_idx = np.zeros((capacity, CATEGORY_NNZ), dtype=np.uint16 if category_dim <= 65536 else np.int64)
+        self._cat_val = np.zeros((capacity, CATEGORY_NNZ), dtype=np.float32)
+        self._cat_full: dict[int, np.ndarray] = {}  # row -> its dense category vector (more non-zeros)
         self.ids: list[str] = []  # row -> item id (FREE: a free row)
         self.index: dict[str, int] = {}  # live item id -> row
         self.cf_factors = dict(cf_factors or {})
@@ -60,7 +122,7 @@ class ItemVectors:
         array is held twice while it is copied). The new rows are zero pages that the system
         maps only once written, so unused capacity costs address space, not memory."""
         cap = max(self.capacity + 1, int(self.capacity * GROWTH))
-        for name in ("_hybrid", "_category", "_deleted"):
+        for name in ("_hybrid", "_cat_n", "_cat_idx", "_cat_val", "_deleted"):
             old = getattr(self, name)
             new = np.zeros((cap, *old.shape[1:]), dtype=old.dtype)
             new[: old.shape[0]] = old
@@ -127,7 +189,7 @@ class ItemVectors:
         t = self.dims["text"]
         self._hybrid[row, :t] = text
         self._hybrid[row, t:] = 0.0 if cf is None else cf
-        self._category[row] = category
+        self._set_category(row, category)
         self._deleted[row] = False
         self.version += 1
         return row
@@ -148,19 +210,51 @@ class ItemVectors:
             return self._hybrid[:, :t]
         if name == "cf":
             return self._hybrid[:, t:]
-        if name == "category":
-            return self._category
         raise KeyError(name)
 
     def space(self, name: str) -> np.ndarray:
         """All rows of one space. ``(N, dim)`` (a view: do not keep across upserts; text and cf
         are column ranges of hybrid, so not contiguous)."""
+        if name == "category":
+            return SparseRows(self, len(self.ids))
         return self._space(name)[: len(self.ids)]
 
     def vectors(self, row: int) -> dict[str, np.ndarray]:
-        """One item's vector in every space (views: do not keep across upserts)."""
-        return {s: self._space(s)[row] for s in self.dims}
+        """One item's vector in every space (views, the category one a copy: do not keep across
+        upserts)."""
+        return {s: self._category_dense(np.array([row]))[0] if s == "category" else self._space(s)[row]
+                for s in self.dims}
+
+    def _set_category(self, row: int, category: np.ndarray) -> None:
+        v = np.asarray(category, dtype=np.float32).reshape(-1)
+        if v.shape[0] != self.dims["category"]:
+            raise ValueError(f"category vector of {v.shape[0]} buckets, not {self.dims['category']}")
+        nz = np.flatnonzero(v)
+        self._cat_full.pop(row, None)
+        self._cat_idx[row] = 0
+        self._cat_val[row] = 0.0
+        if nz.size > CATEGORY_NNZ:
+            self._cat_n[row] = _FULL
+            self._cat_full[row] = v.copy()
+        else:
+            self._cat_n[row] = nz.size
+            self._cat_idx[row, :nz.size] = nz
+            self._cat_val[row, :nz.size] = v[nz]
+
+    def _category_dense(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), buckets) float32: the category vectors of ``rows``."""
+        out = np.zeros((len(rows), self.dims["category"]), dtype=np.float32)
+        if not len(rows):
+            return out
+        n = self._cat_n[rows]
+        mask = np.arange(CATEGORY_NNZ) < np.where(n == _FULL, 0, n)[:, None]
+        at = np.broadcast_to(np.arange(len(rows))[:, None], mask.shape)[mask]
+        out[at, self._cat_idx[rows][mask]] = self._cat_val[rows][mask]
+        for i in np.flatnonzero(n == _FULL).tolist():
+            out[i] = self._cat_full[int(rows[i])]
+        return out
 
     def nbytes(self) -> int:
-        """Bytes held by the per-row arrays (their capacity)."""
-        return self._hybrid.nbytes + self._category.nbytes + self._deleted.nbytes + self._keys.nbytes
+        """Bytes held by the per-row arrays (their capacity) and the side table."""
+        return int(self._hybrid.nbytes + self._cat_n.nbytes + self._cat_idx.nbytes + self._cat_val.nbytes
+                   + sum(v.nbytes for v in self._cat_full.values()) + self._deleted.nbytes + self._keys.nbytes)

@@ -1,0 +1,56 @@
+"""``models.items.ItemVectors`` storage: the hybrid space is text and cf side by side (no copy),
+the category space is sparse but reads, slices and multiplies as the dense array would, to the
+bit; growth by ``GROWTH``."""
+import numpy as np
+
+from models.features import category_vector
+from models.items import CATEGORY_NNZ, GROWTH, ItemVectors
+
+
+def filled(n, text=6, cf=3, buckets=64, seed=0):
+    rng = np.random.default_rng(seed)
+    items = ItemVectors(text_dim=text, cf_dim=cf, category_dim=buckets, capacity=4)
+    T = rng.normal(size=(n, text)).astype(np.float32)
+    C = rng.normal(size=(n, cf)).astype(np.float32)
+    K = np.zeros((n, buckets), dtype=np.float32)
+    for i in range(n):
+        k = CATEGORY_NNZ + 3 if i % 97 == 5 else int(rng.integers(0, 5))  # a few rows beyond the in-place pairs
+        K[i] = category_vector([f"cat:{rng.integers(10**6)}" for _ in range(k)], buckets)
+        items.upsert(f"i{i}", text=T[i], category=K[i], cf=C[i])
+    return items, T, C, K
+
+
+def test_spaces_read_back_what_was_written():
+    items, T, C, K = filled(1000)
+    np.testing.assert_array_equal(items.space("text"), T)
+    np.testing.assert_array_equal(items.space("cf"), C)
+    np.testing.assert_array_equal(items.space("hybrid"), np.concatenate([T, C], axis=1))
+    cat = items.space("category")
+    assert cat.shape == K.shape and len(cat) == len(K)
+    np.testing.assert_array_equal(np.asarray(cat), K)
+    rows = np.array([5, 0, 999, 5, 102])
+    np.testing.assert_array_equal(cat.take(rows, axis=0), K[rows])
+    np.testing.assert_array_equal(cat[:3], K[:3])
+    np.testing.assert_array_equal(cat[7], K[7])
+    for r in (5, 6):
+        v = items.vectors(r)
+        np.testing.assert_array_equal(v["category"], K[r])
+        np.testing.assert_array_equal(v["hybrid"], np.concatenate([T[r], C[r]]))
+    # an item updated from a full row to a sparse one and back
+    items.upsert("i5", text=T[5], category=K[6], cf=C[5])
+    np.testing.assert_array_equal(items.space("category")[5], K[6])
+    items.upsert("i5", text=T[5], category=K[5], cf=C[5])
+    np.testing.assert_array_equal(items.space("category")[5], K[5])
+
+
+def test_the_category_product_is_the_dense_one_to_the_bit():
+    for n in (300, 20_000, 41_000):
+        items, _, _, K = filled(n, buckets=256, seed=n)
+        W = np.random.default_rng(1).normal(size=(256, 48)).astype(np.float32)
+        np.testing.assert_array_equal(items.space("category") @ W, K @ W)
+
+
+def test_rows_grow_by_the_growth_factor():
+    items, _, _, _ = filled(1000)
+    assert 1000 <= items.capacity <= int(1000 * GROWTH) + 1
+    assert items.nbytes() < items.capacity * (4 * (6 + 3) + 6 * CATEGORY_NNZ + 2) + 2 * 64 * 4 * 11 + 8 * 1000
