@@ -96,6 +96,12 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     e.add_argument("--budget-s", type=float, default=240.0,
                    help="seconds for the co-engagement parameter search on validation (default: %(default)s)")
     _sequence_options(e)
+    e.add_argument("--protocol", default="leave-one-out", choices=["leave-one-out", "cold-start"],
+                   help="leave-one-out, or cold-start: a global time cut, new items and users after it "
+                        "(models.offline.cold_start) (default: %(default)s)")
+    e.add_argument("--cut", type=float, default=0.8, help="cold-start: share of events before the cut (default: %(default)s)")
+    e.add_argument("--max-targets", type=int, default=None,
+                   help="cold-start: a seeded sample of this many targets after the cut (default: all)")
     be = sub.add_parser("bench", help="throughput, latency, encoder and state-size benchmark")
     be.add_argument("--dataset", default=_dataset_default(settings), help="data set folder (default: %(default)s)")
     be.add_argument("--events", type=int, default=100_000, help="events to replay (default: %(default)s)")
@@ -161,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
 
         run_evaluation(args.dataset, args.out, seed=args.seed, domain=args.domain,
                        only=[m for m in args.models.split(",") if m] or None, cooc_budget_s=args.budget_s,
-                       sequence_budget_s=args.sequence_budget_s, sequence_kind=args.sequence_kind)
+                       sequence_budget_s=args.sequence_budget_s, sequence_kind=args.sequence_kind,
+                       protocol=args.protocol, cut=args.cut, max_targets=args.max_targets)
         return 0
     if args.cmd == "bench" and args.items:
         from stream_app.dev.items_bench import run_items_bench
