@@ -46,10 +46,20 @@ MODELS = ("pop", "itemknn", *(f"only:{d.name}" for d in default_dimensions()), "
 
 def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Sequence[str] | None = None,
                    progress: bool = True, cooc_budget_s: float = 240.0, domain: str = "default",
-                   sequence_budget_s: float | None = None, sequence_kind: str = "auto") -> dict:
+                   sequence_budget_s: float | None = None, sequence_kind: str = "auto",
+                   protocol: str = "leave-one-out", cut: float = 0.8, max_targets: int | None = None) -> dict:
     """Fit and replay the models (all, or the names in ``only``) on ``dataset``; write the report
     to ``out`` and return the metrics. ``domain``: the fused models' preset (``models.domains``:
-    event weights and dimensions, as ``STREAM_RECO_DOMAIN`` in the worker)."""
+    event weights and dimensions, as ``STREAM_RECO_DOMAIN`` in the worker). ``protocol="cold-start"``:
+    ``models.offline.cold_start_eval`` (``cut``: share of events before the time cut;
+    ``max_targets``: a seeded sample of the targets after it)."""
+    if protocol == "cold-start":
+        from models.offline.cold_start_eval import run_cold_start
+
+        return run_cold_start(dataset, out, seed, only, progress, cooc_budget_s, domain, sequence_budget_s,
+                              sequence_kind, cut, max_targets)
+    if protocol != "leave-one-out":
+        raise ValueError(f"unknown protocol {protocol!r}")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -83,14 +83,14 @@ def _cell(value: Any, column: str = "") -> str:
     return "-"
 
 
-def format_table(metrics: Mapping[str, Any]) -> str:
-    """The fixed-width table: one row per model, one column per :data:`TABLE_COLUMNS`."""
+def format_table(metrics: Mapping[str, Any], columns: tuple[str, ...] = TABLE_COLUMNS) -> str:
+    """The fixed-width table: one row per model, one column per entry of ``columns``."""
     names = [str(name) for name in metrics["models"]]
-    widths = [max([20, *map(len, names)])] + [max(10, len(c)) for c in TABLE_COLUMNS]
-    header = f"{'model':<{widths[0]}}" + "".join(f"  {c:>{w}}" for c, w in zip(TABLE_COLUMNS, widths[1:]))
+    widths = [max([20, *map(len, names)])] + [max(10, len(c)) for c in columns]
+    header = f"{'model':<{widths[0]}}" + "".join(f"  {c:>{w}}" for c, w in zip(columns, widths[1:]))
     lines = [header, "-" * len(header)]
     for label, values in zip(names, metrics["models"].values()):
-        cells = "".join(f"  {_cell(values.get(c), c):>{w}}" for c, w in zip(TABLE_COLUMNS, widths[1:]))
+        cells = "".join(f"  {_cell(values.get(c), c):>{w}}" for c, w in zip(columns, widths[1:]))
         lines.append(f"{label:<{widths[0]}}{cells}")
     return "\n".join(lines)
 
@@ -123,8 +123,9 @@ def _bar_chart(metrics: Mapping[str, Any], path: Path) -> None:
     fig.savefig(path, format="png")
 
 
-def write_report(metrics: Mapping[str, Any], out_dir: str | Path, *, quiet: bool = False) -> str:
-    """Write ``metrics.json`` and ``metrics.png`` under ``out_dir`` and print the table.
+def write_report(metrics: Mapping[str, Any], out_dir: str | Path, *, quiet: bool = False,
+                 columns: tuple[str, ...] = TABLE_COLUMNS) -> str:
+    """Write ``metrics.json`` and ``metrics.png`` under ``out_dir`` and print the table (``columns``).
 
     Non-finite numbers are written as ``null``. Returns the table text.
     """
@@ -133,7 +134,7 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | Path, *, quiet: bool
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     _bar_chart(doc, out / "metrics.png")
-    table = format_table(metrics)
+    table = format_table(metrics, columns)
     if not quiet:
         print(f"dataset: {doc['dataset']}\nprotocol: {doc['protocol']}\n{table}")
     return table
