@@ -7,7 +7,7 @@ as one more coordinate, ``x_i = [e_i, b_i]`` and ``q = [u, 1]``, it is the plain
 k-means cells, a query scans its ``nprobe`` nearest cells) keyed by catalogue row, so a row is
 removed or replaced by its id, without a rebuild:
 
-* ``sync(X, live, changed=None)`` brings the index to the catalogue's current ``X`` (N, D + 1):
+* ``sync(X, live, changed=None, bias=None)`` brings the index to the catalogue's current ``X`` (N, D + 1):
   it re-adds only rows whose vector changed (an upsert, a row taken by a new item), removes rows
   that are no longer live (a deleted item's row, until a new item takes it), adds new rows. Which
   rows changed is the caller's ``changed`` (rows of ``X``) when it knows, else found from a 64-bit
@@ -67,22 +67,49 @@ def nprobe_for(cells: int) -> int:
     return min(cells, max(MIN_NPROBE, math.ceil(math.sqrt(cells))))
 
 
+class Rows:
+    """The indexed vectors ``[E, bias]`` (N, D + 1), read a block of rows at a time, so that a
+    caller with the bias apart need not build the joined array. ``bias`` None: ``E`` is all."""
+
+    def __init__(self, E: np.ndarray, bias: np.ndarray | None = None):
+        self.E, self.bias = E, bias
+        self.shape = (len(E), E.shape[1] + (0 if bias is None else 1))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def get(self, rows) -> np.ndarray:
+        """(n, D + 1) float32, C-contiguous: ``rows`` (a slice or an index array)."""
+        E = self.E[rows]
+        if self.bias is None:
+            return np.ascontiguousarray(E, dtype=np.float32)
+        out = np.empty((len(E), self.shape[1]), dtype=np.float32)
+        out[:, :-1] = E
+        out[:, -1] = self.bias[rows]
+        return out
+
+    def blocks(self, rows: np.ndarray | None = None):
+        """-> (start, block) over all rows, or over ``rows``, ``CHUNK_ROWS`` at a time."""
+        n = len(self) if rows is None else len(rows)
+        for a in range(0, n, CHUNK_ROWS):
+            yield a, self.get(slice(a, a + CHUNK_ROWS) if rows is None else rows[a:a + CHUNK_ROWS])
+
+
 def _hash_weights(d: int) -> np.ndarray:
     return np.random.default_rng(0x5EED).integers(0, 2**63, size=d, dtype=np.uint64) | np.uint64(1)
 
 
-def row_hashes(X: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+def row_hashes(X: np.ndarray | Rows, rows: np.ndarray | None = None) -> np.ndarray:
     """(n,) uint64: each row's float32 bits times odd random weights, summed mod 2^64 (a row
     whose one value changed always hashes differently; two changed values collide with
     probability ~2^-64). ``rows``: only those rows of ``X``."""
-    n = len(X) if rows is None else len(rows)
-    out = np.empty(n, dtype=np.uint64)
+    X = X if isinstance(X, Rows) else Rows(X)
+    out = np.empty(len(X) if rows is None else len(rows), dtype=np.uint64)
     w = _hash_weights(X.shape[1])
-    for a in range(0, n, CHUNK_ROWS):
-        c = X[a:a + CHUNK_ROWS] if rows is None else X[rows[a:a + CHUNK_ROWS]]
-        c = np.ascontiguousarray(c, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    for a, c in X.blocks(rows):
+        c = c.view(np.uint32).astype(np.uint64)
         c *= w
-        out[a:a + CHUNK_ROWS] = c.sum(axis=1)
+        out[a:a + len(c)] = c.sum(axis=1)
     return out
 
 
@@ -121,13 +148,14 @@ class ItemIndex:
         return int(faiss_b + self._hash.nbytes + self._in.nbytes + self._outer.nbytes
                    + sum(v.nbytes for v in self._out.values()))
 
-    def _add_moments(self, V: np.ndarray, sign: float = 1.0) -> None:
-        for a in range(0, len(V), CHUNK_ROWS):
-            c = V[a:a + CHUNK_ROWS].astype(np.float64)
+    def _add_moments(self, V: np.ndarray | Rows, sign: float = 1.0, rows: np.ndarray | None = None) -> None:
+        V = V if isinstance(V, Rows) else Rows(V)
+        for _, c in V.blocks(rows):
+            c = c.astype(np.float64)
             self._sum += sign * c.sum(axis=0)
             self._outer += sign * (c.T @ c)
 
-    def _build(self, X: np.ndarray, live: np.ndarray) -> None:
+    def _build(self, X: Rows, live: np.ndarray) -> None:
         # One thread, as the rest of the model: its OpenMP pool would fight the broker, the event
         # loop and the encoder for the same cores.
         faiss.omp_set_num_threads(1)
@@ -140,14 +168,24 @@ class ItemIndex:
         sample = rows if rows.size <= TRAIN_PER_CELL * nlist else rng.choice(rows, TRAIN_PER_CELL * nlist, replace=False)
         index.cp.seed = self.seed
         index.cp.min_points_per_centroid = 1
-        index.train(np.ascontiguousarray(X[sample], dtype=np.float32))  # at least nlist points: nlist <= sqrt(rows)
+        index.train(X.get(sample))  # at least nlist points: nlist <= sqrt(rows)
         index.set_direct_map_type(faiss.DirectMap.Hashtable)  # row -> its place, to read back or remove
-        for a in range(0, rows.size, CHUNK_ROWS):
-            r = rows[a:a + CHUNK_ROWS]
-            index.add_with_ids(np.ascontiguousarray(X[r], dtype=np.float32), r.astype(np.int64))
+        # each row's cell first, then every cell's rows in one append: a list is sized once,
+        # exactly (appending block by block grows each list by doubling: up to 2x its size)
+        cell = np.empty(rows.size, dtype=np.int64)
+        for a, c in X.blocks(rows):
+            cell[a:a + len(c)] = quantizer.search(c, 1)[1][:, 0]
+        order = np.argsort(cell, kind="stable")
+        bounds = np.searchsorted(cell[order], np.arange(nlist + 1))
+        for c in range(nlist):
+            r = rows[order[bounds[c]:bounds[c + 1]]]
+            if r.size:
+                ids, at = r.astype(np.int64), np.full(r.size, c, dtype=np.int64)
+                vecs = X.get(r)
+                index.add_core(r.size, faiss.swig_ptr(vecs), faiss.swig_ptr(ids), faiss.swig_ptr(at))
         self._index, self._trained_on, self._d = index, max(1, rows.size), d
         self._hash, self._in = row_hashes(X), live.copy()
-        self._out = {int(r): np.array(X[r], dtype=np.float32) for r in np.flatnonzero(~live)}
+        self._out = {int(r): X.get(np.array([r]))[0] for r in np.flatnonzero(~live)}
         self._sum, self._outer = np.zeros(d), np.zeros((d, d))
         self._add_moments(X)
         self.rebuilds += 1
@@ -160,19 +198,21 @@ class ItemIndex:
             out[i] = self._index.reconstruct(r) if v is None else v
         return out
 
-    def sync(self, X: np.ndarray, live: np.ndarray, changed: np.ndarray | None = None) -> None:
+    def sync(self, X: np.ndarray, live: np.ndarray, changed: np.ndarray | None = None,
+             bias: np.ndarray | None = None) -> None:
         """Bring the index to ``X`` (N, D + 1) float32 with rows ``live`` (N,) bool; ``changed``:
         the rows of ``X`` whose vector may differ from the last sync's, if the caller knows
-        (rows past the last sync's N need not be named) (module doc)."""
-        X = np.asarray(X, dtype=np.float32)
+        (rows past the last sync's N need not be named); ``bias`` (N,): the last column apart,
+        ``X`` then (N, D) (module doc)."""
+        X = Rows(X, bias)
         n0 = len(self._hash)
-        if (self._index is None or X.shape[1] != self._d or X.shape[0] < n0
+        if (self._index is None or X.shape[1] != self._d or len(X) < n0
                 or live.sum() > REBUILD_GROWTH * self._trained_on):
             if live.any():
                 self._build(X, live)
             return
         if changed is None:
-            h = row_hashes(X[:n0])
+            h = row_hashes(X, np.arange(n0))
             moved = np.flatnonzero(h != self._hash)
         else:
             moved = np.unique(np.asarray(changed, dtype=np.int64))
@@ -187,11 +227,12 @@ class ItemIndex:
         was[:n0] = self._in
         drop = np.flatnonzero(was & (~live | changed_mask))
         add = np.flatnonzero(live & (~was | changed_mask))
+        new = np.arange(n0, len(X))
         if moved.size:  # every row's vector counts in the moments, a free row's too
             self._add_moments(self._old(moved), -1.0)
-            self._add_moments(X[moved])
-        if len(X) > n0:
-            self._add_moments(X[n0:])
+            self._add_moments(X, rows=moved)
+        if new.size:
+            self._add_moments(X, rows=new)
         for r in drop.tolist():  # leaving the index: its vector kept aside (its current one below)
             if not live[r] and not changed_mask[r]:
                 self._out[r] = self._index.reconstruct(r)
@@ -199,11 +240,11 @@ class ItemIndex:
             self._index.remove_ids(drop.astype(np.int64))
         for a in range(0, add.size, CHUNK_ROWS):
             r = add[a:a + CHUNK_ROWS]
-            self._index.add_with_ids(np.ascontiguousarray(X[r]), r.astype(np.int64))
+            self._index.add_with_ids(X.get(r), r.astype(np.int64))
         for r in add.tolist():
             self._out.pop(r, None)
         for r in np.flatnonzero(~live & changed_mask).tolist():  # changed or new, not live
-            self._out[r] = np.array(X[r], dtype=np.float32)
+            self._out[r] = X.get(np.array([r]))[0]
         self.updates += int(drop.size + add.size)
         hash_ = np.empty(len(X), dtype=np.uint64)
         hash_[:n0] = self._hash
@@ -211,8 +252,8 @@ class ItemIndex:
             hash_[:n0] = h
         else:
             hash_[moved] = h
-        if len(X) > n0:
-            hash_[n0:] = row_hashes(X[n0:])
+        if new.size:
+            hash_[n0:] = row_hashes(X, new)
         self._hash, self._in = hash_, live.copy()
 
     def score_moments(self, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

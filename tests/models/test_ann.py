@@ -79,3 +79,20 @@ def test_the_scanned_share_falls_as_the_catalogue_grows():
     shares = [nprobe_for(cells_for(n)) / cells_for(n) for n in (10**4, 10**5, 10**6, 10**7)]
     assert all(a > b for a, b in zip(shares, shares[1:])) and shares[-1] < 0.02
     assert nprobe_for(5) == 5  # a small index: every cell
+
+
+def test_the_bias_apart_indexes_as_the_joined_array():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(700, 10)).astype(np.float32)
+    live = rng.random(700) < 0.9
+    joined, apart = ItemIndex(), ItemIndex()
+    joined.sync(X, live)
+    apart.sync(X[:, :-1], live, bias=X[:, -1])
+    for _ in range(3):
+        X, live, changed = churn(rng, X, live)
+        joined.sync(X, live)
+        apart.sync(np.ascontiguousarray(X[:, :-1]), live, bias=X[:, -1].copy())
+    Q = rng.normal(size=(4, 10)).astype(np.float32)
+    np.testing.assert_array_equal(joined.search(Q, 20, nprobe=8), apart.search(Q, 20, nprobe=8))
+    np.testing.assert_array_equal(joined.score_moments(Q), apart.score_moments(Q))
+    np.testing.assert_array_equal(joined._hash, apart._hash)
