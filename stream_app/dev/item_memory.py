@@ -19,7 +19,8 @@ users, then one new item and the same call again (the ranking index and the rank
 follow the catalogue on the next call).
 
 Each figure is the growth of the process's resident memory (``/proc/self/status`` VmRSS) across
-the step, after a collection; the arrays' own sizes (``nbytes``: what the structure holds by
+the step, after a collection, with the process's peak within the step (VmHWM, reset before each
+step where the kernel allows); the arrays' own sizes (``nbytes``: what the structure holds by
 design, at its current capacity) are given beside it. Item vectors are random unit vectors
 around topic centres (the encoder's output is not needed to measure memory). Prints a markdown
 table; ``--out`` writes JSON.
@@ -61,8 +62,19 @@ def topic_vectors(topic: np.ndarray, dim: int = TEXT_DIM, seed: int = 0) -> np.n
 
 
 def _settled_rss() -> int:
+    """Resident bytes now, after a collection; the peak (VmHWM) is reset to it where the kernel
+    allows (``/proc/self/clear_refs``), so the next step's peak is its own."""
     gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
     return rss_bytes()
+
+
+def _step_peak() -> int:
+    return rss_bytes("VmHWM")
 
 
 def measure(n_items: int, n_events: int = 100_000, seed: int = 0, users: int = 64) -> dict:
@@ -89,11 +101,12 @@ def measure(n_items: int, n_events: int = 100_000, seed: int = 0, users: int = 6
         model.add_item(item_id, v, cats, attrs)
     add_s = time.perf_counter() - t0
     del messages
+    peak_items = _step_peak()
     after_items = _settled_rss()
     cooc_counts = model.cooc.counts
     cooc_nbytes_empty = _cooc_nbytes(model)
     rows.append({"structure": "catalogue vectors + co-engagement rows (empty)", "rss_bytes": after_items - base,
-                 "nbytes": model.items.nbytes() + cooc_nbytes_empty, "seconds": add_s,
+                 "nbytes": model.items.nbytes() + cooc_nbytes_empty, "seconds": add_s, "peak_rss_bytes": peak_items,
                  "detail": {"item_vectors_nbytes": model.items.nbytes(),
                             "item_vectors_capacity_rows": int(model.items.capacity),
                             "floats_per_row": int(model.items.nbytes() // max(1, model.items.capacity) // 4),
@@ -104,11 +117,12 @@ def measure(n_items: int, n_events: int = 100_000, seed: int = 0, users: int = 6
     model.fold(evs, states)
     fold_s = time.perf_counter() - t0
     state_bytes = sum(len(st.to_bytes()) for st in states.values())
+    peak_fold = _step_peak()
     after_fold = _settled_rss()
     pairs = _cooc_pairs(cooc_counts)
     rows.append({"structure": f"co-engagement counts from {len(evs):,} events (+ {len(states):,} user states)",
                  "rss_bytes": after_fold - after_items, "nbytes": _cooc_nbytes(model) - cooc_nbytes_empty,
-                 "seconds": fold_s,
+                 "seconds": fold_s, "peak_rss_bytes": peak_fold,
                  "detail": {"pairs": pairs, "dense": bool(cooc_counts.dense), "user_states": len(states),
                             "user_state_serialised_bytes": state_bytes}})
 
@@ -117,12 +131,14 @@ def measure(n_items: int, n_events: int = 100_000, seed: int = 0, users: int = 6
     t0 = time.perf_counter()
     model.recommend_many(sample, 10)
     rank_s = time.perf_counter() - t0
+    peak_rank = _step_peak()
     after_rank = _settled_rss()
     index = model.ranking.index
     cache = model.attention._cache
     cache_nbytes = 0 if cache is None else int(cache[2].nbytes + cache[3].nbytes)
     rows.append({"structure": "ranking index (faiss IVF + per-row hashes) + rankers' item caches",
                  "rss_bytes": after_rank - after_fold, "nbytes": index.nbytes() + cache_nbytes, "seconds": rank_s,
+                 "peak_rss_bytes": peak_rank,
                  "detail": {"index_cells": index.cells, "nprobe": index.nprobe or index.default_nprobe(),
                             "faiss_nbytes": _faiss_nbytes(index), "index_nbytes": index.nbytes(),
                             "attention_item_matrix_nbytes": cache_nbytes}})
@@ -140,7 +156,8 @@ def measure(n_items: int, n_events: int = 100_000, seed: int = 0, users: int = 6
         r["nbytes_per_item"] = r["nbytes"] / n_items
     return {"items": n_items, "events": len(evs), "seed": seed, "rows": rows,
             "rss_bytes_total": total, "rss_bytes_per_item_total": total / n_items,
-            "text_vector_bytes_per_item": TEXT_DIM * 4, "peak_rss_bytes": rss_bytes("VmHWM"),
+            "text_vector_bytes_per_item": TEXT_DIM * 4, "rss_bytes_before": base,
+            "peak_rss_bytes": max(peak_items, peak_fold, peak_rank, rss_bytes("VmHWM")),
             "ranking_call_s": steady_s, "ranking_call_after_one_new_item_s": changed_s, "ranking_users": len(sample),
             "loadavg_1m": round(os.getloadavg()[0], 2), "wall_s": time.perf_counter() - t_all}
 
@@ -177,16 +194,19 @@ def markdown(report: dict) -> str:
     from stream_app.dev.bench import markdown_table
 
     n = report["items"]
-    rows = [[r["structure"], r["rss_bytes"] / 2**20, r["rss_bytes_per_item"], r["nbytes_per_item"], r["seconds"]]
-            for r in report["rows"]]
+    rows = [[r["structure"], r["rss_bytes"] / 2**20, r["rss_bytes_per_item"], r["nbytes_per_item"], r["seconds"],
+             r["peak_rss_bytes"] / 2**30] for r in report["rows"]]
     rows.append(["total", report["rss_bytes_total"] / 2**20, report["rss_bytes_per_item_total"],
-                 sum(r["nbytes_per_item"] for r in report["rows"]), sum(r["seconds"] for r in report["rows"])])
+                 sum(r["nbytes_per_item"] for r in report["rows"]), sum(r["seconds"] for r in report["rows"]),
+                 report["peak_rss_bytes"] / 2**30])
     head = (f"### Memory per item, {n:,} items, {report['events']:,} events (load {report['loadavg_1m']}, "
-            f"peak RSS {report['peak_rss_bytes'] / 2**30:.2f} GiB; a text vector alone is "
+            f"peak RSS {report['peak_rss_bytes'] / 2**30:.2f} GiB, {report['rss_bytes_before'] / 2**30:.2f} GiB before "
+            f"the first step (interpreter, libraries, synthetic inputs); a text vector alone is "
             f"{report['text_vector_bytes_per_item']:,} B)\n\n")
     tail = (f"\n\none ranking call of {report['ranking_users']} users (two-stage): {report['ranking_call_s']:.3f} s; "
             f"the same call after one new item: {report['ranking_call_after_one_new_item_s']:.3f} s")
-    return head + markdown_table(["structure", "RSS growth MiB", "RSS B/item", "nbytes B/item", "build s"], rows) + tail
+    return head + markdown_table(["structure", "RSS growth MiB", "RSS B/item", "nbytes B/item", "build s",
+                                 "process peak RSS GiB in the step"], rows) + tail
 
 
 def main(argv=None) -> None:
