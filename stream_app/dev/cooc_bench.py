@@ -1,0 +1,147 @@
+"""CPU cost of the co-engagement stream per worker batch: `python -m stream_app.dev.cooc_bench`.
+
+Replays a data set (``--data``, default MovieLens 100k from ``../shared/data/ml-100k``) in time
+order, in batches of ``--batch`` events, through the three steps of ``stream_app.cooc_stream``
+in process, without a broker:
+
+* **build** (a worker's model thread): the batch's first engagements as one pair message per
+  touched item, as ``Processor.pair_messages`` makes them (``CoocModel.deltas``, then
+  ``models.cooc.online.encode_deltas``);
+* **fold** (the aggregator, one owner of every pairs partition): the messages grouped by pairs
+  partition and folded into the rows (``CoocAggregator.handle``'s work, Kafka aside), every
+  touched row's changelog record made;
+* **apply** (every worker's model thread): those records applied to a serving model's online
+  rows (``models.cooc.online.apply_rows``).
+
+Each step is timed in CPU time of the thread that runs it (``time.thread_time``), not wall
+clock, so a loaded machine changes the figures little. Prints one markdown table: ms per batch
+(mean over all batches, and over the second half, when rows are full), messages and records
+per batch. ``--half-life-s`` and ``--top-m`` as the worker's settings.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from models.cooc import CoocModel, CoocParams
+from models.seen import SeenItems, item_key
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ml-100k"
+
+
+def batches(data: Path, size: int, params: CoocParams, limit: int | None = None):
+    """(item ids, [(first engagements, event times)] per batch of ``size`` events): each user's
+    recent distinct items kept as ``UserState.seen`` keeps them, as the worker's fold does."""
+    from models.offline.loaders import load_dataset
+
+    ds = load_dataset(data)
+    ids = sorted(ds.items)
+    index = {i: r for r, i in enumerate(ids)}
+    events = [e for e in ds.interactions if e.item_id in index][: limit]
+    seen: dict[str, SeenItems] = {}
+    out = []
+    for a in range(0, len(events), size):
+        eng, times = [], []
+        for e in events[a:a + size]:
+            s = seen.setdefault(e.user_id, SeenItems())
+            key = item_key(e.item_id)
+            if not s.has(e.item_id, key):
+                eng.append(([index[i] for i in s.newest(params.span)], index[e.item_id]))
+                times.append(e.ts)
+            s.add(e.item_id, key)
+        out.append((eng, times))
+    return ids, out
+
+
+class Steps:
+    """The three steps over one worker, one aggregator owning every pairs partition, and one
+    serving model (a follower)."""
+
+    def __init__(self, ids: list[str], params: CoocParams, partitions: int, half_life_ms: float, top_m: int):
+        from stream_app.catalog import item_partition
+
+        self.worker, self.serving = CoocModel(params), CoocModel(params)
+        for i in ids:
+            self.worker.add_item(i)
+            self.serving.add_item(i)
+        self.serving.online.half_life_ms = half_life_ms
+        self.names = np.asarray(self.worker.counts.ids, dtype=object)
+        self.partition = {i: item_partition(i, partitions) for i in ids}
+        self.half_life_ms, self.top_m = half_life_ms, top_m
+        self.store: dict[int, dict[str, bytes]] = {p: {} for p in range(partitions)}  # the changelog's latest records
+        self.decoded: dict[int, dict] = {}
+        self.offsets = [0] * partitions
+
+    def build(self, eng, times) -> list[tuple[str, bytes]]:
+        from models.cooc.online import encode_deltas
+
+        cooc = self.worker
+        deltas = cooc.deltas(eng, times, self.half_life_ms)
+        return encode_deltas(deltas, cooc.counts.ids, self.names)
+
+    def fold(self, messages: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        from models.cooc.online import NeighbourRow, fold_messages
+
+        by_partition: dict[int, list] = {}
+        for item, value in messages:
+            p = self.partition[item]
+            by_partition.setdefault(p, []).append((item, self.offsets[p], value))
+            self.offsets[p] += 1
+        out = []
+        for p, msgs in by_partition.items():
+            rows, stored = self.decoded.setdefault(p, {}), self.store[p]
+            for item in {m[0] for m in msgs} - rows.keys():
+                rows[item] = NeighbourRow.from_bytes(stored.get(item))
+            touched = fold_messages(rows, msgs, self.half_life_ms, self.top_m)
+            for item in sorted(touched):
+                stored[item] = value = rows[item].to_bytes()
+                out.append((item, value))
+        return out
+
+    def apply(self, records: list[tuple[str, bytes]]) -> None:
+        from models.cooc.online import apply_rows
+
+        apply_rows(self.serving, records)
+
+
+def timed(fn, *args):
+    t0 = time.thread_time()
+    out = fn(*args)
+    return out, (time.thread_time() - t0) * 1000.0
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--events", type=int, default=None, help="only the first N events")
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--half-life-s", type=float, default=0.0)
+    ap.add_argument("--top-m", type=int, default=64)
+    args = ap.parse_args(argv)
+    params = CoocParams()
+    ids, work = batches(args.data, args.batch, params, args.events)
+    steps = Steps(ids, params, args.partitions, args.half_life_s * 1000.0, args.top_m)
+    rows = []
+    for eng, times in work:
+        messages, build = timed(steps.build, eng, times)
+        records, fold = timed(steps.fold, messages)
+        _, apply = timed(steps.apply, records)
+        rows.append((build, fold, apply, len(messages), len(records), sum(len(v) for _, v in messages)))
+    t = np.asarray(rows)
+    half = t[len(t) // 2:]
+    print(f"{len(work)} batches of {args.batch} events ({args.data.name}), {args.partitions} pairs partitions, "
+          f"top_m {args.top_m}, half-life {args.half_life_s:g} s; CPU ms per batch (thread time)\n")
+    print("| step | mean ms | mean ms, 2nd half |")
+    print("|---|---:|---:|")
+    for k, name in enumerate(("build (model thread)", "fold (aggregator)", "apply (model thread, each worker)")):
+        print(f"| {name} | {t[:, k].mean():.1f} | {half[:, k].mean():.1f} |")
+    print(f"\npair messages per batch: {t[:, 3].mean():.0f} ({t[:, 5].sum() / max(1, t[:, 3].sum()):.0f} bytes each); "
+          f"row records per batch: {t[:, 4].mean():.0f}")
+
+
+if __name__ == "__main__":
+    main()
