@@ -27,6 +27,10 @@ the rare fuller row dense in a side table; ``space("category")`` is a ``SparseRo
 0
 >>> items.space("category").take([1, 0], axis=0).tolist(), items.vectors(1)["category"].tolist()
 ([[1.0, 0.0], [1.0, 1.0]], [1.0, 0.0])
+>>> v = items.version; items.upsert("b", text=np.array([0.5, 0.5]), category=np.array([1.0, 0.0]))
+1
+>>> items.changed_since(v).tolist(), items.changed_since(0).tolist()
+([1], [0, 1])
 """
 from __future__ import annotations
 
@@ -107,6 +111,7 @@ class ItemVectors:
         self.index: dict[str, int] = {}  # live item id -> row
         self.cf_factors = dict(cf_factors or {})
         self._deleted = np.zeros(capacity, dtype=bool)
+        self._changed = np.zeros(capacity, dtype=np.int64)  # row -> ``version`` of its last change
         self._free: list[int] = []  # heap of free rows
         self._keys = np.zeros(0, dtype=np.int64)  # row -> item_key(ids[row]), filled on demand
         self.version = 0  # bumped on every change; scorers cache item embeddings by it
@@ -122,7 +127,7 @@ class ItemVectors:
         array is held twice while it is copied). The new rows are zero pages that the system
         maps only once written, so unused capacity costs address space, not memory."""
         cap = max(self.capacity + 1, int(self.capacity * GROWTH))
-        for name in ("_hybrid", "_cat_n", "_cat_idx", "_cat_val", "_deleted"):
+        for name in ("_hybrid", "_cat_n", "_cat_idx", "_cat_val", "_deleted", "_changed"):
             old = getattr(self, name)
             new = np.zeros((cap, *old.shape[1:]), dtype=old.dtype)
             new[: old.shape[0]] = old
@@ -153,6 +158,7 @@ class ItemVectors:
             self._keys[row] = item_key(FREE)
         heapq.heappush(self._free, row)
         self.version += 1
+        self._changed[row] = self.version
         self.layout += 1
         return True
 
@@ -192,7 +198,13 @@ class ItemVectors:
         self._set_category(row, category)
         self._deleted[row] = False
         self.version += 1
+        self._changed[row] = self.version
         return row
+
+    def changed_since(self, version: int) -> np.ndarray:
+        """Rows written, freed or taken after ``version`` (ascending): what a cache made at that
+        version must redo (rows added since are among them)."""
+        return np.flatnonzero(self._changed[: len(self.ids)] > version)
 
     def keys(self) -> np.ndarray:
         """(N,) ``models.seen.item_key`` of each row's id (``FREE`` for a free row)."""
@@ -257,4 +269,5 @@ class ItemVectors:
     def nbytes(self) -> int:
         """Bytes held by the per-row arrays (their capacity) and the side table."""
         return int(self._hybrid.nbytes + self._cat_n.nbytes + self._cat_idx.nbytes + self._cat_val.nbytes
-                   + sum(v.nbytes for v in self._cat_full.values()) + self._deleted.nbytes + self._keys.nbytes)
+                   + sum(v.nbytes for v in self._cat_full.values()) + self._deleted.nbytes + self._changed.nbytes
+                   + self._keys.nbytes)

@@ -54,3 +54,15 @@ def test_rows_grow_by_the_growth_factor():
     items, _, _, _ = filled(1000)
     assert 1000 <= items.capacity <= int(1000 * GROWTH) + 1
     assert items.nbytes() < items.capacity * (4 * (6 + 3) + 6 * CATEGORY_NNZ + 2) + 2 * 64 * 4 * 11 + 8 * 1000
+
+
+def test_changed_since_names_every_row_written_freed_or_taken():
+    items, T, C, K = filled(200)
+    v = items.version
+    assert items.changed_since(v).size == 0
+    items.upsert("i7", text=T[8], category=K[8], cf=C[8])
+    items.delete("i9")
+    items.upsert("new", text=T[1], category=K[1])  # takes row 9
+    items.upsert("newer", text=T[2], category=K[2])  # a new row at the end
+    assert items.changed_since(v).tolist() == [7, 9, 200]
+    assert items.changed_since(0).tolist() == list(range(201))
