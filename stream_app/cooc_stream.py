@@ -10,10 +10,11 @@ user's first engagement with an item into additions to the pair counts. Offline 
    ``<app_id>-cooc-pairs``, keyed by item id, on the item's partition (``item_partition``), once
    the batch's user states and lists are acknowledged, and before its offsets are committed;
 2. **aggregates** them (``CoocAggregator``, group ``stream_app.topics.cooc_group``, a
-   ``stream_app.checkpoint.CheckpointedConsumer``): the owner of a pairs partition folds each
-   message into its item's bounded, event-time-decayed neighbour row
-   (``models.cooc.online.NeighbourRow``) and writes every row a batch touched, once, to the
-   compacted ``<app_id>-cooc-rows-changelog`` on the same partition number; then commits;
+   ``stream_app.checkpoint.CheckpointedConsumer``): the owner of a pairs partition folds the
+   batch's messages into their items' bounded, event-time-decayed neighbour rows
+   (``models.cooc.table.RowTable``: all at once, in numpy, in the aggregator's own thread, off
+   the event loop) and writes every row a batch touched, once, to the compacted
+   ``<app_id>-cooc-rows-changelog`` on the same partition number; then commits;
 3. **follows** the rows (``CoocFollower``, every worker): all partitions of the rows changelog,
    from the start, for as long as the worker runs; the hot path applies what arrived before each
    batch and a timer while idle, in the model thread, and starts only after one read to the end.
@@ -50,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import mode
 
@@ -98,7 +100,8 @@ class CoocAggregator(CheckpointedConsumer):
         super().__init__(topic=ctx.topics.cooc_pairs, group_id=cooc_group(s), max_records=s.batch_max,
                          **ctx.consumer_options(), **kwargs)
         self.rows = UserStore(s.bootstrap_servers, ctx.topics.cooc_rows_changelog, security_options(s))
-        self.decoded: dict[int, dict] = {}  # partition -> item -> NeighbourRow, as in ``rows`` (a bounded cache)
+        self.decoded: dict[int, object] = {}  # partition -> RowTable, as in ``rows`` (a bounded cache)
+        self.fold_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cooc-fold")
 
     async def before_start(self) -> None:
         await super().before_start()
@@ -107,6 +110,7 @@ class CoocAggregator(CheckpointedConsumer):
     async def on_stop(self) -> None:
         await super().on_stop()
         await self.rows.stop()
+        self.fold_thread.shutdown(wait=False)
 
     async def assigned(self, partitions: list[int]) -> None:
         for p in partitions:
@@ -119,7 +123,7 @@ class CoocAggregator(CheckpointedConsumer):
             self.decoded.pop(p, None)
 
     async def handle(self, records: list) -> None:
-        from models.cooc.online import NeighbourRow, fold_messages
+        from models.cooc.table import RowTable
 
         by_partition: dict[int, list] = {}
         for r in records:
@@ -127,18 +131,27 @@ class CoocAggregator(CheckpointedConsumer):
                 log.warning("%s: record at %d:%d without key or value skipped", self.topic, r.partition, r.offset)
                 continue
             by_partition.setdefault(r.partition, []).append((r.key.decode(), r.offset, r.value))
-        folded = written = 0
+        work = []
         for p, messages in by_partition.items():
-            rows = self.decoded.setdefault(p, {})
-            if len(rows) > DECODED_MAX:
-                rows.clear()
-            for item in {m[0] for m in messages} - rows.keys():
-                rows[item] = NeighbourRow.from_bytes(self.rows.get(p, item))
-            touched = fold_messages(rows, messages, self.half_life_ms, self.top_m)
-            for item in sorted(touched):  # one record per touched row per batch
-                await self.rows.put(self.outbox.send, p, item, rows[item].to_bytes())
-            folded, written = folded + len(messages), written + len(touched)
-        self.ctx.sensor.on_rows_folded(folded, written)
+            table = self.decoded.setdefault(p, RowTable())
+            if len(table) > DECODED_MAX:
+                table.clear()
+            stored = {item: self.rows.get(p, item) for item in {m[0] for m in messages} if item not in table}
+            work.append((p, table, messages, stored))
+        # the fold off the event loop (which drives the hot path's Kafka I/O), in this
+        # aggregator's own thread: it touches only the tables, and rebalances wait for the batch
+        written = await asyncio.get_running_loop().run_in_executor(
+            self.fold_thread, _fold_all, work, self.half_life_ms, self.top_m)
+        for p, out in written:
+            for item, value in out:  # one record per touched row per batch
+                await self.rows.put(self.outbox.send, p, item, value)
+        self.ctx.sensor.on_rows_folded(sum(len(w[2]) for w in work), sum(len(out) for _, out in written))
+
+
+def _fold_all(work: list, half_life_ms: float, top_m: int) -> list:
+    from models.cooc.table import fold_records
+
+    return [(p, fold_records(table, messages, stored, half_life_ms, top_m)) for p, table, messages, stored in work]
 
 
 class CoocFollower(mode.Service):

@@ -49,7 +49,7 @@ each) and kept only until they next change (every change bumps ``CoocCounts.vers
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from itertools import chain
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
@@ -186,6 +186,17 @@ class CoocModel:
         if None in cols:
             cols = [counts.add_item(i) if c is None else c for i, c in zip(ids, cols)]
         self.online.set(j, n, ts, cols, weights)
+
+    def set_online_rows(self, items: Sequence[str], n: Sequence[float], ts: Sequence[int], lengths: Sequence[int],
+                        ids: Sequence[str], weights: Sequence[float]) -> None:
+        """``set_online_row`` for several distinct items at once: item ``items[k]`` gets the next
+        ``lengths[k]`` of ``ids`` and ``weights`` (``OnlineRows.set_many``)."""
+        counts = self.counts
+        rows = [counts.add_item(i) for i in items]
+        cols = np.fromiter(map(counts.index.get, ids, repeat(-1)), dtype=np.int64, count=len(ids))
+        for k in np.flatnonzero(cols < 0).tolist():
+            cols[k] = counts.add_item(ids[k])
+        self.online.set_many(rows, n, ts, lengths, cols, weights)
 
     def with_params(self, params: CoocParams, copy: bool = True) -> "CoocModel":
         """Same counts (copied), other parameters; only scoring parameters may differ."""

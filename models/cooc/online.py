@@ -9,13 +9,14 @@ Three forms of the same numbers, by item id (rows differ between processes):
   same rule (``CoocModel.additions``) that ``update_many`` and ``fit`` apply offline, summed per
   target per batch: one message per touched item per batch, not one per pair.
 * a **neighbour row** (``NeighbourRow``): the aggregator's sum of every pair message of one item,
-  bounded and decayed by event time (``fold``):
+  bounded and decayed by event time (``models.cooc.table.RowTable.fold``, a batch at a time;
+  ``tests/models/reference_cooc_fold.py`` holds the same rule one message at a time):
 
       a message older than the row's reference time ``ts`` is added scaled by
       2 ** -((ts - t) / half_life); a newer one first scales the row (and ``n``) by
       2 ** -((t - ts) / half_life) and becomes its reference time; half_life 0: plain sums.
-      When a row holds more than 2 * top_m neighbours, only its top_m largest are kept (ties:
-      the smaller id), so a row stays between top_m and 2 * top_m and pruning is rare.
+      When a row holds more than 2 * top_m neighbours after a batch, only its top_m largest are
+      kept (ties: the smaller id), so a row stays between top_m and 2 * top_m and pruning is rare.
 
   So, pruning aside, the row is the same sum to rounding whatever the order of the messages
   and however the events were split into batches and workers (and exactly the same sum, with
@@ -37,7 +38,6 @@ import numpy as np
 import orjson
 
 from models.cooc.model import RowDelta
-from models.cooc.rows import decay_factor
 
 
 def encode_delta(delta: RowDelta, ids: Sequence[str]) -> bytes:
@@ -80,31 +80,6 @@ class NeighbourRow:
     offset: int = -1
     nb: dict[str, float] = field(default_factory=dict)
 
-    def fold(self, n: float, ts: int, ids: Sequence[str], weights: Sequence[float], offset: int,
-             half_life_ms: float = 0.0, top_m: int = 64) -> bool:
-        """Add one pair message read at ``offset``; False (and no change) when ``offset`` is at
-        or below the last one folded in."""
-        if offset <= self.offset:
-            return False
-        self.offset = offset
-        if half_life_ms > 0 and (self.nb or self.n):
-            if ts > self.ts:  # newer: the row is valued at the new time first
-                f = float(decay_factor(ts - self.ts, half_life_ms))
-                self.n *= f
-                self.nb = {k: v * f for k, v in self.nb.items()}
-            elif ts < self.ts:
-                scale = float(decay_factor(self.ts - ts, half_life_ms))
-                weights = [w * scale for w in weights]
-                n *= scale
-        self.ts = max(self.ts, ts) if (self.nb or self.n) else ts
-        self.n += n
-        nb = self.nb
-        for k, w in zip(ids, weights):
-            nb[k] = nb.get(k, 0.0) + w
-        if len(nb) > 2 * top_m:
-            self.nb = _largest(nb, top_m)
-        return True
-
     def to_bytes(self) -> bytes:
         return orjson.dumps({"n": self.n, "ts": self.ts, "offset": self.offset, "ids": list(self.nb),
                              "w": list(self.nb.values())})
@@ -117,45 +92,26 @@ class NeighbourRow:
         return cls(float(d["n"]), int(d["ts"]), int(d["offset"]), dict(zip(d["ids"], map(float, d["w"]))))
 
 
-def _largest(nb: dict[str, float], m: int) -> dict[str, float]:
-    """The ``m`` largest entries of ``nb``; among equal weights at the cut, the smaller ids (so
-    the result depends on the entries only, not on their order)."""
-    keys = list(nb)
-    vals = np.fromiter(nb.values(), dtype=np.float64, count=len(keys))
-    cut = np.partition(vals, vals.size - m)[vals.size - m]  # the m-th largest
-    above = np.flatnonzero(vals > cut)
-    tied = sorted(keys[i] for i in np.flatnonzero(vals == cut).tolist())[: m - above.size]
-    out = {keys[i]: nb[keys[i]] for i in above.tolist()}
-    out.update((k, nb[k]) for k in tied)
-    return out
-
-
-def fold_messages(rows: dict[str, NeighbourRow], messages: Sequence[tuple[str, int, bytes]],
-                  half_life_ms: float = 0.0, top_m: int = 64) -> set[str]:
-    """The aggregator's batch: fold each (item id, pairs offset, pair message) into ``rows[item]``
-    (a new row when absent); the ids of the rows that changed."""
-    touched = set()
-    for item, offset, value in messages:
-        row = rows.get(item)
-        if row is None:
-            row = rows[item] = NeighbourRow()
-        if row.fold(*decode_delta(value), offset, half_life_ms, top_m):
-            touched.add(item)
-    return touched
-
-
 def apply_rows(model, records: Sequence[tuple[str, bytes | None]]) -> int:
     """Followed row records (item id, ``NeighbourRow`` bytes or None) into ``model``'s online rows
-    (a ``CoocModel``); neighbours unknown to the counts get a row (as ids known from training
-    do). Returns how many were applied."""
+    (a ``CoocModel``), all at once (``CoocModel.set_online_rows``); neighbours unknown to the
+    counts get a row (as ids known from training do). Returns how many were applied."""
     last = dict(records)  # an item's last record stands for its earlier ones
-    for item, value in last.items():
-        if value is None:
-            model.set_online_row(item, 0.0, 0, [], [])
-        else:
-            d = orjson.loads(value)
-            model.set_online_row(item, float(d["n"]), int(d["ts"]), d["ids"], d["w"])
+    if not last:
+        return 0
+    n, ts, lengths, ids, weights = [], [], [], [], []
+    for value in last.values():
+        d = orjson.loads(value) if value is not None else _NO_ROW
+        n.append(float(d["n"]))
+        ts.append(int(d["ts"]))
+        lengths.append(len(d["ids"]))
+        ids += d["ids"]
+        weights += d["w"]
+    model.set_online_rows(list(last), n, ts, lengths, ids, weights)
     return len(records)
+
+
+_NO_ROW = {"n": 0.0, "ts": 0, "ids": [], "w": []}
 
 
 def rows_by_id(model) -> dict[str, dict]:

@@ -54,18 +54,31 @@ class OnlineRows:
 
     def set(self, row: int, n: float, ts: int, cols: Sequence[int], weights: Sequence[float]) -> None:
         """Row ``row`` becomes (n, neighbours ``cols`` with ``weights``) valued at ``ts``."""
-        self._reserve(row + 1)
-        had = self.rows[row].size > 0 or self.n[row] != 0
+        self.set_many([row], [n], [ts], [len(cols)], np.asarray(cols, dtype=np.int64), weights)
+
+    def set_many(self, rows: Sequence[int], n: Sequence[float], ts: Sequence[int], lengths: Sequence[int],
+                 cols: np.ndarray, weights: Sequence[float]) -> None:
+        """``set`` for several distinct rows at once: row ``rows[k]`` gets the next ``lengths[k]``
+        of ``cols`` and ``weights``; sorted and cut into per-row arrays in one pass."""
+        if not len(rows):
+            return
+        targets = np.asarray(rows, dtype=np.int64)
+        self._reserve(int(targets.max()) + 1)
+        at = np.repeat(np.arange(targets.size), np.asarray(lengths, dtype=np.int64))
         c, w = np.asarray(cols, dtype=np.int32), np.asarray(weights, dtype=np.float32)
-        keep = (c != row) & (w != 0)
-        c, w = c[keep], w[keep]
-        order = np.argsort(c)
+        keep = (c != targets[at]) & (w != 0)
+        at, c, w = at[keep], c[keep], w[keep]
+        order = np.lexsort((c, at))
         arr = np.empty(c.size, dtype=NEIGHBOUR)
         arr["row"], arr["w"] = c[order], w[order]
-        self._put(row, arr)
-        self.n[row], self.ts[row] = n, ts
-        self.latest = max(self.latest, int(ts))
-        self.live += int(arr.size > 0 or n != 0) - int(had)
+        bounds = np.searchsorted(at[order], np.arange(targets.size + 1)).tolist()
+        had = sum(1 for r in targets.tolist() if self.rows[r].size or self.n[r])
+        for k, r in enumerate(targets.tolist()):
+            a, b = bounds[k], bounds[k + 1]
+            self._put(r, arr[a:b].copy() if b > a else _EMPTY)
+        self.n[targets], self.ts[targets] = n, ts
+        self.latest = max(self.latest, int(self.ts[targets].max()))
+        self.live += sum(1 for r in targets.tolist() if self.rows[r].size or self.n[r]) - had
         self.version += 1
 
     def free(self, row: int) -> None:

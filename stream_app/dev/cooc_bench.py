@@ -83,7 +83,7 @@ class Steps:
         return encode_deltas(deltas, cooc.counts.ids, self.names)
 
     def fold(self, messages: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-        from models.cooc.online import NeighbourRow, fold_messages
+        from models.cooc.table import RowTable, fold_records
 
         by_partition: dict[int, list] = {}
         for item, value in messages:
@@ -92,13 +92,11 @@ class Steps:
             self.offsets[p] += 1
         out = []
         for p, msgs in by_partition.items():
-            rows, stored = self.decoded.setdefault(p, {}), self.store[p]
-            for item in {m[0] for m in msgs} - rows.keys():
-                rows[item] = NeighbourRow.from_bytes(stored.get(item))
-            touched = fold_messages(rows, msgs, self.half_life_ms, self.top_m)
-            for item in sorted(touched):
-                stored[item] = value = rows[item].to_bytes()
-                out.append((item, value))
+            table, stored = self.decoded.setdefault(p, RowTable()), self.store[p]
+            written = fold_records(table, msgs, {m[0]: stored.get(m[0]) for m in msgs if m[0] not in table},
+                                   self.half_life_ms, self.top_m)
+            stored.update(written)
+            out += written
         return out
 
     def apply(self, records: list[tuple[str, bytes]]) -> None:

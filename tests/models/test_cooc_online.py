@@ -4,12 +4,28 @@ are added to the checkpoint's counts when scoring, compactly."""
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 
 from models.cooc import CoocModel, CoocParams
-from models.cooc.online import NeighbourRow, apply_rows, decode_delta, encode_delta, fold_messages
+from models.cooc.online import NeighbourRow, apply_rows, decode_delta, encode_delta
+from models.cooc.table import RowTable, fold_records
 from models.engine import Event
+from tests.models.reference_cooc_fold import fold_each, largest
 from tests.models.test_cooc import PARAMS, engine, random_log
+
+
+def folded(messages, half_life_ms: float = 0.0, top_m: int = 64, table: RowTable | None = None) -> RowTable:
+    """``messages`` (item id, offset, pair message) folded as one aggregator batch."""
+    table = RowTable() if table is None else table
+    fold_records(table, messages, {}, half_life_ms, top_m)
+    return table
+
+
+def records(table: RowTable) -> list[tuple[str, bytes]]:
+    """Every row of ``table`` as its changelog record."""
+    items = sorted(table.rows)
+    return list(zip(items, table.to_bytes(items)))
 
 
 def engagements(n_items=12, n=300, seed=0, span=4):
@@ -53,12 +69,10 @@ def test_the_engine_hands_the_same_engagements_to_the_worker():
     worker.fold(events, {}, pairs=pairs)
     assert not worker.cooc.counts.n.any()  # the worker's counts are not touched
     assert [t for _, t in pairs] == sorted(t for _, t in pairs)
-    rows: dict[str, NeighbourRow] = {}
     ids = worker.cooc.counts.ids
     msgs = [(ids[r], k, encode_delta(d, ids)) for k, (r, d) in
             enumerate(worker.cooc.deltas([e for e, _ in pairs], [t for _, t in pairs]).items())]
-    fold_messages(rows, msgs)
-    apply_rows(worker.cooc, [(i, r.to_bytes()) for i, r in rows.items()])
+    apply_rows(worker.cooc, records(folded(msgs)))
     for j in range(10):
         np.testing.assert_array_equal(local.cooc.similarity_row(j)[1], worker.cooc.similarity_row(j)[1])
         np.testing.assert_array_equal(local.cooc.similarity_row(j)[0], worker.cooc.similarity_row(j)[0])
@@ -90,9 +104,11 @@ def test_folding_does_not_depend_on_batches_or_order(half_life_ms):
     times = (1_000_000 + 100 * np.arange(len(eng))).tolist()
     rows = []
     for parts, seed in ((1, 0), (5, 1), (17, 2)):
-        out: dict[str, NeighbourRow] = {}
-        fold_messages(out, split_messages(m, eng, times, parts, half_life_ms, seed), half_life_ms, top_m=64)
-        rows.append(out)
+        msgs = split_messages(m, eng, times, parts, half_life_ms, seed)
+        table = RowTable()
+        for a in range(0, len(msgs), 7):  # in aggregator batches of 7 messages
+            fold_records(table, msgs[a:a + 7], {}, half_life_ms, 64)
+        rows.append({i: table.row(i) for i in table.rows})
     for other in rows[1:]:
         assert set(other) == set(rows[0])
         for item, r in rows[0].items():
@@ -104,34 +120,61 @@ def test_folding_does_not_depend_on_batches_or_order(half_life_ms):
                 for k, v in r.nb.items():
                     assert other[item].nb[k] == pytest.approx(v, rel=1e-6)
     if half_life_ms:  # decayed: the oldest engagements count less than in plain sums
-        plain: dict[str, NeighbourRow] = {}
-        fold_messages(plain, split_messages(m, eng, times, 1, 0.0, 0))
+        table = folded(split_messages(m, eng, times, 1, 0.0, 0))
+        plain = {i: table.row(i) for i in table.rows}
         assert all(rows[0][i].n < plain[i].n for i in plain)
         expected = sum(0.5 ** ((rows[0]["i3"].ts - t) / half_life_ms) for (_, r), t in zip(eng, times) if r == 3)
         assert rows[0]["i3"].n == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize("half_life_ms", [0.0, 5_000.0], ids=["no decay", "decay"])
+def test_the_batch_fold_is_the_message_by_message_rule(half_life_ms):
+    m = fresh()
+    eng = engagements(n=400, seed=7)
+    times = (1_000_000 + 100 * np.arange(len(eng))).tolist()
+    msgs = split_messages(m, eng, times, 9, half_life_ms, 4)
+    msgs += msgs[:20]  # read again: skipped by offset
+    reference: dict[str, NeighbourRow] = {}
+    table = RowTable()
+    for a in range(0, len(msgs), 25):
+        batch = msgs[a:a + 25]
+        written = fold_records(table, batch, {}, half_life_ms, 64)
+        assert [i for i, _ in written] == sorted(fold_each(reference, batch, half_life_ms))  # the rows that changed
+        assert all(NeighbourRow.from_bytes(v) == table.row(i) for i, v in written)
+    assert set(table.rows) == set(reference)
+    for item, want in reference.items():
+        got = table.row(item)
+        assert (got.ts, got.offset, set(got.nb)) == (want.ts, want.offset, set(want.nb))
+        if half_life_ms == 0:  # the rule's dyadic weights: exact
+            assert got.n == want.n and got.nb == want.nb
+        else:
+            assert got.n == pytest.approx(want.n, rel=1e-9)
+            assert got.nb == pytest.approx(want.nb, rel=1e-9)
+
+
 def test_rows_are_bounded_and_keep_their_largest_neighbours():
-    row = NeighbourRow()
-    for k in range(100):
-        row.fold(1.0, 0, [f"x{k}", "big"], [1.0 + k / 1000, 50.0], offset=k, top_m=4)
-        assert len(row.nb) <= 8
+    table = RowTable()
+    for k in range(100):  # one message per batch
+        value = orjson.dumps({"n": 1.0, "ts": 0, "ids": [f"x{k}", "big"], "w": [1.0 + k / 1000, 50.0]})
+        fold_records(table, [("a", k, value)], {}, top_m=4)
+        assert len(table.row("a").nb) <= 8
+    row = table.row("a")
     assert "big" in row.nb and row.nb["big"] == 5000.0
     assert row.n == 100.0
 
 
-def test_a_message_at_or_below_the_rows_offset_is_skipped():
-    value = encode_delta(fresh().deltas([([1, 2], 3)])[3], fresh().counts.ids)
-    rows: dict[str, NeighbourRow] = {}
-    assert fold_messages(rows, [("i3", 7, value)]) == {"i3"}
-    again = NeighbourRow.from_bytes(rows["i3"].to_bytes())  # as restored from the changelog
-    assert again == rows["i3"] and again.offset == 7
-    restored = {"i3": again}
-    assert fold_messages(restored, [("i3", 6, value), ("i3", 7, value)]) == set()
-    assert restored["i3"].n == 1.0 and restored["i3"].nb == {"i1": 1.0, "i2": 1.0}  # M[row, r] += 1 (the bonus goes to r's rows)
-    assert fold_messages(restored, [("i3", 8, value)]) == {"i3"} and restored["i3"].n == 2.0
-    n, ts, ids, w = decode_delta(value)
-    assert (n, ids) == (1.0, ["i1", "i2"])
+def test_a_batch_past_twice_top_m_keeps_its_top_m_largest_ties_to_the_smaller_id():
+    rng = np.random.default_rng(3)
+    msgs, sums = [], {}
+    for k in range(30):
+        ids = [f"n{j}" for j in rng.choice(40, size=6, replace=False)]
+        w = rng.integers(1, 4, size=6).astype(float).tolist()  # small integers: many ties at the cut
+        msgs.append(("a", k, orjson.dumps({"n": 1.0, "ts": 0, "ids": ids, "w": w})))
+        for i, x in zip(ids, w):
+            sums[i] = sums.get(i, 0.0) + x
+    assert len(sums) > 10
+    assert folded(msgs, top_m=5).row("a").nb == largest(sums, 5)
+    assert folded(msgs, top_m=len(sums)).row("a").nb == sums  # within 2 * top_m: no cut
 
 
 def test_online_rows_add_to_the_checkpoint_counts_and_are_freed_with_their_item():
@@ -139,11 +182,10 @@ def test_online_rows_add_to_the_checkpoint_counts_and_are_freed_with_their_item(
     base.update_many(engagements(n=50, seed=5))
     served = CoocModel(PARAMS, base.counts.copy())
     more = engagements(n=80, seed=6)
-    rows: dict[str, NeighbourRow] = {}
     ids = base.counts.ids
-    fold_messages(rows, [(ids[r], 0, encode_delta(d, ids)) for r, d in base.deltas(more).items()])
+    table = folded([(ids[r], 0, encode_delta(d, ids)) for r, d in base.deltas(more).items()])
     before = served.similarity_row(0)
-    apply_rows(served, [(i, r.to_bytes()) for i, r in rows.items()] + [("new-item", NeighbourRow(1.0, 0, 0, {"i0": 2.0}).to_bytes())])
+    apply_rows(served, records(table) + [("new-item", NeighbourRow(1.0, 0, 0, {"i0": 2.0}).to_bytes())])
     assert "new-item" in served.index  # a neighbour or row the counts did not know gets a row
     base.update_many(more)
     for j in range(12):
@@ -183,9 +225,7 @@ def test_a_model_serving_online_rows_ranks_like_one_that_learned_locally_exactly
     worker.fold(stream(rng_b, 400), worker_states, features(rng_b, 8), on_error=lambda ev, exc: None, pairs=pairs)
     ids = worker.cooc.counts.ids
     deltas = worker.cooc.deltas([e for e, _ in pairs], [t for _, t in pairs])
-    rows: dict[str, NeighbourRow] = {}
-    fold_messages(rows, [(ids[r], 0, encode_delta(d, ids)) for r, d in deltas.items()])
-    apply_rows(worker.cooc, [(i, r.to_bytes()) for i, r in rows.items()])
+    apply_rows(worker.cooc, records(folded([(ids[r], 0, encode_delta(d, ids)) for r, d in deltas.items()])))
     users = sorted(local_states)
     a, b = [local_states[u] for u in users], [worker_states[u] for u in users]
     assert_same_lists(ranked(worker, b, "exact"), ranked(local, a, "exact"))
@@ -197,14 +237,13 @@ def test_a_new_model_keeps_the_online_rows_by_item_id():
     from models.cooc.online import carry_rows, rows_by_id
 
     old = fresh()
-    rows: dict[str, NeighbourRow] = {}
     ids = old.counts.ids
-    fold_messages(rows, [(ids[r], 0, encode_delta(d, ids)) for r, d in old.deltas(engagements(n=60, seed=8)).items()])
-    apply_rows(old, [(i, r.to_bytes()) for i, r in rows.items()])
+    table = folded([(ids[r], 0, encode_delta(d, ids)) for r, d in old.deltas(engagements(n=60, seed=8)).items()])
+    apply_rows(old, records(table))
     new = CoocModel(PARAMS)
     for i in ["x", "y", *reversed(ids)]:  # other rows for the same items, and items of its own
         new.add_item(i)
-    assert carry_rows(old, new) == len(rows_by_id(old)) > 0
+    assert carry_rows(old, new) == len(rows_by_id(old)) == len(table) > 0
     assert rows_by_id(new) == rows_by_id(old)
 
 

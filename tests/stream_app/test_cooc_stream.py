@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from models.cooc.online import NeighbourRow, fold_messages
+from models.cooc.online import NeighbourRow
+from models.cooc.table import RowTable
 from stream_app import fencing
 from stream_app.codec import Codec
 from stream_app.cooc_stream import CoocFollower
@@ -37,8 +38,9 @@ def test_a_worker_batch_becomes_one_pair_message_per_touched_item():
     items = [item for item, _ in result.pairs]
     assert result.engagements == 9  # u0's i0 and u1's i1 again: re-engagements add nothing
     assert sorted(items) == [f"i{k}" for k in range(8)]  # one message per touched item, 8 for 9 engagements
-    rows: dict[str, NeighbourRow] = {}
-    fold_messages(rows, [(item, k, value) for k, (item, value) in enumerate(result.pairs)])
+    table = RowTable()
+    table.fold([(item, k, value) for k, (item, value) in enumerate(result.pairs)])
+    rows = {i: table.row(i) for i in table.rows}
     counts = local.model.cooc.counts
     for item, row in rows.items():
         j = counts.index[item]
