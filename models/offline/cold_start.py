@@ -148,7 +148,9 @@ def replay_cold_start(model: Recommender, cs: ColdStartSplit, catalog: ItemCatal
                       progress: bool = True) -> dict[str, Any]:
     """Replay the whole log through ``model`` (fitted on ``cs.split.train``), ranking the validation
     targets and the test targets before they are folded in. Returns, for every group ``g`` of
-    :data:`GROUPS` (``all`` without a suffix), ``ndcg@k[_g]``, ``recall@k[_g]``, ``n_test[_g]``;
+    :data:`GROUPS` (``all`` without a suffix), ``ndcg@k[_g]``, ``recall@k[_g]``, ``n_test[_g]`` and
+    ``rank_pct[_g]`` (the mean rank as a share of the ranked candidates: 0 first, 1 last, about 0.5
+    for a model that ranks at chance);
     ``valid_ndcg@k``, ``valid_recall@k``, ``n_valid``; ``prequential_hit@k`` (the hit rate over
     every ranked target: the post-cut stream), ``n_test_skipped_seen`` and ``eval_seconds``."""
     t0 = time.perf_counter()
@@ -163,6 +165,7 @@ def replay_cold_start(model: Recommender, cs: ColdStartSplit, catalog: ItemCatal
     seen: dict[str, np.ndarray] = {}
     hits: dict[str, list] = {g: [] for g in ("valid", *GROUPS)}
     gains: dict[str, list] = {g: [] for g in ("valid", *GROUPS)}
+    pcts: dict[str, list] = {g: [] for g in GROUPS}
     skipped = 0
     log2 = np.log2(np.arange(2, k + 2, dtype=np.float64))
     for pos in tqdm(range(last), disable=not progress, desc=f"cold-start {model.name}", mininterval=1.0,
@@ -183,18 +186,21 @@ def replay_cold_start(model: Recommender, cs: ColdStartSplit, catalog: ItemCatal
             s = np.array(model.score(ev.user_id), dtype=np.float64)
             if s.shape != (n,):
                 raise ValueError(f"{model.name}.score returned shape {s.shape}, expected ({n},)")
-            s[mask | unavailable] = -np.inf
+            out = mask | unavailable
+            s[out] = -np.inf
             rank = rank_of(s, j)
             gain = 1.0 / log2[rank] if rank < k else 0.0
             for g in (("valid",) if role[pos] == 1 else ("all", *cs.groups(pos))):
                 hits[g].append(rank < k)
                 gains[g].append(gain)
+                if g != "valid":
+                    pcts[g].append(rank / max(n - int(np.count_nonzero(out)) - 1, 1))
         model.learn_one(ev)
         mask[j] = True
-    return _metrics(hits, gains, k, skipped, time.perf_counter() - t0)
+    return _metrics(hits, gains, pcts, k, skipped, time.perf_counter() - t0)
 
 
-def _metrics(hits: dict, gains: dict, k: int, skipped: int, seconds: float) -> dict[str, Any]:
+def _metrics(hits: dict, gains: dict, pcts: dict, k: int, skipped: int, seconds: float) -> dict[str, Any]:
     def mean(xs: list) -> float:
         return float(np.mean(xs)) if xs else float("nan")
 
@@ -204,6 +210,7 @@ def _metrics(hits: dict, gains: dict, k: int, skipped: int, seconds: float) -> d
         out[f"ndcg@{k}{suffix}"] = mean(gains[g])
         out[f"recall@{k}{suffix}"] = mean(hits[g])
         out[f"n_test{suffix}"] = len(hits[g])
+        out[f"rank_pct{suffix}"] = mean(pcts[g])
     out.update({f"valid_ndcg@{k}": mean(gains["valid"]), f"valid_recall@{k}": mean(hits["valid"]),
                 "n_valid": len(hits["valid"]), f"prequential_hit@{k}": mean(hits["all"]),
                 "n_test_skipped_seen": skipped, "eval_seconds": seconds})

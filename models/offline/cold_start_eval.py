@@ -37,7 +37,7 @@ ITEMKNN_GRID = {"k": [10, 50, 200, 800], "shrink": [0.0, 50.0]}
 MODELS = ("pop", "itemknn", "content", *(f"only:{d.name}" for d in default_dimensions()), "only:cooc",
           "only:sequence", "attention", "fused")
 COLUMNS = tuple(f"{m}@10{s}" for s in ("", "_new", "_old", "_cold_user") for m in ("ndcg", "recall")) + (
-    "valid_ndcg@10", "n_test", "n_test_new", "n_test_cold_user")
+    "rank_pct_new", "valid_ndcg@10", "n_test", "n_test_new", "n_test_cold_user")
 
 #: How each model scores an item with no event before the cut (written into the report).
 NEW_ITEM_HANDLING = {

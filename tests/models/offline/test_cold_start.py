@@ -118,6 +118,7 @@ def test_an_id_only_model_never_ranks_a_new_item_in_its_top_10(model):
     # every old item has behaviour before the cut and so a higher score than any new item:
     # a new item ranks at best after all the user's unseen old items (>= 22 of them)
     assert m["recall@10_new"] == 0.0 and m["ndcg@10_new"] == 0.0
+    assert m["rank_pct_new"] > 0.5  # below chance: after every old item
 
 
 def test_the_content_reference_ranks_a_text_identical_new_item_first():
@@ -128,6 +129,7 @@ def test_the_content_reference_ranks_a_text_identical_new_item_first():
     cb.fit(cs.split.train, catalog)
     m = replay_cold_start(cb, cs, catalog, progress=False)
     assert m["n_test_new"] == 6 and m["ndcg@10_new"] == 1.0 and m["recall@10_new"] == 1.0
+    assert m["rank_pct_new"] == 0.0
 
 
 def test_items_not_yet_available_are_not_ranked():
