@@ -16,8 +16,10 @@ user's first engagement with an item into additions to the pair counts. Offline 
    the event loop) and writes every row a batch touched, once, to the compacted
    ``<app_id>-cooc-rows-changelog`` on the same partition number; then commits;
 3. **follows** the rows (``CoocFollower``, every worker): all partitions of the rows changelog,
-   from the start, for as long as the worker runs; the hot path applies what arrived before each
-   batch and a timer while idle, in the model thread, and starts only after one read to the end.
+   from the start, for as long as the worker runs; the hot path applies what arrived before a
+   batch (at most every ``STREAM_RECO_COOC_APPLY_EVERY_S``, 0.2 s: an item's last record stands
+   for the ones before it, so rows that change every batch are applied once per interval) and a
+   timer while idle, in the model thread, and starts only after one read to the end.
    The served counts are the checkpoint's (fixed) plus the followed rows
    (``models.cooc.rows.OnlineRows``).
 
@@ -51,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import mode
@@ -67,6 +70,7 @@ from stream_app.topics import cooc_group
 log = logging.getLogger(__name__)
 
 DECODED_MAX = 20_000  # decoded rows the aggregator keeps per partition between batches
+APPLY_EVERY_S = 0.2  # a follower applies rows at most this often (STREAM_RECO_COOC_APPLY_EVERY_S)
 
 
 def send_pairs(ctx: Context, hot, pairs: list[tuple[str, bytes]]) -> None:
@@ -160,10 +164,12 @@ class CoocFollower(mode.Service):
     epoch markers are passed over, as the aggregator's restore passes them over."""
 
     def __init__(self, bootstrap_servers: str, changelog: str, security: dict | None = None, sensor=None,
-                 **kwargs):
+                 apply_every_s: float = APPLY_EVERY_S, **kwargs):
         self.bootstrap_servers, self.changelog = bootstrap_servers, changelog
         self.security = security or {}
         self.sensor = sensor
+        self.apply_every_s = apply_every_s  # rows are applied to the model at most this often
+        self._applied_at = float("-inf")  # when ``sync`` last applied rows (time.monotonic)
         self.pending: list = []  # (partition, offset, item id, record | None), in changelog order
         self.highest: dict[int, int] = {}  # partition -> highest writer epoch seen
         self.applied: dict[int, int] = {}  # partition -> next offset applied to the model
@@ -233,11 +239,17 @@ class CoocFollower(mode.Service):
         return total
 
     async def sync(self, run_model: RunModel, processor: Processor) -> None:
-        """Apply the rows read so far to the model, in order, in the model thread."""
-        if not self.pending:
+        """Apply the rows read so far to the model, in order, in the model thread, at most once
+        every ``apply_every_s`` seconds (what arrives meanwhile waits for a later call: the hot
+        path calls before each batch, a timer every second). ``applied`` (and the sensor's
+        ``applied_offsets``) is where the model stands in each partition: every record below it
+        is in the model."""
+        now = time.monotonic()
+        if not self.pending or now - self._applied_at < self.apply_every_s:
             if self.sensor is not None:
                 self.sensor.on_follow_lag(self.lag())
             return
+        self._applied_at = now
         changes, self.pending = self.pending, []
         rows = [(item, value) for _, _, item, value in changes if item is not None]
         if rows and processor.model.cooc is not None:

@@ -76,3 +76,29 @@ def test_the_follower_applies_rows_in_order_and_passes_over_stale_epochs():
     assert cooc.online.snapshot(cooc.index["i2"], cooc.counts.ids) == {"n": 0.0, "ts": 0, "neighbours": {}}
     assert f.applied == {0: 3, 1: 2} and sensor.stats()["cooc"]["applied_offsets"] == {"0": 3, "1": 2}
     assert sensor.stats()["cooc"]["rows_followed"] == 3
+
+
+def test_the_follower_applies_rows_at_most_every_interval_and_says_where_the_model_stands():
+    sensor = Sensor()
+    f = CoocFollower("unused:9092", "rows", sensor=sensor, apply_every_s=3600.0)
+    p = processor(0.0)
+    row = lambda n: NeighbourRow(n, 5, 1, {"i1": float(n)}).to_bytes()  # noqa: E731
+    calls = []
+
+    async def run_model(fn, *args):
+        calls.append(fn)
+        return fn(*args)
+
+    cooc = p.model.cooc
+    f._take(record(0, 0, b"i0", row(1.0)))
+    asyncio.run(f.sync(run_model, p))  # the first call applies
+    f._take(record(0, 1, b"i0", row(2.0)))
+    f._take(record(0, 2, b"i2", row(3.0)))
+    asyncio.run(f.sync(run_model, p))  # within the interval: waits
+    assert len(calls) == 1 and f.applied == {0: 1} and sensor.stats()["cooc"]["applied_offsets"] == {"0": 1}
+    assert cooc.online.snapshot(cooc.index["i0"], cooc.counts.ids)["n"] == 1.0
+    f._applied_at -= 3600.0  # the interval has passed
+    asyncio.run(f.sync(run_model, p))
+    assert len(calls) == 2 and f.applied == {0: 3} and sensor.stats()["cooc"]["applied_offsets"] == {"0": 3}
+    assert cooc.online.snapshot(cooc.index["i0"], cooc.counts.ids)["n"] == 2.0  # the item's last record
+    assert cooc.online.snapshot(cooc.index["i2"], cooc.counts.ids)["n"] == 3.0
