@@ -48,7 +48,7 @@ def register(app: faust.App, ctx: Context) -> None:
     class FollowCoocRows(CoocFollower):
         def __init__(self, **kwargs):
             super().__init__(ctx.settings.bootstrap_servers, ctx.topics.cooc_rows_changelog,
-                             security_options(ctx.settings), ctx.sensor, **kwargs)
+                             security_options(ctx.settings), ctx.sensor, ctx.settings.cooc_apply_every_s, **kwargs)
             ctx.cooc = self
 
     @app.service
