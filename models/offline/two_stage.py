@@ -1,9 +1,11 @@
 """Two-stage ranking against exact ranking (``models.candidates``): how many of the exact top-10
 the two-stage lists keep (recall@10 against exact), NDCG@10 of both on a held-out item, and
-milliseconds per list.
+milliseconds per list (wall, and this process's CPU time, the steadier figure on a shared
+machine; the 1-minute load average beside them).
 
     python -m models.offline.two_stage --dataset ../shared/data/ml-100k
     python -m models.offline.two_stage --synthetic 100000
+    python -m models.offline.two_stage --synthetic 300000 --nprobe 0 16 68   # one row per probe count (0: the default)
 
 ``--dataset``: the untrained default model (the attention fusion is the identity on the item
 text vectors of the encoder) with co-engagement counts fitted on the training events and a fixed
