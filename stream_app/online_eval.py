@@ -209,6 +209,13 @@ class OnlineEval:
         """The ``n`` users with the most recent lists, newest first."""
         return list(islice(reversed(self.lists), n))
 
+    def overview(self) -> dict:
+        """``/overview`` ``online``, for the live page: the smallest window's figures, overall and
+        per model version."""
+        n = min(self.windows)
+        w = self.windows[n]
+        return {"k": self.top_k, "window": n, **w.figures(), "by_version": {v: w.figures(v) for v in w.versions()}}
+
     def stats(self) -> dict:
         """``/stats`` ``online``: the windows' figures, overall and per model version."""
         return {"k": self.top_k, "judged": self.judged, "hits": self.hits, "users_with_list": len(self.lists),

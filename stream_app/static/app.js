@@ -2,14 +2,18 @@
  *
  *  GET /users/{id}         current recommendation/v1 message (JSON; 404 while the user is unknown)
  *  GET /users/{id}/events  Server-Sent Events, each `data:` line one recommendation/v1 message
- *  GET /overview           {events_per_s, lag, dead_letters_by_reason, model_version}, every 2 s
+ *  GET /overview           {events_per_s, lag, dead_letters_by_reason, model_version, model_watch,
+ *                          online, recent_users}, every 2 s: the serving model and its swaps, the
+ *                          online hit rate (a chart of the last CHART_POINTS polls, a dashed line
+ *                          where the model was swapped), the recently active users to pick from
  *
  * `?user=ID` in the address selects a user on load. <body data-api="/prefix"> moves the API.
  * A worker with STREAM_RECO_HTTP_TOKEN answers 401 without its token: the page takes it from
  * `?token=` in the address, or asks for it, and keeps it in session storage; it is sent as
  * `Authorization: Bearer` (and as `?token=` on the event stream, which cannot send headers).
  * Stable ids for tests: #user-input #user-go #rec-list (li.rec[data-item-id]) #weights
- * #overview #events-applied. A message older than the one shown (fewer events_applied) is
+ * #overview #events-applied #ov-swaps #online-hit #online-mrr #online-chart (polyline, line.swap)
+ * #online-versions (.bar[data-dimension=version]) #recent-users (button[data-user]). A message older than the one shown (fewer events_applied) is
  * ignored, so a late initial GET cannot overwrite a newer streamed list.
  *
  * A forget arrives on the stream as {"user_id": ID, "forgotten": true}: the page drops the list,
@@ -22,6 +26,7 @@
 
   var API = (document.body.getAttribute("data-api") || "").replace(/\/$/, "");
   var OVERVIEW_EVERY_MS = 2000;
+  var CHART_POINTS = 90;
   var PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2",
                  "#eeca3b", "#9d755d", "#bab0ac", "#ff9da6"];
 
@@ -34,8 +39,12 @@
     label: $("user-label"), message: $("user-message"), list: $("rec-list"), legend: $("legend"),
     weights: $("weights"), applied: $("events-applied"), model: $("rec-model"),
     updated: $("rec-updated"), ovRate: $("ov-rate"), ovLag: $("ov-lag"), ovModel: $("ov-model"),
-    ovDead: $("ov-dead"), overview: $("overview")
+    ovDead: $("ov-dead"), overview: $("overview"), ovSwaps: $("ov-swaps"), recentUsers: $("recent-users"),
+    onlineHit: $("online-hit"), onlineMrr: $("online-mrr"), onlineJudged: $("online-judged"),
+    onlineK: $("online-k"), onlineWindow: $("online-window"), chart: $("online-chart"),
+    onlineVersions: $("online-versions")
   };
+  var chart = { points: [], swaps: -1 };  // hit rate per poll; swap marks as {swap: true}
 
   var state = { user: null, token: 0, source: null, last: null, titles: {}, retry: null,
                 messages: 0, forgets: 0 };
@@ -63,14 +72,14 @@
     ui.status.textContent = text || kind;
   }
 
-  function bar(name, value, scale) {
+  function bar(name, value, scale, color) {
     var row = el("div", "bar" + (value < 0 ? " negative" : ""));
     row.setAttribute("data-dimension", name);
     row.setAttribute("data-value", String(value));
     var fill = el("div", "fill");
     var pct = scale > 0 ? Math.min(100, Math.abs(value) / scale * 100) : 0;
     fill.style.width = pct.toFixed(1) + "%";
-    fill.style.backgroundColor = colorFor(name);
+    fill.style.backgroundColor = color || colorFor(name);
     var track = el("div", "track");
     track.appendChild(fill);
     row.appendChild(el("span", "name", name));
@@ -301,10 +310,75 @@
         var parts = Object.keys(dead).filter(function (k) { return dead[k]; })
           .map(function (k) { return k + ": " + dead[k]; });
         ui.ovDead.textContent = parts.length ? parts.join(", ") : "none";
+        renderModel(ov);
+        renderOnline(ov.online);
+        renderRecent(ov.recent_users);
         ui.overview.setAttribute("data-updated", String(Date.now()));
         ui.overview.classList.remove("unavailable");
       })
       .catch(function () { ui.overview.classList.add("unavailable"); ui.ovRate.textContent = "unavailable"; });
+  }
+
+  // -- the worker's model and online evaluation ---------------------------------------------------
+  function svg(tag, attrs) {
+    var node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    Object.keys(attrs).forEach(function (k) { node.setAttribute(k, String(attrs[k])); });
+    return node;
+  }
+
+  function drawChart() {
+    var pts = chart.points, w = 240, h = 60, n = Math.max(1, CHART_POINTS - 1);
+    var coords = [], marks = [];
+    pts.forEach(function (p, i) {
+      var x = (i / n * w).toFixed(1);
+      if (p.swap) marks.push(svg("line", { "class": "swap", x1: x, x2: x, y1: 0, y2: h }));
+      else coords.push(x + "," + (h - 2 - p.hit * (h - 4)).toFixed(1));
+    });
+    var frag = document.createDocumentFragment();
+    marks.forEach(function (m) { frag.appendChild(m); });
+    frag.appendChild(svg("polyline", { points: coords.join(" ") }));
+    ui.chart.replaceChildren(frag);
+    ui.chart.setAttribute("data-points", String(coords.length));
+  }
+
+  function renderModel(ov) {
+    var mw = ov.model_watch;
+    if (!mw) { ui.ovSwaps.textContent = "no models folder"; return; }
+    var when = mw.last_swap_at ? " (last " + new Date(mw.last_swap_at * 1000).toLocaleTimeString() + ")" : "";
+    var refused = Object.keys(mw.refused || {});
+    ui.ovSwaps.textContent = mw.swaps + when + (refused.length ? "; refused: " + refused.join(", ") : "");
+    if (chart.swaps >= 0 && mw.swaps > chart.swaps) chart.points.push({ swap: true });
+    chart.swaps = mw.swaps;
+  }
+
+  function renderOnline(online) {
+    if (!online) return;
+    ui.onlineK.textContent = String(online.k);
+    ui.onlineWindow.textContent = String(online.window);
+    ui.onlineHit.textContent = online.judged ? num(online.hit_rate, 3) : "–";
+    ui.onlineMrr.textContent = online.judged ? num(online.mrr, 3) : "–";
+    ui.onlineJudged.textContent = String(online.judged);
+    if (online.judged) chart.points.push({ hit: online.hit_rate });
+    while (chart.points.length > CHART_POINTS) chart.points.shift();
+    drawChart();
+    var byVersion = online.by_version || {};
+    var vfrag = document.createDocumentFragment();
+    Object.keys(byVersion).forEach(function (v) { vfrag.appendChild(bar(v, byVersion[v].hit_rate, 1, "#54a24b")); });
+    ui.onlineVersions.replaceChildren(vfrag);
+  }
+
+  function renderRecent(users) {
+    var frag = document.createDocumentFragment();
+    (users || []).forEach(function (u) {
+      var li = el("li");
+      var b = el("button", null, u);
+      b.type = "button";
+      b.setAttribute("data-user", u);
+      b.addEventListener("click", function () { select(u); });
+      li.appendChild(b);
+      frag.appendChild(li);
+    });
+    ui.recentUsers.replaceChildren(frag);
   }
 
   ui.form.addEventListener("submit", function (ev) { ev.preventDefault(); select(ui.input.value); });

@@ -243,6 +243,49 @@ def test_user_box_switches_user_and_waits_for_unknown_one(page, api):
     assert not api.subscribers.get("u2")
 
 
+def online(hit_rate: float, by_version: dict) -> dict:
+    return {"k": 10, "window": 1000, "judged": 400, "hits": int(400 * hit_rate), "hit_rate": hit_rate,
+            "mrr": round(hit_rate / 2, 6), "by_version": by_version}
+
+
+def test_the_model_the_online_hit_rate_and_the_recent_users_appear(page, api):
+    api.overview = {"events_per_s": 3.0, "lag": 0, "dead_letters_by_reason": {}, "model_version": "20260101T000000000Z",
+                    "model_watch": {"serving": "20260101T000000000Z", "swaps": 0, "last_swap_at": None, "refused": {}},
+                    "online": online(0.125, {"20260101T000000000Z": {"judged": 400, "hits": 50, "hit_rate": 0.125,
+                                                                     "mrr": 0.06}}),
+                    "recent_users": ["u7", "u3"]}
+    api.push(rec_message("u3", 2, ["i1", "i2"]))
+    page.open(f"{api.base}/")
+    page.wait_for("document.querySelector('#online-hit').textContent === '0.125'")
+    assert text(page, "#online-mrr") == "0.063" and text(page, "#online-judged") == "400"
+    assert text(page, "#ov-model") == "20260101T000000000Z" and text(page, "#ov-swaps").startswith("0")
+    assert page.eval("[...document.querySelectorAll('#online-versions .bar')].map(b => b.dataset.dimension)") \
+        == ["20260101T000000000Z"]
+    assert page.eval("[...document.querySelectorAll('#recent-users button')].map(b => b.dataset.user)") == ["u7", "u3"]
+
+    # a swap: the new version, the swap count and a mark on the chart; the hit rate by version
+    api.overview = {**api.overview, "model_version": "20260101T000000001Z",
+                    "model_watch": {"serving": "20260101T000000001Z", "swaps": 1, "last_swap_at": time.time(),
+                                    "refused": {"20260101T000000002Z": "BadZipFile: not a zip file"}},
+                    "online": online(0.25, {"20260101T000000000Z": {"judged": 300, "hits": 30, "hit_rate": 0.1,
+                                                                    "mrr": 0.05},
+                                             "20260101T000000001Z": {"judged": 100, "hits": 40, "hit_rate": 0.4,
+                                                                     "mrr": 0.2}})}
+    page.wait_for("document.querySelector('#online-hit').textContent === '0.250'")
+    assert text(page, "#ov-model") == "20260101T000000001Z"
+    assert text(page, "#ov-swaps").startswith("1 (last ") and "20260101T000000002Z" in text(page, "#ov-swaps")
+    assert page.eval("document.querySelectorAll('#online-chart line.swap').length") == 1
+    assert page.eval("Number(document.querySelector('#online-chart').dataset.points)") >= 2
+    assert page.eval("[...document.querySelectorAll('#online-versions .bar')].map(b => b.dataset.value)") \
+        == ["0.1", "0.4"]
+
+    # a recent user picked from the landing view
+    page.eval("document.querySelector('#recent-users button[data-user=\"u3\"]').click(); true")
+    page.wait_for("document.querySelectorAll('#rec-list li.rec').length === 2")
+    assert rec_ids(page) == ["i1", "i2"] and text(page, "#rec-model") == "attn-fusion-test"
+    assert not [line for line in page.console if line.startswith("uncaught")], page.console
+
+
 def test_headless_page_helpers(page, tmp_path):
     page.open("data:text/html,<p id=x>hi</p><script>console.log('ready')</script>")
     assert page.eval("document.getElementById('x').textContent") == "hi"
