@@ -187,16 +187,20 @@ class CoocModel:
             cols = [counts.add_item(i) if c is None else c for i, c in zip(ids, cols)]
         self.online.set(j, n, ts, cols, weights)
 
-    def set_online_rows(self, items: Sequence[str], n: Sequence[float], ts: Sequence[int], lengths: Sequence[int],
-                        ids: Sequence[str], weights: Sequence[float]) -> None:
-        """``set_online_row`` for several distinct items at once: item ``items[k]`` gets the next
-        ``lengths[k]`` of ``ids`` and ``weights`` (``OnlineRows.set_many``)."""
+    def rows_of(self, ids: Sequence[str]) -> np.ndarray:
+        """The counts rows of ``ids`` (int64); ids the counts do not know get a row."""
         counts = self.counts
-        rows = [counts.add_item(i) for i in items]
-        cols = np.fromiter(map(counts.index.get, ids, repeat(-1)), dtype=np.int64, count=len(ids))
-        for k in np.flatnonzero(cols < 0).tolist():
-            cols[k] = counts.add_item(ids[k])
-        self.online.set_many(rows, n, ts, lengths, cols, weights)
+        rows = np.fromiter(map(counts.index.get, ids, repeat(-1)), dtype=np.int64, count=len(ids))
+        for k in np.flatnonzero(rows < 0).tolist():
+            rows[k] = counts.add_item(ids[k])
+        return rows
+
+    def set_online_rows(self, items: Sequence[str], n: Sequence[float], ts: Sequence[int], lengths: Sequence[int],
+                        cols: np.ndarray, weights: np.ndarray) -> None:
+        """``set_online_row`` for several distinct items at once: item ``items[k]`` gets the next
+        ``lengths[k]`` of ``cols`` (counts rows, ``rows_of``) and ``weights``
+        (``OnlineRows.set_many``)."""
+        self.online.set_many(self.rows_of(items).tolist(), n, ts, lengths, cols, weights)
 
     def with_params(self, params: CoocParams, copy: bool = True) -> "CoocModel":
         """Same counts (copied), other parameters; only scoring parameters may differ."""

@@ -95,22 +95,29 @@ class NeighbourRow:
 def apply_rows(model, records: Sequence[tuple[str, bytes | None]]) -> int:
     """Followed row records (item id, ``NeighbourRow`` bytes or None) into ``model``'s online rows
     (a ``CoocModel``), all at once (``CoocModel.set_online_rows``); neighbours unknown to the
-    counts get a row (as ids known from training do). Returns how many were applied."""
+    counts get a row (as ids known from training do). The records are decoded ``CHUNK`` at a time
+    into arrays, so few Python objects are alive at once. Returns how many were applied."""
     last = dict(records)  # an item's last record stands for its earlier ones
     if not last:
         return 0
-    n, ts, lengths, ids, weights = [], [], [], [], []
-    for value in last.values():
-        d = orjson.loads(value) if value is not None else _NO_ROW
-        n.append(float(d["n"]))
-        ts.append(int(d["ts"]))
-        lengths.append(len(d["ids"]))
-        ids += d["ids"]
-        weights += d["w"]
-    model.set_online_rows(list(last), n, ts, lengths, ids, weights)
+    values = list(last.values())
+    n, ts, lengths, cols, weights = [], [], [], [], []
+    for a in range(0, len(values), CHUNK):
+        ids, ws = [], []
+        for value in values[a:a + CHUNK]:
+            d = orjson.loads(value) if value is not None else _NO_ROW
+            n.append(float(d["n"]))
+            ts.append(int(d["ts"]))
+            lengths.append(len(d["ids"]))
+            ids += d["ids"]
+            ws += d["w"]
+        cols.append(model.rows_of(ids))
+        weights.append(np.fromiter(ws, dtype=np.float32, count=len(ws)))
+    model.set_online_rows(list(last), n, ts, lengths, np.concatenate(cols), np.concatenate(weights))
     return len(records)
 
 
+CHUNK = 128  # records decoded at once
 _NO_ROW = {"n": 0.0, "ts": 0, "ids": [], "w": []}
 
 

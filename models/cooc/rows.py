@@ -68,7 +68,7 @@ class OnlineRows:
         c, w = np.asarray(cols, dtype=np.int32), np.asarray(weights, dtype=np.float32)
         keep = (c != targets[at]) & (w != 0)
         at, c, w = at[keep], c[keep], w[keep]
-        order = np.lexsort((c, at))
+        order = np.argsort((at.astype(np.int64) << 32) | c, kind="stable")  # by row, then by neighbour
         arr = np.empty(c.size, dtype=NEIGHBOUR)
         arr["row"], arr["w"] = c[order], w[order]
         bounds = np.searchsorted(at[order], np.arange(targets.size + 1)).tolist()

@@ -29,6 +29,7 @@ import orjson
 from models.cooc.online import NeighbourRow
 from models.cooc.rows import decay_factor
 
+CHUNK = 128  # pair messages decoded at once
 _NO_CODES = np.zeros(0, dtype=np.int64)
 _NO_WEIGHTS = np.zeros(0)
 
@@ -121,22 +122,26 @@ class RowTable:
         rows = self.rows
         last: dict[str, int] = {}
         slot: dict[str, int] = {}
-        m_slot, m_n, m_ts, m_len, ids, ws = [], [], [], [], [], []
-        for item, offset, value in messages:
-            done = last.get(item)
-            if done is None:
-                row = rows.get(item)
-                done = -1 if row is None else row.offset
-            if offset <= done:
-                continue
-            last[item] = offset
-            d = orjson.loads(value)
-            m_slot.append(slot.setdefault(item, len(slot)))
-            m_n.append(d["n"])
-            m_ts.append(d["ts"])
-            m_len.append(len(d["ids"]))
-            ids += d["ids"]
-            ws += d["w"]
+        m_slot, m_n, m_ts, m_len, codes, weights = [], [], [], [], [], []
+        for a in range(0, len(messages), CHUNK):  # decoded a chunk at a time: few objects alive at once
+            ids, ws = [], []
+            for item, offset, value in messages[a:a + CHUNK]:
+                done = last.get(item)
+                if done is None:
+                    row = rows.get(item)
+                    done = -1 if row is None else row.offset
+                if offset <= done:
+                    continue
+                last[item] = offset
+                d = orjson.loads(value)
+                m_slot.append(slot.setdefault(item, len(slot)))
+                m_n.append(d["n"])
+                m_ts.append(d["ts"])
+                m_len.append(len(d["ids"]))
+                ids += d["ids"]
+                ws += d["w"]
+            codes.append(self.codes(ids))
+            weights.append(np.fromiter(ws, dtype=np.float64, count=len(ws)))
         if not slot:
             return []
         items = list(slot)
@@ -152,8 +157,8 @@ class RowTable:
         n = np.fromiter((r.n for r in old), dtype=np.float64, count=len(old)) * o_f
         np.add.at(n, m_slot, np.asarray(m_n, dtype=np.float64) * m_f)
         o_len = np.fromiter((r.codes.size for r in old), dtype=np.int64, count=len(old))
-        codes = np.concatenate([*(r.codes for r in old), self.codes(ids)])
-        w = np.concatenate([*(r.w for r in old), np.asarray(ws, dtype=np.float64) * np.repeat(m_f, m_len)])
+        codes = np.concatenate([*(r.codes for r in old), *codes])
+        w = np.concatenate([*(r.w for r in old), np.concatenate(weights) * np.repeat(m_f, m_len)])
         w[: o_len.sum()] *= np.repeat(o_f, o_len)
         at = np.concatenate([np.repeat(np.arange(len(items)), o_len), np.repeat(m_slot, m_len)])
         self._merge(items, old, at, codes, w, n, ref, last, top_m)
