@@ -5,8 +5,9 @@ Models: ``pop``, ``itemknn`` (tuned on the validation targets before the cut), `
 nearest by text vector to the user's last items; history length tuned on validation), the
 ``only:<dim>`` attention dimensions, ``only:cooc``, ``only:sequence``, ``attention`` and ``fused``
 (one training, as in leave-one-out; ``fused-no-text`` is not run under this protocol). The fused
-models are trained on a catalogue of the items with events before the cut; every other item is
-then added the way the worker adds a catalogue event (``InterestModel.add_item``: text and
+models are trained on a catalogue without the new items (an item never consumed at all stays in it,
+a negative with a learned id embedding, as an unread item published before training would be);
+each new item is then added the way the worker adds a catalogue event (``InterestModel.add_item``: text and
 category vectors, no collaborative factors, no learned id embedding), so a new item is scored
 from its text. How each model treats a new item: :data:`NEW_ITEM_HANDLING`.
 """
@@ -142,8 +143,8 @@ def _baselines(names, cs: ColdStartSplit, catalog, vecs, measure) -> None:
 
 def _fused(names, ds, cs: ColdStartSplit, catalog: ItemCatalog, vecs, seed, progress, budget_s, domain,
            sequence, measure) -> None:
-    """One attention training on the training catalogue (items with events before the cut), then
-    every other item added as a catalogue event; the variants share the grown catalogue."""
+    """One attention training on the training catalogue (every item but the new ones), then each
+    new item added as a catalogue event; the variants share the grown catalogue."""
     from models.offline.fused import FusedRecommender, dataset_text_features
 
     t = time.perf_counter()
