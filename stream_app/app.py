@@ -25,6 +25,8 @@ from stream_app import services, topics, views
 from stream_app.context import Context
 from stream_app.forward import advertised_host
 from stream_app.kafka_clients import faust_credentials
+from stream_app.model_watch import ModelWatcher
+from stream_app.online_eval import OnlineEval
 from stream_app.processor import Processor
 from stream_app.settings import Settings
 
@@ -33,8 +35,14 @@ def create_app(settings: Settings, processor: Processor, cluster_id: str | None 
     app = faust.App(settings.app_id, **faust_options(settings))
     ctx = Context(app, settings, topics.TopicNames.from_settings(settings), processor, cluster_id=cluster_id)
     processor.sensor = ctx.sensor
-    ctx.sensor.on_model(processor.model.version, getattr(processor.encoder, "version", "?"),
-                        getattr(processor.encoder, "device", "?"))
+    encoder = (getattr(processor.encoder, "version", "?"), getattr(processor.encoder, "device", "?"))
+    ctx.sensor.on_model(processor.model.version, *encoder)
+    registry = ctx.sensor.metrics.registry
+    ctx.evaluator = OnlineEval(settings.top_k, registry=registry)
+    if settings.models_dir:  # the version serving now is not loaded again; any other one `current` names is
+        ctx.models = ModelWatcher(settings.models_dir, processor, ctx.run_model, serving=processor.model.version,
+                                  domain=settings.domain, registry=registry,
+                                  on_swap=lambda model: ctx.sensor.on_model(model.version, *encoder))
     services.register(app, ctx)
     views.register(app, ctx)
     return app

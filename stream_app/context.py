@@ -15,6 +15,8 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from stream_app import fatal
 from stream_app.live import Subscribers
+from stream_app.model_watch import ModelWatcher
+from stream_app.online_eval import OnlineEval
 from stream_app.processor import Processor
 from stream_app.sensor import Sensor
 from stream_app.settings import Settings
@@ -65,6 +67,8 @@ class Context:
     catalog: CatalogView | None = None  # set when the app starts its services
     cooc: CoocView | None = None
     hot: PartitionsView | None = None
+    evaluator: OnlineEval | None = None  # hit@K of the published lists (stream_app.online_eval)
+    models: ModelWatcher | None = None  # with a models folder: takes each published version (stream_app.model_watch)
     cluster_id: str | None = None  # of the Kafka cluster the worker started on
 
     async def run_model(self, fn: Callable[..., Any], *args: Any) -> Any:

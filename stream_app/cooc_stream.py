@@ -73,6 +73,15 @@ DECODED_MAX = 20_000  # decoded rows the aggregator keeps per partition between 
 APPLY_EVERY_S = 0.2  # a follower applies rows at most this often (STREAM_RECO_COOC_APPLY_EVERY_S)
 
 
+def apply_followed(processor: Processor, rows: list[tuple[str, bytes | None]]) -> None:
+    """In the model thread: followed row records into the model serving when the job runs (a
+    model switched in meanwhile, ``stream_app.model_watch``, gets them, not the one it replaced)."""
+    from models.cooc.online import apply_rows
+
+    if processor.model.cooc is not None:
+        apply_rows(processor.model.cooc, rows)
+
+
 def send_pairs(ctx: Context, hot, pairs: list[tuple[str, bytes]]) -> None:
     """The batch's pair messages (target item id, message), sent once every send the batch made
     so far (its user states and lists) is acknowledged; the batch's settling task waits for them
@@ -253,9 +262,7 @@ class CoocFollower(mode.Service):
         changes, self.pending = self.pending, []
         rows = [(item, value) for _, _, item, value in changes if item is not None]
         if rows and processor.model.cooc is not None:
-            from models.cooc.online import apply_rows
-
-            await run_model(apply_rows, processor.model.cooc, rows)
+            await run_model(apply_followed, processor, rows)
         reached = {}
         for p, offset, _, _ in changes:
             reached[p] = offset + 1

@@ -19,7 +19,10 @@ Follow one batch (``handle_batch``):
    forgotten user, one recommendation per user to ``recommendations``, all through the batch's
    outbox, and once those are acknowledged the batch's co-engagement pair messages, one per
    touched item (``stream_app.cooc_stream``); the batch is then committed by the rule
-   of ``stream_app.checkpoint`` (while the next batch is handled).
+   of ``stream_app.checkpoint`` (while the next batch is handled);
+5. the batch's applied clicks, favorites and ratings are judged against their users' lists
+   published before it, and its lists become the ones the next events are judged against
+   (``stream_app.online_eval``).
 
 Exactly once, and never a list older than one already published: ``stream_app.checkpoint``.
 """
@@ -152,6 +155,8 @@ async def apply_and_publish(ctx: Context, hot: HotPath, good: list[dict], good_r
     if result.pairs:  # after the states are acknowledged: never doubled (stream_app.cooc_stream)
         send_pairs(ctx, hot, result.pairs)
         ctx.sensor.on_pairs_sent(len(result.pairs), result.engagements)
+    if ctx.evaluator is not None:  # the batch's clicks, favorites, ratings against the lists before it
+        ctx.evaluator.observe(result.consumed, result.messages, result.forgotten)
     ctx.sensor.on_event("applied", result.applied)
     ctx.sensor.on_event("duplicate", result.duplicates)
     ctx.sensor.on_published(len(result.messages), [r.timestamp for r in good_records])

@@ -35,6 +35,12 @@ stream_reco_model_info{version,encoder,  info      the scoring model (value alwa
 device}
 ======================================== ========= =============================================
 
+The model watcher (``stream_app.model_watch``: ``stream_reco_model_swaps_total{outcome}``,
+``stream_reco_model_last_swap_timestamp_seconds``) and the online evaluation
+(``stream_app.online_eval``: ``stream_reco_online_hit_rate{window,version}``,
+``stream_reco_online_mrr{window,version}``, ``stream_reco_online_judged_total{version,outcome}``,
+``stream_reco_online_reciprocal_rank_total{version}``) keep their collectors on this registry too.
+
 What is counted, and when, is decided by ``stream_app.sensor.Sensor``, the one object the app
 reports to: it keeps its own counters for ``/stats`` and ``/overview`` and mirrors each into these
 collectors. Each instance has its own registry, so a second one starts from zero:

@@ -20,6 +20,7 @@ from models.features import item_text
 from models.migration import fallback
 from models.state import UserState
 from stream_app.codec import Codec, Rejected, Source, decode_item_record, encode_item_record
+from stream_app.online_eval import CONSUMPTION
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class BatchResult:
     duplicates: int = 0  # events skipped as already applied (by their event id)
     pairs: list[tuple[str, bytes]] = field(default_factory=list)  # (target item id, pair message), one per touched item
     engagements: int = 0  # first engagements the pair messages were made of
+    consumed: list[tuple[str, str]] = field(default_factory=list)  # (user, item) of applied consumption events, in order
 
 
 def to_event(msg: dict) -> Event:
@@ -192,6 +194,8 @@ class Processor:
         for i in applied:
             folded[i] = evs[i]
         self._rank(result, meta, folded, failed)
+        result.consumed = [(e.user_id, e.item_id) for e in folded
+                           if e is not None and e.type in CONSUMPTION and e.user_id in result.messages]
         result.failed = sorted(failed.items())
         count(result, evs, {u: 0 if u in result.forgotten else n for u, (n, _) in before.items()})
         result.states = {u: st for u, st in result.states.items() if u in meta or u in result.forgotten}

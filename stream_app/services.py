@@ -9,7 +9,8 @@ in the order they must start.
 - ``CoocAggregator`` (``stream_app.cooc_stream``): pair messages -> neighbour rows -> changelog.
 - ``HotPath`` (``stream_app.hotpath``): interactions -> user states + recommendations.
 - timers: apply catalogue changes and followed co-engagement rows while no events arrive;
-  notice a wiped or replaced cluster.
+  notice a wiped or replaced cluster; with a models folder, take each newly published model
+  version (``stream_app.model_watch``).
 
 The three consumers read their topics in bulk (``stream_app.bulk``) and commit by the rule of
 ``stream_app.checkpoint``, not through Faust agents: per message dispatch was the throughput
@@ -77,6 +78,12 @@ def register(app: faust.App, ctx: Context) -> None:
             await ctx.cooc.sync(ctx.run_model, ctx.processor)
 
     watch = ClusterWatch(ctx.settings.bootstrap_servers, ctx.cluster_id, security_options(ctx.settings))
+
+    if ctx.models is not None:
+        @app.timer(interval=ctx.settings.model_poll_s)
+        async def watch_models():
+            """A newly published version loaded in the background, switched in between two batches."""
+            await ctx.models.poll()
 
     @app.timer(interval=5.0)
     async def watch_cluster():

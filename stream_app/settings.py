@@ -51,7 +51,7 @@ _CHECKS: dict[str, tuple | frozenset] = {
     "partitions": (1, 10_000), "replication_factor": (1, 100), "top_k": (1, 1000),
     "batch_max": (1, 100_000), "batch_within_s": (0.001, 60.0), "max_message_bytes": (256, 100 * 2**20),
     "encoder_batch": (1, 65_536), "torch_threads": (1, 1024), "session_timeout_s": (1.0, 3600.0),
-    "rebalance_timeout_s": (1.0, 3600.0), "cooc_top_m": (1, 100_000), "cooc_half_life_s": (0.0, 1e10), "cooc_apply_every_s": (0.0, 60.0),
+    "rebalance_timeout_s": (1.0, 3600.0), "model_poll_s": (0.05, 86_400.0), "cooc_top_m": (1, 100_000), "cooc_half_life_s": (0.0, 1e10), "cooc_apply_every_s": (0.0, 60.0),
     "web_port": (0, 65_535), "device": frozenset({"auto", "cpu", "cuda"}),
     "log_level": frozenset({"debug", "info", "warning", "error", "critical"}),
     "domain": frozenset(DOMAINS), "state_store": frozenset({"memory", "rocksdb"}),
@@ -73,6 +73,8 @@ class Settings:
     batch_within_s: float = 0.05  # ... and a fetch waits at most this long for more
     max_message_bytes: int = 65_536  # larger interaction/catalog messages go to the dead-letter topic
     checkpoint: str = ""  # trained fusion checkpoint folder (stream-app train); empty: untrained default
+    models_dir: str = ""  # models folder (stream-app retrain --out): serve its `current` version, take each new one
+    model_poll_s: float = 5.0  # how often the worker looks at the models folder's `current` pointer
     domain: str = "default"  # event weights, dimensions, freshness: default | ecommerce | news | video
     device: str = "auto"  # encoder device: auto | cpu | cuda
     encoder_batch: int = 64  # texts per encoder forward pass

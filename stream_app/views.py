@@ -8,7 +8,8 @@ of a running worker without reading Kafka.
   (``stream_app.owners``);
 - ``GET /users/{user_id}/events``: Server-Sent Events, one ``user_view/v1`` document per update
   (``{"forgotten": true}`` when the user was forgotten);
-- ``GET /overview``: events/s, lag, dead letters by reason, model version (JSON, for the page);
+- ``GET /overview``: events/s, lag, dead letters by reason, model version and swaps, the online
+  hit rate, recently active users (JSON, for the page: ``overview``);
 - ``GET /metrics``: Prometheus text format;
 - ``GET /stats``: counters, catalogue size, model version, domain (JSON);
 - ``GET /cooc/{item_id}``: the item's co-engagement row learned online, as this worker follows it
@@ -54,7 +55,18 @@ def stats(ctx: Context) -> dict:
     return {**out, "cooc": {**out["cooc"], **online}, "items": len(ctx.processor.model.items),
             "users": len(ctx.hot.store) if ctx.hot else 0,
             "model_version": ctx.processor.model.version, "domain": ctx.processor.model.domain.name,
-            "partitions": sorted(ctx.hot.owned) if ctx.hot else []}
+            "partitions": sorted(ctx.hot.owned) if ctx.hot else [],
+            "model_watch": ctx.models.status() if ctx.models else None,
+            "online": ctx.evaluator.stats() if ctx.evaluator else None}
+
+
+def overview(ctx: Context) -> dict:
+    """The body of ``GET /overview``: the sensor's summary, the serving model's swaps
+    (``stream_app.model_watch``), the online hit rate and the recently active users
+    (``stream_app.online_eval``)."""
+    ev = ctx.evaluator
+    return {**ctx.sensor.overview(), "model_watch": ctx.models.status() if ctx.models else None,
+            "online": ev.overview() if ev else None, "recent_users": ev.recent_users() if ev else []}
 
 
 async def current_list(ctx: Context, user_id: str) -> dict | None:
@@ -177,7 +189,7 @@ def register(app: faust.App, ctx: Context) -> None:
     @app.page("/overview")
     @guarded
     async def overview_view(web, request):
-        return web.json(ctx.sensor.overview())
+        return web.json(overview(ctx))
 
     @app.page("/metrics")
     @guarded

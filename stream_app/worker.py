@@ -17,11 +17,14 @@ def build_processor(settings: Settings):
     from models.engine import InterestModel
     from models.features import TextSentiment
     from stream_app.codec import Codec
+    from stream_app.model_watch import start_version
     from stream_app.processor import Processor
 
     encoder = build_encoder(device=settings.device, batch_size=settings.encoder_batch,
                             threads=settings.torch_threads)
-    model = InterestModel.load(settings.checkpoint or None, domain=settings.domain)
+    model, _ = start_version(settings.models_dir, settings.domain)  # the published version, if any
+    if model is None:
+        model = InterestModel.load(settings.checkpoint or None, domain=settings.domain)
     t0 = time.perf_counter()
     fold_jit.warm_up()
     log.info("state update %s (%.1f s)", "compiled" if fold_jit.available else "in numpy rounds (no numba)",
