@@ -60,6 +60,7 @@ class TwoStage:
         self.sizes = sizes or CandidateSizes()
         self.index = ItemIndex(nprobe=nprobe)
         self._version = -1  # the catalogue version the index follows
+        self._of = None  # the catalogue (``ItemVectors``) it follows
         self._ids: list[str] = []  # row -> id at the last sync (to tell new items)
         self._fresh = np.zeros(0, dtype=np.int64)  # newest added rows, newest last
         self._cache: dict[str, tuple] = {}
@@ -76,16 +77,22 @@ class TwoStage:
             return
         E, b = self.model.attention.item_matrix(items)
         live = ~items.deleted
-        self.index.sync(np.concatenate([E, b[:, None]], axis=1), live)
         ids = items.ids
-        if not self._ids:  # first sync: the last rows are the latest appended
+        if not self._ids or self._of is not items:  # first sync: the last rows are the latest appended
+            self.index.sync(E, live, bias=b)
             new = np.flatnonzero(live)[-self.sizes.fresh:]
-        else:
+            self._ids = list(ids)
+        else:  # only the rows the catalogue changed since (O(changes), not O(rows), but the item matrix)
+            changed = items.changed_since(self._version)
+            self.index.sync(E, live, changed, bias=b)
             old = self._ids
-            new = np.array([r for r, i in enumerate(ids) if r >= len(old) or old[r] != i], dtype=np.int64)
+            new = np.array([r for r in changed.tolist() if r >= len(old) or old[r] != ids[r]], dtype=np.int64)
+            old.extend(ids[len(old):])
+            for r in changed.tolist():
+                old[r] = ids[r]
         fresh = np.concatenate([self._fresh, new])
         self._fresh = fresh[live[fresh]][-self.sizes.fresh:]
-        self._ids, self._version = list(ids), items.version
+        self._of, self._version = items, items.version
 
     def _cached(self, key: str, token: tuple, make):
         hit = self._cache.get(key)

@@ -102,3 +102,30 @@ def test_auto_ranks_in_two_stages_from_the_size_it_is_given(catalogue):
         model.ranking.mode, model.ranking.exact_max = "auto", 50_000
     with pytest.raises(ValueError):
         type(model.ranking)(model, mode="fast")
+
+
+def test_the_index_follows_only_the_changed_rows_as_a_fresh_one_would(catalogue):
+    from models.ann import ItemIndex
+
+    model, states = catalogue
+    users = [states[u] for u in sorted(states)[:20]]
+    ranked(model, users, "two-stage")
+    rng = np.random.default_rng(7)
+    for step in range(3):
+        for i in rng.choice(sorted(model.items.index), 40, replace=False):
+            if rng.random() < 0.5:
+                model.delete_item(i)
+            else:
+                model.add_item(i, rng.normal(size=32).astype(np.float32))  # an update
+        for n in range(30):
+            model.add_item(f"s{step}-{n}", rng.normal(size=32).astype(np.float32))
+        ranked(model, users, "two-stage")
+        E, b = model.attention.item_matrix(model.items)
+        fresh = ItemIndex()
+        fresh.sync(E, ~model.items.deleted, bias=b)
+        index = model.ranking.index
+        np.testing.assert_array_equal(index._in, fresh._in)
+        np.testing.assert_array_equal(index._hash, fresh._hash)
+        Q = rng.normal(size=(3, E.shape[1] + 1))
+        np.testing.assert_allclose(index.score_moments(Q), fresh.score_moments(Q), rtol=1e-9)
+        assert sorted(index._out) == sorted(fresh._out)
