@@ -166,8 +166,12 @@ class InterestModel:
         """Add or update an item -> its row. A new one may take a deleted item's rows, catalogue
         and co-engagement (``models.items``, ``models.cooc.counts``), and inherits nothing."""
         cat = category_vector(category_tokens(categories, attributes), self.items.dims["category"])
+        return self.put_item(item_id, text_vector, cat)
+
+    def put_item(self, item_id: str, text_vector: np.ndarray, category: np.ndarray) -> int:
+        """``add_item`` from the item's text and category vectors (``models.handover``) -> its row."""
         new = item_id not in self.items
-        row = self.items.upsert(item_id, text=text_vector, category=cat)
+        row = self.items.upsert(item_id, text=text_vector, category=category)
         if self.cooc is not None and new:
             self._cooc_rows.set(row, self.cooc.add_item(item_id))
         return row

@@ -64,21 +64,11 @@ def check_fits(new, cat: Catalogue) -> None:
         raise ValueError(f"the new model's item spaces {have} do not fit the catalogue's {want}")
 
 
-def put_item(model, item_id: str, text: np.ndarray, category: np.ndarray) -> int:
-    """Add or update one item from its vectors (what ``InterestModel.add_item`` does from the
-    item's text vector and category tokens) -> its row."""
-    fresh = item_id not in model.items
-    row = model.items.upsert(item_id, text=text, category=category)
-    if model.cooc is not None and fresh:
-        model._cooc_rows.set(row, model.cooc.add_item(item_id))
-    return row
-
-
 def adopt(new, cat: Catalogue) -> int:
     """Every item of ``cat`` into ``new``; how many."""
     check_fits(new, cat)
     for i, item_id in enumerate(cat.ids):
-        put_item(new, item_id, cat.text[i], cat.category[i])
+        new.put_item(item_id, cat.text[i], cat.category[i])
     return len(cat.ids)
 
 
@@ -100,7 +90,7 @@ def catch_up(old, new) -> int:
         changed += [both[j] for j in np.flatnonzero(differ).tolist()]
     text, category = old.items.space("text"), old.items.space("category")
     for item_id in changed:
-        put_item(new, item_id, text[live[item_id]], category[live[item_id]])
+        new.put_item(item_id, text[live[item_id]], category[live[item_id]])
     return len(gone) + len(changed)
 
 
