@@ -9,6 +9,7 @@ import numpy as np
 
 from models import registry
 from models.engine import InterestModel
+from models.state import UserState
 from stream_app.codec import Codec
 from stream_app.model_watch import ModelWatcher
 from stream_app.online_eval import OnlineEval
@@ -54,7 +55,8 @@ def test_a_model_switched_in_between_two_batches_ranks_the_next_one(tmp_path):
     p, states = processor(), {}
     first = apply(p, [ev("e1", "u", "a"), ev("e2", "u", "b")], states)
     assert first.messages["u"]["model_version"] == "default-untrained"
-    new = InterestModel.untrained(text_dim=4, cf_dim=2)
+    new = InterestModel.untrained(text_dim=4, cf_dim=3)  # other spaces: the user's state is migrated
+    assert not UserState.from_bytes(states["u"]).fits(new.dims, new.items.dims)
     new.attention.version = "20260101T000000000Z"
     new.attention.save(tmp_path / "20260101T000000000Z")
     registry.publish(tmp_path, "20260101T000000000Z")
