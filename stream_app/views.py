@@ -11,7 +11,7 @@ of a running worker without reading Kafka.
 - ``GET /overview``: events/s, lag, dead letters by reason, model version and swaps, the online
   hit rate, recently active users (JSON, for the page: ``overview``);
 - ``GET /metrics``: Prometheus text format;
-- ``GET /stats``: counters, catalogue size, model version, domain (JSON);
+- ``GET /stats``: counters, catalogue size, model version and swaps, the online hit rate, domain (JSON);
 - ``GET /cooc/{item_id}``: the item's co-engagement row learned online, as this worker follows it
   (``stream_app.cooc_stream``: ``n``, ``ts`` and the neighbours' weights, without decay applied);
 - ``GET /health``: ``{"status": "ok"}`` while the web server runs (never asks for the token).
