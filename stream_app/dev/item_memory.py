@@ -126,30 +126,8 @@ def measure(n_items: int, n_events: int = 100_000, seed: int = 0, users: int = 6
                  "detail": {"pairs": pairs, "dense": bool(cooc_counts.dense), "user_states": len(states),
                             "user_state_serialised_bytes": state_bytes}})
 
-    model.ranking.mode = "two-stage"
-    sample = list(states.values())[:users]
-    t0 = time.perf_counter()
-    model.recommend_many(sample, 10)
-    rank_s = time.perf_counter() - t0
-    peak_rank = _step_peak()
-    after_rank = _settled_rss()
-    index = model.ranking.index
-    cache = model.attention._cache
-    cache_nbytes = 0 if cache is None else int(cache[2].nbytes + cache[3].nbytes)
-    rows.append({"structure": "ranking index (faiss IVF + per-row hashes) + rankers' item caches",
-                 "rss_bytes": after_rank - after_fold, "nbytes": index.nbytes() + cache_nbytes, "seconds": rank_s,
-                 "peak_rss_bytes": peak_rank,
-                 "detail": {"index_cells": index.cells, "nprobe": index.nprobe or index.default_nprobe(),
-                            "faiss_nbytes": _faiss_nbytes(index), "index_nbytes": index.nbytes(),
-                            "attention_item_matrix_nbytes": cache_nbytes}})
-    # what one catalogue change costs the next ranking call (the index and caches follow the catalogue)
-    t0 = time.perf_counter()
-    model.recommend_many(sample, 10)
-    steady_s = time.perf_counter() - t0
-    model.add_item("one-more-item", X[0], ("extra",), None)
-    t0 = time.perf_counter()
-    model.recommend_many(sample, 10)
-    changed_s = time.perf_counter() - t0
+    row, after_rank, peak_rank, steady_s, changed_s, sample = _ranking_step(model, states, users, X[0], after_fold)
+    rows.append(row)
     total = after_rank - base
     for r in rows:
         r["rss_bytes_per_item"] = r["rss_bytes"] / n_items
@@ -160,6 +138,36 @@ def measure(n_items: int, n_events: int = 100_000, seed: int = 0, users: int = 6
             "peak_rss_bytes": max(peak_items, peak_fold, peak_rank, rss_bytes("VmHWM")),
             "ranking_call_s": steady_s, "ranking_call_after_one_new_item_s": changed_s, "ranking_users": len(sample),
             "loadavg_1m": round(os.getloadavg()[0], 2), "wall_s": time.perf_counter() - t_all}
+
+
+def _ranking_step(model, states: dict, users: int, vector: np.ndarray, after_fold: int):
+    """The ranking index and the rankers' caches built by a first two-stage call; then the cost of
+    the next call, and of the call after one catalogue change (the index follows the catalogue)."""
+    model.ranking.mode = "two-stage"
+    sample = list(states.values())[:users]
+    t0 = time.perf_counter()
+    model.recommend_many(sample, 10)
+    rank_s = time.perf_counter() - t0
+    peak_rank = _step_peak()
+    after_rank = _settled_rss()
+    index = model.ranking.index
+    cache = model.attention._cache
+    cache_nbytes = 0 if cache is None else int(cache[2].nbytes + cache[3].nbytes)
+    row = {"structure": "ranking index (faiss IVF + per-row hashes) + rankers' item caches",
+           "rss_bytes": after_rank - after_fold, "nbytes": index.nbytes() + cache_nbytes, "seconds": rank_s,
+           "peak_rss_bytes": peak_rank,
+           "detail": {"index_cells": index.cells, "nprobe": index.nprobe or index.default_nprobe(),
+                      "faiss_nbytes": _faiss_nbytes(index), "index_nbytes": index.nbytes(),
+                      "attention_item_matrix_nbytes": cache_nbytes}}
+    # what one catalogue change costs the next ranking call (the index and caches follow the catalogue)
+    t0 = time.perf_counter()
+    model.recommend_many(sample, 10)
+    steady_s = time.perf_counter() - t0
+    model.add_item("one-more-item", vector, ("extra",), None)
+    t0 = time.perf_counter()
+    model.recommend_many(sample, 10)
+    changed_s = time.perf_counter() - t0
+    return row, after_rank, peak_rank, steady_s, changed_s, sample
 
 
 def _cooc_pairs(counts) -> int:
