@@ -126,3 +126,19 @@ class Recommender(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def seeded_catalog(dataset, seed: int):
+    """Seed every generator an evaluation uses (random, numpy, torch), then load ``dataset`` (a
+    folder, ``models.offline.loaders``) and its catalogue: how each protocol's run begins."""
+    import random
+
+    import torch
+
+    from models.offline.loaders import load_dataset
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    ds = load_dataset(dataset)
+    return ds, ItemCatalog.from_dataset(ds)

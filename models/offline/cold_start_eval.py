@@ -13,21 +13,18 @@ from its text. How each model treats a new item: :data:`NEW_ITEM_HANDLING`.
 """
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import orjson
-import torch
 
-from models.offline.base import ItemCatalog, Recommender
+from models.offline.base import ItemCatalog, Recommender, seeded_catalog
 from models.offline.baselines import ContentKNN, ItemKNN, Pop
 from models.offline.cold_start import GROUPS, ColdStartSplit, cold_start_protocol, replay_cold_start, \
     split_cold_start
 from models.offline.data import Interaction
-from models.offline.loaders import load_dataset
 from models.offline.protocol import tune
 from models.offline.report import write_report
 from models.offline.train_sequence import sequence_configs
@@ -82,12 +79,8 @@ def run_cold_start(dataset: str | Path, out: str | Path, seed: int = 0, only: Se
                    sequence_budget_s: float | None = None, sequence_kind: str = "auto", fraction: float = 0.8,
                    max_targets: int | None = None) -> dict:
     """Fit every model (or those in ``only``) before the cut, replay the log, write the report."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
     t0 = time.perf_counter()
-    ds = load_dataset(dataset)
-    catalog = ItemCatalog.from_dataset(ds)
+    ds, catalog = seeded_catalog(dataset, seed)
     cs = split_cold_start(ds, fraction, max_targets, seed)
     print(f"{ds.name}: {len(ds.interactions)} events, {len(catalog)} items, {cs}", flush=True)
     names = [n for n in MODELS if not only or n in only]

@@ -17,18 +17,15 @@ Nothing is chosen on the test targets.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import orjson
-import torch
 
-from models.offline.base import ItemCatalog
+from models.offline.base import seeded_catalog
 from models.offline.baselines import ItemKNN, Pop
-from models.offline.loaders import load_dataset
 from models.dimensions import default_dimensions
 from models.offline.fused import FusedRecommender, dataset_text_features, item_text_vectors
 from models.offline.train_sequence import SequenceConfig, sequence_configs
@@ -60,12 +57,8 @@ def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Se
                               sequence_kind, cut, max_targets)
     if protocol != "leave-one-out":
         raise ValueError(f"unknown protocol {protocol!r}")
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
     t0 = time.perf_counter()
-    ds = load_dataset(dataset)
-    catalog = ItemCatalog.from_dataset(ds)
+    ds, catalog = seeded_catalog(dataset, seed)
     split = split_leave_one_out(ds)
     print(f"{ds.name}: {len(ds.interactions)} events, {len(catalog)} items, {split}", flush=True)
     names = [n for n in MODELS if not only or n in only]
