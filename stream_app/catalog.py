@@ -38,7 +38,7 @@ from stream_app.codec import Rejected
 from stream_app.context import Context, RunModel
 from stream_app.dead_letters import reject, source
 from stream_app.processor import Processor, owner_partition
-from stream_app.store import follow_all, read_to_end
+from stream_app.store import read_to_end
 from stream_app.topics import catalog_group
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,17 @@ class CatalogFollower(mode.Service):
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
-        self._reader, tps = await follow_all(self.bootstrap_servers, self.security, self.changelog)
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, **self.security, group_id=None,
+                                        enable_auto_commit=False, auto_offset_reset="earliest")
+        await self._reader.start()
+        parts = self._reader.partitions_for_topic(self.changelog) or set()
+        if not parts:
+            await self._reader._client.force_metadata_update()
+            parts = self._reader.partitions_for_topic(self.changelog) or set()
+        tps = [TopicPartition(self.changelog, p) for p in sorted(parts)]
+        self._reader.assign(tps)
         await read_to_end(self._reader, tps, self._apply)
         log.info("catalogue changelog read: %d items", len(self.titles))
         self.caught_up.set()

@@ -64,7 +64,7 @@ from stream_app.checkpoint import CheckpointedConsumer
 from stream_app.context import Context, RunModel
 from stream_app.kafka_clients import security_options
 from stream_app.processor import Processor
-from stream_app.store import UserStore, follow_all, read_to_end
+from stream_app.store import UserStore, read_to_end
 from stream_app.topics import cooc_group
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,17 @@ class CoocFollower(mode.Service):
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
-        self._reader, self._tps = await follow_all(self.bootstrap_servers, self.security, self.changelog)
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, **self.security, group_id=None,
+                                        enable_auto_commit=False, auto_offset_reset="earliest")
+        await self._reader.start()
+        parts = self._reader.partitions_for_topic(self.changelog) or set()
+        if not parts:
+            await self._reader._client.force_metadata_update()
+            parts = self._reader.partitions_for_topic(self.changelog) or set()
+        self._tps = [TopicPartition(self.changelog, p) for p in sorted(parts)]
+        self._reader.assign(self._tps)
         records = await read_to_end(self._reader, self._tps, self._take)
         read = {p for p, _, _, _ in self.pending}
         for tp in self._tps:  # nothing to apply there: applied up to where the reader stands

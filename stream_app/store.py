@@ -189,24 +189,6 @@ class Restored:
             self.states[r.key] = r.value
 
 
-async def follow_all(bootstrap_servers: str, security: dict, topic: str):
-    """A started consumer without a group, assigned every partition of ``topic`` (metadata
-    refreshed once if the topic is not known yet), and its partitions: how a follower of a
-    changelog that every worker holds whole (the catalogue, the co-engagement rows) opens it."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, **security, group_id=None,
-                              enable_auto_commit=False, auto_offset_reset="earliest")
-    await reader.start()
-    parts = reader.partitions_for_topic(topic) or set()
-    if not parts:
-        await reader._client.force_metadata_update()
-        parts = reader.partitions_for_topic(topic) or set()
-    tps = [TopicPartition(topic, p) for p in sorted(parts)]
-    reader.assign(tps)
-    return reader, tps
-
-
 async def read_to_end(reader, tps: list, apply: Callable) -> int:
     """Read ``tps`` (assigned to ``reader``, a consumer without a group) from their first offset
     until each reaches the end offset it had when this started; ``apply(record)`` for every
