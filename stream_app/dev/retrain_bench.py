@@ -188,8 +188,8 @@ def initial_model(base: Settings, catalog: list[dict], events: list[dict], model
         shutil.copytree(src, models / src.name)
         registry.publish(models, src.name)
         meta = orjson.loads((src / registry.METADATA).read_bytes())
-        return {**step_row("initial (60 %, cold; earlier run)", meta["seconds"].get("wall", float("nan")), meta,
-                           float("nan")), "reused": str(src)}
+        return {**step_row("initial (60 %, cold; earlier run)", args.initial_wall_s, meta, args.initial_load),
+                "reused": str(src)}
     s = replace(base, topic_prefix=f"{base.topic_prefix}init-", app_id=f"{base.app_id}-init")
     asyncio.run(produce([s], catalog, topic="catalog", key="item_id"))
     asyncio.run(produce([s], events))
@@ -212,6 +212,42 @@ async def wait_swap(worker: LocalWorker, version: str, t0: float, out: dict) -> 
             out["swap_load_s"] = (st.get("model_watch") or {}).get("last_load_s")
             return
         await asyncio.sleep(0.2)
+
+
+async def one_step(at: str, lines: dict[str, Settings], workers: dict[str, LocalWorker], part: list[dict],
+                   models: Path, collector: "Lists", want: dict[str, int], report: dict, args) -> None:
+    """A warm retrain from RETRAINED's topic; the next slice is produced at ``args.rate`` from the
+    moment ``current`` names a new version (or the retrain ended without one), so the worker
+    switches while events flow."""
+    load, before, was = load1(), version_names(models), registry.current_version(models)
+    retrain = asyncio.create_task(asyncio.to_thread(
+        cli, lines["retrained"], "train", "--from-kafka", "--warm-start", "--out", str(models),
+        "--warm-sequence-budget-s", str(args.warm_sequence_budget_s)))
+    while not retrain.done() and registry.current_version(models) == was:
+        await asyncio.sleep(0.1)
+    t1, now = time.monotonic(), registry.current_version(models)
+    sl: dict = {"slice": f"after {at}", "events": len(part), "rate": args.rate, "version": now,
+                "published": now != was}
+    watcher = asyncio.create_task(wait_swap(workers["retrained"], now, t1, sl)) if now != was else None
+    producing = asyncio.create_task(produce(list(lines.values()), part, rate=args.rate))
+    wall, _ = await retrain
+    meta = newest_meta(models, before)
+    row = step_row(f"warm retrain at {at}", wall, meta, load)
+    report["steps"].append(row)
+    print(f"{row['step']}: {row['wall_s']} s, version {row['version']}, published {row.get('published')} "
+          f"({row['gate']}), load {load}", flush=True)
+    sl["version"] = row["version"]
+    await producing
+    await collector.wait_applied(want, timeout=1800)
+    if watcher is not None:
+        try:
+            await asyncio.wait_for(watcher, timeout=120)
+        except asyncio.TimeoutError:
+            sl["swap_after_s"] = None
+    sl.update(seconds=round(time.monotonic() - t1, 1), load_1m=load1())
+    report["slices"].append(sl)
+    print(f"slice {sl['slice']}: {len(part)} events in {sl['seconds']} s, swap {sl.get('swap_after_s')} s after "
+          f"the version was published (load {sl['load_1m']})", flush=True)
 
 
 async def run_lines(lines: dict[str, Settings], workers: dict[str, LocalWorker], catalog: list[dict],
@@ -237,35 +273,8 @@ async def run_lines(lines: dict[str, Settings], workers: dict[str, LocalWorker],
     report["metrics_70"] = {name: (await asyncio.to_thread(http, w, "/metrics")).decode() for name, w in workers.items()}
     bounds = cuts[1:] + [len(events)]
     for c, (a, b) in enumerate(zip(bounds, bounds[1:])):
-        label = f"{70 + 10 * c}-{80 + 10 * c} %"
-        load = load1()
-        before = version_names(models)
-        wall, out = await asyncio.to_thread(
-            cli, lines["retrained"], "train", "--from-kafka", "--warm-start", "--out", str(models),
-            "--warm-sequence-budget-s", str(args.warm_sequence_budget_s))
-        meta = newest_meta(models, before)
-        row = step_row(f"warm retrain at {70 + 10 * c} %", wall, meta, load)
-        report["steps"].append(row)
-        print(f"{row['step']}: {row['wall_s']} s, version {row['version']}, published {row.get('published')} "
-              f"({row['gate']}), load {load}", flush=True)
-        part = events[a:b]
-        sl = {"slice": label, "events": len(part), "rate": args.rate, "version": row["version"],
-              "published": row.get("published", False)}
-        t1 = time.monotonic()
-        watcher = (asyncio.create_task(wait_swap(workers["retrained"], row["version"], t1, sl))
-                   if row.get("published") else None)
-        await produce(list(lines.values()), part, rate=args.rate)
-        count(part)
-        await collector.wait_applied(want, timeout=1800)
-        if watcher is not None:
-            try:
-                await asyncio.wait_for(watcher, timeout=120)
-            except asyncio.TimeoutError:
-                sl["swap_after_s"] = None
-        sl.update(seconds=round(time.monotonic() - t1, 1), load_1m=load1())
-        report["slices"].append(sl)
-        print(f"slice {label}: {len(part)} events in {sl['seconds']} s, swap after {sl.get('swap_after_s')} s "
-              f"(load {sl['load_1m']})", flush=True)
+        count(events[a:b])
+        await one_step(f"{70 + 10 * c} %", lines, workers, events[a:b], models, collector, want, report, args)
     await asyncio.sleep(2.0)
     await collector.stop()
     report["lists"] = collector.lists
@@ -332,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=100.0, help="events/s of each slice after a retrain (default: %(default)s)")
     p.add_argument("--poll-s", type=float, default=1.0, help="the retrained worker's STREAM_RECO_MODEL_POLL_S")
     p.add_argument("--initial", default=None, help="a version folder trained on the first 60 %% by an earlier run")
+    p.add_argument("--initial-wall-s", type=float, default=float("nan"), help="with --initial: its measured wall time")
+    p.add_argument("--initial-load", type=float, default=float("nan"), help="with --initial: the load average then")
     p.add_argument("--budget-s", type=float, default=60.0, help="cold initial model: co-engagement search budget")
     p.add_argument("--sequence-kind", default="gru", help="cold initial model: sequence model kind")
     p.add_argument("--sequence-budget-s", type=float, default=60.0, help="cold initial model: sequence budget")

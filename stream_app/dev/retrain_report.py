@@ -76,7 +76,7 @@ def tables(r: dict) -> str:
             rows.append([line, version, f["judged"], f["hit_rate"], w.get("judged", 0), w.get("hit_rate", float("nan"))])
     t3 = markdown_table(["line", "serving version", "judged (own consumer)", "hit@10 (own consumer)",
                          "judged (worker /metrics)", "hit@10 (worker /metrics)"], rows)
-    t4 = markdown_table(["slice", "events", "rate ev/s", "version published before it", "swap after s",
+    t4 = markdown_table(["slice", "events", "rate ev/s", "version published before it", "swap s after publish",
                          "load s", "slice s", "load 1m"],
                         [[s["slice"], s["events"], s["rate"], s["version"] if s["published"] else f"{s['version']} (refused)",
                           s.get("swap_after_s") if s.get("swap_after_s") is not None else "-",
