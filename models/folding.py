@@ -168,5 +168,5 @@ class EventFolding:
         if engaged:
             self.cooc.update_many(engaged)
         if pending:
-            fold(self.dims, pending, {s: self.items.space(s) for s in self.items.dims})
+            fold(self.dims, pending, self.items.row_spaces())
 
