@@ -211,7 +211,8 @@ class InterestModel(EventFolding):
         products, the sequence model and the blend run once for all of them; a user's list is the
         same as alone, its scores to float32 rounding (the products are summed in another order).
         A large catalogue is ranked in two stages (``ranking``: ``models.candidates``)."""
-        lists = self.ranking.recommend_many(states, k) if self.ranking.active() else self._exact(states, k)
+        with self._fixed[0].held():
+            lists = self.ranking.recommend_many(states, k) if self.ranking.active() else self._exact(states, k)
         return [Recommendation([Ranked(*r) for r in items], weights, self.version) for items, weights in lists]
 
     def _exact(self, states: Sequence[UserState], k: int) -> list[tuple[list, dict]]:
