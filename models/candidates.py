@@ -34,6 +34,7 @@ import numpy as np
 from models.ann import ItemIndex
 from models.blend import combine_many, normalise_weights
 from models.components import AttentionScores, CoEngagement, Popularity, SequenceScores
+from models.seen import HASH_BITS
 from models.topk import round6, top_k
 
 MODES = ("auto", "exact", "two-stage")
@@ -150,7 +151,7 @@ class TwoStage:
         and padded. One sort of (user, row) keys for the whole batch, not one per user."""
         items = self.model.items
         deleted, keys, index = items.deleted, items.keys(), items.index
-        B, n = len(states), len(deleted)
+        B, n = len(states), max(1, len(deleted))
         per_user = [np.concatenate([f[b] for f in found]) for b in range(B)]
         user = np.repeat(np.arange(B, dtype=np.int64), [len(r) for r in per_user])
         rows = np.concatenate(per_user + [np.zeros(0, np.int64)]).astype(np.int64, copy=False)
@@ -160,18 +161,17 @@ class TwoStage:
         ok = (rows >= 0) & (rows < n)
         user, rows = user[ok], rows[ok]
         ok = ~deleted[rows]
-        pair = np.unique(user[ok] * n + rows[ok])  # (user, row) ascending, each once
+        pair = _sorted_unique(user[ok] * n + rows[ok])  # (user, row) ascending, each once
         user, rows = pair // n, pair % n
-        seen = np.zeros(rows.size, dtype=bool)
-        bounds = np.searchsorted(user, np.arange(B + 1))
-        for b, st in enumerate(states):
-            a, z = bounds[b], bounds[b + 1]
-            if a == z:
-                continue
-            seen[a:z] = st.seen.hashed_mask(keys[rows[a:z]])
-            recent = [index[i] for i in st.seen.recent if i in index]
-            if recent:
-                seen[a:z] |= np.isin(rows[a:z], recent)
+        # seen: a recent item's row, or an older item's key (``SeenItems.hashed_mask``), per user
+        space = 1 << HASH_BITS
+        hashed = [(b, g) for b, st in enumerate(states) for g in (st.seen.older, st.seen.newer) if g]
+        known = np.concatenate([np.zeros(0, np.int64)] + [b * space + np.fromiter(g, np.int64, len(g))
+                                                          for b, g in hashed])
+        seen = np.isin(user * space + keys[rows], known)
+        recent = [(b, index[i]) for b, st in enumerate(states) for i in st.seen.recent if i in index]
+        if recent:
+            seen |= np.isin(pair, np.array([b * n + r for b, r in recent], dtype=np.int64))
         user, rows = user[~seen], rows[~seen]
         counts = np.bincount(user, minlength=B)
         C = max(1, int(counts.max(initial=0)))
@@ -180,6 +180,12 @@ class TwoStage:
         valid = np.zeros((B, C), dtype=bool)
         cols[user, at], valid[user, at] = rows, True
         return cols, valid
+
+
+def _sorted_unique(a: np.ndarray) -> np.ndarray:
+    """``np.unique`` of int64 keys by one sort (numpy's hashing variant is slower on these)."""
+    a = np.sort(a)
+    return a[np.concatenate([[True], a[1:] != a[:-1]])] if a.size else a
 
 
 class _FullPart:
