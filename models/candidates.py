@@ -44,7 +44,7 @@ USERS_PER_PASS = 256
 
 @dataclass
 class CandidateSizes:
-    ann: int = 300
+    ann: int = 200  # recall@10 vs exact: ml-100k 1.0, ml-latest-small 0.999, 10^5 synthetic 0.99 (300: 0.997)
     sequence: int = 100
     popular: int = 50
     fresh: int = 50
