@@ -263,7 +263,7 @@ class ItemIndex:
         n = max(len(self._hash), 1)
         Q = np.asarray(Q, dtype=np.float64)
         mean = Q @ self._sum / n
-        ex2 = np.einsum("bd,de,be->b", Q, self._outer, Q) / n
+        ex2 = ((Q @ self._outer) * Q).sum(axis=1) / n
         return mean, np.sqrt(np.maximum(ex2 - mean * mean, 0.0))
 
     def search(self, Q: np.ndarray, k: int, nprobe: int | None = None) -> np.ndarray:

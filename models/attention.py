@@ -27,7 +27,9 @@ import numpy as np
 import orjson
 
 from models.dimensions import Dimension
-from models.items import ItemVectors
+from models.items import GROWTH, ItemVectors
+
+ITEM_BLOCK = 1024  # catalogue rows per product of the item tower (``AttentionFusion._tower_rows``)
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,11 @@ class AttentionFusion:
         self.version = version
         self.dim_names = [d.name for d in cfg.dims]
         self._id_row = {iid: i for i, iid in enumerate(cfg.item_ids)}
-        self._cache: tuple[int, int, np.ndarray, np.ndarray] | None = None
+        self._cache: _ItemCache | None = None  # the item tower's rows (``item_matrix``)
+        self._direct: str | None = None  # the space an identity tower copies ("" : none; None: not known yet)
+        self._zeros = np.zeros(0, np.float32)  # the bias of a tower without learned ids
+        ib = self.w.get("item_bias")
+        self._median_bias = float(np.median(ib)) if ib is not None and ib.size else 0.0
 
     @classmethod
     def default(cls, dims: Sequence[Dimension], space_dims: Mapping[str, int]) -> "AttentionFusion":
@@ -112,22 +118,62 @@ class AttentionFusion:
 
     # -- item side ---------------------------------------------------------------------------
     def item_matrix(self, items: ItemVectors) -> tuple[np.ndarray, np.ndarray]:
-        """-> E (N, D), bias (N,), cached until the catalogue changes."""
-        key = (id(items), items.version)
-        if self._cache is not None and self._cache[:2] == key:
-            return self._cache[2], self._cache[3]
-        w = self.w
-        E = sum(items.space(s) @ w[f"item_proj.{s}.weight"].T for s in self.cfg.item_spaces)
-        E = np.array(E, dtype=np.float32, copy=True)
-        bias = np.zeros(len(items), np.float32)
+        """-> E (N, D), bias (N,): the item tower over the catalogue, kept in step with it row by
+        row (``ItemVectors.changed_since``: an added, updated, freed or reused row is recomputed,
+        nothing else). The arrays are views of buffers updated in place: valid until the
+        catalogue changes. A tower that is the identity on one space (the untrained default)
+        keeps no copy: E is that space of the catalogue itself."""
+        direct = self._direct_space()
+        if direct is not None:
+            if self._zeros.size < len(items):
+                self._zeros = np.zeros(max(len(items), int(self._zeros.size * 1.25)), np.float32)
+            return items.space(direct), self._zeros[: len(items)]
+        c = self._cache
+        if c is None or c.of is not items:
+            c = self._cache = _ItemCache(items, self.cfg.d_model)
+            rows = np.arange(len(items))
+        elif c.version == items.version:
+            return c.E[: len(items)], c.bias[: len(items)]
+        else:
+            rows = items.changed_since(c.version)
+        c.reserve(len(items))
+        for a in range(0, rows.size, ITEM_BLOCK):
+            self._tower_rows(items, rows[a:a + ITEM_BLOCK], c)
+        c.version = items.version
+        return c.E[: len(items)], c.bias[: len(items)]
+
+    def _direct_space(self) -> str | None:
+        """The one space the item tower copies unchanged, if it does that (and learned no ids)."""
+        if self._direct is None:
+            spaces = self.cfg.item_spaces
+            W = self.w.get(f"item_proj.{spaces[0]}.weight") if len(spaces) == 1 else None
+            same = (W is not None and not self._id_row and W.shape[0] == W.shape[1]
+                    and np.array_equal(W, np.eye(W.shape[0], dtype=W.dtype)))
+            self._direct = spaces[0] if same else ""
+        return self._direct or None
+
+    def _tower_rows(self, items: ItemVectors, rows: np.ndarray, c: "_ItemCache") -> None:
+        """E and bias of up to ``ITEM_BLOCK`` catalogue ``rows``, into ``c``. Every product has
+        ``ITEM_BLOCK`` rows (the last row repeated to fill it), so a row's bits never depend on
+        which rows were computed beside it: an update gives what a fresh build gives."""
+        w, n = self.w, rows.size
+        block = np.concatenate([rows, np.full(ITEM_BLOCK - n, rows[-1], dtype=rows.dtype)])
+        spaces = items.row_spaces()
+        E = sum(spaces[s].take(block, axis=0) @ w[f"item_proj.{s}.weight"].T for s in self.cfg.item_spaces)
+        E = np.asarray(E, dtype=np.float32)[:n]
+        bias = np.zeros(n, np.float32)
         if len(self._id_row):
-            rows = np.array([self._id_row.get(i, -1) for i in items.ids])
-            known = rows >= 0
-            E[known] += w["item_emb"][rows[known]]
-            bias[known] = w["item_bias"][rows[known]]
-            bias[~known] = float(np.median(w["item_bias"]))  # new items: a typical prior
-        self._cache = (key[0], key[1], E, bias)
-        return E, bias
+            ids = items.ids
+            at = np.array([self._id_row.get(ids[r], -1) for r in rows.tolist()], dtype=np.int64)
+            known = at >= 0
+            E[known] += w["item_emb"][at[known]]
+            bias[known] = w["item_bias"][at[known]]
+            bias[~known] = self._median_bias  # new items: a typical prior
+        c.E[rows], c.bias[rows] = E, bias
+
+    def item_matrix_nbytes(self) -> int:
+        """Bytes the item tower's cache holds (0 for a tower that keeps no copy)."""
+        return 0 if self._cache is None else int(self._cache.E.nbytes + self._cache.bias.nbytes)
 
     def scores(self, means, norms, items: ItemVectors) -> np.ndarray:
         u, _, _ = self.user(means, norms)
@@ -155,3 +201,19 @@ class AttentionFusion:
         with np.load(path / "fusion.npz") as z:
             weights = {k: z[k] for k in z.files}
         return cls(FusionConfig.from_dict(meta["config"]), weights, version=meta["version"])
+
+
+class _ItemCache:
+    """The item tower's E (rows, D) and bias (rows,) over a catalogue, at its ``version``; the
+    buffers grow as the catalogue's rows do (by ``models.items.GROWTH``)."""
+
+    def __init__(self, items: ItemVectors, d: int):
+        self.of, self.version = items, -1
+        self.E, self.bias = np.zeros((0, d), np.float32), np.zeros(0, np.float32)
+
+    def reserve(self, n: int) -> None:
+        if n > len(self.bias):
+            cap = max(n, int(len(self.bias) * GROWTH))
+            E, bias = np.zeros((cap, self.E.shape[1]), np.float32), np.zeros(cap, np.float32)
+            E[: len(self.E)], bias[: len(self.bias)] = self.E, self.bias
+            self.E, self.bias = E, bias

@@ -20,6 +20,7 @@ Components the blend gives no weight are still ranked (their reasons are 0), exc
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable, Sequence
 
 import numpy as np
@@ -72,11 +73,29 @@ class AttentionScores(Component):
 
     def __init__(self, fusion: AttentionFusion, items: ItemVectors):
         self.fusion, self.items = fusion, items
+        self._held: dict | None = None  # states' ids -> their user vectors, within ``held``
         self.shares = tuple(d.name for d in fusion.cfg.dims)
         self.reasons = (*self.shares, "bias")
 
     def _users(self, states: Sequence[UserState]):
-        return self.fusion.users([st.mean for st in states], [st.norm for st in states])  # (B, D), (B, n), (B, n, D)
+        """(B, D), (B, n), (B, n, D): ``AttentionFusion.users``, once per ranking (``held``)."""
+        key = tuple(map(id, states)) if self._held is not None else None
+        got = None if key is None else self._held.get(key)
+        if got is None:
+            got = self.fusion.users([st.mean for st in states], [st.norm for st in states])
+            if key is not None:
+                self._held[key] = got
+        return got
+
+    @contextmanager
+    def held(self):
+        """Within the block, each set of users' vectors is computed once (the scores and the
+        reasons of one ranking read them; the states do not change meanwhile)."""
+        self._held = {}
+        try:
+            yield
+        finally:
+            self._held = None
 
     def scores_many(self, states: Sequence[UserState]) -> np.ndarray:
         U = self._users(states)[0]  # (B, D)

@@ -96,6 +96,23 @@ class SparseRows:
         return out
 
 
+class ColumnRows:
+    """Text or cf rows (a column range of the hybrid array) with a ``take`` that reads only the
+    rows asked for: ``ndarray.take`` of such a strided view first copies the whole array."""
+
+    def __init__(self, view: np.ndarray):
+        self._view = view
+        self.shape, self.dtype, self.ndim = view.shape, view.dtype, view.ndim
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def take(self, rows, axis: int = 0) -> np.ndarray:
+        if axis != 0:
+            raise ValueError("ColumnRows.take: rows only (axis=0)")
+        return self._view[np.asarray(rows, dtype=np.intp)]
+
+
 class ItemVectors:
     def __init__(self, text_dim: int = 384, cf_dim: int = 64, category_dim: int = 256,
                  cf_factors: Mapping[str, np.ndarray] | None = None, capacity: int = 1024):
@@ -230,6 +247,11 @@ class ItemVectors:
         if name == "category":
             return SparseRows(self, len(self.ids))
         return self._space(name)[: len(self.ids)]
+
+    def row_spaces(self) -> dict[str, "np.ndarray | ColumnRows | SparseRows"]:
+        """Every space as something whose ``take(rows, axis=0)`` gives those rows (as
+        ``space(name)[rows]``), reading only them: for ``models.fold`` and the item tower."""
+        return {s: ColumnRows(self.space(s)) if s in ("text", "cf") else self.space(s) for s in self.dims}
 
     def vectors(self, row: int) -> dict[str, np.ndarray]:
         """One item's vector in every space (views, the category one a copy: do not keep across

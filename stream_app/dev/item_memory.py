@@ -151,8 +151,7 @@ def _ranking_step(model, states: dict, users: int, vector: np.ndarray, after_fol
     peak_rank = _step_peak()
     after_rank = _settled_rss()
     index = model.ranking.index
-    cache = model.attention._cache
-    cache_nbytes = 0 if cache is None else int(cache[2].nbytes + cache[3].nbytes)
+    cache_nbytes = model.attention.item_matrix_nbytes()
     row = {"structure": "ranking index (faiss IVF + per-row hashes) + rankers' item caches",
            "rss_bytes": after_rank - after_fold, "nbytes": index.nbytes() + cache_nbytes, "seconds": rank_s,
            "peak_rss_bytes": peak_rank,
