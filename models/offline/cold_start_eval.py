@@ -48,7 +48,9 @@ NEW_ITEM_HANDLING = {
     "only:sequence": "ID-only: not in the trained vocabulary; gets the user's mean sequence score "
                      "(neutral, not last)",
     "attention": "text and category vectors, no collaborative factors, the median learned item bias",
-    "fused": "attention as above; co-engagement and popularity from the online counts; sequence neutral",
+    "fused": "attention as above; co-engagement and popularity from the online counts; sequence neutral; "
+             "blend weights by the item's engagement count (models.offline.count_gate), so at count 0 "
+             "the components that know the item weigh",
 }
 for _d in default_dimensions():
     NEW_ITEM_HANDLING.setdefault(f"only:{_d.name}", "the attention dimension alone: text/category vectors "
@@ -155,5 +157,6 @@ def _fused(names, ds, cs: ColdStartSplit, catalog: ItemCatalog, vecs, seed, prog
     print(f"  fused: trained and selected in {fit_s:.0f}s on {len(train_catalog)} items, "
           f"{len(catalog) - len(train_catalog)} added after; cooc {rec.cooc_params}, blend {rec.blend}", flush=True)
     for name in names:
-        extra = {"shared_fit": "fused"} if name != "fused" else {"blend_weights": rec.blend}
+        extra = {"shared_fit": "fused"} if name != "fused" else {
+            "blend_weights": rec.blend, "blend_gate": rec.info.get("selection", {}).get("gate")}
         measure(name, GrownCatalogue(rec.variant(name, name), catalog), fit_s, extra)
