@@ -17,9 +17,10 @@ splits the attention term further into its dimensions (see ``InterestModel.recom
 Gated by behaviour (``GatedBlend``): the weights may depend on how much behaviour item i has,
 n_i = its engagement count in the co-engagement counts (the popularity component is log(1 + n_i),
 so the count follows the stream at no extra cost). A few buckets of n (0, 1..k, more), each with its
-own weight vector: score_i = sum_c w_{b(i),c} * z_c,i, the z-scores unchanged. An item with no
+own weight vector and shift: score_i = sum_c w_{b(i),c} * z_c,i + shift_b(i), the z-scores unchanged. An item with no
 behaviour yet (a catalogue event only) is then ranked by the components that know it (its text),
-not pulled down by the ones that cannot. scale_c and offset_c become per item, (B, N).
+not pulled down by the ones that cannot. scale_c and offset_c become per item, (B, N) (the shift
+goes into the offset of the first component).
 
 >>> import numpy as np
 >>> s, scale, offset = combine({"a": np.array([0.0, 1.0, 2.0]), "b": np.array([5.0, 5.0, 5.0])},
@@ -69,7 +70,7 @@ def zscore(s: np.ndarray, w: float = 1.0, moments: tuple[float, float] | None = 
 class GatedBlend(dict):
     """Blend weights by the item's engagement count n: ``edges`` e_0 < e_1 < ... give the buckets
     n <= e_0, e_0 < n <= e_1, ..., n > e_last; ``buckets[b]``: component -> weight in bucket b (the
-    last: items with much behaviour). As a mapping (what reports and the dimension shares read),
+    last: items with much behaviour); ``shifts[b]``: added to the scores of bucket b (0 if None). As a mapping (what reports and the dimension shares read),
     each component's mean weight over the buckets: non-zero wherever some bucket uses it.
 
     >>> g = GatedBlend([0], [{"attention": 1.0}, {"attention": 0.5, "popularity": 0.5}])
@@ -77,10 +78,12 @@ class GatedBlend(dict):
     ({'attention': 0.75, 'popularity': 0.25}, [0, 1, 1])
     """
 
-    def __init__(self, edges, buckets):
+    def __init__(self, edges, buckets, shifts=None):
         self.edges = tuple(float(e) for e in edges)
         self.buckets = tuple({c: float(w) for c, w in b.items()} for b in buckets)
-        if len(self.buckets) != len(self.edges) + 1 or list(self.edges) != sorted(set(self.edges)):
+        self.shifts = tuple(float(x) for x in (shifts if shifts is not None else [0.0] * len(self.buckets)))
+        if len(self.buckets) != len(self.edges) + 1 or len(self.shifts) != len(self.buckets) \
+                or list(self.edges) != sorted(set(self.edges)):
             raise ValueError("a gated blend needs increasing edges and one bucket more than edges")
         used = {c for b in self.buckets for c in b}
         names = [c for c in COMPONENTS if c in used] + sorted(used - set(COMPONENTS))
@@ -93,7 +96,7 @@ class GatedBlend(dict):
 
     def config(self) -> dict:
         """What a checkpoint stores (``config.json``'s ``blend_gate``; ``as_blend`` reads it back)."""
-        return {"edges": list(self.edges), "weights": [dict(b) for b in self.buckets]}
+        return {"edges": list(self.edges), "weights": [dict(b) for b in self.buckets], "shifts": list(self.shifts)}
 
 
 def as_blend(weights: Mapping[str, float] | None, gate: Mapping | None = None):
@@ -102,7 +105,7 @@ def as_blend(weights: Mapping[str, float] | None, gate: Mapping | None = None):
     if isinstance(weights, GatedBlend):
         return weights
     if gate:
-        return GatedBlend(gate["edges"], gate["weights"])
+        return GatedBlend(gate["edges"], gate["weights"], gate.get("shifts"))
     return dict(weights) if weights else None
 
 
@@ -129,6 +132,11 @@ def _gated(components: Mapping[str, np.ndarray], gate: GatedBlend, moments) -> t
         out = z if out is None else out + z
     if out is None:
         out = np.zeros(bucket.shape, dtype=np.float64)
+    if any(gate.shifts):
+        shift = np.asarray(gate.shifts)[bucket]
+        out += shift
+        first = next(iter(components))
+        offset[first] = np.broadcast_to(offset[first].reshape(len(shift), -1), shift.shape) - shift
     return out, scale, offset
 
 

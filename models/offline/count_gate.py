@@ -17,14 +17,16 @@ seeded sample of the old-item ones, weighted back to their share; all new-item o
 just before it is folded in, over the items available at its time, the user's seen items excluded.
 
 Search (``choose_gate``): for each k of ``K_CHOICES``, the bucket-0 weights and then the 1..k
-weights, each over the simplex grid (step ``STEP``), the other buckets fixed, judged as the fixed
+weights, each over the simplex grid (step ``STEP``) and then its shift (``SHIFTS``: how far a
+bucket's items are moved as a whole, the prior that a fresh item is wanted), the other buckets fixed, judged as the fixed
 blend is (``models.offline.choose_blend``: the best neighbourhood among the points at least as
 good as where the search stands; the search moves only to a point that scores better). The k with the best validation NDCG@10 wins; the gate is kept
 only when it beats the fixed blend on this validation.
 
 Only a target's top 10 matters, so each target keeps just the items that can reach it under some
 weights: an item scores between its smallest and largest component z-score (the weights are a
-convex combination), so items whose largest is below the 10th best smallest are dropped, exactly.
+convex combination) plus the smallest and largest shift, so items whose upper bound is below the
+10th best lower bound are dropped, exactly.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 
 K_CHOICES = (2, 6, 20)  # the 1..k bucket's upper count
 STEP = 0.1
+SHIFTS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0)  # a bucket's shift, in z-score units
 TOP = 10
 
 
@@ -95,17 +98,17 @@ class GateValidation:
         low = others & (pop <= self.low_cut)
         high = others & ~low
         s_high = self.base @ Z[:, high]
-        lo = np.concatenate([s_high, Z[:, low].min(axis=0)])
+        lo = np.concatenate([s_high, Z[:, low].min(axis=0) + min(SHIFTS)])
         floor = np.partition(lo, -TOP)[-TOP] if lo.size >= TOP else -np.inf  # 10th best lower bound
         if pt > self.low_cut:
             t, top_t = float(self.base @ zt), None
         else:
-            t, top_t = None, float(zt.max())
+            t, top_t = None, float(zt.max()) + max(SHIFTS)
         if (top_t if t is None else t) < floor:  # never in the top 10, whatever the weights
             self.rows.append((weight, None, 0.0, None, 0, None, None))
             return
         keep = low.copy()
-        keep[low] = Z[:, low].max(axis=0) >= floor
+        keep[low] = Z[:, low].max(axis=0) + max(SHIFTS) >= floor
         top = np.sort(s_high)[::-1][:TOP]
         fixed = int((s_high > t).sum()) if t is not None else 0
         self.rows.append((weight, zt, pt, top, fixed, Z[:, keep].copy(), pop[keep].copy()))
@@ -135,11 +138,13 @@ class GateValidation:
             return 0.0
         W = np.array([[b.get(c, 0.0) for c in self.names] for b in gate.buckets], np.float32)  # (nb, C)
         bk = gate.bucket_of(self.pop)  # (V, L)
-        s = np.einsum("vcl,vlc->vl", self.Z, W[np.minimum(bk, len(W) - 1)])
+        shift = np.asarray(gate.shifts, np.float32)
+        bk = np.minimum(bk, len(W) - 1)
+        s = np.einsum("vcl,vlc->vl", self.Z, W[bk]) + shift[bk]
         s[self.pad] = -np.inf
         high = self.pt > self.low_cut
-        wt = W[np.minimum(gate.bucket_of(self.pt), len(W) - 1)]
-        t = np.where(high, self.zt @ self.base, (self.zt * wt).sum(1))
+        bt = np.minimum(gate.bucket_of(self.pt), len(W) - 1)
+        t = np.where(high, self.zt @ self.base, (self.zt * W[bt]).sum(1) + shift[bt])
         above = np.where(high, self.fixed, (self.top > t[:, None]).sum(1))
         rank = above + (s > t[:, None]).sum(1)
         gain = np.where(rank < TOP, 1.0 / np.log2(rank + 2.0), 0.0)
@@ -199,17 +204,28 @@ def record_gate_validation(rec, split: Split, names: list[str], base: dict[str, 
     return val
 
 
-def _search(val: GateValidation, gate: list[dict], b: int, grid: np.ndarray, edges) -> tuple[list[dict], float]:
-    """Bucket ``b``'s weights over ``grid``, the other buckets as in ``gate``."""
-    now = val.ndcg(GatedBlend(edges, gate))
-    scores = np.empty(len(grid))
-    for g, w in enumerate(grid):
-        scores[g] = val.ndcg(GatedBlend(edges, gate[:b] + [dict(zip(val.names, w.tolist()))] + gate[b + 1:]))
+def _search(val: GateValidation, gate: GatedBlend, b: int, grid: np.ndarray) -> tuple[GatedBlend, float]:
+    """Bucket ``b``'s weights over ``grid``, then its shift over ``SHIFTS``, the other buckets as
+    in ``gate``."""
+    def with_(w=None, shift=None) -> GatedBlend:
+        buckets, shifts = list(gate.buckets), list(gate.shifts)
+        if w is not None:
+            buckets[b] = dict(zip(val.names, w.tolist()))
+        if shift is not None:
+            shifts[b] = shift
+        return GatedBlend(gate.edges, buckets, shifts)
+
+    now = val.ndcg(gate)
+    scores = np.array([val.ndcg(with_(w)) for w in grid])
     smooth = neighbourhood_mean(grid, scores, STEP)
     best = int(np.argmax(np.where(scores >= now, smooth, -np.inf)))
-    if scores[best] <= now:  # no point beats where the search stands: stay (ties keep the fixed blend)
-        return gate, now
-    return gate[:b] + [dict(zip(val.names, grid[best].tolist()))] + gate[b + 1:], float(scores[best])
+    if scores[best] > now:  # else stay: ties keep where the search stands
+        gate, now = with_(grid[best]), float(scores[best])
+    shifted = np.array([val.ndcg(with_(shift=x)) for x in SHIFTS])
+    best = int(np.argmax(shifted))
+    if shifted[best] > now:
+        gate, now = with_(shift=SHIFTS[best]), float(shifted[best])
+    return gate, now
 
 
 def choose_gate(val: GateValidation, base: dict[str, float]) -> tuple[dict | GatedBlend, dict]:
@@ -222,12 +238,12 @@ def choose_gate(val: GateValidation, base: dict[str, float]) -> tuple[dict | Gat
               "n_valid_ranked": int(len(val.w)), "by_k": {}}
     best, best_score = base, fixed
     for k in K_CHOICES:
-        edges, gate, score = (0, k), [plain, plain, plain], fixed
+        gate, score = GatedBlend((0, k), [plain, plain, plain]), fixed
         for b in (0, 1):
-            gate, score = _search(val, gate, b, grid, edges)
-        report["by_k"][k] = {"valid_ndcg@10": score, "weights": gate}
+            gate, score = _search(val, gate, b, grid)
+        report["by_k"][k] = {"valid_ndcg@10": score, **gate.config()}
         if score > best_score:
-            best, best_score = GatedBlend(edges, gate), score
+            best, best_score = gate, score
     report.update({"valid_ndcg@10": best_score, "gate": best.config() if isinstance(best, GatedBlend) else None,
                    "seconds": round(time.perf_counter() - t0, 1)})
     return best, report

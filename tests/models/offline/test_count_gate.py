@@ -49,10 +49,10 @@ def test_gated_blend_uses_each_bucket_weights_and_its_parts_sum_to_the_score():
     comps = {c: rng.normal(size=(3, 7)) for c in ("attention", "co-engagement")}
     comps["popularity"] = np.log1p(np.tile([0.0, 0.0, 1.0, 3.0, 9.0, 50.0, 2.0], (3, 1)))
     gate = GatedBlend([0, 3], [{"attention": 1.0}, {"attention": 0.5, "co-engagement": 0.5},
-                               {"attention": 0.2, "co-engagement": 0.3, "popularity": 0.5}])
+                               {"attention": 0.2, "co-engagement": 0.3, "popularity": 0.5}], [1.5, -0.5, 0.0])
     S, scale, offset = combine_many(comps, gate)
     for b, cols in enumerate(([0, 1], [2, 3, 6], [4, 5])):
-        plain = combine_many(comps, gate.buckets[b])[0]
+        plain = combine_many(comps, gate.buckets[b])[0] + gate.shifts[b]
         np.testing.assert_allclose(S[:, cols], plain[:, cols], atol=1e-12)
     parts = sum(scale[c] * comps[c] - offset[c] for c in comps)
     np.testing.assert_allclose(parts, S, atol=1e-12)
@@ -93,7 +93,8 @@ def test_the_fast_validation_score_equals_a_full_ranking():
     val = GateValidation(NAMES, base, float(np.log1p(20)))
     gates = [GatedBlend([0, 4], [{"attention": 1.0}, {"attention": 0.6, "sequence": 0.4}, dict(zip(NAMES, base))]),
              GatedBlend([0, 20], [{"co-engagement": 0.7, "attention": 0.3}, {"popularity": 1.0},
-                                  dict(zip(NAMES, base))])]
+                                  dict(zip(NAMES, base))], [3.0, -1.0, 0.0]),
+             GatedBlend([0, 2], [{"sequence": 1.0}, dict(zip(NAMES, base)), dict(zip(NAMES, base))], [1.5, 0.5, 0.0])]
     full = {id(g): [] for g in gates}
     for v in range(60):
         N = 80
@@ -105,7 +106,7 @@ def test_the_fast_validation_score_equals_a_full_ranking():
         val.add(Z, pop, out, j, 1.0)
         for g in gates:
             W = np.array([[b.get(c, 0.0) for c in NAMES] for b in g.buckets])
-            s = (W[g.bucket_of(pop)] * Z.T).sum(1)
+            s = (W[g.bucket_of(pop)] * Z.T).sum(1) + np.asarray(g.shifts)[g.bucket_of(pop)]
             s[out] = -np.inf
             rank = int((s > s[j]).sum())
             full[id(g)].append(1 / np.log2(rank + 2) if rank < 10 else 0.0)
@@ -130,7 +131,8 @@ def test_a_new_item_enters_the_list_from_its_text_in_both_rankings():
     model.ranking.sizes = CandidateSizes(ann=5, sequence=5, popular=5, fresh=5)
     for mode in ("exact", "two-stage"):  # the fixed blend buries it: no popularity, no co-engagement
         assert "brand-new" not in [r.item_id for r in ranked(model, [st], mode, k=10)[0].items]
-    model.blend = as_blend(plain, {"edges": [0, 3], "weights": [{"attention": 1.0}, plain, plain]})
+    model.blend = as_blend(plain, {"edges": [0, 3], "weights": [{"attention": 1.0}, plain, plain],
+                                   "shifts": [0.5, 0.0, 0.0]})
     for mode in ("exact", "two-stage"):
         out = ranked(model, [st], mode, k=10)[0]
         assert "brand-new" in [r.item_id for r in out.items], mode
@@ -155,7 +157,7 @@ def test_checkpoint_without_a_gate_loads_unchanged_and_a_gated_one_round_trips(f
     meta = orjson.loads((path / "config.json").read_bytes())
     meta.pop("blend_gate")  # as a checkpoint written before the gate existed
     (path / "config.json").write_bytes(orjson.dumps(meta))
-    gate = GatedBlend([0, 2], [{"attention": 1.0}, dict(rec.blend), dict(rec.blend)])
+    gate = GatedBlend([0, 2], [{"attention": 1.0}, dict(rec.blend), dict(rec.blend)], [1.0, 0.0, 0.0])
     live.blend = gate
     path2 = live.save(tmp_path / "gated")
     for p, blend in ((path, dict(rec.blend)), (path2, gate)):
