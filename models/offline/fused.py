@@ -106,6 +106,7 @@ class FusedRecommender(Recommender):
         self.sequence_configs = tuple(SequenceConfig(**{**c.__dict__, "seed": seed}) for c in configs)
         self.sequence = None  # a models.sequence model, trained in select
         self.blend: dict[str, float] | None = None
+        self.fixed_blend: dict[str, float] | None = None  # the blend before its count gate
         self.model: InterestModel | None = None
         self.attention: AttentionFusion | None = None
         self.info: dict = {}
@@ -187,6 +188,7 @@ class FusedRecommender(Recommender):
         names = [c for c in COMPONENTS if c != "sequence" or self.sequence is not None]
         Z, M, T = record_validation(probe.learn_one, probe.components, names, split, self._catalog)
         self.blend, report["blend"] = select_weights(Z, M, T, names)
+        self.fixed_blend = self.blend
         if self.gate:  # weights by the item's engagement count, on a validation with new items
             from models.offline.count_gate import select_gate
 
@@ -199,13 +201,15 @@ class FusedRecommender(Recommender):
 
     def variant(self, name: str, mode: str) -> "FusedRecommender":
         """The same trained model, fresh user states and fresh copies of the fitted counts;
-        ``mode``: fused | attention | only:cooc | only:sequence | only:<dimension>."""
+        ``mode``: fused | fused-fixed (the blend without its count gate) | attention | only:cooc |
+        only:sequence | only:<dimension>."""
         v = copy.copy(self)
         v.name, v.mode = name, mode
-        uses_cooc = mode in ("fused", "only:cooc")
+        blend = {"fused": self.blend, "fused-fixed": self.fixed_blend}.get(mode)  # fixed: without the count gate
+        uses_cooc = mode in ("fused", "fused-fixed", "only:cooc")
         cooc = self._cooc.with_params(self._cooc.params) if uses_cooc else None
-        seq = self.sequence if mode in ("fused", "only:sequence") else None
-        v.model = InterestModel(self.attention, self.model.items, cooc, self.blend if mode == "fused" else None,
+        seq = self.sequence if mode in ("fused", "fused-fixed", "only:sequence") else None
+        v.model = InterestModel(self.attention, self.model.items, cooc, blend,
                                 domain=self.domain, sequence=seq)
         v._reset()
         return v
@@ -227,7 +231,7 @@ class FusedRecommender(Recommender):
 
     def score(self, user_id: str) -> np.ndarray:
         st = self._states.get(user_id) or self.model.new_state()
-        if self.mode == "fused":
+        if self.mode in ("fused", "fused-fixed"):
             return self.model.scores(st)
         if self.mode == "only:cooc":
             return self.model.component_scores(st)["co-engagement"]
