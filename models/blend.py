@@ -14,6 +14,14 @@ scores for this user (std 0, e.g. no recent items yet) contributes nothing.
 Explanations: score_i = sum_c scale_c * s_c,i - offset, with scale_c = w_c / std_c; the engine
 splits the attention term further into its dimensions (see ``InterestModel.recommend``).
 
+Gated by behaviour (``GatedBlend``): the weights may depend on how much behaviour item i has,
+n_i = its engagement count in the co-engagement counts (the popularity component is log(1 + n_i),
+so the count follows the stream at no extra cost). A few buckets of n (0, 1..k, more), each with its
+own weight vector and shift: score_i = sum_c w_{b(i),c} * z_c,i + shift_b(i), the z-scores unchanged. An item with no
+behaviour yet (a catalogue event only) is then ranked by the components that know it (its text),
+not pulled down by the ones that cannot. scale_c and offset_c become per item, (B, N) (the shift
+goes into the offset of the first component).
+
 >>> import numpy as np
 >>> s, scale, offset = combine({"a": np.array([0.0, 1.0, 2.0]), "b": np.array([5.0, 5.0, 5.0])},
 ...                            {"a": 1.0, "b": 0.0})
@@ -35,7 +43,8 @@ def combine(components: Mapping[str, np.ndarray], weights: Mapping[str, float],
     score = sum_c scale_c * s_c - offset_c. ``moments``: (mean, std) of some components, known
     already (``component_moments``). One user's ``combine_many``."""
     out, scale, offset = combine_many({c: np.asarray(s)[None] for c, s in components.items()}, weights, moments)
-    return out[0], {c: float(v[0]) for c, v in scale.items()}, {c: float(v[0]) for c, v in offset.items()}
+    one = {c: v[0] if np.ndim(v[0]) else float(v[0]) for c, v in scale.items()}  # (N,) per item when gated
+    return out[0], one, {c: v[0] if np.ndim(v[0]) else float(v[0]) for c, v in offset.items()}
 
 
 def zscore(s: np.ndarray, w: float = 1.0, moments: tuple[float, float] | None = None):
@@ -58,10 +67,88 @@ def zscore(s: np.ndarray, w: float = 1.0, moments: tuple[float, float] | None = 
     return s, scale, offset
 
 
+class GatedBlend(dict):
+    """Blend weights by the item's engagement count n: ``edges`` e_0 < e_1 < ... give the buckets
+    n <= e_0, e_0 < n <= e_1, ..., n > e_last; ``buckets[b]``: component -> weight in bucket b (the
+    last: items with much behaviour); ``shifts[b]``: added to the scores of bucket b (0 if None). As a mapping (what reports and the dimension shares read),
+    each component's mean weight over the buckets: non-zero wherever some bucket uses it.
+
+    >>> g = GatedBlend([0], [{"attention": 1.0}, {"attention": 0.5, "popularity": 0.5}])
+    >>> dict(g), g.bucket_of(np.log1p(np.array([0.0, 1.0, 7.0]))).tolist()
+    ({'attention': 0.75, 'popularity': 0.25}, [0, 1, 1])
+    """
+
+    def __init__(self, edges, buckets, shifts=None):
+        self.edges = tuple(float(e) for e in edges)
+        self.buckets = tuple({c: float(w) for c, w in b.items()} for b in buckets)
+        self.shifts = tuple(float(x) for x in (shifts if shifts is not None else [0.0] * len(self.buckets)))
+        if len(self.buckets) != len(self.edges) + 1 or len(self.shifts) != len(self.buckets) \
+                or list(self.edges) != sorted(set(self.edges)):
+            raise ValueError("a gated blend needs increasing edges and one bucket more than edges")
+        used = {c for b in self.buckets for c in b}
+        names = [c for c in COMPONENTS if c in used] + sorted(used - set(COMPONENTS))
+        super().__init__({c: sum(b.get(c, 0.0) for b in self.buckets) / len(self.buckets) for c in names})
+        self._cuts = np.log1p(np.asarray(self.edges)) + 1e-9  # on the popularity scale, log(1 + n)
+
+    def bucket_of(self, popularity: np.ndarray) -> np.ndarray:
+        """Bucket of every item from its popularity score log(1 + n) (any shape)."""
+        return np.searchsorted(self._cuts, popularity, side="left")
+
+    def config(self) -> dict:
+        """What a checkpoint stores (``config.json``'s ``blend_gate``; ``as_blend`` reads it back)."""
+        return {"edges": list(self.edges), "weights": [dict(b) for b in self.buckets], "shifts": list(self.shifts)}
+
+
+def as_blend(weights: Mapping[str, float] | None, gate: Mapping | None = None):
+    """The blend an engine serves: None (no blend), a plain weights dict (a checkpoint without a
+    gate serves exactly as before) or a ``GatedBlend`` (``gate``: ``GatedBlend.config()``)."""
+    if isinstance(weights, GatedBlend):
+        return weights
+    if gate:
+        return GatedBlend(gate["edges"], gate["weights"], gate.get("shifts"))
+    return dict(weights) if weights else None
+
+
+def rows_of(a: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """A blend's scale or offset at the ranked columns ``T`` (B, k): (B, 1) for a per-user one
+    (B,), (B, k) for a gated, per-item one (B, N)."""
+    return a[:, None] if a.ndim == 1 else np.take_along_axis(a, T, axis=1)
+
+
+def _gated(components: Mapping[str, np.ndarray], gate: GatedBlend, moments) -> tuple:
+    """``combine_many`` with each item's weights those of its bucket (scale, offset (B, N))."""
+    bucket = gate.bucket_of(np.asarray(components["popularity"]))  # (B, N)
+    out, scale, offset = None, {}, {}
+    for name, s in components.items():
+        table = np.array([b.get(name, 0.0) for b in gate.buckets])
+        B = len(s)
+        if not (table > 0).any():
+            scale[name] = offset[name] = np.zeros(B)
+            continue
+        z, s1, o1 = zscore(np.array(s, dtype=np.float64), 1.0, (moments or {}).get(name))
+        W = table[bucket]  # (B, N)
+        z *= W
+        scale[name], offset[name] = W * s1[:, None], W * o1[:, None]
+        out = z if out is None else out + z
+    if out is None:
+        out = np.zeros(bucket.shape, dtype=np.float64)
+    if any(gate.shifts):
+        shift = np.asarray(gate.shifts)[bucket]
+        out += shift
+        first = next(iter(components))
+        offset[first] = np.broadcast_to(offset[first].reshape(len(shift), -1), shift.shape) - shift
+    return out, scale, offset
+
+
 def combine_many(components: Mapping[str, np.ndarray], weights: Mapping[str, float],
                  moments: Mapping[str, tuple[float, float]] | None = None):
     """``combine`` of B users at once: each component (B, N) -> (score (B, N), scale and offset
-    per component, each (B,)); every user's moments are its own row's."""
+    per component, each (B,), or (B, N) for a ``GatedBlend``); every user's moments are its own
+    row's. A gated blend without the popularity component (no counts) serves its last bucket."""
+    if isinstance(weights, GatedBlend):
+        if "popularity" in components:
+            return _gated(components, weights, moments)
+        weights = weights.buckets[-1]
     out = None
     scale: dict[str, np.ndarray] = {}
     offset: dict[str, np.ndarray] = {}

@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from models.ann import ItemIndex
-from models.blend import combine_many, normalise_weights
+from models.blend import combine_many, normalise_weights, rows_of
 from models.components import AttentionScores, CoEngagement, Popularity, SequenceScores
 from models.seen import HASH_BITS
 from models.topk import round6, top_k
@@ -321,8 +321,8 @@ def ranked_lists(model, states, ranked, raw, S, scale, offset, tops, cols=None) 
     names, why, shares = [], [], [{} for _ in states]  # reasons; dimension/component -> weight, per user
     for c in ranked:
         parts, share = c.explain_many(states, raw[c.name], T, cols)  # (B, k, m), (B, s)
-        parts *= scale[c.name][:, None, None]
-        parts[..., -1] -= offset[c.name][:, None]
+        parts *= rows_of(scale[c.name], T)[..., None]  # per user, or per item (a gated blend)
+        parts[..., -1] -= rows_of(offset[c.name], T)
         names += c.reasons
         why.append(parts)
         w = 1.0 if model.blend is None else model.blend.get(c.name, 0.0)

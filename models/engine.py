@@ -26,7 +26,7 @@ import numpy as np
 import orjson
 
 from models.attention import AttentionFusion
-from models.blend import combine, combine_many
+from models.blend import as_blend, combine, combine_many
 from models.candidates import TwoStage, ranked_lists
 from models.cf import load_factors
 from models.components import AttentionScores, CoEngagement, CoocRows, Component, Popularity, SequenceScores
@@ -84,7 +84,7 @@ class InterestModel(EventFolding):
         self.domain = get_domain(domain)
         self.event_weights = dict(self.domain.event_weights)
         self.cooc = cooc
-        self.blend = dict(blend) if blend else None
+        self.blend = as_blend(blend)  # a dict, a GatedBlend (by item engagement count) or None
         self._cooc_rows = CoocRows()  # catalogue row -> co-engagement row
         self._fixed: list[Component] = [AttentionScores(attention, items)]  # the components but the sequence's
         if cooc is not None:
@@ -124,7 +124,7 @@ class InterestModel(EventFolding):
         cooc = CoocModel.load(path / "cooc.npz") if (path / "cooc.npz").exists() else None
         seq = load_sequence(path / "sequence.npz") if (path / "sequence.npz").exists() else None
         return cls(attention, ItemVectors(sd["text"], sd["cf"], sd["category"], cf_factors=cf), cooc,
-                   meta.get("blend"), domain=cfg, sequence=seq)
+                   as_blend(meta.get("blend"), meta.get("blend_gate")), domain=cfg, sequence=seq)
 
     @property
     def sequence(self) -> GRUSequence | AttentionSequence | SequenceMix | None:

@@ -3,8 +3,9 @@
 
 Models: ``pop``, ``itemknn`` (tuned on the validation targets before the cut), ``content`` (items
 nearest by text vector to the user's last items; history length tuned on validation), the
-``only:<dim>`` attention dimensions, ``only:cooc``, ``only:sequence``, ``attention`` and ``fused``
-(one training, as in leave-one-out; ``fused-no-text`` is not run under this protocol). The fused
+``only:<dim>`` attention dimensions, ``only:cooc``, ``only:sequence``, ``attention``, ``fused`` and
+``fused-fixed`` (the same blend without its count gate, ``models.offline.count_gate``): one
+training, as in leave-one-out (``fused-no-text`` is not run under this protocol). The fused
 models are trained on a catalogue without the new items (an item never consumed at all stays in it,
 a negative with a learned id embedding, as an unread item published before training would be);
 each new item is then added the way the worker adds a catalogue event (``InterestModel.add_item``: text and
@@ -33,7 +34,7 @@ from models.dimensions import default_dimensions
 CONTENT_GRID = {"recent": [1, 5, 20]}
 ITEMKNN_GRID = {"k": [10, 50, 200, 800], "shrink": [0.0, 50.0]}
 MODELS = ("pop", "itemknn", "content", *(f"only:{d.name}" for d in default_dimensions()), "only:cooc",
-          "only:sequence", "attention", "fused")
+          "only:sequence", "attention", "fused-fixed", "fused")
 COLUMNS = tuple(f"{m}@10{s}" for s in ("", "_new", "_old", "_cold_user") for m in ("ndcg", "recall")) + (
     "rank_pct_new", "valid_ndcg@10", "n_test", "n_test_new", "n_test_cold_user")
 
@@ -48,7 +49,10 @@ NEW_ITEM_HANDLING = {
     "only:sequence": "ID-only: not in the trained vocabulary; gets the user's mean sequence score "
                      "(neutral, not last)",
     "attention": "text and category vectors, no collaborative factors, the median learned item bias",
-    "fused": "attention as above; co-engagement and popularity from the online counts; sequence neutral",
+    "fused-fixed": "the fused model's blend without its count gate (one weight vector for every item)",
+    "fused": "attention as above; co-engagement and popularity from the online counts; sequence neutral; "
+             "blend weights by the item's engagement count (models.offline.count_gate), so at count 0 "
+             "the components that know the item weigh",
 }
 for _d in default_dimensions():
     NEW_ITEM_HANDLING.setdefault(f"only:{_d.name}", "the attention dimension alone: text/category vectors "
@@ -155,5 +159,6 @@ def _fused(names, ds, cs: ColdStartSplit, catalog: ItemCatalog, vecs, seed, prog
     print(f"  fused: trained and selected in {fit_s:.0f}s on {len(train_catalog)} items, "
           f"{len(catalog) - len(train_catalog)} added after; cooc {rec.cooc_params}, blend {rec.blend}", flush=True)
     for name in names:
-        extra = {"shared_fit": "fused"} if name != "fused" else {"blend_weights": rec.blend}
-        measure(name, GrownCatalogue(rec.variant(name, name), catalog), fit_s, extra)
+        extra = {"shared_fit": "fused"} if name != "fused" else {
+            "blend_weights": rec.blend, "blend_gate": rec.info.get("selection", {}).get("gate")}
+        measure(name, GrownCatalogue(rec.variant(name, name), catalog), fit_s, extra)  # mode = name

@@ -8,7 +8,8 @@ collaborative factors side by side), fits the co-engagement counts (``models.coo
 training events, and, given the split, ``select`` tunes the co-engagement parameters, trains the
 sequence model (by default self-attention and a GRU, mixed: ``models.sequence.mix``; epochs and
 mix chosen on a holdout of each user's last training event) and chooses the blend weights on the
-validation targets (``models.offline.choose_blend``).
+validation targets (``models.offline.choose_blend``), then (``gate``) weights by how much behaviour
+an item has, on a validation built like the cold-start split (``models.offline.count_gate``).
 ``warm`` (``models.offline.warm.WarmStart``) starts the attention fusion from a serving
 checkpoint's weights and keeps its collaborative factors (``stream-app train --from-kafka
 --warm-start``, ``models.offline.retrain``).
@@ -88,8 +89,9 @@ class FusedRecommender(Recommender):
                  cf_dim: int = 64, progress: bool = True, cooc_params: CoocParams | None = None,
                  domain: str | DomainConfig | None = None,
                  sequence: SequenceConfig | Sequence[SequenceConfig] | None = sequence_configs(),
-                 warm: WarmStart | None = None):
+                 warm: WarmStart | None = None, gate: bool = True):
         self.name = name
+        self.gate = gate  # blend weights by item engagement count (models.offline.count_gate)
         self.warm = warm  # start from a serving checkpoint (models.offline.warm)
         self.mode = "fused"
         self.domain = get_domain(domain)  # event weights and dimensions, as STREAM_RECO_DOMAIN in the worker
@@ -104,6 +106,7 @@ class FusedRecommender(Recommender):
         self.sequence_configs = tuple(SequenceConfig(**{**c.__dict__, "seed": seed}) for c in configs)
         self.sequence = None  # a models.sequence model, trained in select
         self.blend: dict[str, float] | None = None
+        self.fixed_blend: dict[str, float] | None = None  # the blend before its count gate
         self.model: InterestModel | None = None
         self.attention: AttentionFusion | None = None
         self.info: dict = {}
@@ -169,8 +172,8 @@ class FusedRecommender(Recommender):
 
     def select(self, split: Split, budget_s: float = 240.0) -> dict:
         """Validation only: tune the co-engagement parameters (unless given; ``budget_s``), train
-        the sequence model (its own budget), then choose the blend weights. Test targets are never
-        ranked."""
+        the sequence model (its own budget), then choose the blend weights and (``gate``) their
+        gate by item engagement count. Test targets are never ranked."""
         report: dict = {}
         if self.cooc_params is None:
             self.cooc_params, report["cooc"] = tune_cooc(split, self._catalog, budget_s)
@@ -185,6 +188,11 @@ class FusedRecommender(Recommender):
         names = [c for c in COMPONENTS if c != "sequence" or self.sequence is not None]
         Z, M, T = record_validation(probe.learn_one, probe.components, names, split, self._catalog)
         self.blend, report["blend"] = select_weights(Z, M, T, names)
+        self.fixed_blend = self.blend
+        if self.gate:  # weights by the item's engagement count, on a validation with new items
+            from models.offline.count_gate import select_gate
+
+            self.blend, report["gate"] = select_gate(self, split)
         self.model = InterestModel(self.attention, self.model.items, self._cooc.with_params(self.cooc_params), self.blend,
                                    domain=self.domain, sequence=self.sequence)
         self._reset()
@@ -193,13 +201,15 @@ class FusedRecommender(Recommender):
 
     def variant(self, name: str, mode: str) -> "FusedRecommender":
         """The same trained model, fresh user states and fresh copies of the fitted counts;
-        ``mode``: fused | attention | only:cooc | only:sequence | only:<dimension>."""
+        ``mode``: fused | fused-fixed (the blend without its count gate) | attention | only:cooc |
+        only:sequence | only:<dimension>."""
         v = copy.copy(self)
         v.name, v.mode = name, mode
-        uses_cooc = mode in ("fused", "only:cooc")
+        blend = {"fused": self.blend, "fused-fixed": self.fixed_blend}.get(mode)  # fixed: without the count gate
+        uses_cooc = mode in ("fused", "fused-fixed", "only:cooc")
         cooc = self._cooc.with_params(self._cooc.params) if uses_cooc else None
-        seq = self.sequence if mode in ("fused", "only:sequence") else None
-        v.model = InterestModel(self.attention, self.model.items, cooc, self.blend if mode == "fused" else None,
+        seq = self.sequence if mode in ("fused", "fused-fixed", "only:sequence") else None
+        v.model = InterestModel(self.attention, self.model.items, cooc, blend,
                                 domain=self.domain, sequence=seq)
         v._reset()
         return v
@@ -221,7 +231,7 @@ class FusedRecommender(Recommender):
 
     def score(self, user_id: str) -> np.ndarray:
         st = self._states.get(user_id) or self.model.new_state()
-        if self.mode == "fused":
+        if self.mode in ("fused", "fused-fixed"):
             return self.model.scores(st)
         if self.mode == "only:cooc":
             return self.model.component_scores(st)["co-engagement"]
@@ -239,7 +249,8 @@ class FusedRecommender(Recommender):
         config and blend weights (config.json), CF factors (cf.npz), co-engagement counts and
         parameters (cooc.npz), as the counts stand now, and the sequence model (sequence.npz)."""
         out = self.attention.save(out_dir, extra={"training": self.info, "train_config": self.config.__dict__,
-                                               "blend": self.blend, "domain": self.domain.name})
+                                               "blend": self.blend, "domain": self.domain.name,
+                                               "blend_gate": getattr(self.blend, "config", lambda: None)()})
         save_factors(out / "cf.npz", self._cf_ids, self._cf)
         if self.model.cooc is not None:
             self.model.cooc.save(out / "cooc.npz")

@@ -49,7 +49,7 @@ def fitted():
     vecs = np.random.default_rng(1).normal(size=(len(catalog), 8)).astype(np.float32)
     rec = FusedRecommender("fused", item_vectors=vecs, progress=False, cf_dim=4,
                            config=TrainConfig(epochs=2, d_model=8, d_attn=4, batch_size=64),
-                           sequence=SequenceConfig(dim=8, hidden=8, window=10, epochs=3))
+                           sequence=SequenceConfig(dim=8, hidden=8, window=10, epochs=3), gate=False)  # the fixed blend
     rec.fit(split.train, catalog)
     report = rec.select(split, budget_s=3.0)
     return ds, catalog, split, rec, report

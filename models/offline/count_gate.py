@@ -1,0 +1,264 @@
+"""Blend weights by how much behaviour an item has (``models.blend.GatedBlend``), chosen on a
+validation built like the cold-start split.
+
+The fixed blend is tuned on targets where nearly every item is old, and z-scores components in
+which an item without behaviour has no signal (popularity 0, no co-engagement, outside the
+sequence model's vocabulary), so a new item known by its text is buried. The gate gives items with
+an engagement count of 0, of 1..k and of more than k their own weight vectors; the last bucket
+keeps the fixed blend's weights, so items with behaviour rank as before.
+
+Validation (``record_gate_validation``), training events only, the test never ranked: an inner
+time cut at ``fraction`` of the training events. The co-engagement counts are fitted on the events
+before it and then follow the log (as the worker's counts follow the stream); the items whose
+first event falls after it are *new* here, and the trained model is made to see them as a
+catalogue event would: no learned id embedding or bias (the median bias), no collaborative
+factors, not in the sequence model's vocabulary. Every consumption event after the inner cut (a
+seeded sample of the old-item ones, weighted back to their share; all new-item ones) is ranked
+just before it is folded in, over the items available at its time, the user's seen items excluded.
+
+Search (``choose_gate``): for each k of ``K_CHOICES``, the bucket-0 weights and then the 1..k
+weights, each over the simplex grid (step ``STEP``) and then its shift (``SHIFTS``: how far a
+bucket's items are moved as a whole, the prior that a fresh item is wanted), the other buckets fixed, judged as the fixed
+blend is (``models.offline.choose_blend``: the best neighbourhood among the points at least as
+good as where the search stands; the search moves only to a point that scores better). The k with the best validation NDCG@10 wins; the gate is kept
+only when it beats the fixed blend on this validation.
+
+Only a target's top 10 matters, so each target keeps just the items that can reach it under some
+weights: an item scores between its smallest and largest component z-score (the weights are a
+convex combination) plus the smallest and largest shift, so items whose upper bound is below the
+10th best lower bound are dropped, exactly.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+
+import numpy as np
+
+from models.blend import COMPONENTS, GatedBlend
+from models.engine import InterestModel
+from models.items import ItemVectors
+from models.offline.base import ItemCatalog
+from models.offline.baselines import _TrainingEvents
+from models.offline.choose_blend import _z, neighbourhood_mean, simplex_grid
+from models.offline.protocol import TARGET_TYPES, Split
+from models.offline.tune_cooc import fit_cooc
+
+log = logging.getLogger(__name__)
+
+K_CHOICES = (2, 6, 20)  # the 1..k bucket's upper count
+STEP = 0.1
+SHIFTS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0)  # a bucket's shift, in z-score units
+TOP = 10
+
+
+class _Unknown:
+    """A sequence model that does not know some items (scores them neutrally, as new ones)."""
+
+    def __init__(self, inner, drop: set[str]):
+        self._inner = inner
+        self.index = {i: r for i, r in inner.index.items() if i not in drop}
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def cold_view(rec, new: set[str], before) -> InterestModel:
+    """The fitted ``rec`` (``FusedRecommender``) as it would serve had the items ``new`` arrived
+    as catalogue events: counts fitted on ``before`` only, no blend (components are read raw)."""
+    att = copy.copy(rec.attention)
+    att._id_row = {i: r for i, r in rec.attention._id_row.items() if i not in new}
+    att._cache = None
+    d = rec.model.items.dims
+    cf = {i: v for i, v in zip(rec._cf_ids, rec._cf) if i not in new}
+    items = ItemVectors(d["text"], d["cf"], d["category"], cf_factors=cf)
+    seq = None if rec.sequence is None else _Unknown(rec.sequence, new)
+    model = InterestModel(att, items, fit_cooc(before, rec._catalog, rec.cooc_params), None, domain=rec.domain,
+                          sequence=seq)
+    for j, item_id in enumerate(rec._catalog.ids):
+        it = rec._catalog.item(j)
+        model.add_item(item_id, rec._text_vecs[j], it.categories, it.attributes)
+    return model
+
+
+class GateValidation:
+    """The recorded validation targets, each cut down to the items that can matter (module doc)."""
+
+    def __init__(self, names: list[str], base: np.ndarray, low_cut: float):
+        self.names, self.base, self.low_cut = names, base, low_cut
+        self.rows: list[tuple] = []  # (weight, target z (C,), target popularity, top fixed scores, fixed count, Z, pop)
+        self.n_new = 0
+
+    def add(self, Z: np.ndarray, pop: np.ndarray, out: np.ndarray, j: int, weight: float) -> None:
+        """One target: z-scores Z (C, N), popularity (N,), ``out`` (N,) not ranked, target ``j``."""
+        zt, pt = Z[:, j].copy(), float(pop[j])
+        others = ~out
+        others[j] = False
+        low = others & (pop <= self.low_cut)
+        high = others & ~low
+        s_high = self.base @ Z[:, high]
+        lo = np.concatenate([s_high, Z[:, low].min(axis=0) + min(SHIFTS)])
+        floor = np.partition(lo, -TOP)[-TOP] if lo.size >= TOP else -np.inf  # 10th best lower bound
+        if pt > self.low_cut:
+            t, top_t = float(self.base @ zt), None
+        else:
+            t, top_t = None, float(zt.max()) + max(SHIFTS)
+        if (top_t if t is None else t) < floor:  # never in the top 10, whatever the weights
+            self.rows.append((weight, None, 0.0, None, 0, None, None))
+            return
+        keep = low.copy()
+        keep[low] = Z[:, low].max(axis=0) + max(SHIFTS) >= floor
+        top = np.sort(s_high)[::-1][:TOP]
+        fixed = int((s_high > t).sum()) if t is not None else 0
+        self.rows.append((weight, zt, pt, top, fixed, Z[:, keep].copy(), pop[keep].copy()))
+
+    def arrays(self) -> None:
+        """Pad the kept rows into arrays for ``ndcg``."""
+        live = [r for r in self.rows if r[1] is not None]
+        self.total = float(sum(r[0] for r in self.rows))
+        C, V = len(self.names), len(live)
+        L = max([r[5].shape[1] for r in live], default=0)
+        self.w = np.array([r[0] for r in live])
+        self.zt = np.array([r[1] for r in live]).reshape(V, C)
+        self.pt = np.array([r[2] for r in live])
+        self.top = np.full((V, TOP), -np.inf)
+        self.fixed = np.array([r[4] for r in live])
+        self.Z = np.zeros((V, C, L), np.float32)
+        self.pop = np.full((V, L), np.inf)
+        self.pad = np.ones((V, L), bool)
+        for v, r in enumerate(live):
+            self.top[v, :len(r[3])] = r[3]
+            n = r[5].shape[1]
+            self.Z[v, :, :n], self.pop[v, :n], self.pad[v, :n] = r[5], r[6], False
+
+    def ndcg(self, gate: GatedBlend) -> float:
+        """Validation NDCG@10 (weighted mean over every recorded target) of ``gate``."""
+        if not len(self.w):
+            return 0.0
+        W = np.array([[b.get(c, 0.0) for c in self.names] for b in gate.buckets], np.float32)  # (nb, C)
+        bk = gate.bucket_of(self.pop)  # (V, L)
+        shift = np.asarray(gate.shifts, np.float32)
+        bk = np.minimum(bk, len(W) - 1)
+        s = np.einsum("vcl,vlc->vl", self.Z, W[bk]) + shift[bk]
+        s[self.pad] = -np.inf
+        high = self.pt > self.low_cut
+        bt = np.minimum(gate.bucket_of(self.pt), len(W) - 1)
+        t = np.where(high, self.zt @ self.base, (self.zt * W[bt]).sum(1) + shift[bt])
+        above = np.where(high, self.fixed, (self.top > t[:, None]).sum(1))
+        rank = above + (s > t[:, None]).sum(1)
+        gain = np.where(rank < TOP, 1.0 / np.log2(rank + 2.0), 0.0)
+        return float((self.w * gain).sum() / self.total)
+
+
+def _stream(split: Split, catalog: ItemCatalog, fraction: float):
+    """-> (positions fed, inner cut time, items first seen at or after it, training events before it)."""
+    train_ts = sorted(ev.ts for ev in split.train)
+    horizon, cut = train_ts[-1], train_ts[min(int(fraction * len(train_ts)), len(train_ts) - 1)]
+    test = set(split.test_pos.values())
+    fed = [p for p, ev in enumerate(split.events) if ev.ts <= horizon and p not in test and ev.item_id in catalog]
+    first: dict[str, int] = {}
+    for p in fed:
+        first.setdefault(split.events[p].item_id, split.events[p].ts)
+    new = {i for i, ts in first.items() if ts >= cut}
+    return fed, cut, new, [ev for ev in split.train if ev.ts < cut]
+
+
+def record_gate_validation(rec, split: Split, names: list[str], base: dict[str, float], fraction: float = 0.8,
+                           max_targets: int = 1500, seed: int = 0) -> GateValidation:
+    """Replay the training log past an inner cut and record the targets (module doc)."""
+    catalog = rec._catalog
+    fed, cut, new, before = _stream(split, catalog, fraction)
+    events = split.events
+    cands = [p for p in fed if events[p].ts >= cut and events[p].type in TARGET_TYPES]
+    fresh = [p for p in cands if events[p].item_id in new]
+    old = [p for p in cands if events[p].item_id not in new]
+    n_old, all_old = max(0, max_targets - len(fresh)), len(old)
+    if len(old) > n_old:
+        old = np.random.default_rng(seed).choice(old, size=n_old, replace=False).tolist()
+    weight = {**{p: 1.0 for p in fresh}, **{int(p): all_old / max(len(old), 1) for p in old}}  # old: back to their share
+    model = cold_view(rec, new, before)
+    val = GateValidation(names, np.array([base.get(c, 0.0) for c in names]), float(np.log1p(max(K_CHOICES))))
+    avail = {}
+    for p in fed:
+        avail.setdefault(events[p].item_id, events[p].ts)
+    for j, it in enumerate(catalog.items):
+        if it.published_ts is not None:
+            avail[it.item_id] = min(avail.get(it.item_id, it.published_ts), it.published_ts)
+    t_avail = np.array([avail.get(i, np.iinfo(np.int64).max) for i in catalog.ids])
+    guard, states, seen = _TrainingEvents(before), {}, {}
+    for p in fed[: fed.index(max(weight)) + 1] if weight else []:
+        ev = events[p]
+        j = catalog.index(ev.item_id)
+        mask = seen.setdefault(ev.user_id, np.zeros(len(catalog), bool))
+        if p in weight and not mask[j]:
+            st = states.get(ev.user_id) or model.new_state()
+            raw = model.component_scores(st)
+            Z = np.stack([_z(raw[c]) for c in names])
+            val.add(Z, np.asarray(raw["popularity"]), mask | (t_avail > ev.ts), j, weight[p])
+            val.n_new += ev.item_id in new
+        learn = not guard.consume(ev)
+        model.fold([ev.event(f"gate-{p}")], states, rec.text_features, learn=lambda e: learn)
+        mask[j] = True
+    val.arrays()
+    return val
+
+
+def _search(val: GateValidation, gate: GatedBlend, b: int, grid: np.ndarray) -> tuple[GatedBlend, float]:
+    """Bucket ``b``'s weights over ``grid``, then its shift over ``SHIFTS``, the other buckets as
+    in ``gate``."""
+    def with_(w=None, shift=None) -> GatedBlend:
+        buckets, shifts = list(gate.buckets), list(gate.shifts)
+        if w is not None:
+            buckets[b] = dict(zip(val.names, w.tolist()))
+        if shift is not None:
+            shifts[b] = shift
+        return GatedBlend(gate.edges, buckets, shifts)
+
+    now = val.ndcg(gate)
+    scores = np.array([val.ndcg(with_(w)) for w in grid])
+    smooth = neighbourhood_mean(grid, scores, STEP)
+    best = int(np.argmax(np.where(scores >= now, smooth, -np.inf)))
+    if scores[best] > now:  # else stay: ties keep where the search stands
+        gate, now = with_(grid[best]), float(scores[best])
+    shifted = np.array([val.ndcg(with_(shift=x)) for x in SHIFTS])
+    best = int(np.argmax(shifted))
+    if shifted[best] > now:
+        gate, now = with_(shift=SHIFTS[best]), float(shifted[best])
+    return gate, now
+
+
+def choose_gate(val: GateValidation, base: dict[str, float]) -> tuple[dict | GatedBlend, dict]:
+    """The gate with the best validation NDCG@10, or ``base`` when none beats it. -> (blend, report)."""
+    t0 = time.perf_counter()
+    grid = simplex_grid(len(val.names), STEP)
+    plain = {c: base.get(c, 0.0) for c in val.names}
+    fixed = val.ndcg(GatedBlend([0], [plain, plain]))
+    report = {"valid_ndcg@10_fixed": fixed, "n_valid": len(val.rows), "n_valid_new": val.n_new,
+              "n_valid_ranked": int(len(val.w)), "by_k": {}}
+    best, best_score = base, fixed
+    for k in K_CHOICES:
+        gate, score = GatedBlend((0, k), [plain, plain, plain]), fixed
+        for b in (0, 1):
+            gate, score = _search(val, gate, b, grid)
+        report["by_k"][k] = {"valid_ndcg@10": score, **gate.config()}
+        if score > best_score:
+            best, best_score = gate, score
+    report.update({"valid_ndcg@10": best_score, "gate": best.config() if isinstance(best, GatedBlend) else None,
+                   "seconds": round(time.perf_counter() - t0, 1)})
+    return best, report
+
+
+def select_gate(rec, split: Split, fraction: float = 0.8) -> tuple[dict | GatedBlend, dict]:
+    """``FusedRecommender.select``'s last step: the gate over its chosen blend ``rec.blend``."""
+    if rec._cooc is None or not rec.blend:
+        return rec.blend, {"gate": None}
+    names = [c for c in COMPONENTS if c != "sequence" or rec.sequence is not None]
+    t0 = time.perf_counter()
+    val = record_gate_validation(rec, split, names, rec.blend, fraction)
+    blend, report = choose_gate(val, rec.blend)
+    report["record_seconds"] = round(time.perf_counter() - t0 - report["seconds"], 1)
+    log.info("blend gate: %s (validation NDCG@10 %.4f, fixed blend %.4f; %d targets, %d on new items)",
+             report["gate"], report["valid_ndcg@10"], report["valid_ndcg@10_fixed"], report["n_valid"],
+             report["n_valid_new"])
+    return blend, report

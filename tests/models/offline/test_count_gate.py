@@ -1,0 +1,174 @@
+"""The blend gated by item engagement count (``models.blend.GatedBlend``,
+``models.offline.count_gate``): chosen on validation only; a new item (a catalogue event, no
+behaviour) enters a user's list from its text, in the exact and the two-stage ranking; reasons
+still sum to the score; a checkpoint without a gate loads and serves as before, one with a gate
+round-trips."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import orjson
+import pytest
+
+from models.blend import GatedBlend, as_blend, combine_many
+from models.candidates import CandidateSizes
+from models.cooc import CoocModel, CoocParams
+from models.engine import Event, InterestModel
+from models.offline.base import ItemCatalog
+from models.offline.count_gate import GateValidation, choose_gate, record_gate_validation
+from models.offline.data import Interaction
+from models.offline.fused import FusedRecommender
+from models.offline.protocol import split_leave_one_out
+from models.offline.train_attention import TrainConfig
+from models.offline.train_sequence import SequenceConfig
+from tests.models.offline.test_fused_blend import small_dataset
+from tests.models.test_candidates import ranked
+from tests.models.test_fold import features, stream, trained_like
+from tests.models.test_recommend_many import assert_same_lists
+
+NAMES = ["attention", "co-engagement", "popularity", "sequence"]
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    ds = small_dataset(n_users=60)
+    catalog = ItemCatalog.from_dataset(ds)
+    split = split_leave_one_out(ds)
+    vecs = np.random.default_rng(1).normal(size=(len(catalog), 8)).astype(np.float32)
+    rec = FusedRecommender("fused", item_vectors=vecs, progress=False, cf_dim=4,
+                           config=TrainConfig(epochs=2, d_model=8, d_attn=4, batch_size=64),
+                           sequence=SequenceConfig(dim=8, hidden=8, window=10, epochs=3), gate=False)
+    rec.fit(split.train, catalog)
+    rec.select(split, budget_s=3.0)
+    return ds, catalog, split, rec
+
+
+def test_gated_blend_uses_each_bucket_weights_and_its_parts_sum_to_the_score():
+    rng = np.random.default_rng(0)
+    comps = {c: rng.normal(size=(3, 7)) for c in ("attention", "co-engagement")}
+    comps["popularity"] = np.log1p(np.tile([0.0, 0.0, 1.0, 3.0, 9.0, 50.0, 2.0], (3, 1)))
+    gate = GatedBlend([0, 3], [{"attention": 1.0}, {"attention": 0.5, "co-engagement": 0.5},
+                               {"attention": 0.2, "co-engagement": 0.3, "popularity": 0.5}], [1.5, -0.5, 0.0])
+    S, scale, offset = combine_many(comps, gate)
+    for b, cols in enumerate(([0, 1], [2, 3, 6], [4, 5])):
+        plain = combine_many(comps, gate.buckets[b])[0] + gate.shifts[b]
+        np.testing.assert_allclose(S[:, cols], plain[:, cols], atol=1e-12)
+    parts = sum(scale[c] * comps[c] - offset[c] for c in comps)
+    np.testing.assert_allclose(parts, S, atol=1e-12)
+    assert as_blend(dict(gate), gate.config()).config() == gate.config()
+    assert as_blend({"attention": 1.0}) == {"attention": 1.0} and type(as_blend({"attention": 1.0})) is dict
+    # without the counts (no popularity component) the last bucket serves
+    np.testing.assert_allclose(combine_many({"attention": comps["attention"]}, gate)[0],
+                               combine_many({"attention": comps["attention"]}, gate.buckets[-1])[0])
+
+
+def test_gate_is_chosen_on_validation_only(fitted):
+    ds, catalog, split, rec = fitted
+    assert split.test
+    val = record_gate_validation(rec, split, NAMES, rec.blend)
+    blend, report = choose_gate(val, rec.blend)
+    # any other test events: the same recorded validation, the same gate
+    other = [c for c in catalog.ids]
+    events = list(split.events)
+    for u, p in split.test_pos.items():
+        ev = events[p]
+        events[p] = Interaction(ev.user_id, other[(other.index(ev.item_id) + 5) % len(other)], ev.ts, "click")
+    moved = dataclasses.replace(split, events=events, test={u: events[p] for u, p in split.test_pos.items()})
+    val2 = record_gate_validation(rec, moved, NAMES, rec.blend)
+    blend2, report2 = choose_gate(val2, rec.blend)
+    assert len(val.rows) == len(val2.rows) > 0
+    assert report["by_k"] == report2["by_k"]
+    assert (blend.config() if isinstance(blend, GatedBlend) else blend) == \
+        (blend2.config() if isinstance(blend2, GatedBlend) else blend2)
+    # the chosen gate is never worse than the fixed blend on that validation
+    assert report["valid_ndcg@10"] >= report["valid_ndcg@10_fixed"]
+
+
+def test_the_fast_validation_score_equals_a_full_ranking():
+    """``GateValidation`` keeps only the items that can reach a target's top 10: its NDCG is the
+    full ranking's."""
+    rng = np.random.default_rng(3)
+    base = np.array([0.5, 0.3, 0.2, 0.0])
+    val = GateValidation(NAMES, base, float(np.log1p(20)))
+    gates = [GatedBlend([0, 4], [{"attention": 1.0}, {"attention": 0.6, "sequence": 0.4}, dict(zip(NAMES, base))]),
+             GatedBlend([0, 20], [{"co-engagement": 0.7, "attention": 0.3}, {"popularity": 1.0},
+                                  dict(zip(NAMES, base))], [3.0, -1.0, 0.0]),
+             GatedBlend([0, 2], [{"sequence": 1.0}, dict(zip(NAMES, base)), dict(zip(NAMES, base))], [1.5, 0.5, 0.0])]
+    full = {id(g): [] for g in gates}
+    for v in range(60):
+        N = 80
+        Z = rng.normal(size=(4, N)).astype(np.float32)
+        pop = np.log1p(rng.choice([0, 0, 1, 3, 10, 30, 100], size=N).astype(float))
+        out = rng.random(N) < 0.2
+        j = int(rng.integers(N))
+        out[j] = False
+        val.add(Z, pop, out, j, 1.0)
+        for g in gates:
+            W = np.array([[b.get(c, 0.0) for c in NAMES] for b in g.buckets])
+            s = (W[g.bucket_of(pop)] * Z.T).sum(1) + np.asarray(g.shifts)[g.bucket_of(pop)]
+            s[out] = -np.inf
+            rank = int((s > s[j]).sum())
+            full[id(g)].append(1 / np.log2(rank + 2) if rank < 10 else 0.0)
+    val.arrays()
+    for g in gates:
+        assert val.ndcg(g) == pytest.approx(np.mean(full[id(g)]), abs=1e-5)
+
+
+def test_a_new_item_enters_the_list_from_its_text_in_both_rankings():
+    rng = np.random.default_rng(2)
+    model = trained_like(2, CoocModel(CoocParams(window=4, trans_window=2, trans_decay=0.3)))
+    states: dict = {}
+    model.fold(stream(rng, 400), states, features(rng, 8), on_error=lambda ev, exc: None)
+    user = max(states, key=lambda u: len(states[u].seen.recent))
+    st = states[user]
+    plain = dict(model.blend)
+    # a catalogue event only: the text of the item the attention fusion likes best for this user
+    att = model.components[0].scores(st)
+    att[model.seen_rows(st)] = -np.inf
+    best = model.items.ids[int(np.argmax(att))]
+    model.add_item("brand-new", model.items.space("text")[model.items.index[best]].copy(), [], None)
+    model.ranking.sizes = CandidateSizes(ann=5, sequence=5, popular=5, fresh=5)
+    for mode in ("exact", "two-stage"):  # the fixed blend buries it: no popularity, no co-engagement
+        assert "brand-new" not in [r.item_id for r in ranked(model, [st], mode, k=10)[0].items]
+    model.blend = as_blend(plain, {"edges": [0, 3], "weights": [{"attention": 1.0}, plain, plain],
+                                   "shifts": [0.5, 0.0, 0.0]})
+    for mode in ("exact", "two-stage"):
+        out = ranked(model, [st], mode, k=10)[0]
+        assert "brand-new" in [r.item_id for r in out.items], mode
+        for r in out.items:
+            assert sum(r.reasons.values()) == pytest.approx(r.score, abs=1e-4)
+    # the stream: once engaged with by others it leaves bucket 0, still served
+    others = [u for u in states if u != user][:2]
+    model.fold([Event(u, "brand-new", "click", None, 10**13 + k, f"n{k}") for k, u in enumerate(others)], states)
+    assert model.cooc.popularity()[model.cooc.index["brand-new"]] > 0
+    model.ranking.sizes = CandidateSizes(ann=1000, sequence=1000, popular=1000, fresh=1000)
+    users = [states[u] for u in sorted(states)]
+    assert_same_lists(ranked(model, users, "two-stage"), ranked(model, users, "exact"))
+
+
+def test_checkpoint_without_a_gate_loads_unchanged_and_a_gated_one_round_trips(fitted, tmp_path):
+    ds, catalog, split, rec = fitted
+    live = rec.variant("fused", "fused")
+    for ev in split.events[:300]:
+        live.learn_one(ev)
+    live.attention.version = "v-old"
+    path = live.save(tmp_path / "old")
+    meta = orjson.loads((path / "config.json").read_bytes())
+    meta.pop("blend_gate")  # as a checkpoint written before the gate existed
+    (path / "config.json").write_bytes(orjson.dumps(meta))
+    gate = GatedBlend([0, 2], [{"attention": 1.0}, dict(rec.blend), dict(rec.blend)], [1.0, 0.0, 0.0])
+    live.blend = gate
+    path2 = live.save(tmp_path / "gated")
+    for p, blend in ((path, dict(rec.blend)), (path2, gate)):
+        served = InterestModel.load(p)
+        for i, iid in enumerate(catalog.ids):
+            it = catalog.item(i)
+            served.add_item(iid, rec.item_vectors[i], it.categories, it.attributes)
+        assert type(served.blend) is type(blend) and served.blend == pytest.approx(blend)
+        user = next(iter(split.test))
+        st = live.state(user) or served.new_state()
+        ref = InterestModel(live.attention, live.model.items, live.model.cooc, blend, sequence=live.sequence)
+        np.testing.assert_allclose(served.scores(st), ref.scores(st), rtol=1e-5, atol=1e-6)
+        assert [r.item_id for r in served.recommend(st, 5).items] == [r.item_id for r in ref.recommend(st, 5).items]
+    assert InterestModel.load(path2).blend.config() == gate.config()
