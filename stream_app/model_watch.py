@@ -89,6 +89,10 @@ def start_version(models_dir: str | Path | None, domain=None):
     if not models_dir:
         return None, None
     name = current_version(models_dir)
+    if name is None and not Path(models_dir).is_dir():  # e.g. a relative path from another folder
+        log.warning("models folder %s (%s) does not exist: serving STREAM_RECO_CHECKPOINT or the "
+                    "untrained default until a version is published there", models_dir, Path(models_dir).resolve())
+        return None, None
     if name is None:
         log.info("models folder %s: no published version yet", models_dir)
         return None, None

@@ -84,6 +84,15 @@ def test_a_version_is_named_by_its_folder(tmp_path):
     assert start_version(None) == (None, None)
 
 
+def test_a_models_folder_that_does_not_exist_is_said_plainly(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="stream_app.model_watch"):
+        assert start_version(tmp_path / "nowhere") == (None, None)
+        assert start_version(tmp_path) == (None, None)  # exists, nothing published yet
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "does not exist" in warned[0].getMessage()
+    assert str((tmp_path / "nowhere").resolve()) in warned[0].getMessage()
+
+
 def test_a_published_version_is_swapped_in_with_the_catalogue_and_the_online_rows(tmp_path, thread):
     write_version(tmp_path, "20260101T000000000Z")
     metrics, swapped = Metrics(), []
