@@ -68,9 +68,12 @@ def _z(s: np.ndarray) -> np.ndarray:
 
 
 def record_validation(learn: Callable[[Interaction], None], components: Components, names: list[str],
-                      split: Split, catalog: ItemCatalog, max_users: int = 3000, seed: int = 0):
+                      split: Split, catalog: ItemCatalog, max_users: int = 3000, seed: int = 0,
+                      raw: list | None = None):
     """Replay with ``learn`` up to the last validation target; at each (recorded) validation
-    target store the z-scored components. -> (Z (V, C, N) float32, seen (V, N) bool, targets (V,))."""
+    target store the z-scored components. -> (Z (V, C, N) float32, seen (V, N) bool, targets (V,)).
+    ``raw`` (a list): gets each recorded target's raw popularity scores (N,) float32 (what a
+    count-gated blend buckets by, ``gated_ndcg``)."""
     vpos = dict(zip(split.valid_pos.values(), split.valid_pos))
     if len(vpos) > max_users:
         keep = np.random.default_rng(seed).choice(sorted(vpos), size=max_users, replace=False)
@@ -88,6 +91,8 @@ def record_validation(learn: Callable[[Interaction], None], components: Componen
         if pos in vpos and not mask[j]:
             comps = components(ev.user_id)
             Z.append(np.stack([_z(comps[c]) for c in names]))
+            if raw is not None:
+                raw.append(np.asarray(comps["popularity"], dtype=np.float32))
             M.append(mask.copy())
             T.append(j)
         learn(ev)
@@ -106,6 +111,25 @@ def ndcg_of(Z: np.ndarray, M: np.ndarray, T: np.ndarray, w: np.ndarray, k: int =
     lower = np.arange(s.shape[1])[None, :] < T[:, None]
     rank = (s > t).sum(1) + ((s == t) & lower).sum(1)
     return np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
+
+
+def gated_ndcg(Z: np.ndarray, M: np.ndarray, T: np.ndarray, P: np.ndarray, names: list[str], blend) -> float:
+    """Mean validation NDCG@10 of a blend (weights dict or ``models.blend.GatedBlend``) on the
+    recorded targets; ``P`` (V, N): each target's raw popularity (``record_validation``'s ``raw``)."""
+    if len(T) == 0:
+        return float("nan")
+    buckets = getattr(blend, "buckets", (blend,))
+    W = np.array([[b.get(c, 0.0) for c in names] for b in buckets], np.float32)  # (nb, C)
+    shift = np.asarray(getattr(blend, "shifts", (0.0,)), np.float32)
+    bk = blend.bucket_of(P) if hasattr(blend, "bucket_of") else np.zeros(P.shape, np.int64)
+    out = []
+    for v in range(len(T)):  # one target at a time: (C, N) at most
+        s = (W[bk[v]].T * Z[v]).sum(0) + shift[bk[v]]
+        s[M[v]] = -np.inf
+        t, j = s[T[v]], int(T[v])
+        rank = int((s > t).sum() + (s[:j] == t).sum())  # the protocol's tie rule: the lower index wins
+        out.append(1.0 / np.log2(rank + 2.0) if rank < 10 else 0.0)
+    return float(np.mean(out))
 
 
 def select_weights(Z: np.ndarray, M: np.ndarray, T: np.ndarray, names: list[str],

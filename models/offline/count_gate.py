@@ -18,10 +18,13 @@ just before it is folded in, over the items available at its time, the user's se
 
 Search (``choose_gate``): for each k of ``K_CHOICES``, the bucket-0 weights and then the 1..k
 weights, each over the simplex grid (step ``STEP``) and then its shift (``SHIFTS``: how far a
-bucket's items are moved as a whole, the prior that a fresh item is wanted), the other buckets fixed, judged as the fixed
-blend is (``models.offline.choose_blend``: the best neighbourhood among the points at least as
-good as where the search stands; the search moves only to a point that scores better). The k with the best validation NDCG@10 wins; the gate is kept
-only when it beats the fixed blend on this validation.
+bucket's items are moved as a whole, the prior that a fresh item is wanted), the other buckets
+fixed, judged as the fixed blend is (``models.offline.choose_blend``: the best neighbourhood among
+the points at least as good as where the search stands; the search moves only to a point that
+scores better). The k with the best validation NDCG@10 wins. No gate is searched with fewer than
+``MIN_NEW_TARGETS`` new-item targets (the validation could not judge it); a gate is kept only when
+it beats the fixed blend on this validation and does not score below it on the fixed blend's own
+validation (each user's last validation target, nearly all on items with behaviour).
 
 Only a target's top 10 matters, so each target keeps just the items that can reach it under some
 weights: an item scores between its smallest and largest component z-score (the weights are a
@@ -41,7 +44,7 @@ from models.engine import InterestModel
 from models.items import ItemVectors
 from models.offline.base import ItemCatalog
 from models.offline.baselines import _TrainingEvents
-from models.offline.choose_blend import _z, neighbourhood_mean, simplex_grid
+from models.offline.choose_blend import _z, gated_ndcg, neighbourhood_mean, simplex_grid
 from models.offline.protocol import TARGET_TYPES, Split
 from models.offline.tune_cooc import fit_cooc
 
@@ -49,6 +52,7 @@ log = logging.getLogger(__name__)
 
 K_CHOICES = (2, 6, 20)  # the 1..k bucket's upper count
 STEP = 0.1
+MIN_NEW_TARGETS = 30  # fewer new-item targets on validation: it cannot judge the gate, none is served
 SHIFTS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0)  # a bucket's shift, in z-score units
 TOP = 10
 
@@ -228,8 +232,10 @@ def _search(val: GateValidation, gate: GatedBlend, b: int, grid: np.ndarray) -> 
     return gate, now
 
 
-def choose_gate(val: GateValidation, base: dict[str, float]) -> tuple[dict | GatedBlend, dict]:
-    """The gate with the best validation NDCG@10, or ``base`` when none beats it. -> (blend, report)."""
+def choose_gate(val: GateValidation, base: dict[str, float], accept=None) -> tuple[dict | GatedBlend, dict]:
+    """The gate with the best validation NDCG@10, or ``base`` when none beats it. -> (blend, report).
+    ``accept(gate)``: False for a gate that must not be served (``select_gate``: one that lowers
+    the fixed blend's own validation)."""
     t0 = time.perf_counter()
     grid = simplex_grid(len(val.names), STEP)
     plain = {c: base.get(c, 0.0) for c in val.names}
@@ -241,22 +247,31 @@ def choose_gate(val: GateValidation, base: dict[str, float]) -> tuple[dict | Gat
         gate, score = GatedBlend((0, k), [plain, plain, plain]), fixed
         for b in (0, 1):
             gate, score = _search(val, gate, b, grid)
-        report["by_k"][k] = {"valid_ndcg@10": score, **gate.config()}
-        if score > best_score:
+        ok = accept is None or score <= fixed or accept(gate)
+        report["by_k"][str(k)] = {"valid_ndcg@10": score, "accepted": ok, **gate.config()}
+        if score > best_score and ok:
             best, best_score = gate, score
     report.update({"valid_ndcg@10": best_score, "gate": best.config() if isinstance(best, GatedBlend) else None,
                    "seconds": round(time.perf_counter() - t0, 1)})
     return best, report
 
 
-def select_gate(rec, split: Split, fraction: float = 0.8) -> tuple[dict | GatedBlend, dict]:
-    """``FusedRecommender.select``'s last step: the gate over its chosen blend ``rec.blend``."""
+def select_gate(rec, split: Split, standard: tuple, fraction: float = 0.8) -> tuple[dict | GatedBlend, dict]:
+    """``FusedRecommender.select``'s last step: the gate over its chosen blend ``rec.blend``.
+    ``standard``: (Z, M, T, P, names), the fixed blend's own recorded validation
+    (``models.offline.choose_blend.record_validation`` with ``raw``): a gate that scores lower
+    there than the fixed blend is not served (items with behaviour, the usual targets, first)."""
     if rec._cooc is None or not rec.blend:
         return rec.blend, {"gate": None}
     names = [c for c in COMPONENTS if c != "sequence" or rec.sequence is not None]
     t0 = time.perf_counter()
     val = record_gate_validation(rec, split, names, rec.blend, fraction)
-    blend, report = choose_gate(val, rec.blend)
+    if val.n_new < MIN_NEW_TARGETS:
+        log.info("blend gate: none (%d new-item targets on validation, %d needed)", val.n_new, MIN_NEW_TARGETS)
+        return rec.blend, {"gate": None, "n_valid": len(val.rows), "n_valid_new": val.n_new}
+    floor = gated_ndcg(*standard, rec.blend)
+    blend, report = choose_gate(val, rec.blend, lambda g: gated_ndcg(*standard, g) >= floor)
+    report["standard_valid_ndcg@10"] = {"fixed": floor, "gate": gated_ndcg(*standard, blend)}
     report["record_seconds"] = round(time.perf_counter() - t0 - report["seconds"], 1)
     log.info("blend gate: %s (validation NDCG@10 %.4f, fixed blend %.4f; %d targets, %d on new items)",
              report["gate"], report["valid_ndcg@10"], report["valid_ndcg@10_fixed"], report["n_valid"],

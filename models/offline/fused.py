@@ -186,13 +186,15 @@ class FusedRecommender(Recommender):
         probe = self.variant(self.name, "fused")
         probe.model.blend = None
         names = [c for c in COMPONENTS if c != "sequence" or self.sequence is not None]
-        Z, M, T = record_validation(probe.learn_one, probe.components, names, split, self._catalog)
+        P: list = []
+        Z, M, T = record_validation(probe.learn_one, probe.components, names, split, self._catalog, raw=P)
         self.blend, report["blend"] = select_weights(Z, M, T, names)
         self.fixed_blend = self.blend
         if self.gate:  # weights by the item's engagement count, on a validation with new items
             from models.offline.count_gate import select_gate
 
-            self.blend, report["gate"] = select_gate(self, split)
+            P = np.stack(P) if P else np.zeros(M.shape, np.float32)
+            self.blend, report["gate"] = select_gate(self, split, (Z, M, T, P, names))
         self.model = InterestModel(self.attention, self.model.items, self._cooc.with_params(self.cooc_params), self.blend,
                                    domain=self.domain, sequence=self.sequence)
         self._reset()

@@ -16,6 +16,7 @@ from models.candidates import CandidateSizes
 from models.cooc import CoocModel, CoocParams
 from models.engine import Event, InterestModel
 from models.offline.base import ItemCatalog
+from models.offline import count_gate
 from models.offline.count_gate import GateValidation, choose_gate, record_gate_validation
 from models.offline.data import Interaction
 from models.offline.fused import FusedRecommender
@@ -83,6 +84,28 @@ def test_gate_is_chosen_on_validation_only(fitted):
         (blend2.config() if isinstance(blend2, GatedBlend) else blend2)
     # the chosen gate is never worse than the fixed blend on that validation
     assert report["valid_ndcg@10"] >= report["valid_ndcg@10_fixed"]
+    # a gate refused (it would lower the fixed blend's own validation) is not served
+    refused, rep = choose_gate(val, rec.blend, accept=lambda g: False)
+    assert refused == rec.blend and not isinstance(refused, GatedBlend) and rep["gate"] is None
+
+
+def test_fused_select_keeps_the_gate_only_where_the_fixed_validation_does_not_drop(fitted, monkeypatch):
+    ds, catalog, split, rec = fitted
+    gated = FusedRecommender("fused", item_vectors=rec.item_vectors, progress=False, cf_dim=4,
+                             config=rec.config, sequence=rec.sequence_configs, cooc_params=rec.cooc_params)
+    gated.fit(split.train, catalog)
+    sel = gated.select(split, budget_s=3.0)
+    # too few new-item targets on validation to judge a gate: none
+    assert sel["gate"]["gate"] is None and sel["gate"]["n_valid_new"] < count_gate.MIN_NEW_TARGETS
+    assert gated.blend == gated.fixed_blend and not isinstance(gated.blend, GatedBlend)
+    monkeypatch.setattr(count_gate, "MIN_NEW_TARGETS", 0)
+    sel = gated.select(split, budget_s=3.0)
+    report = sel["gate"]
+    std = report["standard_valid_ndcg@10"]
+    assert std["fixed"] == pytest.approx(sel["blend"]["valid_ndcg@10"], abs=1e-6)  # the fixed blend's own score
+    assert std["gate"] >= std["fixed"]
+    assert isinstance(gated.blend, GatedBlend) == (report["gate"] is not None)
+    assert gated.fixed_blend == pytest.approx(rec.blend)
 
 
 def test_the_fast_validation_score_equals_a_full_ranking():
