@@ -47,7 +47,7 @@ from models.attention import AttentionFusion
 from models.items import ItemVectors
 from models.state import UserState
 from models.offline.train_attention import TrainConfig, build_examples, train_attention
-from models.offline.warm import WarmStart, cf_factors as warm_cf_factors
+from models.offline.warm import WarmStart, cf_factors as warm_cf_factors, warm_gate
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,9 @@ class FusedRecommender(Recommender):
         Z, M, T = record_validation(probe.learn_one, probe.components, names, split, self._catalog, raw=P)
         self.blend, report["blend"] = select_weights(Z, M, T, names)
         self.fixed_blend = self.blend
-        if self.gate:  # weights by the item's engagement count, on a validation with new items
+        if self.gate and self.warm is not None:  # warm: the served gate, around the blend just chosen
+            self.blend, report["gate"] = warm_gate(self.warm, self.blend)
+        elif self.gate:  # weights by the item's engagement count, on a validation with new items
             from models.offline.count_gate import select_gate
 
             P = np.stack(P) if P else np.zeros(M.shape, np.float32)

@@ -14,6 +14,9 @@ What carries over from the checkpoint (``WarmStart.load``):
   factors come from its text vector, by a ridge regression from text vectors to factors fitted on
   the known items (``cf_factors``);
 * the co-engagement parameters (no search; the counts are refitted on the log, which is cheap);
+* the blend's gate by item engagement count (no search: its edges, and the weights and shifts of
+  its buckets for items with little behaviour; the blend for the rest is chosen again, as every
+  retrain chooses it). A checkpoint served without a gate gives a model without one;
 * the sequence model: the same kind, trained on within the smaller budget from the served
   weights, items by id, unseen items from their text vectors (``models.offline.warm_sequence``).
 
@@ -32,6 +35,7 @@ import numpy as np
 import orjson
 
 from models.attention import AttentionFusion
+from models.blend import GatedBlend
 from models.cf import load_factors
 from models.cooc import CoocParams
 from models.sequence import load_sequence
@@ -47,6 +51,7 @@ class WarmStart:
     sequence_kind: str | None  # attention | gru (a mix: its members' kinds, "auto")
     version: str
     sequence: object = None  # the served sequence model (models.offline.warm_sequence starts from it)
+    gate: dict | None = None  # the served blend's gate (GatedBlend.config()), None: served without one
 
     @classmethod
     def load(cls, checkpoint: str | Path) -> "WarmStart":
@@ -58,7 +63,7 @@ class WarmStart:
         kind = (meta.get("training", {}).get("selection", {}).get("sequence") or {}).get("kind")
         kind = kind if kind in ("attention", "gru") else ("auto" if kind else None)
         seq = load_sequence(path / "sequence.npz") if (path / "sequence.npz").exists() else None
-        return cls(attention, cf, cooc, kind, attention.version, seq)
+        return cls(attention, cf, cooc, kind, attention.version, seq, meta.get("blend_gate"))
 
     def compatible(self, dims: Sequence, space_dims: dict, d_model: int, d_attn: int,
                    item_spaces: Sequence[str]) -> str | None:
@@ -137,3 +142,22 @@ def init_attention(state: dict, warm: AttentionFusion, item_ids: Sequence[str]) 
         emb[torch.from_numpy(new_rows)] = torch.from_numpy(warm.w["item_emb"][old_rows])
         bias[torch.from_numpy(new_rows)] = torch.from_numpy(warm.w["item_bias"][old_rows])
     return {"items_carried": int(len(new_rows)), "items_new": int(len(item_ids) - len(new_rows))}
+
+
+def warm_gate(warm: WarmStart, blend: dict[str, float]) -> tuple:
+    """(the blend to serve, a report) for a warm retrain: the served gate with ``blend`` (just
+    chosen on validation) for its last bucket, the items with the most behaviour; ``blend`` alone
+    where the served model had no gate.
+
+    >>> w = WarmStart(None, {}, None, None, "v1", gate={"edges": [2.0], "shifts": [1.5, 0.0],
+    ...               "weights": [{"attention": 1.0}, {"attention": 0.5, "co-engagement": 0.5}]})
+    >>> g, report = warm_gate(w, {"attention": 0.2, "co-engagement": 0.8})
+    >>> g.buckets, g.shifts, report
+    (({'attention': 1.0}, {'attention': 0.2, 'co-engagement': 0.8}), (1.5, 0.0), {'from': 'v1'})
+    >>> warm_gate(WarmStart(None, {}, None, None, "v0"), {"attention": 1.0})
+    ({'attention': 1.0}, {'from': 'v0', 'gate': None})
+    """
+    if not warm.gate:
+        return blend, {"from": warm.version, "gate": None}
+    g = warm.gate
+    return GatedBlend(g["edges"], list(g["weights"][:-1]) + [dict(blend)], g.get("shifts")), {"from": warm.version}

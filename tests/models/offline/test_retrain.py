@@ -3,7 +3,10 @@ handling of items the serving model never saw, and whole runs that publish a bet
 refuse a worse one without moving the pointer."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import orjson
 import pytest
 import torch
 
@@ -172,7 +175,13 @@ def test_warm_start_from_the_serving_checkpoint_with_new_items(data, tmp_path):
     early = Dataset(head.name, {k: v for k, v in head.items.items() if k not in dropped},
                     [e for e in head.interactions if e.item_id not in dropped])
     first = retrain(early, tmp_path, None, RetrainConfig(**SMALL))
+    served = tmp_path / first["version"] / "config.json"  # served with a gate by engagement count
+    gate = {"edges": [2.0], "weights": [{"attention": 1.0}, {"attention": 0.3, "co-engagement": 0.7}], "shifts": [1.5, 0.0]}
+    served.write_bytes(orjson.dumps({**orjson.loads(served.read_bytes()), "blend_gate": gate}))
     meta = retrain(full, tmp_path, tmp_path / first["version"], RetrainConfig(**SMALL, warm_start=True))
+    kept = orjson.loads((Path(meta["path"]) / "config.json").read_bytes())
+    assert kept["blend_gate"]["edges"] == [2.0] and kept["blend_gate"]["weights"][0] == {"attention": 1.0}
+    assert kept["blend_gate"]["shifts"] == [1.5, 0.0]  # reused, not searched; the last bucket chosen again
     warm = meta["warm_start"]
     assert warm["from"] == first["version"] and warm["items_new"] == 5 and warm["cf_new_items"] == 5
     assert warm["items_carried"] == len(early.items)
