@@ -1,8 +1,9 @@
 """A running worker takes a newly published model version without a restart (stream_app.model_watch).
 
-A worker serves version A of a models folder; events flow; version B (a copy of A under a new
-name) is published while events keep arriving; the worker switches without a restart, the lists
-after the switch name B, and every event is applied exactly once across the switch: each user's
+A worker serves version A of a models folder; events flow; versions B, C and D (copies of A under
+new names) are published one after another while events keep arriving; the worker switches to
+each without a restart, the lists after each switch name the new version, and every event is
+applied exactly once across the three switches: each user's
 ``events_applied`` ends at the number of events sent, and the event ids the lists name, over all
 of the user's messages, are each sent event exactly once. Then a broken version (a corrupt
 weights file) is published: it is refused, counted, and B keeps serving."""
@@ -98,6 +99,19 @@ def exactly_once(lists: dict[str, list[dict]], sent: dict[str, list[str]]) -> No
         assert counts == sorted(set(counts)), f"{u}: events_applied {counts}"
 
 
+def swap_under_stream(models: Path, src: Path, bootstrap: str, w, r: int, sent: dict[str, list[str]]) -> tuple[str, int]:
+    """Publish a copy of ``src`` while rounds of events keep flowing; (its name, the next round)
+    once the worker's ``/stats`` says it serves it."""
+    new = publish_version(models, src=src)
+    while True:
+        send_round(bootstrap, w, r, sent)
+        r += 1
+        if watch(w).get("serving") == new:
+            return new, r
+        assert r < 2000 and w.running(), f"still serving {watch(w)}\n{w.log()[-4000:]}"
+        time.sleep(0.1)  # paces the producer; the loop ends on what /stats says
+
+
 def version_of(lists: dict[str, list[dict]], event_id_part: str) -> set[str]:
     return {m["model_version"] for ms in lists.values() for m in ms
             if any(event_id_part in i for i in m["based_on_event_ids"])}
@@ -118,23 +132,18 @@ def test_a_worker_swaps_to_a_published_version_without_a_restart(worker_factory,
         lists = wait_applied(recs, sent, w)
         assert version_of(lists, "-r0-") == {a}
 
-        b = publish_version(models, src=models / a)
-        r = 1
-        while True:  # events keep flowing through the switch
-            send_round(kafka_bootstrap, w, r, sent)
-            r += 1
-            if watch(w).get("serving") == b:
-                break
-            assert r < 400 and w.running(), f"still serving {watch(w)}\n{w.log()[-4000:]}"
-            time.sleep(0.1)  # paces the producer; the loop ends on what /stats says
-        after = r
+        r, order = 1, [a]
+        for _ in range(3):  # three switches, events flowing through each
+            v, r = swap_under_stream(models, models / order[-1], kafka_bootstrap, w, r, sent)
+            order.append(v)
+        b, after = order[-1], r
         send_round(kafka_bootstrap, w, after, sent)
         lists = wait_applied(recs, sent, w)
         exactly_once(lists, sent)
         assert version_of(lists, f"-r{after}-") == {b}
-        for u, ms in lists.items():  # A's lists, then B's: never back
+        for u, ms in lists.items():  # each version's lists in publishing order: never back
             names = [m["model_version"] for m in ms]
-            assert names == [a] * names.count(a) + [b] * names.count(b), f"{u}: {names}"
+            assert names == sorted(names, key=order.index), f"{u}: {names}"
         assert orjson.loads(get(w, f"/users/{USERS[0]}"))["model_version"] == b
 
         c = publish_version(models, src=models / b, broken=True)
@@ -144,17 +153,17 @@ def test_a_worker_swaps_to_a_published_version_without_a_restart(worker_factory,
         exactly_once(lists, sent)
         assert version_of(lists, f"-r{after + 1}-") == {b}
         stats = w.stats()
-        assert stats["model_version"] == b and stats["model_watch"]["swaps"] == 1
+        assert stats["model_version"] == b and stats["model_watch"]["swaps"] == 3
         online = stats["online"]
         assert online["judged"] > 0 and {a, b} <= set(online["windows"]["10000"]["by_version"])
         metrics = get(w, "/metrics").decode()
-        assert 'stream_reco_model_swaps_total{outcome="swapped"} 1.0' in metrics
+        assert 'stream_reco_model_swaps_total{outcome="swapped"} 3.0' in metrics
         assert 'stream_reco_model_swaps_total{outcome="refused"} 1.0' in metrics
         assert f'version="{b}"' in next(line for line in metrics.splitlines()
                                          if line.startswith("stream_reco_model_info{"))
         assert 'stream_reco_online_hit_rate{version="all",window="1000"}' in metrics
         overview = orjson.loads(get(w, "/overview"))
-        assert overview["model_version"] == b and overview["model_watch"]["swaps"] == 1
+        assert overview["model_version"] == b and overview["model_watch"]["swaps"] == 3
         assert set(overview["recent_users"]) <= set(USERS) and overview["recent_users"]
         assert w.running()
     finally:
