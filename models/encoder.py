@@ -11,6 +11,11 @@ One factory builds the encoder for the worker, training, evaluation and the benc
                         disk_cache=None, dtype="auto")
     vecs = enc.encode(texts)          # (N, 384) float32, unit rows, in input order
 
+``kind="static"`` gives the other option instead: a token table distilled from this transformer
+(``models.static_encoder``; 256-d, numpy only, made by ``stream-app distil-encoder``). The two
+give vectors in different spaces: ``version`` names them, checkpoints record it
+(``STREAM_RECO_ENCODER`` chooses the worker's).
+
 The fast path of :class:`TextEncoder`:
 
 - tokenization with the Rust tokenizer's ``encode_batch`` (truncation configured; padding is done
