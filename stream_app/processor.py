@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 from aiokafka.partitioner import murmur2
 
+from models.encoder import MODEL_NAME
 from models.engine import Event, InterestModel, Ranked, Recommendation
 from models.features import item_text
 from models.migration import fallback
@@ -82,7 +83,8 @@ class Processor:
     def __init__(self, model: InterestModel, encoder, sentiment, codec: Codec, top_k: int = 10, sensor=None):
         self.sensor = sensor  # stream_app.sensor.Sensor or None: what the encoder did
         self.model = model
-        self.encoder = encoder  # .encode(list[str]) -> (N, D) unit vectors
+        self.encoder = encoder  # .encode(list[str]) -> (N, D) unit vectors; .version names them
+        self.reencoded_items = 0  # catalogue records whose vector another encoder made, encoded again
         self.sentiment = sentiment  # callable(str) -> [-1, 1]
         self.codec = codec
         self.top_k = top_k
@@ -119,12 +121,17 @@ class Processor:
             else:
                 v = vecs[item_id]
                 self.model.add_item(item_id, v, it.get("categories", ()), it.get("attributes"))
-                out.append((item_id, encode_item_record(it, v)))
+                out.append((item_id, encode_item_record(it, v, self.encoder.version)))
         return out
 
     def restore_item(self, record: bytes) -> None:
-        """Re-add an item from its catalogue-table record (recovery: no re-encoding)."""
+        """Re-add an item from its catalogue-table record (recovery: no re-encoding), or, when
+        another encoder made its vector (the worker's encoder was changed), from its text encoded
+        again: the vectors of two encoders never share the catalogue."""
         item, vec = decode_item_record(record)
+        if item.pop("_enc", MODEL_NAME) != self.encoder.version:
+            vec = self.encode([item_text(item["title"], item.get("text"), item.get("categories", ()))])[0]
+            self.reencoded_items += 1
         self.model.add_item(item["item_id"], vec, item.get("categories", ()), item.get("attributes"))
 
     # -- interactions ------------------------------------------------------------------------

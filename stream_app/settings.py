@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Mapping
 
 from models.domains import DOMAINS
+from models.encoder import ENCODERS
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +53,7 @@ _CHECKS: dict[str, tuple | frozenset] = {
     "batch_max": (1, 100_000), "batch_within_s": (0.001, 60.0), "max_message_bytes": (256, 100 * 2**20),
     "encoder_batch": (1, 65_536), "torch_threads": (1, 1024), "session_timeout_s": (1.0, 3600.0),
     "rebalance_timeout_s": (1.0, 3600.0), "model_poll_s": (0.05, 86_400.0), "cooc_top_m": (1, 100_000), "cooc_half_life_s": (0.0, 1e10), "cooc_apply_every_s": (0.0, 60.0),
-    "web_port": (0, 65_535), "device": frozenset({"auto", "cpu", "cuda"}),
+    "web_port": (0, 65_535), "device": frozenset({"auto", "cpu", "cuda"}), "encoder": frozenset(ENCODERS),
     "log_level": frozenset({"debug", "info", "warning", "error", "critical"}),
     "domain": frozenset(DOMAINS), "state_store": frozenset({"memory", "rocksdb"}),
     "kafka_security_protocol": frozenset({"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}),
@@ -76,6 +77,8 @@ class Settings:
     models_dir: str = ""  # models folder (stream-app retrain --out): serve its `current` version, take each new one
     model_poll_s: float = 5.0  # how often the worker looks at the models folder's `current` pointer
     domain: str = "default"  # event weights, dimensions, freshness: default | ecommerce | news | video
+    encoder: str = "minilm"  # text encoder: minilm (the transformer) | static (distilled from it: `stream-app distil-encoder`)
+    encoder_path: str = ""  # folder of the static encoder; empty: <cache dir>/encoders/all-MiniLM-L6-v2-static
     device: str = "auto"  # encoder device: auto | cpu | cuda
     encoder_batch: int = 64  # texts per encoder forward pass
     torch_threads: int = 1  # intra-op threads of the encoder; the broker and event loop share the cores
@@ -144,6 +147,13 @@ class Settings:
             raise SettingsError(f"{env_name('kafka_ssl_keyfile')} is set without {env_name('kafka_ssl_certfile')}")
         if any(not p.strip() for p in self.forward_allow.split(",")) and self.forward_allow:
             raise SettingsError(f"{env_name('forward_allow')}={self.forward_allow}: an empty host pattern")
+
+    @property
+    def static_encoder_path(self) -> str:
+        """The static encoder's folder: ``encoder_path``, or its place in the cache."""
+        from models.static_encoder import default_static_path
+
+        return self.encoder_path or str(default_static_path(self.cache_dir))
 
     @property
     def broker_url(self) -> str:

@@ -20,11 +20,24 @@ def build_processor(settings: Settings):
     from stream_app.model_watch import start_version
     from stream_app.processor import Processor
 
-    encoder = build_encoder(device=settings.device, batch_size=settings.encoder_batch,
-                            threads=settings.torch_threads)
-    model, _ = start_version(settings.models_dir, settings.domain)  # the published version, if any
+    from models.engine import EncoderMismatch
+    from models.static_encoder import StaticEncoderMissing
+
+    try:
+        encoder = build_encoder(device=settings.device, batch_size=settings.encoder_batch,
+                                threads=settings.torch_threads, kind=settings.encoder,
+                                static_path=settings.static_encoder_path)
+    except StaticEncoderMissing as exc:
+        raise SystemExit(f"STREAM_RECO_ENCODER=static: {exc}") from None
+    # the published version, if any (one trained with another encoder is refused, logged)
+    model, _ = start_version(settings.models_dir, settings.domain, encoder=encoder)
     if model is None:
-        model = InterestModel.load(settings.checkpoint or None, domain=settings.domain)
+        model = InterestModel.load(settings.checkpoint or None, domain=settings.domain, text_dim=encoder.dim)
+        try:
+            model.check_encoder(encoder.version, encoder.dim)
+        except EncoderMismatch as exc:
+            raise SystemExit(f"STREAM_RECO_CHECKPOINT={settings.checkpoint}: {exc}") from None
+        model.encoder = encoder.version
     t0 = time.perf_counter()
     fold_jit.warm_up()
     log.info("state update %s (%.1f s)", "compiled" if fold_jit.available else "in numpy rounds (no numba)",

@@ -52,17 +52,32 @@ from models.offline.warm import WarmStart, cf_factors as warm_cf_factors, warm_g
 log = logging.getLogger(__name__)
 
 _ENCODER = None
+_CACHE = Path.home() / ".cache" / "stream-reco"
+_CHOICE: tuple[str, str | None] = ("minilm", None)
+
+
+def use_encoder(kind: str = "minilm", static_path: str | Path | None = None) -> None:
+    """The encoder of every item and event text vector in this process (``stream-app train`` and
+    ``evaluate --encoder``; the worker's ``STREAM_RECO_ENCODER``): "minilm" or "static" (its
+    folder ``static_path``; None: where ``stream-app distil-encoder`` writes it by default)."""
+    global _ENCODER, _CHOICE
+    from models.static_encoder import default_static_path
+
+    choice = (kind, str(static_path or default_static_path(_CACHE)) if kind == "static" else None)
+    if choice != _CHOICE:
+        _ENCODER, _CHOICE = None, choice
 
 
 def encoder():
-    """One shared transformer encoder per process (loading costs seconds), with an on-disk
+    """One shared encoder per process (loading costs seconds); the transformer with an on-disk
     vector cache so evaluation reruns do not re-encode."""
     global _ENCODER
     if _ENCODER is None:
         from models.encoder import build_encoder
 
-        _ENCODER = build_encoder(batch_size=128, threads=1,
-                                 disk_cache=str(Path.home() / ".cache" / "stream-reco" / "vectors"))
+        kind, static_path = _CHOICE
+        _ENCODER = build_encoder(batch_size=128, threads=1, kind=kind, static_path=static_path,
+                                 disk_cache=str(_CACHE / "vectors") if kind == "minilm" else None)
     return _ENCODER
 
 
@@ -89,7 +104,7 @@ class FusedRecommender(Recommender):
                  cf_dim: int = 64, progress: bool = True, cooc_params: CoocParams | None = None,
                  domain: str | DomainConfig | None = None,
                  sequence: SequenceConfig | Sequence[SequenceConfig] | None = sequence_configs(),
-                 warm: WarmStart | None = None, gate: bool = True):
+                 warm: WarmStart | None = None, gate: bool = True, encoder_version: str | None = None):
         self.name = name
         self.gate = gate  # blend weights by item engagement count (models.offline.count_gate)
         self.warm = warm  # start from a serving checkpoint (models.offline.warm)
@@ -98,6 +113,7 @@ class FusedRecommender(Recommender):
         self.text = text
         self.text_features = dict(text_features or {})
         self.item_vectors = item_vectors
+        self.encoder_version = encoder_version  # names item_vectors' encoder (fit: the process's)
         self.config = TrainConfig(**{**config.__dict__, "seed": seed})
         self.cf_dim = cf_dim
         self.progress = progress
@@ -114,6 +130,8 @@ class FusedRecommender(Recommender):
         self._cf: np.ndarray | None = None
 
     def fit(self, train: Sequence[Interaction], items: ItemCatalog) -> None:
+        if self.item_vectors is None and self.text:
+            self.encoder_version = encoder().version
         text_vecs = self.item_vectors if self.item_vectors is not None else item_text_vectors(items)
         self._text_vecs = text_vecs
         dims = self.domain.dims("hybrid" if self.text else "cf")
@@ -254,6 +272,7 @@ class FusedRecommender(Recommender):
         parameters (cooc.npz), as the counts stand now, and the sequence model (sequence.npz)."""
         out = self.attention.save(out_dir, extra={"training": self.info, "train_config": self.config.__dict__,
                                                "blend": self.blend, "domain": self.domain.name,
+                                               "encoder": self.encoder_version,
                                                "blend_gate": getattr(self.blend, "config", lambda: None)()})
         save_factors(out / "cf.npz", self._cf_ids, self._cf)
         if self.model.cooc is not None:

@@ -69,9 +69,12 @@ def decide(new: dict, serving: dict, metric: str = "ndcg@10", margin: float = 0.
 
 
 def serving_model(checkpoint: str | Path | None, catalog: ItemCatalog, item_vectors: np.ndarray,
-                  domain: str = "default") -> InterestModel:
-    """The serving model with the live catalogue (see the module doc)."""
-    model = InterestModel.load(checkpoint, domain=domain)
+                  domain: str = "default", encoder: str | None = None) -> InterestModel:
+    """The serving model with the live catalogue (see the module doc), whose vectors ``item_vectors``
+    are of the encoder ``encoder`` (``models.engine.EncoderMismatch`` when the checkpoint's are not)."""
+    model = InterestModel.load(checkpoint, domain=domain, text_dim=item_vectors.shape[1])
+    if encoder is not None:
+        model.check_encoder(encoder, item_vectors.shape[1])
     for i, item_id in enumerate(catalog.ids):
         it = catalog.item(i)
         model.add_item(item_id, item_vectors[i], it.categories, it.attributes)

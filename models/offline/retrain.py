@@ -35,7 +35,7 @@ from models import registry
 from models.offline.base import ItemCatalog
 from models.offline.baselines import _TrainingEvents
 from models.offline.data import Dataset
-from models.offline.fused import FusedRecommender, dataset_text_features, item_text_vectors
+from models.offline.fused import FusedRecommender, dataset_text_features, encoder, item_text_vectors
 from models.offline.gate import checkpoint_version, decide, serving_model, trained_through
 from models.offline.protocol import split_leave_one_out
 from models.offline.recent import TimeSplit, evaluate_recent, split_recent
@@ -79,7 +79,8 @@ def train_new(ds: Dataset, split: TimeSplit, catalog: ItemCatalog, item_vecs, te
         config, seq = TrainConfig(), sequence_configs(cfg.sequence_kind, cfg.sequence_budget_s)
     rec = FusedRecommender("fused", item_vectors=item_vecs, text_features=text_feats, config=config, seed=cfg.seed,
                            progress=cfg.progress, domain=cfg.domain, sequence=seq, warm=warm,
-                           cooc_params=warm.cooc_params if warm is not None else None)
+                           cooc_params=warm.cooc_params if warm is not None else None,
+                           encoder_version=encoder().version)
     rec.fit(loo.train, catalog)
     rec.select(loo, cfg.budget_s)
     return rec
@@ -125,7 +126,7 @@ def _run(ds: Dataset, models_dir: Path, version: str, work: Path, serving: str |
     guard = _TrainingEvents(rec._train_events)
     new_m = evaluate_recent(new.model, split, text_feats, learn_before=lambda e: not guard.consume(e),
                             max_ranked=cfg.max_ranked, seed=cfg.seed)
-    old = serving_model(serving, catalog, item_vecs, cfg.domain)
+    old = serving_model(serving, catalog, item_vecs, cfg.domain, encoder().version)
     old_m = evaluate_recent(old, split, text_feats, learn_before=None if through is None else (lambda e: e.ts > through),
                             max_ranked=cfg.max_ranked, seed=cfg.seed)
     decision = decide(new_m, old_m, cfg.metric, cfg.margin, cfg.min_ranked)

@@ -31,7 +31,7 @@ def demo_checkpoint(settings: Settings, dataset_path: str | Path, out: TextIO, p
 
     import orjson
 
-    from models.offline.fused import train_checkpoint
+    from models.offline.fused import train_checkpoint, use_encoder
 
     if settings.checkpoint:
         path = Path(settings.checkpoint)
@@ -42,6 +42,7 @@ def demo_checkpoint(settings: Settings, dataset_path: str | Path, out: TextIO, p
         for f in sorted(folder.iterdir()) + sorted((root / "models").rglob("*.py")):
             if f.is_file():
                 digest.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+        digest.update(settings.encoder.encode())  # the worker's encoder made the checkpoint's vectors
         cache = Path(settings.cache_dir) / "demo-checkpoints" / f"{folder.name}-{digest.hexdigest()[:12]}"
         found = sorted(p for p in cache.glob("*/config.json")) if cache.exists() else []
         if found:
@@ -50,6 +51,7 @@ def demo_checkpoint(settings: Settings, dataset_path: str | Path, out: TextIO, p
         else:
             print(f"training a checkpoint on {folder.name} (stream-app train; once, then cached) ...", file=out,
                   flush=True)
+            use_encoder(settings.encoder, settings.static_encoder_path)
             path = train_checkpoint(folder, cache, budget_s=60.0, progress=progress, domain=settings.domain,
                                     sequence_budget_s=120.0)
     meta = orjson.loads((path / "config.json").read_bytes())

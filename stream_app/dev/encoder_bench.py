@@ -1,4 +1,7 @@
-"""GPU: `python -m stream_app.dev.encoder_bench --export-fp16 .cache/minilm-fp16` here, carry `.cache/minilm-fp16`, then on the GPU: `python -m stream_app.dev.encoder_bench --device cuda --n 20000 --model-path .cache/minilm-fp16`.
+"""CPU, the encoder options (MiniLM fp32 / bf16, the static encoder) on real texts:
+`python -m stream_app.dev.encoder_bench --items ../shared/data/ml-latest-small` (stream_app/dev/encoder_options.py).
+
+GPU: `python -m stream_app.dev.encoder_bench --export-fp16 .cache/minilm-fp16` here, carry `.cache/minilm-fp16`, then on the GPU: `python -m stream_app.dev.encoder_bench --device cuda --n 20000 --model-path .cache/minilm-fp16`.
 
 Text-encoder throughput: the encoder as it was (HF tokenizer call per batch, fp32) against the new
 fast path (Rust batch tokenization, length buckets, background tokenization + pinned copies on
@@ -142,6 +145,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="also time tokenization alone and the model alone at the largest batch")
     ap.add_argument("--export-fp16", metavar="DIR", default=None,
                     help="write an fp16-weights copy of the model to DIR and exit")
+    ap.add_argument("--items", metavar="DATASET", default=None,
+                    help="the encoder options on this CPU on a data set's real item and event texts "
+                         "(stream_app.dev.encoder_options); --batches default 1,64,256, --threads 1")
+    ap.add_argument("--options", default="minilm:fp32,minilm:bf16,static",
+                    help="with --items: minilm:<dtype> and/or static (default: %(default)s)")
+    ap.add_argument("--static-path", default=None,
+                    help="with --items: the static encoder's folder (default: stream-app distil-encoder's)")
     return ap.parse_args(argv)
 
 
@@ -222,6 +232,13 @@ def breakdown(label: str, enc, texts: dict, bs: int, sync, seconds: float) -> li
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.items:
+        from stream_app.dev.encoder_options import run_options
+
+        run_options(args.items, [o for o in args.options.split(",") if o],
+                    [int(b) for b in (args.batches or "1,64,256").split(",")],
+                    [int(t) for t in (args.threads or "1").split(",")], args.seconds, args.static_path)
+        return 0
     import torch
     import transformers
 

@@ -127,7 +127,7 @@ def test_worker_builds_its_model_for_the_domain(monkeypatch):
     from stream_app.worker import build_processor
 
     class FakeEncoder:
-        device = "cpu"
+        device, dim, version = "cpu", 384, "all-MiniLM-L6-v2"
 
         def encode(self, texts):
             return np.zeros((len(texts), 384), np.float32)

@@ -160,6 +160,7 @@ def test_fold_and_replay_equal_the_one_event_code(kind, seed, worker):
 
 class Encoder:
     dim = TEXT
+    version = "all-MiniLM-L6-v2"
 
     def encode(self, texts):
         return np.stack([np.random.default_rng(sum(map(ord, t))).normal(size=TEXT) for t in texts]).astype(np.float32)

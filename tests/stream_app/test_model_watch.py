@@ -6,6 +6,7 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -36,6 +37,7 @@ class FakeProcessor:
 
     def __init__(self, model):
         self.model, self.top_k, self.pairs_half_life_ms = model, 3, 0.0
+        self.encoder = SimpleNamespace(version="all-MiniLM-L6-v2", dim=model.items.dims["text"])
 
 
 @pytest.fixture
