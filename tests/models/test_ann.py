@@ -41,7 +41,7 @@ def test_follows_a_churning_catalogue_as_brute_force(told):
         X, live, changed = churn(rng, X, live)
         index.sync(X, live, changed if told else None)
         assert index.rebuilds == 1 and len(index) == int(live.sum())
-        rows = index.search(Q, 15, nprobe=10**6)
+        rows = index.search(Q, 15, nprobe=10**6, keep=10**6)  # every row scanned, ranked exactly
         for q, r in zip(Q, rows):
             assert set(r.tolist()) == brute(X, live, q, 15)
         mean, std = index.score_moments(Q)
