@@ -54,6 +54,7 @@ REBUILD_GROWTH = 4  # re-index once the catalogue has this many times the rows t
 MIN_NPROBE = 16  # cells a query scans at least (all of them for a small index)
 CHUNK_ROWS = 8192  # rows per step of a build or a hash pass (bounds the temporary arrays)
 PQ_DSUB = 2  # coordinates per 4-bit code of the product quantiser
+BLOCK_ROWS = 16_384  # rows per block of the exact vectors (``Blocks``)
 
 
 def cells_for(n: int) -> int:
@@ -98,6 +99,47 @@ class Rows:
             yield a, self.get(slice(a, a + CHUNK_ROWS) if rows is None else rows[a:a + CHUNK_ROWS])
 
 
+class Blocks:
+    """(n, d) float32 rows held in blocks of ``BLOCK_ROWS``: it grows without copying what it
+    holds (one new item in a catalogue of 10^6 does not move 1.5 GB)."""
+
+    def __init__(self, d: int):
+        self.d, self.n, self.blocks = d, 0, []
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.n, self.d
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.blocks)
+
+    def resize(self, n: int) -> None:
+        while len(self.blocks) * BLOCK_ROWS < n:
+            self.blocks.append(np.empty((BLOCK_ROWS, self.d), dtype=np.float32))
+        self.n = max(self.n, n)
+
+    def put(self, rows: np.ndarray, V: np.ndarray) -> None:
+        block, at = np.divmod(np.asarray(rows, dtype=np.int64), BLOCK_ROWS)
+        for k in np.unique(block).tolist():
+            m = block == k
+            self.blocks[k][at[m]] = V[m]
+
+    def __getitem__(self, rows) -> np.ndarray:
+        """Rows ``rows`` (a slice or an index array), a copy."""
+        if isinstance(rows, slice):
+            rows = np.arange(*rows.indices(self.n))
+        block, at = np.divmod(np.asarray(rows, dtype=np.int64), BLOCK_ROWS)
+        out = np.empty((block.size, self.d), dtype=np.float32)
+        for k in np.unique(block).tolist():
+            m = block == k
+            out[m] = self.blocks[k][at[m]]
+        return out
+
+
 def _hash_weights(d: int) -> np.ndarray:
     return np.random.default_rng(0x5EED).integers(0, 2**63, size=d, dtype=np.uint64) | np.uint64(1)
 
@@ -124,7 +166,7 @@ class ItemIndex:
         self.seed = seed
         self._index: faiss.IndexIVFPQFastScan | None = None
         self._d = 0  # the indexed vectors' width
-        self._vecs = np.zeros((0, 0), dtype=np.float32)  # row -> its vector (every row, live or not; capacity)
+        self._vecs = Blocks(0)  # row -> its exact vector (every row, live or not)
         self._hash = np.zeros(0, dtype=np.uint64)  # row -> ``row_hashes`` of what is indexed
         self._in = np.zeros(0, dtype=bool)  # row is in the index
         self._trained_on = 0
@@ -173,9 +215,10 @@ class ItemIndex:
         quantizer = faiss.IndexFlatIP(width)
         index = faiss.IndexIVFPQFastScan(quantizer, width, nlist, width // PQ_DSUB, 4, faiss.METRIC_INNER_PRODUCT)
         self._index, self._d = index, d
-        self._vecs = np.empty((n, d), dtype=np.float32)
+        self._vecs = Blocks(d)
+        self._vecs.resize(n)
         for a, c in X.blocks():
-            self._vecs[a:a + len(c)] = c
+            self._vecs.put(np.arange(a, a + len(c)), c)
         rows = np.flatnonzero(live)
         rng = np.random.default_rng(self.seed)
         sample = rows if rows.size <= TRAIN_PER_CELL * nlist else rng.choice(rows, TRAIN_PER_CELL * nlist, replace=False)
@@ -192,13 +235,10 @@ class ItemIndex:
         self.rebuilds += 1
 
     def _keep(self, X: Rows, rows: np.ndarray, n: int) -> None:
-        """``rows`` of ``X`` into the exact vectors, grown (by a quarter at least) to ``n`` rows."""
-        if len(self._vecs) < n:
-            grown = np.empty((max(n, len(self._vecs) + len(self._vecs) // 4), self._d), dtype=np.float32)
-            grown[:len(self._hash)] = self._vecs[:len(self._hash)]
-            self._vecs = grown
+        """``rows`` of ``X`` into the exact vectors, grown to ``n`` rows."""
+        self._vecs.resize(n)
         for a, c in X.blocks(rows):
-            self._vecs[rows[a:a + len(c)]] = c
+            self._vecs.put(rows[a:a + len(c)], c)
 
     def sync(self, X: np.ndarray, live: np.ndarray, changed: np.ndarray | None = None,
              bias: np.ndarray | None = None) -> None:
