@@ -3,26 +3,28 @@ step with the catalogue one changed row at a time (faiss's inverted file, numpy 
 
 The attention score of item i for a user vector u is ``u . e_i + b_i``; with the bias folded in
 as one more coordinate, ``x_i = [e_i, b_i]`` and ``q = [u, 1]``, it is the plain inner product
-``q . x_i``, which an inner-product index searches. The index is an inverted file (``IVFFlat``:
-k-means cells, a query scans its ``nprobe`` nearest cells) keyed by catalogue row, so a row is
-removed or replaced by its id, without a rebuild:
+``q . x_i``, which an inner-product index searches. The index is an inverted file of product
+codes (faiss's ``IndexIVFPQFastScan``: k-means cells, a query scans its ``nprobe`` nearest cells;
+each vector held there as 4-bit codes of ``PQ_DSUB`` coordinates each, an eighth of its float32
+bytes, scanned with SIMD table look-ups) keyed by catalogue row, so a row is removed or replaced
+by its id, without a rebuild:
 
 * ``sync(X, live, changed=None, bias=None)`` brings the index to the catalogue's current ``X`` (N, D + 1):
   it re-adds only rows whose vector changed (an upsert, a row taken by a new item), removes rows
   that are no longer live (a deleted item's row, until a new item takes it), adds new rows. Which
   rows changed is the caller's ``changed`` (rows of ``X``) when it knows, else found from a 64-bit
-  hash of each row's bits kept per row (8 bytes a row, not a copy of ``X``). A catalogue that
-  changed shape (another model) or outgrew its cells (4x the rows the cells were trained on) is
-  re-indexed from scratch, in chunks of rows (no full copy of ``X``; the cells are trained on a
-  sample);
-* ``search(Q, k)`` -> (B, k) catalogue rows, -1 where fewer than k were found. A row that is not
-  live is never in the index, so never returned. A query scans ``default_nprobe()`` cells: ~the
-  square root of the cell count, at least 16, so the scanned share of the catalogue falls as it
-  grows (``models.offline.two_stage`` measures recall against exact ranking).
+  hash of each row's bits kept per row. A catalogue that changed shape (another model) or
+  outgrew its cells (4x the rows the cells were trained on) is re-indexed from scratch, in
+  chunks of rows (the cells and codes are trained on a sample);
+* ``search(Q, k)`` -> (B, k) catalogue rows, -1 where fewer than k were found, best first by the
+  codes (the caller scores them exactly; ``keep`` > k ranks a longer list of the scan again by
+  the exact vectors). A row that is not live is never in the index, so never returned. A query
+  scans ``default_nprobe()`` cells: ~the square root of the cell count, at least 16, so the
+  scanned share of the catalogue falls as it grows (``models.offline.two_stage`` measures recall
+  against exact ranking).
 
-The vectors are held once, in the inverted lists (float32: a row's old vector is read back from
-them, exactly, to update the score moments when it changes); rows that are not live keep theirs
-in a small side table.
+Every row's exact vector is kept beside the codes (float32, one array, free rows' too): a row's
+old vector is read from it, exactly, to update the score moments when it changes.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -30,7 +32,7 @@ in a small side table.
 >>> live = np.ones(500, dtype=bool)
 >>> index = ItemIndex(); index.sync(X, live)
 >>> q = rng.normal(size=(1, 9)).astype(np.float32)
->>> int(index.search(q, 1, nprobe=10**6)[0, 0]) == int(np.argmax(X @ q[0]))
+>>> int(index.search(q, 1, nprobe=10**6, keep=10**6)[0, 0]) == int(np.argmax(X @ q[0]))
 True
 >>> live[int(np.argmax(X @ q[0]))] = False; index.sync(X, live)
 >>> int(np.argmax(X @ q[0])) in index.search(q, 20, nprobe=10**6)[0].tolist()
@@ -51,6 +53,8 @@ TRAIN_PER_CELL = 64  # k-means training points per cell (a sample of the catalog
 REBUILD_GROWTH = 4  # re-index once the catalogue has this many times the rows the cells were trained on
 MIN_NPROBE = 16  # cells a query scans at least (all of them for a small index)
 CHUNK_ROWS = 8192  # rows per step of a build or a hash pass (bounds the temporary arrays)
+PQ_DSUB = 2  # coordinates per 4-bit code of the product quantiser
+BLOCK_ROWS = 16_384  # rows per block of the exact vectors (``Blocks``)
 
 
 def cells_for(n: int) -> int:
@@ -95,6 +99,47 @@ class Rows:
             yield a, self.get(slice(a, a + CHUNK_ROWS) if rows is None else rows[a:a + CHUNK_ROWS])
 
 
+class Blocks:
+    """(n, d) float32 rows held in blocks of ``BLOCK_ROWS``: it grows without copying what it
+    holds (one new item in a catalogue of 10^6 does not move 1.5 GB)."""
+
+    def __init__(self, d: int):
+        self.d, self.n, self.blocks = d, 0, []
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.n, self.d
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.blocks)
+
+    def resize(self, n: int) -> None:
+        while len(self.blocks) * BLOCK_ROWS < n:
+            self.blocks.append(np.empty((BLOCK_ROWS, self.d), dtype=np.float32))
+        self.n = max(self.n, n)
+
+    def put(self, rows: np.ndarray, V: np.ndarray) -> None:
+        block, at = np.divmod(np.asarray(rows, dtype=np.int64), BLOCK_ROWS)
+        for k in np.unique(block).tolist():
+            m = block == k
+            self.blocks[k][at[m]] = V[m]
+
+    def __getitem__(self, rows) -> np.ndarray:
+        """Rows ``rows`` (a slice or an index array), a copy."""
+        if isinstance(rows, slice):
+            rows = np.arange(*rows.indices(self.n))
+        block, at = np.divmod(np.asarray(rows, dtype=np.int64), BLOCK_ROWS)
+        out = np.empty((block.size, self.d), dtype=np.float32)
+        for k in np.unique(block).tolist():
+            m = block == k
+            out[m] = self.blocks[k][at[m]]
+        return out
+
+
 def _hash_weights(d: int) -> np.ndarray:
     return np.random.default_rng(0x5EED).integers(0, 2**63, size=d, dtype=np.uint64) | np.uint64(1)
 
@@ -119,11 +164,11 @@ class ItemIndex:
     def __init__(self, nprobe: int | None = None, seed: int = 0):
         self.nprobe = nprobe  # cells a query scans; None: ``default_nprobe``
         self.seed = seed
-        self._index: faiss.IndexIVFFlat | None = None
+        self._index: faiss.IndexIVFPQFastScan | None = None
         self._d = 0  # the indexed vectors' width
+        self._vecs = Blocks(0)  # row -> its exact vector (every row, live or not)
         self._hash = np.zeros(0, dtype=np.uint64)  # row -> ``row_hashes`` of what is indexed
         self._in = np.zeros(0, dtype=bool)  # row is in the index
-        self._out: dict[int, np.ndarray] = {}  # rows not in the index -> their vector (moments)
         self._trained_on = 0
         self._sum, self._outer = np.zeros(0), np.zeros((0, 0))  # of all rows of X, float64
         self.rebuilds = 0  # how many times the index was built from scratch
@@ -141,12 +186,17 @@ class ItemIndex:
         return nprobe_for(self.cells)
 
     def nbytes(self) -> int:
-        """Bytes held: the inverted lists' vectors and ids, the cell centres, the per-row hash and
-        flags, the side table, the moments (the direct map's hash table not counted)."""
+        """Bytes held: the inverted lists' codes and ids, the cell centres, the exact vectors,
+        the per-row hash and flags, the moments (faiss's own bookkeeping not counted)."""
         ix = self._index
         faiss_b = 0 if ix is None else ix.ntotal * (ix.code_size + 8) + ix.nlist * ix.d * 4
-        return int(faiss_b + self._hash.nbytes + self._in.nbytes + self._outer.nbytes
-                   + sum(v.nbytes for v in self._out.values()))
+        return int(faiss_b + self._vecs.nbytes + self._hash.nbytes + self._in.nbytes + self._outer.nbytes)
+
+    def _padded(self, V: np.ndarray) -> np.ndarray:
+        """(n, padded width) float32: ``V`` with zero columns up to the product quantiser's width."""
+        out = np.zeros((len(V), self._index.d), dtype=np.float32)
+        out[:, :V.shape[1]] = V
+        return out
 
     def _add_moments(self, V: np.ndarray | Rows, sign: float = 1.0, rows: np.ndarray | None = None) -> None:
         V = V if isinstance(V, Rows) else Rows(V)
@@ -161,42 +211,34 @@ class ItemIndex:
         faiss.omp_set_num_threads(1)
         n, d = X.shape
         nlist = cells_for(int(live.sum()))
-        quantizer = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        width = -(-d // (2 * PQ_DSUB)) * 2 * PQ_DSUB  # an even number of sub-quantisers
+        quantizer = faiss.IndexFlatIP(width)
+        index = faiss.IndexIVFPQFastScan(quantizer, width, nlist, width // PQ_DSUB, 4, faiss.METRIC_INNER_PRODUCT)
+        self._index, self._d = index, d
+        self._vecs = Blocks(d)
+        self._vecs.resize(n)
+        for a, c in X.blocks():
+            self._vecs.put(np.arange(a, a + len(c)), c)
         rows = np.flatnonzero(live)
         rng = np.random.default_rng(self.seed)
         sample = rows if rows.size <= TRAIN_PER_CELL * nlist else rng.choice(rows, TRAIN_PER_CELL * nlist, replace=False)
-        index.cp.seed = self.seed
-        index.cp.min_points_per_centroid = 1
-        index.train(X.get(sample))  # at least nlist points: nlist <= sqrt(rows)
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # row -> its place, to read back or remove
-        # each row's cell first, then every cell's rows in one append: a list is sized once,
-        # exactly (appending block by block grows each list by doubling: up to 2x its size)
-        cell = np.empty(rows.size, dtype=np.int64)
-        for a, c in X.blocks(rows):
-            cell[a:a + len(c)] = quantizer.search(c, 1)[1][:, 0]
-        order = np.argsort(cell, kind="stable")
-        bounds = np.searchsorted(cell[order], np.arange(nlist + 1))
-        for c in range(nlist):
-            r = rows[order[bounds[c]:bounds[c + 1]]]
-            if r.size:
-                ids, at = r.astype(np.int64), np.full(r.size, c, dtype=np.int64)
-                vecs = X.get(r)
-                index.add_core(r.size, faiss.swig_ptr(vecs), faiss.swig_ptr(ids), faiss.swig_ptr(at))
-        self._index, self._trained_on, self._d = index, max(1, rows.size), d
-        self._hash, self._in = row_hashes(X), live.copy()
-        self._out = {int(r): X.get(np.array([r]))[0] for r in np.flatnonzero(~live)}
+        index.cp.seed = index.pq.cp.seed = self.seed
+        index.cp.min_points_per_centroid = index.pq.cp.min_points_per_centroid = 1
+        index.train(self._padded(self._vecs[np.resize(sample, max(sample.size, 16))]))  # 16 codes a sub-quantiser
+        for a in range(0, rows.size, CHUNK_ROWS):
+            r = rows[a:a + CHUNK_ROWS]
+            index.add_with_ids(self._padded(self._vecs[r]), r.astype(np.int64))
+        self._trained_on = max(1, rows.size)
+        self._hash, self._in = row_hashes(self._vecs), live.copy()
         self._sum, self._outer = np.zeros(d), np.zeros((d, d))
-        self._add_moments(X)
+        self._add_moments(self._vecs)
         self.rebuilds += 1
 
-    def _old(self, rows: np.ndarray) -> np.ndarray:
-        """(len(rows), D) float32: what the index holds for ``rows`` (each indexed or in ``_out``)."""
-        out = np.empty((len(rows), self._d), dtype=np.float32)
-        for i, r in enumerate(rows.tolist()):
-            v = self._out.get(r)
-            out[i] = self._index.reconstruct(r) if v is None else v
-        return out
+    def _keep(self, X: Rows, rows: np.ndarray, n: int) -> None:
+        """``rows`` of ``X`` into the exact vectors, grown to ``n`` rows."""
+        self._vecs.resize(n)
+        for a, c in X.blocks(rows):
+            self._vecs.put(rows[a:a + len(c)], c)
 
     def sync(self, X: np.ndarray, live: np.ndarray, changed: np.ndarray | None = None,
              bias: np.ndarray | None = None) -> None:
@@ -229,22 +271,14 @@ class ItemIndex:
         add = np.flatnonzero(live & (~was | changed_mask))
         new = np.arange(n0, len(X))
         if moved.size:  # every row's vector counts in the moments, a free row's too
-            self._add_moments(self._old(moved), -1.0)
-            self._add_moments(X, rows=moved)
-        if new.size:
-            self._add_moments(X, rows=new)
-        for r in drop.tolist():  # leaving the index: its vector kept aside (its current one below)
-            if not live[r] and not changed_mask[r]:
-                self._out[r] = self._index.reconstruct(r)
+            self._add_moments(self._vecs[moved], -1.0)
+        self._keep(X, np.concatenate([moved, new]), len(X))
+        self._add_moments(self._vecs, rows=np.concatenate([moved, new]))
         if drop.size:
             self._index.remove_ids(drop.astype(np.int64))
         for a in range(0, add.size, CHUNK_ROWS):
             r = add[a:a + CHUNK_ROWS]
-            self._index.add_with_ids(X.get(r), r.astype(np.int64))
-        for r in add.tolist():
-            self._out.pop(r, None)
-        for r in np.flatnonzero(~live & changed_mask).tolist():  # changed or new, not live
-            self._out[r] = X.get(np.array([r]))[0]
+            self._index.add_with_ids(self._padded(self._vecs[r]), r.astype(np.int64))
         self.updates += int(drop.size + add.size)
         hash_ = np.empty(len(X), dtype=np.uint64)
         hash_[:n0] = self._hash
@@ -266,11 +300,22 @@ class ItemIndex:
         ex2 = ((Q @ self._outer) * Q).sum(axis=1) / n
         return mean, np.sqrt(np.maximum(ex2 - mean * mean, 0.0))
 
-    def search(self, Q: np.ndarray, k: int, nprobe: int | None = None) -> np.ndarray:
+    def search(self, Q: np.ndarray, k: int, nprobe: int | None = None, keep: int | None = None) -> np.ndarray:
         """(B, k) catalogue rows of the k largest inner products with each query (B, D + 1),
-        best first; -1 pads where fewer were found."""
+        best first by the codes; -1 pads where fewer were found. ``keep`` > k: the codes' scan
+        keeps that many rows per query (every row it scanned if that many), which are ranked
+        again by the exact vectors."""
+        B = len(Q)
         if self._index is None or k <= 0 or not self._in.any():
-            return np.full((len(Q), max(k, 0)), -1, dtype=np.int64)
+            return np.full((B, max(k, 0)), -1, dtype=np.int64)
         self._index.nprobe = min(self.cells, nprobe or self.nprobe or self.default_nprobe())
-        _, rows = self._index.search(np.ascontiguousarray(Q, dtype=np.float32), k)
+        Q = np.ascontiguousarray(Q, dtype=np.float32)
+        _, found = self._index.search(self._padded(Q), min(max(keep or k, k), self._index.ntotal))
+        if found.shape[1] <= k:
+            return np.pad(found, ((0, 0), (0, k - found.shape[1])), constant_values=-1)
+        rows = np.full((B, k), -1, dtype=np.int64)
+        for i, c in enumerate(found):
+            c = c[c >= 0]
+            best = np.argsort(-(self._vecs[c] @ Q[i]), kind="stable")[:k]
+            rows[i, :best.size] = c[best]
         return rows

@@ -40,6 +40,7 @@ from models.topk import round6, top_k
 MODES = ("auto", "exact", "two-stage")
 EXACT_MAX_ITEMS = 50_000  # "auto": exact ranking below this many live items
 USERS_PER_PASS = 256
+SHORTLIST = 2  # the index's codes give this many times ``CandidateSizes.ann`` rows; the exact scores keep ``ann``
 
 
 @dataclass
@@ -208,16 +209,40 @@ class _AttentionPart:
         self.E, self.b = component.fusion.item_matrix(component.items)
         self.U, self.stage = U, stage
         self.Q = np.concatenate([U, np.ones((len(U), 1), U.dtype)], axis=1)
-        self.candidates = list(stage.index.search(self.Q, stage.sizes.ann))
+        # the index ranks by its codes: twice the neighbours asked for, ranked again by the exact
+        # scores (kept, by (user, row) key, for ``at``)
+        k, n = stage.sizes.ann, max(1, len(self.b))
+        found = stage.index.search(self.Q, SHORTLIST * k)
+        self.candidates, keys, scores = [], [], []
+        for i, r in enumerate(found):
+            r = r[r >= 0]
+            s = self._exact(i, r)
+            best = np.sort(np.argpartition(-s, k - 1)[:k]) if r.size > k else slice(None)
+            self.candidates.append(r[best])
+            keys.append(i * n + r[best])
+            scores.append(s[best])
+        key = np.concatenate(keys + [np.zeros(0, np.int64)])
+        order = np.argsort(key, kind="stable")
+        self._key, self._score, self._n = key[order], np.concatenate(scores + [np.zeros(0, np.float32)])[order], n
+
+    def _exact(self, i: int, rows: np.ndarray) -> np.ndarray:
+        return self.E[rows] @ self.U[i] + self.b[rows]
 
     def at(self, cols):
-        """(B, C) attention scores at ``cols``: one gather and product per user (a (B, C, D)
-        gather of the whole batch would not stay in cache)."""
+        """(B, C) attention scores at ``cols``: those of the neighbours kept, the others by one
+        gather and product per user (a (B, C, D) gather of the whole batch would not stay in
+        cache)."""
         out = np.empty(cols.shape, dtype=np.float32)
-        E, U = self.E, self.U
+        key = np.arange(len(cols))[:, None] * self._n + cols
+        hit = np.zeros(cols.shape, dtype=bool)
+        if self._key.size:
+            pos = np.minimum(np.searchsorted(self._key, key), self._key.size - 1)
+            hit = self._key[pos] == key
+            out[hit] = self._score[pos[hit]]
         for i, c in enumerate(cols):
-            out[i] = E[c] @ U[i]
-        return out + self.b[cols]
+            miss = ~hit[i]
+            out[i, miss] = self._exact(i, c[miss])
+        return out
 
     def moments(self):
         return self.stage.index.score_moments(self.Q)

@@ -144,14 +144,17 @@ class SeenItems:
         """(the items, the offset after them) from what ``counts`` and ``pack`` wrote."""
         recent = []
         for _ in range(counts[0]):
-            n = shift = 0
-            while True:
-                b = data[offset]
-                offset += 1
-                n |= (b & 0x7F) << shift
-                shift += 7
-                if b < 0x80:
-                    break
+            n = data[offset]
+            offset += 1
+            if n >= 0x80:  # a length of more than one varint byte
+                n, shift = n & 0x7F, 7
+                while True:
+                    b = data[offset]
+                    offset += 1
+                    n |= (b & 0x7F) << shift
+                    shift += 7
+                    if b < 0x80:
+                        break
             recent.append(data[offset:offset + n].decode())
             offset += n
         older, offset = unpack_keys(data, offset, counts[1])

@@ -176,10 +176,8 @@ class UserState:
                              "g": self.generation})
         body = b"".join(self.mean[n].astype(np.float16).tobytes() for n in names)
         norms = np.array([self.norm[n] for n in names], dtype=">f4").tobytes()  # float32 values (models.fold)
-        w, flat = self.weights, []
-        for i in self.seen.recent:
-            flat.extend(w.get(i, _UNKNOWN))
-        weights = np.array(flat, dtype=">f2").tobytes()
+        w = self.weights
+        weights = np.array([w.get(i, _UNKNOWN) for i in self.seen.recent], dtype=">f2").tobytes()
         return (struct.pack(">I", len(head)) + head + body + norms + _pack_keys(self.recent)
                 + self.seen.pack() + weights)
 

@@ -138,8 +138,12 @@ class CoocCounts:
             idx = nz.nonzero()[0]
             return idx, r[idx]
         d = self._rows[j]
-        cols = sorted(c for c, v in d.items() if v != 0 and c != j)
-        return np.array(cols, dtype=np.int64), np.array([d[c] for c in cols], dtype=np.float32)
+        cols = np.fromiter(d.keys(), np.int64, len(d))
+        vals = np.fromiter(d.values(), np.float64, len(d))  # float32 values, held as Python floats
+        keep = (vals != 0) & (cols != j)
+        cols, vals = cols[keep], vals[keep]
+        order = np.argsort(cols, kind="stable")
+        return cols[order], vals[order].astype(np.float32)
 
     def row(self, j: int) -> np.ndarray:
         """Row ``j`` of M over all items, float32 (a copy)."""

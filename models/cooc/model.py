@@ -33,9 +33,11 @@ Scores for a user whose recent distinct items are ``r_1`` (newest) .. ``r_H`` (`
 
 A score is a pure function of the counts and the user's recent items, so the worker and the
 offline replay agree exactly whatever the timing of their requests, once they hold the same
-counts. Rows of ``S`` are computed from the counts (and the online rows) when asked for (O(N)
-each) and kept only until they next change (every change bumps ``CoocCounts.version`` or
-``OnlineRows.version``).
+counts. Rows of ``S`` are computed from the counts (and the online rows) when asked for and kept
+until what they depend on changes (``models.cooc.row_cache``): a change made through
+``update_many`` or ``set_online_rows`` evicts only the rows it reached; any other change (every
+change bumps ``CoocCounts.version`` or ``OnlineRows.version``), or a new reference time of
+decayed online rows, empties the cache.
 
 >>> m = CoocModel(CoocParams(window=2, trans_window=1, beta=1.0, shrink=0.0, hist_len=2, k=10))
 >>> for i in "abcd":
@@ -56,10 +58,11 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 
 from models.cooc.counts import DENSE_MAX_ITEMS, CoocCounts
+from models.cooc.row_cache import RowCache
 from models.cooc.rows import OnlineRows, decay_factor
 from models.seen import SeenItems, item_key
 
-ROW_CACHE_MAX = 4096  # similarity rows kept per counts version
+ROW_CACHE_MAX = 16_384  # similarity rows kept (the older half dropped when full)
 UPDATE_BLOCK = 1 << 15  # first engagements whose pairs are built at once (bounded arrays)
 
 
@@ -146,8 +149,10 @@ class CoocModel:
         self.params = params
         self.counts = counts if counts is not None else CoocCounts()
         self.online = OnlineRows()  # rows learned while serving (models.cooc.online), added to the counts
-        self._at: tuple | None = None  # (counts, version, online version, params) the cached rows were computed from
-        self._cached_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._at: tuple | None = None  # (counts, version, online version, params, latest) the cache follows
+        self._cache = RowCache(ROW_CACHE_MAX)
+        self._seen: tuple = ()  # (counts version, online version) that ``_changed`` brings the cache to
+        self._changed: list[tuple[np.ndarray, np.ndarray]] = []  # since ``_at``: (rows, n) changed
         self._rule: tuple = (None,)  # (params, what ``additions`` takes from them)
         self._col_pow = self._popularity = self._n = np.zeros(0)
 
@@ -200,7 +205,18 @@ class CoocModel:
         """``set_online_row`` for several distinct items at once: item ``items[k]`` gets the next
         ``lengths[k]`` of ``cols`` (counts rows, ``rows_of``) and ``weights``
         (``OnlineRows.set_many``)."""
-        self.online.set_many(self.rows_of(items).tolist(), n, ts, lengths, cols, weights)
+        told, rows = self._telling(), self.rows_of(items)
+        self.online.set_many(rows.tolist(), n, ts, lengths, cols, weights)
+        self._told(told, rows, rows)
+
+    def _telling(self) -> bool:  # the cache knows every change so far: the next one can be told
+        return self._at is not None and (self.counts.version, self.online.version) == self._seen
+
+    def _told(self, told: bool, rows: np.ndarray, n: np.ndarray) -> None:
+        """The ``rows`` (of M or online) and the ``n`` of rows ``n`` just changed, nothing else."""
+        if told:
+            self._changed.append((np.asarray(rows, dtype=np.int64), np.asarray(n, dtype=np.int64)))
+            self._seen = (self.counts.version, self.online.version)
 
     def with_params(self, params: CoocParams, copy: bool = True) -> "CoocModel":
         """Same counts (copied), other parameters; only scoring parameters may differ."""
@@ -216,8 +232,10 @@ class CoocModel:
         (``CoocCounts.add``), so a batch gives the bits of its events one at a time."""
         for a in range(0, len(engagements), UPDATE_BLOCK):
             rows, cols, vals, engaged, _ = self.additions(engagements[a:a + UPDATE_BLOCK])
+            told = self._telling()
             self.counts.add(rows, cols, vals)
             self.counts.add_engaged(engaged)
+            self._told(told, rows, engaged)
 
     def deltas(self, engagements: Sequence[tuple[Sequence[int], int]], times: Sequence[int] | None = None,
                half_life_ms: float = 0.0) -> dict[int, "RowDelta"]:
@@ -286,21 +304,29 @@ class CoocModel:
         return self
 
     # -- scoring -----------------------------------------------------------------------------
-    def _current(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """The row cache, emptied (with the per-column terms recomputed) if the counts changed."""
+    def _current(self) -> RowCache:
+        """The row cache, brought to the counts (module doc), with the per-column terms."""
         c, o = self.counts, self.online
-        at = (c, c.version, o.version, self.params)
-        if self._at is None or any(a is not b and a != b for a, b in zip(self._at, at)):
-            cnt = c.n[: len(c)]
-            if o.live:  # the checkpoint's counts plus the followed rows
-                cnt = cnt + o.counts_n(len(c))
-            self._n = cnt
-            self._col_pow = cnt ** (1.0 - self.params.alpha)
-            self._popularity = np.log1p(cnt)
-            self._popularity.flags.writeable = False
-            self._cached_rows = {}
-            self._at = at
-        return self._cached_rows
+        at = (c, c.version, o.version, self.params, o.latest if o.half_life_ms > 0 else 0)
+        if self._at is not None and all(a is b or a == b for a, b in zip(self._at, at)):
+            return self._cache
+        told = (self._at is not None and self._at[0] is c and self._at[3] == self.params
+                and self._at[4] == at[4] and (c.version, o.version) == self._seen)
+        cnt = c.n[: len(c)]
+        if o.live:  # the checkpoint's counts plus the followed rows
+            cnt = cnt + o.counts_n(len(c))
+        self._n = cnt
+        self._col_pow = cnt ** (1.0 - self.params.alpha)
+        self._popularity = np.log1p(cnt)
+        self._popularity.flags.writeable = False
+        if told:
+            none = np.zeros(0, np.int64)
+            self._cache.evict(np.concatenate([r for r, _ in self._changed] + [none]),
+                              np.unique(np.concatenate([n for _, n in self._changed] + [none])))
+        else:
+            self._cache.clear()
+        self._at, self._seen, self._changed = at, (c.version, o.version), []
+        return self._cache
 
     def similarity_row(self, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Pruned row ``j`` of S as (columns, values) (read-only arrays). Computed on the non-zero
@@ -309,12 +335,8 @@ class CoocModel:
         hit = cache.get(j)
         if hit is not None:
             return hit
-        p, c = self.params, self.counts
-        idx, num = c.off_diagonal(j)
-        if j < len(self.online.rows) and self.online.rows[j].size:  # plus the followed row
-            more, w = self.online.row(j)
-            idx, pos = np.unique(np.concatenate([idx, more]), return_inverse=True)
-            num = np.bincount(pos.reshape(-1), np.concatenate([num.astype(np.float64), w]), minlength=idx.size)
+        raw = cache.raw.get(j) or self._raw_row(j)
+        (idx, num), p = raw, self.params
         den = (self._n[j] ** p.alpha) * self._col_pow[idx] + p.shrink
         den[den <= 0] = 1.0
         vals = (num / den).astype(np.float32)
@@ -325,10 +347,17 @@ class CoocModel:
             top = np.argpartition(-vals, p.k - 1)[: p.k]
             idx, vals = idx[top], vals[top]
         idx.flags.writeable = vals.flags.writeable = False
-        if len(cache) >= ROW_CACHE_MAX:
-            cache.clear()
-        cache[j] = (idx, vals)
+        cache.put(j, raw, (idx, vals))
         return idx, vals
+
+    def _raw_row(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row ``j`` of M plus its online row: (columns ascending, numerators) but ``M[j, j]``."""
+        idx, num = self.counts.off_diagonal(j)
+        if j < len(self.online.rows) and self.online.rows[j].size:  # plus the followed row
+            more, w = self.online.row(j)
+            idx, pos = np.unique(np.concatenate([idx, more]), return_inverse=True)
+            num = np.bincount(pos.reshape(-1), np.concatenate([num.astype(np.float64), w]), minlength=idx.size)
+        return idx, num
 
     def scores(self, recent_rows: Sequence[int]) -> np.ndarray:
         """(N,) scores in this model's row order; ``recent_rows`` newest first (only the first

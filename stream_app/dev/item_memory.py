@@ -10,9 +10,9 @@ with co-engagement counts and a fixed blend, ``models.offline.two_stage.blank_mo
 * **co-engagement rows** (``models.cooc``: counts and their row map) -- ``--events`` synthetic
   events folded in (their per-row dicts grow with the distinct pairs, so this one depends on
   the log; bytes per stored pair are given too);
-* **ranking index** (``models.ann``: faiss's inverted lists, the per-row hashes, the moments) and
-  the rankers' per-item caches (the attention item embeddings) -- a first two-stage
-  ``recommend_many``.
+* **ranking index** (``models.ann``: faiss's inverted lists of codes, the exact vectors, the
+  per-row hashes, the moments) and the rankers' per-item caches (the attention item
+  embeddings) -- a first two-stage ``recommend_many``.
 
 Then the cost of one catalogue change for the next ranking call: a ranking call of the sampled
 users, then one new item and the same call again (the ranking index and the rankers' caches
@@ -152,7 +152,7 @@ def _ranking_step(model, states: dict, users: int, vector: np.ndarray, after_fol
     after_rank = _settled_rss()
     index = model.ranking.index
     cache_nbytes = model.attention.item_matrix_nbytes()
-    row = {"structure": "ranking index (faiss IVF + per-row hashes) + rankers' item caches",
+    row = {"structure": "ranking index (faiss IVF-PQ codes + exact vectors + per-row hashes) + rankers' item caches",
            "rss_bytes": after_rank - after_fold, "nbytes": index.nbytes() + cache_nbytes, "seconds": rank_s,
            "peak_rss_bytes": peak_rank,
            "detail": {"index_cells": index.cells, "nprobe": index.nprobe or index.default_nprobe(),

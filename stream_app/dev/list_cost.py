@@ -40,10 +40,16 @@ def build(n_items: int, n_events: int, seed: int = 0, later: int = 0):
     return model, states, rest
 
 
-def measure_batches(model, states: dict, events: list[dict], size: int, profile: str | None = None) -> dict:
+def measure_batches(model, states: dict, events: list[dict], size: int, profile: str | None = None,
+                    follow: bool = False) -> dict:
     """The worker's whole model step (``Processor.apply_batch``: states decoded, events folded, the
     touched users ranked, messages built) over ``events`` in batches of ``size``: thread CPU ms
-    per list and per event (co-engagement learning through pair messages, as the worker does)."""
+    per list and per event (co-engagement learning through pair messages, as the worker does).
+    ``follow``: each batch's pair messages also folded into neighbour rows (the aggregator's
+    work, not timed) and those rows applied to the model before the next batch (the follower's
+    work, timed: it runs in the model thread), so the co-engagement rows change every batch."""
+    from models.cooc.online import apply_rows
+    from models.cooc.table import RowTable, fold_records
     from models.features import TextSentiment
     from stream_app.codec import Codec
     from stream_app.dev.serve_bench import _StubEncoder
@@ -54,6 +60,7 @@ def measure_batches(model, states: dict, events: list[dict], size: int, profile:
     proc.pairs_half_life_ms = 0.0
     stored = {u: st.to_bytes() for u, st in states.items()}
     prof = cProfile.Profile() if profile else None
+    table, offset, aside = RowTable(), 0, 0.0
     lists, t, c = 0, time.perf_counter(), time.thread_time()
     if prof:
         prof.enable()
@@ -62,11 +69,18 @@ def measure_batches(model, states: dict, events: list[dict], size: int, profile:
         res = proc.apply_batch(chunk, {u: stored.get(u) for u in dict.fromkeys(e["user_id"] for e in chunk)})
         stored.update({u: st.to_bytes() for u, st in res.states.items()})
         lists += len(res.states)
+        if follow:
+            a = time.thread_time()
+            messages = [(item, offset + k, value) for k, (item, value) in enumerate(res.pairs)]
+            offset += len(messages)
+            rows = fold_records(table, messages, {})
+            aside += time.thread_time() - a
+            apply_rows(model.cooc, rows)
     if prof:
         prof.disable()
         prof.dump_stats(profile)
-    cpu = time.thread_time() - c
-    return {"apply_batch": size, "events": len(events), "lists": lists,
+    cpu = time.thread_time() - c - aside
+    return {"apply_batch": size, "follow": follow, "events": len(events), "lists": lists,
             "cpu_ms_per_list": round(1000 * cpu / max(1, lists), 3),
             "cpu_ms_per_event": round(1000 * cpu / max(1, len(events)), 4),
             "wall_ms_per_list": round(1000 * (time.perf_counter() - t) / max(1, lists), 3),
@@ -104,6 +118,8 @@ def main(argv=None) -> None:
     ap.add_argument("--apply-batch", type=int, nargs="*", default=[],
                     help="also the whole Processor.apply_batch over --later events in batches of this many")
     ap.add_argument("--later", type=int, default=20_000, help="events for --apply-batch")
+    ap.add_argument("--follow", action="store_true",
+                    help="--apply-batch with the batches' co-engagement rows followed (measure_batches)")
     ap.add_argument("--check-exact", type=int, default=0, help="recall@10 against exact for this many users")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -113,7 +129,7 @@ def main(argv=None) -> None:
         print(measure(model, states, b, args.users, args.profile if i == 0 else None))
     for i, b in enumerate(args.apply_batch):
         print(measure_batches(model, states, later, b, args.profile.replace(".out", f"-batch{b}.out")
-                              if args.profile and i == 0 else None))
+                              if args.profile and i == 0 else None, args.follow))
     if args.check_exact:
         from models.offline.two_stage import compare
 

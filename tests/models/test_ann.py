@@ -41,7 +41,7 @@ def test_follows_a_churning_catalogue_as_brute_force(told):
         X, live, changed = churn(rng, X, live)
         index.sync(X, live, changed if told else None)
         assert index.rebuilds == 1 and len(index) == int(live.sum())
-        rows = index.search(Q, 15, nprobe=10**6)
+        rows = index.search(Q, 15, nprobe=10**6, keep=10**6)  # every row scanned, ranked exactly
         for q, r in zip(Q, rows):
             assert set(r.tolist()) == brute(X, live, q, 15)
         mean, std = index.score_moments(Q)
@@ -96,3 +96,25 @@ def test_the_bias_apart_indexes_as_the_joined_array():
     np.testing.assert_array_equal(joined.search(Q, 20, nprobe=8), apart.search(Q, 20, nprobe=8))
     np.testing.assert_array_equal(joined.score_moments(Q), apart.score_moments(Q))
     np.testing.assert_array_equal(joined._hash, apart._hash)
+
+
+def test_the_exact_vectors_grow_in_blocks_without_moving_and_read_back_exactly(monkeypatch):
+    import models.ann as ann
+
+    monkeypatch.setattr(ann, "BLOCK_ROWS", 64)
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(150, 7)).astype(np.float32)
+    live = rng.random(150) < 0.9
+    index = ItemIndex()
+    index.sync(X, live)
+    first = index._vecs.blocks[0]
+    for _ in range(3):
+        X, live, changed = churn(rng, X, live)
+        index.sync(X, live, changed)
+    assert index._vecs.blocks[0] is first and len(index._vecs.blocks) == -(-len(X) // 64)
+    np.testing.assert_array_equal(index._vecs[:], X)
+    rows = rng.permutation(len(X))[:90]
+    np.testing.assert_array_equal(index._vecs[rows], X[rows])
+    Q = rng.normal(size=(3, 7)).astype(np.float32)
+    for q, r in zip(Q, index.search(Q, 10, nprobe=10**6, keep=10**6)):
+        assert set(r.tolist()) == brute(X, live, q, 10)

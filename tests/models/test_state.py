@@ -258,3 +258,12 @@ def test_a_state_of_another_model_is_migrated_with_its_bookkeeping():
     assert states["u"].events == 61 and states["u"].fits(new.dims, new.items.dims)
     plain = UserState.from_bytes(v3_bytes(stored))  # no weights: each recent item as a plain engagement
     assert new.fit(plain).events == 60 and new.fit(plain).norm["content"] > 0
+
+
+def test_seen_ids_of_every_length_round_trip_byte_for_byte():
+    seen = SeenItems()
+    for n in (1, 5, 127, 128, 129, 300, 16_383, 16_384, 20_000):  # one, two and three varint bytes
+        seen.add(("é" if n % 2 else "x") * (n // 2 if n % 2 else n) + str(n))
+    packed = seen.pack()
+    back, end = SeenItems.unpack(seen.counts(), packed + b"tail", 0)
+    assert back.recent == seen.recent and end == len(packed) and back.pack() == packed
