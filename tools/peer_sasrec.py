@@ -7,6 +7,13 @@ Not part of the product; RecBole is not a dependency. Install it beside the proj
     .venv/bin/pip install --target .peer-site --no-deps recbole==1.2.1 pandas texttable colorama \
         tabulate scipy scikit-learn joblib threadpoolctl cloudpickle narwhals
     PYTHONPATH=.:.peer-site .venv/bin/python tools/peer_sasrec.py --dataset FOLDER [--model SASRec|GRU4Rec]
+    ... tools/peer_sasrec.py --protocol cold-start --dataset FOLDER [--cut 0.8] [--max-targets N] [--time-cap S]
+
+``--protocol cold-start`` runs the peer on exactly the split of ``stream-app evaluate --protocol
+cold-start`` (same ``--cut`` / ``--max-targets``; ``--split-seed`` = evaluate's ``--seed``), trained and
+early-stopped before the cut and scored by the project's ``replay_cold_start`` (all / new-item /
+old-item / cold-user targets): ``tools/peer_cold_start.py`` says how, and how new items are handled.
+The rest of this docstring describes the default, leave-one-out.
 
 RecBole 1.2.1 predates numpy 2 and imports tensorboard at start-up; ``_compat`` below supplies the
 three numpy aliases it reads and a stand-in for the tensorboard writer it never uses here, so the
@@ -33,7 +40,7 @@ What it does
   a target whose item the user has already interacted with is skipped (not ranked), as ``replay_evaluate``
   does; ties rank the lower catalogue index first.
 * Checks: (1) the (history, target) pairs the loop uses decode back to the project's split; (2) RecBole's
-  OWN data pipeline (atomic file with time-rank timestamps, ``eval_args`` LS valid_and_test, order TO) is
+  OWN data pipeline (``tools/peer_recbole_check.py``) (atomic file with time-rank timestamps, ``eval_args`` LS valid_and_test, order TO) is
   run and its validation/test targets and histories are compared user by user with the project's;
   (3) the trained model is wrapped as a project ``Recommender`` and scored by the project's own
   ``replay_evaluate`` (valid + test); its numbers must equal this script's.
@@ -46,7 +53,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -57,6 +63,8 @@ import yaml
 from models.offline.base import ItemCatalog, Recommender
 from models.offline.loaders import load_dataset
 from models.offline.protocol import TARGET_TYPES, replay_evaluate, split_leave_one_out
+
+from peer_recbole_check import recbole_split_check
 
 
 
@@ -112,7 +120,11 @@ def build(ds, split, catalog, max_len):
             test.append((u, ids[:kt], ids[kt]))
         else:
             train_seqs.append(ids)
-    # prefix augmentation, as RecBole's SequentialDataset.data_augmentation
+    return augment(train_seqs, max_len), valid, test, n_after_valid_unused
+
+
+def augment(train_seqs, max_len):
+    """Prefix augmentation, as RecBole's SequentialDataset.data_augmentation -> (X, L, Y) tensors."""
     X, L, Y = [], [], []
     for s in train_seqs:
         for i in range(1, len(s)):
@@ -120,16 +132,17 @@ def build(ds, split, catalog, max_len):
             X.append(h + [0] * (max_len - len(h)))
             L.append(len(h))
             Y.append(s[i])
-    train = (torch.tensor(X, dtype=torch.long).reshape(-1, max_len), torch.tensor(L, dtype=torch.long),
-             torch.tensor(Y, dtype=torch.long))
-    return train, valid, test, n_after_valid_unused
+    return (torch.tensor(X, dtype=torch.long).reshape(-1, max_len), torch.tensor(L, dtype=torch.long),
+            torch.tensor(Y, dtype=torch.long))
 
 
 def eval_tensors(rows, max_len, n_items):
-    """rows of (user, history, target) -> tensors; drops targets already seen (project skips them)."""
+    """rows of (user, history, target[, more ids to mask]) -> tensors; drops targets already seen (project
+    skips them); masked: the history's items and the row's extra ids (cold start: items not yet available)."""
     X, L, T, seen_rows, users = [], [], [], [], []
     skipped = []
-    for u, hist, tgt in rows:
+    for row in rows:
+        u, hist, tgt = row[:3]
         if tgt in set(hist):
             skipped.append(u)
             continue
@@ -139,7 +152,7 @@ def eval_tensors(rows, max_len, n_items):
         X.append(h + [0] * (max_len - len(h)))
         L.append(max(len(h), 1))
         T.append(tgt)
-        seen_rows.append(sorted(set(hist)))
+        seen_rows.append(sorted(set(hist).union(*row[3:])))
         users.append(u)
     return dict(X=torch.tensor(X, dtype=torch.long).reshape(-1, max_len), L=torch.tensor(L, dtype=torch.long),
                 T=torch.tensor(T, dtype=torch.long), seen=seen_rows, users=users, skipped=skipped)
@@ -229,125 +242,11 @@ class Wrapped(Recommender):
         return s[0, 1:].double().numpy()
 
 
-# ----------------------------------------------------------------------------- RecBole pipeline check
-
-
-def recbole_split_check(split, catalog, valid, test, max_len, model_name):
-    """Run RecBole's own dataset + LS split on an atomic file whose timestamps are the project's
-    time ranks; compare its validation/test (history, target) with ours, user by user."""
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    import logging
-
-    events = split.events
-    if len(events) >= 2 ** 24:
-        log("WARNING: more than 2^24 events; float32 time ranks would not be exact")
-    tmp = Path(tempfile.mkdtemp(prefix="peer_rb_"))
-    name = "peerdata"  # never 'ml-100k': RecBole would read its bundled copy
-    (tmp / name).mkdir()
-    with open(tmp / name / f"{name}.inter", "w") as fh:
-        fh.write("user_id:token\titem_id:token\ttimestamp:float\n")
-        for pos, ev in enumerate(events):
-            fh.write(f"{ev.user_id}\t{ev.item_id}\t{pos}\n")
-    cfg = {
-        "data_path": str(tmp), "dataset": name, "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
-        "MAX_ITEM_LIST_LENGTH": max_len, "train_neg_sample_args": None, "loss_type": "CE",
-        "user_inter_num_interval": "[0,inf)", "item_inter_num_interval": "[0,inf)",
-        "device": "cpu", "use_gpu": False, "show_progress": False, "save_dataset": False,
-        "save_dataloaders": False, "checkpoint_dir": str(tmp / "saved"), "seed": 2020,
-        "log_wandb": False, "state": "ERROR",
-    }
-    config = Config(model=model_name, config_dict=cfg)
-    logging.getLogger().setLevel(logging.ERROR)
-    dataset = create_dataset(config)
-    _, vdata, tdata = data_preparation(config, dataset)
-
-    def targets(dl):
-        d = dl._dataset if hasattr(dl, "_dataset") else dl.dataset
-        f = d.inter_feat
-        users = d.id2token("user_id", f["user_id"].numpy())
-        tg = d.id2token("item_id", f["item_id"].numpy())
-        seqs = f["item_id_list"].numpy()
-        lens = f["item_length"].numpy()
-        out = {}
-        for u, t, s, l in zip(users, tg, seqs, lens):
-            out[str(u)] = (str(t), [str(x) for x in d.id2token("item_id", s[:l])])
-        return out
-
-    ids = catalog.ids
-    res = {}
-    for role, rows, dl in (("valid", valid, vdata), ("test", test, tdata)):
-        rb = targets(dl)
-        ours = {u: (ids[t - 1], [ids[i - 1] for i in h[-max_len:]]) for u, h, t in rows}
-        tgt_match = sum(1 for u, (t, _) in ours.items() if u in rb and rb[u][0] == t)
-        hist_match = sum(1 for u, v in ours.items() if u in rb and rb[u] == v)
-        extra = sorted(set(rb) - set(ours))
-        # users in the project's split with no RecBole target of this role (RecBole's sequential LS split
-        # leaves no validation sample to users with exactly 3 events: min(2, n_samples - 1) = 1)
-        res[role] = dict(project_targets=len(ours), recbole_targets=len(rb), target_match=tgt_match,
-                         target_and_history_match=hist_match, recbole_only_users=len(extra))
-    import shutil
-    shutil.rmtree(tmp, ignore_errors=True)
-    return res
-
-
 # ----------------------------------------------------------------------------- main
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--model", default="SASRec", choices=["SASRec", "GRU4Rec"])
-    ap.add_argument("--epochs", type=int, default=200)
-    ap.add_argument("--patience", type=int, default=10)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--max-len", type=int, default=50)
-    ap.add_argument("--seed", type=int, default=2020)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--time-cap", type=float, default=None, help="stop training after this many seconds")
-    ap.add_argument("--no-recbole-check", action="store_true", help="skip the RecBole data-pipeline split check")
-    ap.add_argument("--no-replay-check", action="store_true", help="skip the project replay_evaluate cross-check")
-    ap.add_argument("--out", default=None, help="write the result as JSON here")
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    t0 = time.time()
-
-    ds = load_dataset(a.dataset)
-    split = split_leave_one_out(ds)
-    catalog = ItemCatalog(ds.items)
-    n = len(catalog)
-    log(f"dataset {a.dataset}: {len(ds.interactions)} events, {len(ds.users)} users, {n} items; {split}")
-
-    train, valid, test, n_unused = build(ds, split, catalog, a.max_len)
-    # check 1: what the loop uses decodes to the project's split
-    ids = catalog.ids
-    vm = sum(1 for u, _, t in valid if ids[t - 1] == split.valid[u].item_id)
-    tm = sum(1 for u, _, t in test if ids[t - 1] == split.test[u].item_id)
-    pre: dict[str, list[int]] = {}   # independent rebuild: every event of u before its test position
-    for pos, ev in enumerate(split.events):
-        if ev.user_id in split.test_pos and pos < split.test_pos[ev.user_id]:
-            pre.setdefault(ev.user_id, []).append(catalog.index(ev.item_id) + 1)
-    hm = sum(1 for u, h, t in test if pre.get(u) == h)
-    log(f"check loop-vs-project: valid targets {vm}/{len(split.valid)}, test targets {tm}/{len(split.test)}, "
-        f"test histories {hm}/{len(test)}; unused events after a validation target (not test): {n_unused}")
-    assert vm == len(split.valid) and tm == len(split.test)
-
-    rb = None
-    if not a.no_recbole_check:
-        rb = recbole_split_check(split, catalog, valid, test, a.max_len, a.model)
-        for role, r in rb.items():
-            log(f"check RecBole-pipeline-vs-project [{role}]: {r}")
-
-    V = eval_tensors(valid, a.max_len, n)
-    T = eval_tensors(test, a.max_len, n)
-    log(f"targets ranked: valid {len(V['T'])} (skipped, already seen: {len(V['skipped'])}), "
-        f"test {len(T['T'])} (skipped, already seen: {len(T['skipped'])}); train samples {len(train[2])}")
-
-    model, cfg = make_model(a.model, n + 1, a.max_len, a.seed)
-    log(f"model {type(model).__module__}.{type(model).__name__}: "
-        f"{ {k: cfg[k] for k in cfg if k not in ('USER_ID_FIELD', 'ITEM_ID_FIELD', 'LIST_SUFFIX', 'ITEM_LIST_LENGTH_FIELD', 'NEG_PREFIX')} }")
+def train_loop(model, train, V, n, a):
+    """RecBole's training loop (module doc); leaves the best epoch's weights in ``model``."""
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     g = torch.Generator().manual_seed(a.seed)
     X, L, Y = train
@@ -384,6 +283,75 @@ def main():
             log("time cap reached")
             break
     model.load_state_dict(best_state)
+    return best_ep, hist, time.time() - t_train
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--model", default="SASRec", choices=["SASRec", "GRU4Rec"])
+    ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument("--patience", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--max-len", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=2020)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--time-cap", type=float, default=None, help="stop training after this many seconds")
+    ap.add_argument("--no-recbole-check", action="store_true", help="skip the RecBole data-pipeline split check")
+    ap.add_argument("--no-replay-check", action="store_true", help="skip the project replay_evaluate cross-check")
+    ap.add_argument("--out", default=None, help="write the result as JSON here")
+    ap.add_argument("--protocol", default="leave-one-out", choices=["leave-one-out", "cold-start"])
+    ap.add_argument("--cut", type=float, default=0.8, help="cold-start: share of events before the cut")
+    ap.add_argument("--max-targets", type=int, default=None, help="cold-start: a seeded sample of the targets")
+    ap.add_argument("--split-seed", type=int, default=0, help="cold-start: the target sample's seed (evaluate's --seed)")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    t0 = time.time()
+    if a.protocol == "cold-start":
+        import peer_cold_start
+
+        res = peer_cold_start.run(a, sys.modules[__name__])
+        if a.out:
+            Path(a.out).write_text(json.dumps(res, indent=2))
+        print(json.dumps(res, indent=2))
+        return
+
+    ds = load_dataset(a.dataset)
+    split = split_leave_one_out(ds)
+    catalog = ItemCatalog(ds.items)
+    n = len(catalog)
+    log(f"dataset {a.dataset}: {len(ds.interactions)} events, {len(ds.users)} users, {n} items; {split}")
+
+    train, valid, test, n_unused = build(ds, split, catalog, a.max_len)
+    # check 1: what the loop uses decodes to the project's split
+    ids = catalog.ids
+    vm = sum(1 for u, _, t in valid if ids[t - 1] == split.valid[u].item_id)
+    tm = sum(1 for u, _, t in test if ids[t - 1] == split.test[u].item_id)
+    pre: dict[str, list[int]] = {}   # independent rebuild: every event of u before its test position
+    for pos, ev in enumerate(split.events):
+        if ev.user_id in split.test_pos and pos < split.test_pos[ev.user_id]:
+            pre.setdefault(ev.user_id, []).append(catalog.index(ev.item_id) + 1)
+    hm = sum(1 for u, h, t in test if pre.get(u) == h)
+    log(f"check loop-vs-project: valid targets {vm}/{len(split.valid)}, test targets {tm}/{len(split.test)}, "
+        f"test histories {hm}/{len(test)}; unused events after a validation target (not test): {n_unused}")
+    assert vm == len(split.valid) and tm == len(split.test)
+
+    rb = None
+    if not a.no_recbole_check:
+        rb = recbole_split_check(split, catalog, valid, test, a.max_len, a.model)
+        for role, r in rb.items():
+            log(f"check RecBole-pipeline-vs-project [{role}]: {r}")
+
+    V = eval_tensors(valid, a.max_len, n)
+    T = eval_tensors(test, a.max_len, n)
+    log(f"targets ranked: valid {len(V['T'])} (skipped, already seen: {len(V['skipped'])}), "
+        f"test {len(T['T'])} (skipped, already seen: {len(T['skipped'])}); train samples {len(train[2])}")
+
+    model, cfg = make_model(a.model, n + 1, a.max_len, a.seed)
+    log(f"model {type(model).__module__}.{type(model).__name__}: "
+        f"{ {k: cfg[k] for k in cfg if k not in ('USER_ID_FIELD', 'ITEM_ID_FIELD', 'LIST_SUFFIX', 'ITEM_LIST_LENGTH_FIELD', 'NEG_PREFIX')} }")
+    best_ep, hist, train_s = train_loop(model, train, V, n, a)
     vn, vr = evaluate(model, V, n)
     tn, tr = evaluate(model, T, n)
     res = {
@@ -391,7 +359,7 @@ def main():
         "test_recall@10": tr, "valid_ndcg@10": vn, "valid_recall@10": vr, "best_epoch": best_ep,
         "epochs_run": len(hist), "n_test": len(T["T"]), "n_valid": len(V["T"]),
         "test_skipped_seen": len(T["skipped"]), "valid_skipped_seen": len(V["skipped"]),
-        "train_samples": len(Y), "train_seconds": time.time() - t_train,
+        "train_samples": len(train[2]), "train_seconds": train_s,
     }
     if rb:
         res["recbole_split_check"] = rb
