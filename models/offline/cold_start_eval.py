@@ -116,6 +116,9 @@ def run_cold_start(dataset: str | Path, out: str | Path, seed: int = 0, only: Se
                "groups": list(GROUPS), "stopped_by_time": stopped_by_time(results)}
     (Path(out) / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     print("new items: " + "; ".join(f"{n}: {results[n]['new_items']}" for n in results), flush=True)
+    if summary["stopped_by_time"]:
+        print(f"stopped by time (these figures depend on the machine): {', '.join(summary['stopped_by_time'])}",
+              flush=True)
     print(f"summary: {summary}", flush=True)
     return metrics
 

@@ -93,6 +93,9 @@ def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Se
                "models": results}
     write_report(metrics, out)
     (Path(out) / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    if summary["stopped_by_time"]:
+        print(f"stopped by time (these figures depend on the machine): {', '.join(summary['stopped_by_time'])}",
+              flush=True)
     print(f"summary: {summary}", flush=True)
     return metrics
 

@@ -10,6 +10,7 @@ depend on ``n`` (``tests/models/offline/test_parallel.py``).
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -35,6 +36,12 @@ def single_thread() -> None:
     threadpool_limits(1)
 
 
+def _worker(level: int) -> None:
+    """A pool process: one thread, and this process's log level (progress of long trainings)."""
+    single_thread()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s [job %(process)d]: %(message)s")
+
+
 class Jobs:
     """A pool of ``jobs`` processes (None: every core); a context manager."""
 
@@ -44,7 +51,7 @@ class Jobs:
         self._pool = None
         if self.jobs > 1:
             self._pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=single_thread)
+                                             initializer=_worker, initargs=(logging.getLogger().getEffectiveLevel(),))
 
     def submit(self, fn: Callable, *args: Any, **kwargs: Any) -> Future:
         if self._pool is not None:
