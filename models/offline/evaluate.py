@@ -128,7 +128,8 @@ def no_text_job(nt: FusedRecommender, split: Split, catalog, seed: int, progress
     t = time.perf_counter()
     nt.select(split, budget_s, max_passes)
     m, _, replay_s = replay_job(nt, split, catalog, seed, progress, False)
-    return m, {"blend_weights": nt.blend, "select_seconds": round(time.perf_counter() - t - replay_s, 1)}, replay_s
+    return m, {"blend_weights": nt.blend, "stopped_by_time": time_stops(nt.info["selection"]),
+               "select_seconds": round(time.perf_counter() - t - replay_s, 1)}, replay_s
 
 
 def _collect(name: str, job, fit_s: float | None) -> dict:
