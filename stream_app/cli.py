@@ -40,8 +40,21 @@ def _sequence_options(p: argparse.ArgumentParser) -> None:
                    help="model of the user's last items in order: causal self-attention (SASRec's layout), a GRU, "
                         "or auto: both trained, and the mix of their scores (each alone included) that does best "
                         "on a holdout of each user's last training event kept (default: %(default)s)")
+    p.add_argument("--sequence-epochs", type=int, default=None,
+                   help="epochs at most for each sequence model, early-stopped on a holdout with patience "
+                        "(default: 30 for attention, 12 for gru)")
     p.add_argument("--sequence-budget-s", type=float, default=None,
-                   help="seconds for training each sequence model (default: 300 for attention, 180 for gru)")
+                   help="opt-in safety cap in seconds for training each sequence model (default: none). When it "
+                        "fires the report says 'stopped by time': the figures then depend on the machine's speed")
+
+
+def _search_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-passes", type=int, default=3,
+                   help="passes at most of the co-engagement parameter search on validation (it also ends after "
+                        "a pass that improves nothing) (default: %(default)s)")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="opt-in safety cap in seconds for the co-engagement parameter search (default: none). "
+                        "When it fires the report says 'stopped by time': the figures then depend on the machine")
 
 
 def _encoder_option(p: argparse.ArgumentParser, settings: Settings) -> None:
@@ -92,8 +105,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     for p_ in (t, r, e := sub.add_parser("evaluate", help="offline evaluation with baselines and ablations")):
         p_.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
         _domain_option(p_)
-        p_.add_argument("--budget-s", type=float, default=240.0,
-                        help="seconds for the co-engagement parameter search on validation (default: %(default)s)")
+        _search_options(p_)
         _sequence_options(p_)
         _encoder_option(p_, settings)
         if p_ is not e:
@@ -101,6 +113,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     e.add_argument("--dataset", required=True, help="data set folder (RecBole atomic, MovieLens CSV or JSONL)")
     e.add_argument("--out", required=True, help="folder for metrics.json, metrics.png and summary.json")
     e.add_argument("--models", default="", help="comma-separated subset of model names")
+    e.add_argument("--jobs", type=int, default=None,
+                   help="parallel processes for the independent trainings and replays (default: every core); "
+                        "the results do not depend on it")
     e.add_argument("--protocol", default="leave-one-out", choices=["leave-one-out", "cold-start"],
                    help="leave-one-out, or cold-start: a global time cut, new items and users after it "
                         "(models.offline.cold_start) (default: %(default)s)")
@@ -183,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         from models.offline.fused import train_checkpoint
 
         train_checkpoint(args.dataset, args.out, seed=args.seed, budget_s=args.budget_s, domain=args.domain,
-                         sequence_budget_s=args.sequence_budget_s, sequence_kind=args.sequence_kind)
+                         sequence_budget_s=args.sequence_budget_s, sequence_kind=args.sequence_kind,
+                         max_passes=args.max_passes, sequence_epochs=args.sequence_epochs)
         return 0
     if args.cmd == "evaluate":
         from models.offline.evaluate import run_evaluation
@@ -191,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         run_evaluation(args.dataset, args.out, seed=args.seed, domain=args.domain,
                        only=[m for m in args.models.split(",") if m] or None, cooc_budget_s=args.budget_s,
                        sequence_budget_s=args.sequence_budget_s, sequence_kind=args.sequence_kind,
-                       protocol=args.protocol, cut=args.cut, max_targets=args.max_targets)
+                       protocol=args.protocol, cut=args.cut, max_targets=args.max_targets, jobs=args.jobs,
+                       max_passes=args.max_passes, sequence_epochs=args.sequence_epochs)
         return 0
     if args.cmd == "bench" and args.items:
         from stream_app.dev.items_bench import run_items_bench

@@ -93,8 +93,11 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warm-epochs", type=int, default=4, help="warm start: attention epochs at most (default: %(default)s)")
     p.add_argument("--warm-examples", type=int, default=30_000,
                    help="warm start: train the attention on the newest this many examples (default: %(default)s)")
-    p.add_argument("--warm-sequence-budget-s", type=float, default=60.0,
-                   help="warm start: seconds for the sequence model (default: %(default)s)")
+    p.add_argument("--warm-sequence-epochs", type=int, default=5,
+                   help="warm start: epochs at most for the sequence model (default: %(default)s)")
+    p.add_argument("--warm-sequence-budget-s", type=float, default=None,
+                   help="warm start: opt-in safety cap in seconds for the sequence model (default: none; when it "
+                        "fires the model's record says stopped_by_time)")
 
 
 def _config(settings: Settings, args: argparse.Namespace):
@@ -106,8 +109,10 @@ def _config(settings: Settings, args: argparse.Namespace):
     return RetrainConfig(recent_fraction=args.recent_fraction, holdout_ms=args.holdout, metric=args.gate_metric,
                          margin=args.margin, min_ranked=args.min_ranked, max_ranked=args.max_ranked or None,
                          warm_start=args.warm_start, seed=args.seed, domain=domain, budget_s=args.budget_s,
+                         max_passes=args.max_passes, sequence_epochs=args.sequence_epochs,
                          sequence_kind=args.sequence_kind, sequence_budget_s=args.sequence_budget_s,
                          warm_epochs=args.warm_epochs, warm_examples=args.warm_examples,
+                         warm_sequence_epochs=args.warm_sequence_epochs,
                          warm_sequence_budget_s=args.warm_sequence_budget_s)
 
 

@@ -26,9 +26,12 @@ from models.offline.baselines import ContentKNN, ItemKNN, Pop
 from models.offline.cold_start import GROUPS, ColdStartSplit, cold_start_protocol, replay_cold_start, \
     split_cold_start
 from models.offline.data import Interaction
+from models.offline.parallel import Jobs
 from models.offline.protocol import tune
 from models.offline.report import write_report
-from models.offline.train_sequence import sequence_configs
+from models.offline.time_caps import stopped_by_time, time_stops
+from models.offline.train_sequence import SequenceConfig, sequence_configs
+from models.offline.tune_cooc import MAX_PASSES
 from models.dimensions import default_dimensions
 
 CONTENT_GRID = {"recent": [1, 5, 20]}
@@ -79,86 +82,108 @@ class GrownCatalogue(Recommender):
 
 
 def run_cold_start(dataset: str | Path, out: str | Path, seed: int = 0, only: Sequence[str] | None = None,
-                   progress: bool = True, cooc_budget_s: float = 240.0, domain: str = "default",
-                   sequence_budget_s: float | None = None, sequence_kind: str = "auto", fraction: float = 0.8,
-                   max_targets: int | None = None) -> dict:
-    """Fit every model (or those in ``only``) before the cut, replay the log, write the report."""
+                   progress: bool = True, cooc_budget_s: float | None = None, domain: str = "default",
+                   sequence: Sequence[SequenceConfig] = sequence_configs(), fraction: float = 0.8,
+                   max_targets: int | None = None, jobs: int | None = None, max_passes: int = MAX_PASSES) -> dict:
+    """Fit every model (or those in ``only``) before the cut, replay the log, write the report.
+    Trainings and replays run as parallel jobs (``jobs``: processes, None: every core), with the
+    results of a serial run."""
     t0 = time.perf_counter()
     ds, catalog = seeded_catalog(dataset, seed)
     cs = split_cold_start(ds, fraction, max_targets, seed)
     print(f"{ds.name}: {len(ds.interactions)} events, {len(catalog)} items, {cs}", flush=True)
     names = [n for n in MODELS if not only or n in only]
-    results: dict[str, dict] = {}
-
-    def measure(name: str, model: Recommender, fit_s: float, extra: dict) -> None:
-        m = replay_cold_start(model, cs, catalog, k=10, progress=progress)
-        results[name] = {**m, **extra, "fit_seconds": round(fit_s, 1), "new_items": NEW_ITEM_HANDLING[name]}
-        print(f"  {name:<20} " + " ".join(f"{c} {m[c]:.4f}" for c in COLUMNS[:8])
-              + f" (n {m['n_test']}, new {m['n_test_new']}, cold users {m['n_test_cold_user']}) "
-              f"valid {m['valid_ndcg@10']:.4f} fit {fit_s:.0f}s replay {m['eval_seconds']:.0f}s", flush=True)
-
     vecs = None
     if any(n not in ("pop", "itemknn") for n in names):
         from models.offline.fused import item_text_vectors
 
         vecs = item_text_vectors(catalog)
-    _baselines(names, cs, catalog, vecs, measure)
     fused = [n for n in names if n not in ("pop", "itemknn", "content")]
-    if fused:
-        _fused(fused, ds, cs, catalog, vecs, seed, progress, cooc_budget_s, domain,
-               sequence_configs(sequence_kind, sequence_budget_s), measure)
+    pending: dict = {}
+    with Jobs(jobs) as pool:
+        staged = _stage(ds, cs, catalog, vecs, seed, progress, cooc_budget_s, domain, sequence, pool,
+                        max_passes) if fused else None
+        for n in ("pop", "itemknn", "content"):
+            if n in names:
+                pending[n] = pool.submit(baseline_job, n, cs, catalog, vecs, progress)
+        if fused:
+            _fused(fused, cs, catalog, vecs, progress, staged, pool, pending)
+        results = {n: _collect(n, pending[n].result()) for n in names}
     metrics = {"dataset": ds.name, "protocol": cold_start_protocol(fraction), "models": results}
     write_report(metrics, out, columns=COLUMNS)
     summary = {"seconds": round(time.perf_counter() - t0, 1), "seed": seed, "domain": domain, "cut_ts": cs.cut_ts,
                "fraction": fraction, "n_targets": len(cs.targets), "n_new_items": len(cs.new_items),
-               "groups": list(GROUPS)}
+               "groups": list(GROUPS), "stopped_by_time": stopped_by_time(results)}
     (Path(out) / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     print("new items: " + "; ".join(f"{n}: {results[n]['new_items']}" for n in results), flush=True)
+    if summary["stopped_by_time"]:
+        print(f"stopped by time (these figures depend on the machine): {', '.join(summary['stopped_by_time'])}",
+              flush=True)
     print(f"summary: {summary}", flush=True)
     return metrics
 
 
-def _baselines(names, cs: ColdStartSplit, catalog, vecs, measure) -> None:
-    if "pop" in names:
-        t = time.perf_counter()
-        pop = Pop()
-        pop.fit(cs.split.train, catalog)
-        measure("pop", pop, time.perf_counter() - t, {})
-    if "itemknn" in names:
-        t = time.perf_counter()
-        tuned = tune(lambda **p: ItemKNN(**p), ITEMKNN_GRID, cs.split, catalog)
-        knn = ItemKNN(**tuned.best_params)
-        knn.fit(cs.split.train, catalog)
-        measure("itemknn", knn, time.perf_counter() - t, {"params": tuned.best_params})
-    if "content" in names:
-        t = time.perf_counter()
-        tuned = tune(lambda **p: ContentKNN(vecs, **p), CONTENT_GRID, cs.split, catalog)
-        cb = ContentKNN(vecs, **tuned.best_params)
-        cb.fit(cs.split.train, catalog)
-        measure("content", cb, time.perf_counter() - t, {"params": tuned.best_params})
+def replay_job(model: Recommender, cs: ColdStartSplit, catalog: ItemCatalog, progress: bool, extra: dict,
+               fit_s: float) -> tuple[dict, dict]:
+    """Replay one fitted model on the cold-start protocol (a job)."""
+    m = replay_cold_start(model, cs, catalog, k=10, progress=progress)
+    return m, {**extra, "fit_seconds": round(fit_s, 1)}
 
 
-def _fused(names, ds, cs: ColdStartSplit, catalog: ItemCatalog, vecs, seed, progress, budget_s, domain,
-           sequence, measure) -> None:
-    """One attention training on the training catalogue (every item but the new ones), then each
-    new item added as a catalogue event; the variants share the grown catalogue."""
-    from models.offline.fused import FusedRecommender, dataset_text_features
+def _collect(name: str, done: tuple[dict, dict]) -> dict:
+    m, extra = done
+    print(f"  {name:<20} " + " ".join(f"{c} {m[c]:.4f}" for c in COLUMNS[:8])
+          + f" (n {m['n_test']}, new {m['n_test_new']}, cold users {m['n_test_cold_user']}) "
+          f"valid {m['valid_ndcg@10']:.4f} fit {extra['fit_seconds']:.0f}s replay {m['eval_seconds']:.0f}s", flush=True)
+    return {**m, **extra, "new_items": NEW_ITEM_HANDLING[name]}
 
+
+def baseline_job(name: str, cs: ColdStartSplit, catalog, vecs, progress: bool) -> tuple[dict, dict]:
+    """Fit (tuned on the validation targets before the cut) and replay one baseline (a job)."""
     t = time.perf_counter()
+    if name == "pop":
+        model, extra = Pop(), {}
+    else:
+        make = (lambda **p: ItemKNN(**p)) if name == "itemknn" else (lambda **p: ContentKNN(vecs, **p))
+        tuned = tune(make, ITEMKNN_GRID if name == "itemknn" else CONTENT_GRID, cs.split, catalog)
+        model, extra = make(**tuned.best_params), {"params": tuned.best_params}
+    model.fit(cs.split.train, catalog)
+    return replay_job(model, cs, catalog, progress, extra, time.perf_counter() - t)
+
+
+def _stage(ds, cs: ColdStartSplit, catalog: ItemCatalog, vecs, seed, progress, budget_s, domain, sequence,
+           pool: Jobs, max_passes: int):
+    """Submit the fused model's independent steps (``models.offline.staged``), trained on the
+    training catalogue (every item but the new ones)."""
+    from models.offline.fused import FusedRecommender, dataset_text_features
+    from models.offline.staged import stage
+
     old = [j for j, i in enumerate(catalog.ids) if i not in cs.new_items]
     train_catalog = ItemCatalog({catalog.ids[j]: catalog.item(j) for j in old})
     rec = FusedRecommender("fused", item_vectors=vecs[old], text_features=dataset_text_features(ds), seed=seed,
                            progress=progress, domain=domain, sequence=sequence)
-    rec.fit(cs.split.train, train_catalog)
-    rec.select(cs.split, budget_s)
+    return stage(pool, [rec], cs.split, train_catalog, budget_s, max_passes), time.perf_counter()
+
+
+def _fused(names, cs: ColdStartSplit, catalog: ItemCatalog, vecs, progress, staged, pool: Jobs, pending) -> None:
+    """The blend chosen here, then each new item added as a catalogue event; the variants share
+    the grown catalogue and replay as jobs."""
+    staged, t = staged
+    rec = staged.selected(0)
     for j, item_id in enumerate(catalog.ids):
         if item_id in cs.new_items:
             it = catalog.item(j)
             rec.model.add_item(item_id, vecs[j], it.categories, it.attributes)
     fit_s = time.perf_counter() - t
-    print(f"  fused: trained and selected in {fit_s:.0f}s on {len(train_catalog)} items, "
-          f"{len(catalog) - len(train_catalog)} added after; cooc {rec.cooc_params}, blend {rec.blend}", flush=True)
+    print(f"  fused: trained and selected in {fit_s:.0f}s on {len(staged.catalog)} items, "
+          f"{len(catalog) - len(staged.catalog)} added after; cooc {rec.cooc_params}, blend {rec.blend}", flush=True)
+    stops = time_stops(rec.info.get("selection", {}))
     for name in names:
         extra = {"shared_fit": "fused"} if name != "fused" else {
             "blend_weights": rec.blend, "blend_gate": rec.info.get("selection", {}).get("gate")}
-        measure(name, GrownCatalogue(rec.variant(name, name), catalog), fit_s, extra)  # mode = name
+        if name in ("fused", "fused-fixed", "only:cooc", "only:sequence"):
+            extra["stopped_by_time"] = stops
+        v = rec.variant(name, name)  # mode = name
+        if name not in ("fused", "fused-fixed", "only:cooc"):
+            v._cooc = None  # not used by this variant: not sent to the job
+        pending[name] = pool.submit(replay_job, GrownCatalogue(v, catalog), cs, catalog, progress, extra, fit_s)

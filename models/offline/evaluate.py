@@ -3,7 +3,7 @@
 Models: ``pop``, ``itemknn`` (k and shrinkage tuned on the validation split), ``only:<dim>`` for
 every attention dimension alone (the trained attention fusion with the other dimensions masked as
 empty: one training serves all ablations), ``only:cooc`` (the co-engagement dimension alone,
-parameters tuned on validation within a time budget), ``only:sequence`` (the sequence model
+parameters tuned on validation by a coordinate search of at most a few passes), ``only:sequence`` (the sequence model
 alone: causal self-attention over the user's last items, a GRU, or, with ``--sequence-kind auto``,
 the mix of both that does best on a holdout of each user's last training event; epochs chosen on
 that holdout), ``attention`` (the attention fusion alone,
@@ -12,7 +12,10 @@ transformer vectors are replaced by collaborative factors) and ``fused`` (the se
 blend of attention, co-engagement, popularity and sequence, weights chosen on validation). Every model is
 fitted on the training part and replayed over the whole log in time order
 (``models.offline.protocol``); the fused variants use the same incremental update as the worker.
-Nothing is chosen on the test targets.
+Nothing is chosen on the test targets. Independent trainings and every replay run as parallel
+jobs (``models.offline.parallel``, ``models.offline.staged``); the results equal a serial run's
+(``jobs=1``). Every training stops after a fixed number of epochs or passes (early stopping
+included); a seconds cap is opt-in, and the summary lists what it stopped (``stopped_by_time``).
 """
 from __future__ import annotations
 
@@ -28,9 +31,13 @@ from models.offline.base import seeded_catalog
 from models.offline.baselines import ItemKNN, Pop
 from models.dimensions import default_dimensions
 from models.offline.fused import FusedRecommender, dataset_text_features, item_text_vectors
+from models.offline.parallel import Jobs
+from models.offline.staged import stage
+from models.offline.time_caps import stopped_by_time, time_stops
 from models.offline.train_sequence import SequenceConfig, sequence_configs
 from models.offline.protocol import PROTOCOL, Split, replay_evaluate, split_leave_one_out, tune
 from models.offline.report import write_report
+from models.offline.tune_cooc import MAX_PASSES
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +49,24 @@ MODELS = ("pop", "itemknn", *(f"only:{d.name}" for d in default_dimensions()), "
 
 
 def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Sequence[str] | None = None,
-                   progress: bool = True, cooc_budget_s: float = 240.0, domain: str = "default",
+                   progress: bool = True, cooc_budget_s: float | None = None, domain: str = "default",
                    sequence_budget_s: float | None = None, sequence_kind: str = "auto",
-                   protocol: str = "leave-one-out", cut: float = 0.8, max_targets: int | None = None) -> dict:
+                   protocol: str = "leave-one-out", cut: float = 0.8, max_targets: int | None = None,
+                   jobs: int | None = None, max_passes: int = MAX_PASSES, sequence_epochs: int | None = None) -> dict:
     """Fit and replay the models (all, or the names in ``only``) on ``dataset``; write the report
     to ``out`` and return the metrics. ``domain``: the fused models' preset (``models.domains``:
     event weights and dimensions, as ``STREAM_RECO_DOMAIN`` in the worker). ``protocol="cold-start"``:
     ``models.offline.cold_start_eval`` (``cut``: share of events before the time cut;
-    ``max_targets``: a seeded sample of the targets after it)."""
+    ``max_targets``: a seeded sample of the targets after it). ``jobs``: parallel processes (None:
+    every core). ``max_passes``: of the co-engagement search; ``sequence_epochs``: each sequence
+    model's maximum (None: its default); ``cooc_budget_s`` / ``sequence_budget_s``: opt-in seconds
+    caps (results then depend on the machine; the summary says what they stopped)."""
+    sequence = sequence_configs(sequence_kind, sequence_budget_s, sequence_epochs)
     if protocol == "cold-start":
         from models.offline.cold_start_eval import run_cold_start
 
-        return run_cold_start(dataset, out, seed, only, progress, cooc_budget_s, domain, sequence_budget_s,
-                              sequence_kind, cut, max_targets)
+        return run_cold_start(dataset, out, seed, only, progress, cooc_budget_s, domain, sequence, cut, max_targets,
+                              jobs, max_passes)
     if protocol != "leave-one-out":
         raise ValueError(f"unknown protocol {protocol!r}")
     t0 = time.perf_counter()
@@ -62,89 +74,142 @@ def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Se
     split = split_leave_one_out(ds)
     print(f"{ds.name}: {len(ds.interactions)} events, {len(catalog)} items, {split}", flush=True)
     names = [n for n in MODELS if not only or n in only]
-    results: dict[str, dict] = {}
-
-    def measure(name: str, model, fit_s: float, extra: dict) -> dict:
-        t = time.perf_counter()
-        m = replay_evaluate(model, split, catalog, k=10, progress=progress, seed=seed,
-                            max_prequential_events=MAX_PREQUENTIAL)
-        results[name] = {**m, **extra, "fit_seconds": round(fit_s, 1)}
-        print(f"  {name:<20} ndcg@10 {m['ndcg@10']:.4f} recall@10 {m['recall@10']:.4f} "
-              f"valid_ndcg@10 {m['valid_ndcg@10']:.4f} fit {fit_s:.0f}s replay {time.perf_counter() - t:.0f}s "
-              f"skipped(test, seen) {m['n_test_skipped_seen']}", flush=True)
-        return results[name]
-
-    if "pop" in names:
-        t = time.perf_counter()
-        pop = Pop()
-        pop.fit(split.train, catalog)
-        measure("pop", pop, time.perf_counter() - t, {})
-    if "itemknn" in names:
-        t = time.perf_counter()
-        tuned = tune(lambda **p: ItemKNN(**p), ITEMKNN_GRID, split, catalog, progress=False)
-        knn = ItemKNN(**tuned.best_params)
-        knn.fit(split.train, catalog)
-        measure("itemknn", knn, time.perf_counter() - t, {"params": tuned.best_params})
     fused_names = [n for n in names if n not in ("pop", "itemknn")]
-    if fused_names:
-        item_vecs = item_text_vectors(catalog)
-        text_feats = dataset_text_features(ds)
-        _evaluate_fused(fused_names, split, catalog, item_vecs, text_feats, seed, progress, cooc_budget_s, measure,
-                        domain, sequence_configs(sequence_kind, sequence_budget_s))
-    summary = {**_summary(results, time.perf_counter() - t0, seed), "domain": domain}
+    with Jobs(jobs) as pool:
+        pending: dict[str, tuple] = {}  # name -> (future of a job's (metrics, extra, replay seconds), fit seconds)
+        if fused_names:
+            item_vecs, text_feats = item_text_vectors(catalog), dataset_text_features(ds)
+            staged = _stage_fused(fused_names, split, catalog, item_vecs, text_feats, seed, progress, cooc_budget_s,
+                                  domain, sequence, pool, max_passes)
+        for n in ("pop", "itemknn"):  # after the longer jobs
+            if n in names:
+                pending[n] = (pool.submit(baseline_job, n, split, catalog, seed, progress), None)
+        if fused_names:
+            _finish_fused(fused_names, staged, split, catalog, seed, progress, pool, pending)
+        results = {n: _collect(n, *pending[n]) for n in names}
+    summary = {**_summary(results, time.perf_counter() - t0, seed), "domain": domain,
+               "stopped_by_time": stopped_by_time(results)}
     metrics = {"dataset": ds.name, "protocol": PROTOCOL + f"; prequential on {MAX_PREQUENTIAL} sampled events",
                "models": results}
     write_report(metrics, out)
     (Path(out) / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    if summary["stopped_by_time"]:
+        print(f"stopped by time (these figures depend on the machine): {', '.join(summary['stopped_by_time'])}",
+              flush=True)
     print(f"summary: {summary}", flush=True)
     return metrics
 
 
-def _evaluate_fused(names, split: Split, catalog, item_vecs, text_feats, seed, progress, budget_s, measure,
-                    domain: str = "default", sequence: Sequence[SequenceConfig] = sequence_configs()) -> None:
-    """One attention training (+ co-engagement tuning, sequence training and blend selection) serves
-    fused, attention, only:cooc, only:sequence and the only:<dim> ablations; fused-no-text trains its
-    own attention fusion (and reuses the co-engagement parameters and the sequence model)."""
-    rec = None
+def baseline_job(name: str, split: Split, catalog, seed: int, progress: bool) -> tuple[dict, dict, float]:
+    """Fit (itemknn: tuned on validation) and replay one baseline (a job)."""
+    t = time.perf_counter()
+    if name == "pop":
+        model, extra = Pop(), {}
+    else:
+        tuned = tune(lambda **p: ItemKNN(**p), ITEMKNN_GRID, split, catalog, progress=False)
+        model, extra = ItemKNN(**tuned.best_params), {"params": tuned.best_params}
+    model.fit(split.train, catalog)
+    fit_s = time.perf_counter() - t
+    m, _, replay_s = replay_job(model, split, catalog, seed, progress, False)
+    return m, {**extra, "fit_seconds": round(fit_s, 1)}, replay_s
+
+
+def replay_job(model, split: Split, catalog, seed: int, progress: bool, weights: bool) -> tuple[dict, dict, float]:
+    """Replay one fitted model over the log (a job): (metrics, extra, seconds); ``weights``: the
+    mean published dimension weights of the test users go into ``extra``."""
+    t = time.perf_counter()
+    m = replay_evaluate(model, split, catalog, k=10, progress=progress, seed=seed,
+                        max_prequential_events=MAX_PREQUENTIAL)
+    return m, {"mean_dimension_weights": _mean_weights(model, split)} if weights else {}, time.perf_counter() - t
+
+
+def no_text_job(nt: FusedRecommender, split: Split, catalog, seed: int, progress: bool, budget_s, max_passes):
+    """fused-no-text's blend selection and replay (a job)."""
+    t = time.perf_counter()
+    nt.select(split, budget_s, max_passes)
+    m, _, replay_s = replay_job(nt, split, catalog, seed, progress, False)
+    return m, {"blend_weights": nt.blend, "stopped_by_time": time_stops(nt.info["selection"]),
+               "select_seconds": round(time.perf_counter() - t - replay_s, 1)}, replay_s
+
+
+def _collect(name: str, job, fit_s: float | None) -> dict:
+    m, extra, replay_s = job.result()
+    entry = {**m, **extra}
+    entry.setdefault("fit_seconds", round(fit_s or 0.0, 1))
+    print(f"  {name:<20} ndcg@10 {m['ndcg@10']:.4f} recall@10 {m['recall@10']:.4f} "
+          f"valid_ndcg@10 {m['valid_ndcg@10']:.4f} fit {entry['fit_seconds']:.0f}s replay {replay_s:.0f}s "
+          f"skipped(test, seen) {m['n_test_skipped_seen']}", flush=True)
+    return entry
+
+
+def _stage_fused(names, split: Split, catalog, item_vecs, text_feats, seed, progress, budget_s, domain,
+                 sequence: Sequence[SequenceConfig], pool: Jobs, max_passes: int):
+    """Submit the fused models' independent steps (``models.offline.staged``): one attention
+    training (+ co-engagement search and sequence models) serves fused, attention, only:cooc,
+    only:sequence and the only:<dim> ablations; fused-no-text trains its own attention fusion (and
+    reuses the co-engagement parameters and the sequence model)."""
+    recs = []
     if any(n != "fused-no-text" for n in names):
-        t = time.perf_counter()
-        rec = FusedRecommender("fused", item_vectors=item_vecs, text_features=text_feats, seed=seed,
-                               progress=progress, domain=domain, sequence=sequence)
-        rec.fit(split.train, catalog)
-        train_s = time.perf_counter() - t
-        sel = rec.select(split, budget_s)
-        fit_s = time.perf_counter() - t
-        seq = sel.get("sequence", {})
-        print(f"  fused: attention trained in {train_s:.0f}s, selection {sel.get('cooc', {}).get('seconds', 0)}s "
-              f"cooc {rec.cooc_params}, sequence {seq.get('kind')} {seq.get('weights', '')} "
-              f"(holdout ndcg@10 {seq.get('candidates')}, mixes {seq.get('mix_grid')}) "
-              f"{seq.get('train_seconds', 0)}s, blend {rec.blend}", flush=True)
-    for name in names:
-        if name == "fused-no-text":
-            continue
+        recs.append(FusedRecommender("fused", item_vectors=item_vecs, text_features=text_feats, seed=seed,
+                                     progress=progress, domain=domain, sequence=sequence))
+    if "fused-no-text" in names:
+        recs.append(FusedRecommender("fused-no-text", text=False, item_vectors=item_vecs, text_features=text_feats,
+                                     seed=seed, progress=progress, domain=domain, sequence=None if recs else sequence))
+    return stage(pool, recs, split, catalog, budget_s, max_passes), time.perf_counter()
+
+
+def _finish_fused(names, staged, split: Split, catalog, seed, progress, pool: Jobs, pending: dict) -> None:
+    """Choose the blends and submit every replay: fused-no-text's selection as a job, fused's here."""
+    staged, t = staged
+    others = [n for n in names if n != "fused-no-text"]
+
+    def no_text() -> None:
+        nt = staged.fitted(len(staged.fits) - 1)
+        pending["fused-no-text"] = (pool.submit(no_text_job, nt, split, catalog, seed, progress, staged.budget_s,
+                                                staged.max_passes), time.perf_counter() - t)
+
+    if "fused-no-text" in names and (not others or staged.fits[-1].done()):
+        no_text()
+    if not others:
+        return
+    rec = staged.selected(0)
+    fit_s = time.perf_counter() - t
+    sel = rec.info["selection"]
+    seq = sel.get("sequence") or {}
+    print(f"  fused: trained and selected in {fit_s:.0f}s (co-engagement search {sel.get('cooc', {}).get('seconds', 0)}s) "
+          f"cooc {rec.cooc_params}, sequence {seq.get('kind')} {seq.get('weights', '')} "
+          f"(holdout ndcg@10 {seq.get('candidates')}, mixes {seq.get('mix_grid')}) "
+          f"{seq.get('train_seconds', 0)}s, blend {rec.blend}", flush=True)
+    for name in others:
         v = rec.variant(name, name)
-        extra = {"shared_fit": "fused"} if name != "fused" else {"blend_weights": rec.blend,
-                                                                 "selection": _brief(rec.info["selection"])}
+        if name not in ("fused", "only:cooc"):
+            v._cooc = None  # not used by this variant: not sent to the job
+        extra = {"shared_fit": "fused"} if name != "fused" else {"blend_weights": rec.blend, "selection": _brief(sel)}
         if name == "only:cooc" or name == "fused":
             extra["cooc_params"] = rec.cooc_params.__dict__
         if (name == "only:sequence" or name == "fused") and rec.sequence is not None:
             extra["sequence"] = {k: rec.sequence.info.get(k) for k in ("kind", "weights", "candidates", "mix_grid",
-                                                                    "best_holdout_ndcg@10", "train_seconds")}
+                                                                    "best_holdout_ndcg@10", "train_seconds",
+                                                                    "epochs_run", "stopped_by_time")}
         if name == "fused" or name == "attention":
             extra.update(best_holdout_ndcg=rec.info["best_holdout_ndcg@10"], epochs=len(rec.info["history"]))
-        entry = measure(name, v, fit_s, extra)
-        if name == "fused":
-            entry["mean_dimension_weights"] = _mean_weights(v, split)
-    if "fused-no-text" in names:
-        t = time.perf_counter()
-        nt = FusedRecommender("fused-no-text", text=False, item_vectors=item_vecs, text_features=text_feats,
-                              seed=seed, progress=progress, cooc_params=rec.cooc_params if rec else None,
-                              domain=domain, sequence=None if rec else sequence)
-        nt.fit(split.train, catalog)
-        if rec is not None:  # the sequence model does not read text: the fused one serves here too
-            nt.sequence = rec.sequence
-        nt.select(split, budget_s)
-        measure("fused-no-text", nt, time.perf_counter() - t, {"blend_weights": nt.blend})
+        if name in ("fused", "only:cooc", "only:sequence"):
+            extra["stopped_by_time"] = time_stops(sel)
+        job = pool.submit(replay_job, v, split, catalog, seed, progress, name == "fused")
+        pending[name] = (_with(job, extra), fit_s)
+    if "fused-no-text" in names and "fused-no-text" not in pending:
+        no_text()
+
+
+class _with:
+    """A job's future whose extra entries are completed with ``extra`` (``_collect``)."""
+
+    def __init__(self, job, extra: dict):
+        self.job, self.extra = job, extra
+
+    def result(self):
+        m, extra, s = self.job.result()
+        return m, {**self.extra, **extra}, s
 
 
 def _brief(sel: dict) -> dict:

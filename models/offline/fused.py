@@ -34,7 +34,7 @@ from models.cooc import CoocParams
 from models.offline.base import ItemCatalog, Recommender
 from models.offline.baselines import _TrainingEvents
 from models.offline.choose_blend import record_validation, select_weights
-from models.offline.tune_cooc import fit_cooc, tune_cooc
+from models.offline.tune_cooc import MAX_PASSES, fit_cooc, tune_cooc
 from models.offline.train_sequence import SequenceConfig, sequence_configs, train_best_sequence
 from models.offline.protocol import PROTOCOL, Split, replay_evaluate, split_leave_one_out
 from models.cf import item_factors, save_factors
@@ -128,8 +128,11 @@ class FusedRecommender(Recommender):
         self.info: dict = {}
         self._cf_ids: list[str] = []
         self._cf: np.ndarray | None = None
+        self._given: dict = {}  # reports of the selection steps run elsewhere (``provide``)
 
-    def fit(self, train: Sequence[Interaction], items: ItemCatalog) -> None:
+    def fit(self, train: Sequence[Interaction], items: ItemCatalog, counts: bool = True) -> None:
+        """Train the attention fusion; ``counts``: also fit the co-engagement counts now (else
+        ``select`` fits them, once their parameters are chosen)."""
         if self.item_vectors is None and self.text:
             self.encoder_version = encoder().version
         text_vecs = self.item_vectors if self.item_vectors is not None else item_text_vectors(items)
@@ -162,10 +165,21 @@ class FusedRecommender(Recommender):
         self.info = {**info, **({"warm_cf_new_items": self.info["warm_cf_new_items"]} if self.warm else {})}
         self._train_events = list(train)
         self._catalog = items
-        self._cooc = fit_cooc(train, items, self.cooc_params or CoocParams())
-        self.model = InterestModel(self.attention, model.items, self._cooc.with_params(self._cooc.params), self.blend,
-                                   domain=self.domain)
+        self._cooc = fit_cooc(train, items, self.cooc_params or CoocParams()) if counts else None
+        self.model = InterestModel(self.attention, model.items, self._cooc and self._cooc.with_params(self._cooc.params),
+                                   self.blend, domain=self.domain)
         self._reset()
+
+    def provide(self, cooc: tuple[CoocParams, dict] | None, sequence) -> None:
+        """The results of the selection steps that do not need this model, computed elsewhere (in
+        parallel, ``models.offline.staged``): the co-engagement search's (params, report), unless
+        the parameters were given, and the trained sequence model (or None); ``select`` then
+        skips those steps."""
+        if cooc is not None:
+            self.cooc_params, self._given["cooc"] = cooc
+            self._cooc = None
+        self.sequence = sequence
+        self._given["sequence"] = {k: v for k, v in sequence.info.items() if k != "config"} if sequence else None
 
     def _sequence_init(self):
         """With a warm start whose checkpoint has a sequence model: what starts the new one from it."""
@@ -188,15 +202,18 @@ class FusedRecommender(Recommender):
             log.warning("warm start from %s not possible (%s): training from scratch", self.warm.version, why)
             self.warm = None
 
-    def select(self, split: Split, budget_s: float = 240.0) -> dict:
-        """Validation only: tune the co-engagement parameters (unless given; ``budget_s``), train
-        the sequence model (its own budget), then choose the blend weights and (``gate``) their
+    def select(self, split: Split, budget_s: float | None = None, max_passes: int = MAX_PASSES) -> dict:
+        """Validation only: tune the co-engagement parameters (unless given or ``provide``d; at
+        most ``max_passes``, ``budget_s`` an opt-in seconds cap), train the sequence model (unless
+        ``provide``d; epochs in its config), then choose the blend weights and (``gate``) their
         gate by item engagement count. Test targets are never ranked."""
-        report: dict = {}
+        report: dict = {k: v for k, v in self._given.items() if v is not None}
         if self.cooc_params is None:
-            self.cooc_params, report["cooc"] = tune_cooc(split, self._catalog, budget_s)
+            self.cooc_params, report["cooc"] = tune_cooc(split, self._catalog, budget_s, max_passes=max_passes)
+            self._cooc = None
+        if self._cooc is None or self._cooc.params != self.cooc_params:
             self._cooc = fit_cooc(self._train_events, self._catalog, self.cooc_params)
-        if self.sequence_configs:
+        if self.sequence_configs and "sequence" not in self._given:
             self.sequence = train_best_sequence(self._train_events, split, self._catalog, self.sequence_configs,
                                                 init=self._sequence_init())
             if self.sequence is not None:
@@ -282,23 +299,26 @@ class FusedRecommender(Recommender):
         return out
 
 
-def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0, budget_s: float = 240.0,
+def train_checkpoint(dataset: str | Path, out: str | Path, seed: int = 0, budget_s: float | None = None,
                      progress: bool = True, domain: str = "default", sequence_budget_s: float | None = None,
-                     sequence_kind: str = "auto") -> Path:
+                     sequence_kind: str = "auto", max_passes: int = MAX_PASSES,
+                     sequence_epochs: int | None = None) -> Path:
     """``stream-app train``: exactly the model ``stream-app evaluate`` measures as ``fused``: the
     attention fusion and the co-engagement counts fitted on the training part of the
     leave-one-out split, co-engagement parameters and blend weights chosen on its validation
     targets; then the whole log is replayed through the served update, so the counts stand where
     a worker that had streamed the log would have them. That replay is the evaluation protocol's,
     so the checkpoint records its own measured quality (``measured`` in config.json: test and
-    validation NDCG@10 / Recall@10 of this very model). Writes a versioned checkpoint folder."""
+    validation NDCG@10 / Recall@10 of this very model). Writes a versioned checkpoint folder.
+    ``budget_s`` / ``sequence_budget_s``: opt-in seconds caps (off by default: the same model on
+    any machine)."""
     ds = load_dataset(dataset)
     catalog = ItemCatalog.from_dataset(ds)
     split = split_leave_one_out(ds)
     rec = FusedRecommender("fused", text_features=dataset_text_features(ds), seed=seed, progress=progress,
-                           domain=domain, sequence=sequence_configs(sequence_kind, sequence_budget_s))
+                           domain=domain, sequence=sequence_configs(sequence_kind, sequence_budget_s, sequence_epochs))
     rec.fit(split.train, catalog)
-    rec.select(split, budget_s)
+    rec.select(split, budget_s, max_passes)
     m = replay_evaluate(rec, split, catalog, k=10, progress=progress, measure=("valid", "test"))
     rec.info["measured"] = {"dataset": ds.name, "protocol": PROTOCOL,
                             **{k: m[k] for k in ("ndcg@10", "recall@10", "valid_ndcg@10", "valid_recall@10",

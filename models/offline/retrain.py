@@ -41,6 +41,7 @@ from models.offline.protocol import split_leave_one_out
 from models.offline.recent import TimeSplit, evaluate_recent, split_recent
 from models.offline.train_attention import TrainConfig
 from models.offline.train_sequence import sequence_configs
+from models.offline.tune_cooc import MAX_PASSES
 from models.offline.warm import WarmStart
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,15 @@ class RetrainConfig:
     warm_start: bool = False
     seed: int = 0
     domain: str = "default"
-    budget_s: float = 240.0  # co-engagement parameter search (cold start only)
+    budget_s: float | None = None  # co-engagement parameter search: opt-in seconds cap (cold start only)
+    max_passes: int = MAX_PASSES  # co-engagement parameter search: passes at most (cold start only)
     sequence_kind: str = "auto"
-    sequence_budget_s: float | None = None  # cold start: each sequence model's budget (None: defaults)
+    sequence_budget_s: float | None = None  # cold start: each sequence model's opt-in seconds cap
+    sequence_epochs: int | None = None  # cold start: each sequence model's epochs at most (None: its default)
     warm_epochs: int = 4  # warm start: attention epochs at most ...
     warm_examples: int = 30_000  # ... on the newest this many training examples
-    warm_sequence_budget_s: float = 60.0  # warm start: the sequence model's budget
+    warm_sequence_epochs: int = 5  # warm start: the sequence model's epochs at most
+    warm_sequence_budget_s: float | None = None  # warm start: the sequence model's opt-in seconds cap
     progress: bool = False
 
 
@@ -74,15 +78,16 @@ def train_new(ds: Dataset, split: TimeSplit, catalog: ItemCatalog, item_vecs, te
     loo = split_leave_one_out(train_ds)
     if warm is not None:
         config = TrainConfig(epochs=cfg.warm_epochs, patience=1, max_examples=cfg.warm_examples, newest_examples=True)
-        seq = sequence_configs(warm.sequence_kind or cfg.sequence_kind, cfg.warm_sequence_budget_s)
+        seq = sequence_configs(warm.sequence_kind or cfg.sequence_kind, cfg.warm_sequence_budget_s,
+                               cfg.warm_sequence_epochs)
     else:
-        config, seq = TrainConfig(), sequence_configs(cfg.sequence_kind, cfg.sequence_budget_s)
+        config, seq = TrainConfig(), sequence_configs(cfg.sequence_kind, cfg.sequence_budget_s, cfg.sequence_epochs)
     rec = FusedRecommender("fused", item_vectors=item_vecs, text_features=text_feats, config=config, seed=cfg.seed,
                            progress=cfg.progress, domain=cfg.domain, sequence=seq, warm=warm,
                            cooc_params=warm.cooc_params if warm is not None else None,
                            encoder_version=encoder().version)
     rec.fit(loo.train, catalog)
-    rec.select(loo, cfg.budget_s)
+    rec.select(loo, cfg.budget_s, cfg.max_passes)
     return rec
 
 

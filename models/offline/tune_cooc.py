@@ -1,4 +1,5 @@
-"""Choosing the co-engagement parameters offline: a validation-only, time-budgeted search,
+"""Choosing the co-engagement parameters offline: a validation-only coordinate search of at most
+``MAX_PASSES`` passes (a seconds cap is an opt-in safety, recorded as ``stopped_by_time``),
 over a light ``Recommender`` on ``models.cooc.CoocModel`` alone (no attention, no sequence
 model), so that each point tried costs one replay of the counts.
 
@@ -22,6 +23,8 @@ from models.offline.protocol import Split, replay_evaluate
 from models.seen import SeenItems
 
 log = logging.getLogger(__name__)
+
+MAX_PASSES = 3  # passes over the grid at most (the search also ends after a pass that improves nothing)
 
 #: Values tried per parameter by the coordinate search (the start point's values included).
 COOC_GRID: dict[str, list] = {
@@ -89,11 +92,14 @@ class CoocRecommender(Recommender):
         return self.model.scores(self._rows(seen, self.params.hist_len) if seen else [])
 
 
-def tune_cooc(split: Split, catalog: ItemCatalog, budget_s: float = 240.0,
-              start: CoocParams = CoocParams(), grid: dict[str, list] | None = None) -> tuple[CoocParams, dict]:
+def tune_cooc(split: Split, catalog: ItemCatalog, budget_s: float | None = None,
+              start: CoocParams = CoocParams(), grid: dict[str, list] | None = None,
+              max_passes: int = MAX_PASSES) -> tuple[CoocParams, dict]:
     """Coordinate search on the validation targets (valid NDCG@10) from ``start``, one parameter
-    at a time over ``grid``, passes until nothing improves or ``budget_s`` is spent (the best
-    point so far is kept). Test targets are never ranked."""
+    at a time over ``grid``, passes until one improves nothing or ``max_passes`` are done: the same
+    points on any machine. ``budget_s``: an opt-in seconds cap (the best point so far is kept;
+    ``stopped_by_time`` in the report, the result then depends on the machine's speed). Test
+    targets are never ranked."""
     grid = grid or COOC_GRID
     t0 = time.perf_counter()
     fitted: dict[tuple, CoocModel] = {}
@@ -110,11 +116,11 @@ def tune_cooc(split: Split, catalog: ItemCatalog, budget_s: float = 240.0,
     best, best_score = start, valid_ndcg(start)
     history = [{"params": start.__dict__, "valid_ndcg@10": best_score}]
     improved, passes, out_of_time = True, 0, False
-    while improved and not out_of_time:
+    while improved and not out_of_time and passes < max_passes:
         improved, passes = False, passes + 1
         for name, values in grid.items():
             for v in values:
-                if time.perf_counter() - t0 > budget_s:
+                if budget_s is not None and time.perf_counter() - t0 > budget_s:
                     out_of_time = True
                     break
                 if getattr(best, name) == v:
@@ -127,6 +133,10 @@ def tune_cooc(split: Split, catalog: ItemCatalog, budget_s: float = 240.0,
             if out_of_time:
                 break
     report = {"best": best.__dict__, "valid_ndcg@10": best_score, "tried": len(history), "passes": passes,
-              "seconds": round(time.perf_counter() - t0, 1), "budget_s": budget_s, "stopped_by_budget": out_of_time}
+              "max_passes": max_passes, "converged": not improved, "seconds": round(time.perf_counter() - t0, 1),
+              "budget_s": budget_s, "stopped_by_time": out_of_time}
+    if out_of_time:
+        log.warning("co-engagement search stopped by time after %d points (results depend on the machine)",
+                    len(history))
     log.info("cooc tuning: %s", report)
     return best, {**report, "history": history}

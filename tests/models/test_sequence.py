@@ -203,9 +203,23 @@ def _round_trip_and_serve(catalog, model, tmp_path):
 def test_sequence_configs_defaults_and_unknown_kind():
     assert sequence_configs("gru") == (GRU_CONFIG,)
     assert [c.kind for c in sequence_configs()] == ["attention", "gru"]  # auto: both
+    assert [c.budget_s for c in sequence_configs()] == [None, None]  # no seconds cap unless asked for
     assert [c.budget_s for c in sequence_configs("auto", 12)] == [12, 12]
+    assert [c.epochs for c in sequence_configs("auto", epochs=4)] == [4, 4]
+    assert all(c.threads == 1 for c in sequence_configs())
     with pytest.raises(ValueError, match="unknown sequence model kind"):
         sequence_configs("lstm")
+
+
+def test_training_stops_on_its_epochs_unless_a_seconds_cap_is_asked_for():
+    ds = chain_dataset()
+    catalog = ItemCatalog.from_dataset(ds)
+    split = split_leave_one_out(ds)
+    cfg = SequenceConfig(kind="gru", dim=8, hidden=8, window=5, epochs=3, patience=100)
+    model = train_sequence(split.train, split, catalog, cfg)
+    assert model.info["epochs_run"] == 3 and model.info["stopped_by_time"] is False
+    capped = train_sequence(split.train, split, catalog, SequenceConfig(**{**cfg.__dict__, "budget_s": 0.0}))
+    assert capped.info["epochs_run"] == 1 and capped.info["stopped_by_time"] is True
 
 
 def test_auto_keeps_the_best_holdout_mix_of_the_kinds():

@@ -10,7 +10,7 @@ from models.engine import Event, InterestModel
 from models.state import UserState
 from models.offline.base import ItemCatalog
 from models.offline.choose_blend import neighbourhood_mean, ndcg_of, record_validation, select_weights, simplex_grid
-from models.offline.tune_cooc import CoocRecommender
+from models.offline.tune_cooc import CoocRecommender, tune_cooc
 from models.offline.data import Dataset, Interaction, Item
 from models.offline.fused import FusedRecommender
 from models.offline.protocol import replay_evaluate, split_leave_one_out
@@ -165,3 +165,14 @@ def test_record_validation_skips_seen_targets():
     rec.fit(split.train, catalog)
     Z, M, T = record_validation(rec.learn_one, lambda u: {"x": rec.score(u)}, ["x"], split, catalog)
     assert len(T) == 0  # the validation target "a" was already consumed
+
+
+def test_the_cooc_search_stops_after_its_passes_and_a_seconds_cap_is_recorded(fitted):
+    ds, catalog, split, rec, report = fitted
+    grid = {"hist_len": [2, 5], "k": [20, 50]}
+    params, one = tune_cooc(split, catalog, grid=grid, max_passes=1)
+    assert one["passes"] == 1 and one["tried"] == 1 + 3 and one["stopped_by_time"] is False  # start + 3 new points
+    again, same = tune_cooc(split, catalog, grid=grid, max_passes=1)
+    assert again == params and same["history"] == one["history"]  # the same points, the same scores
+    _, capped = tune_cooc(split, catalog, grid=grid, budget_s=0.0)
+    assert capped["stopped_by_time"] is True and capped["tried"] == 1
