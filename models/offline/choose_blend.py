@@ -113,6 +113,38 @@ def ndcg_of(Z: np.ndarray, M: np.ndarray, T: np.ndarray, w: np.ndarray, k: int =
     return np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
 
 
+def grid_ndcg(Z: np.ndarray, M: np.ndarray, T: np.ndarray, grid: np.ndarray, k: int = 10,
+              tol: float = 1e-4) -> np.ndarray:
+    """(G,) mean NDCG@k of every weight vector of ``grid`` (G, C), non-negative weights: what
+    ``ndcg_of`` gives point by point, from one pass over the targets. An item n ranks above the
+    target t under weights w when w . (z_n - z_t) > 0 (a tie, == 0, goes to the lower index, the
+    protocol's rule); with non-negative weights an item whose every component difference is above
+    ``tol`` is above at every point, one whose every difference is below -``tol`` never is, so only
+    the others are scored, and a target with k items always above it is skipped. Differences are
+    taken in float64, so items equal to the target on every component tie exactly.
+
+    >>> Z = np.array([[[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]]], np.float32)  # (V=1, C=2, N=3)
+    >>> grid_ndcg(Z, np.zeros((1, 3), bool), np.array([1]), simplex_grid(2, 0.5), k=2).round(4).tolist()
+    [0.6309, 0.6309, 0.6309]
+    """
+    W = np.asarray(grid, np.float64)  # (G, C)
+    total = np.zeros(len(W))
+    for v in range(len(T)):
+        j = int(T[v])
+        live = ~M[v]
+        live[j] = False
+        D = Z[v].astype(np.float64) - Z[v][:, j].astype(np.float64)[:, None]  # (C, N)
+        always = live & (D.min(0) > tol)
+        above = int(always.sum())
+        if above >= k:
+            continue
+        idx = np.flatnonzero(live & ~always & (D.max(0) >= -tol))
+        S = W @ D[:, idx]  # (G, L)
+        rank = above + (S > 0).sum(1) + ((S == 0) & (idx < j)).sum(1)
+        total += np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
+    return total / max(len(T), 1)
+
+
 def gated_ndcg(Z: np.ndarray, M: np.ndarray, T: np.ndarray, P: np.ndarray, names: list[str], blend) -> float:
     """Mean validation NDCG@10 of a blend (weights dict or ``models.blend.GatedBlend``) on the
     recorded targets; ``P`` (V, N): each target's raw popularity (``record_validation``'s ``raw``)."""
@@ -141,7 +173,7 @@ def select_weights(Z: np.ndarray, M: np.ndarray, T: np.ndarray, names: list[str]
     if len(T) == 0:
         w = grid[0]
         return dict(zip(names, w.tolist())), {"valid_ndcg@10": float("nan"), "n_valid": 0}
-    scores = np.array([ndcg_of(Z, M, T, w).mean() for w in grid])  # (G,)
+    scores = grid_ndcg(Z, M, T, grid)  # (G,)
     single = {}
     for c, name in enumerate(names):
         one = int(np.flatnonzero((grid == np.eye(len(names))[c]).all(1))[0])

@@ -91,6 +91,7 @@ class GateValidation:
 
     def __init__(self, names: list[str], base: np.ndarray, low_cut: float):
         self.names, self.base, self.low_cut = names, base, low_cut
+        self._bk: dict[tuple, np.ndarray] = {}
         self.rows: list[tuple] = []  # (weight, target z (C,), target popularity, top fixed scores, fixed count, Z, pop)
         self.n_new = 0
 
@@ -141,9 +142,8 @@ class GateValidation:
         if not len(self.w):
             return 0.0
         W = np.array([[b.get(c, 0.0) for c in self.names] for b in gate.buckets], np.float32)  # (nb, C)
-        bk = gate.bucket_of(self.pop)  # (V, L)
+        bk = self._buckets(gate, len(W))  # (V, L)
         shift = np.asarray(gate.shifts, np.float32)
-        bk = np.minimum(bk, len(W) - 1)
         s = np.einsum("vcl,vlc->vl", self.Z, W[bk]) + shift[bk]
         s[self.pad] = -np.inf
         high = self.pt > self.low_cut
@@ -153,6 +153,57 @@ class GateValidation:
         rank = above + (s > t[:, None]).sum(1)
         gain = np.where(rank < TOP, 1.0 / np.log2(rank + 2.0), 0.0)
         return float((self.w * gain).sum() / self.total)
+
+
+    def _buckets(self, gate: GatedBlend, n: int) -> np.ndarray:
+        """(V, L) each kept item's bucket under ``gate``'s edges (``n`` buckets), computed once per edges."""
+        key = (tuple(gate.edges), n)
+        if key not in self._bk:
+            self._bk[key] = np.minimum(gate.bucket_of(self.pop), n - 1)
+        return self._bk[key]
+
+    def ndcg_grid(self, gate: GatedBlend, b: int, weights: np.ndarray, shifts: np.ndarray | None = None) -> np.ndarray:
+        """(G,) ``ndcg`` of ``gate`` with bucket ``b``'s weights and shift replaced by each row of
+        ``weights`` (G, C) and of ``shifts`` (G,; default: the bucket's own), all points in one pass
+        over the targets. Per target, the other buckets' items score as in ``ndcg``; a bucket-``b``
+        item whose bounds over every point put it always or never above the target is counted
+        without scoring it (against a target in bucket ``b``: by the signs of its component
+        differences, the shift cancelling), the others are scored for every point (float64)."""
+        G = np.asarray(weights, np.float64)
+        sh = np.full(len(G), float(gate.shifts[b])) if shifts is None else np.asarray(shifts, np.float64)
+        if not len(self.w):
+            return np.zeros(len(G))
+        W = np.array([[x.get(c, 0.0) for c in self.names] for x in gate.buckets], np.float32)  # (nb, C)
+        shift = np.asarray(gate.shifts, np.float32)
+        bk = self._buckets(gate, len(W))  # (V, L)
+        fixed_s = np.einsum("vcl,vlc->vl", self.Z, W[bk]) + shift[bk]
+        high = self.pt > self.low_cut
+        bt = np.minimum(gate.bucket_of(self.pt), len(W) - 1)
+        t = np.where(high, self.zt @ self.base, (self.zt * W[bt]).sum(1) + shift[bt])  # (V,)
+        tol = 1e-4
+        gain = np.zeros(len(G))
+        for v in range(len(self.w)):
+            mine = (bk[v] == b) & ~self.pad[v]
+            z = self.Z[v][:, mine].astype(np.float64)  # (C, n_b)
+            fixed = fixed_s[v][~mine & ~self.pad[v]]
+            if not high[v] and bt[v] == b:  # the target moves with the points
+                zt = self.zt[v].astype(np.float64)
+                tv = G @ zt + sh  # (G,)
+                D = z - zt[:, None]
+                always, never = D.min(0) > tol, D.max(0) < -tol
+                rank = always.sum() + (G @ D[:, ~always & ~never] > 0).sum(1)
+                F = np.concatenate([self.top[v], fixed])
+                sure, maybe = F > tv.max() + tol, F >= tv.min() - tol
+                rank = rank + sure.sum() + (F[maybe & ~sure][None, :] > tv[:, None]).sum(1)
+            else:
+                tv = float(t[v])
+                rank = (self.fixed[v] if high[v] else int((self.top[v] > tv).sum())) + int((fixed > tv).sum())
+                always = z.min(0) + sh.min() > tv + tol
+                never = z.max(0) + sh.max() < tv - tol
+                amb = ~always & ~never
+                rank = rank + always.sum() + ((G @ z[:, amb] + sh[:, None]) > tv).sum(1)
+            gain += self.w[v] * np.where(rank < TOP, 1.0 / np.log2(rank + 2.0), 0.0)
+        return gain / self.total
 
 
 def _stream(split: Split, catalog: ItemCatalog, fraction: float):
@@ -220,12 +271,13 @@ def _search(val: GateValidation, gate: GatedBlend, b: int, grid: np.ndarray) -> 
         return GatedBlend(gate.edges, buckets, shifts)
 
     now = val.ndcg(gate)
-    scores = np.array([val.ndcg(with_(w)) for w in grid])
+    scores = val.ndcg_grid(gate, b, grid)  # (G,) each point as ``val.ndcg(with_(w))``
     smooth = neighbourhood_mean(grid, scores, STEP)
     best = int(np.argmax(np.where(scores >= now, smooth, -np.inf)))
     if scores[best] > now:  # else stay: ties keep where the search stands
         gate, now = with_(grid[best]), float(scores[best])
-    shifted = np.array([val.ndcg(with_(shift=x)) for x in SHIFTS])
+    shifted = val.ndcg_grid(gate, b, np.tile(np.array([gate.buckets[b].get(c, 0.0) for c in val.names]), (len(SHIFTS), 1)),
+                            np.array(SHIFTS))  # (S,) each shift as ``val.ndcg(with_(shift=x))``
     best = int(np.argmax(shifted))
     if shifted[best] > now:
         gate, now = with_(shift=SHIFTS[best]), float(shifted[best])

@@ -35,13 +35,15 @@ from models.offline.parallel import Jobs
 from models.offline.staged import stage
 from models.offline.time_caps import stopped_by_time, time_stops
 from models.offline.train_sequence import SequenceConfig, sequence_configs
-from models.offline.protocol import PROTOCOL, Split, replay_evaluate, split_leave_one_out, tune
+from models.offline.protocol import (PROTOCOL, Split, replay_evaluate, replay_evaluate_shared, split_leave_one_out,
+                                     tune)
 from models.offline.report import write_report
 from models.offline.tune_cooc import MAX_PASSES
 
 log = logging.getLogger(__name__)
 
 ITEMKNN_GRID = {"k": [10, 50, 200, 800], "shrink": [0.0, 50.0]}
+THEN, LATER = 1, 2  # job priorities after the trainings (0): what fused's figures wait on, then the rest
 MAX_PREQUENTIAL = 20_000  # prequential hit@10 on a seeded sample of stream events (wall time)
 MODELS = ("pop", "itemknn", *(f"only:{d.name}" for d in default_dimensions()), "only:cooc", "only:sequence",
           "attention",
@@ -83,7 +85,7 @@ def run_evaluation(dataset: str | Path, out: str | Path, seed: int = 0, only: Se
                                   domain, sequence, pool, max_passes)
         for n in ("pop", "itemknn"):  # after the longer jobs
             if n in names:
-                pending[n] = (pool.submit(baseline_job, n, split, catalog, seed, progress), None)
+                pending[n] = (pool.submit(baseline_job, n, split, catalog, seed, progress, priority=LATER), None)
         if fused_names:
             _finish_fused(fused_names, staged, split, catalog, seed, progress, pool, pending)
         results = {n: _collect(n, *pending[n]) for n in names}
@@ -159,20 +161,53 @@ def _stage_fused(names, split: Split, catalog, item_vecs, text_feats, seed, prog
 
 
 def _finish_fused(names, staged, split: Split, catalog, seed, progress, pool: Jobs, pending: dict) -> None:
-    """Choose the blends and submit every replay: fused-no-text's selection as a job, fused's here."""
+    """Submit each replay as soon as what it needs is ready: the attention-only variants once
+    fused's attention fusion is trained (one replay over one shared state), only:cooc once the
+    co-engagement search is done, only:sequence once the sequence models are; then fused-no-text's
+    blend selection as a job and fused's here, each followed by its replay. The jobs fused's figures
+    wait on go first (``THEN``); the others fill the processes when nothing else waits (``LATER``)."""
     staged, t = staged
     others = [n for n in names if n != "fused-no-text"]
+    if others:
+        rec = staged.fits[0].result()
+        shared = [n for n in others if _attention_only(n)]
+        if shared:
+            job = pool.submit(shared_replay_job, rec, shared, split, catalog, seed, progress, priority=LATER)
+            for name in shared:
+                extra = {"shared_fit": "fused"}
+                if name == "attention":
+                    extra.update(best_holdout_ndcg=rec.info["best_holdout_ndcg@10"], epochs=len(rec.info["history"]))
+                pending[name] = (_with(job, extra, name), time.perf_counter() - t)
+        if "only:cooc" in others:
+            params, report = staged.cooc.result() if staged.cooc is not None else (rec.cooc_params, {})
+            job = pool.submit(cooc_job, rec, params, split, catalog, seed, progress, priority=LATER)
+            pending["only:cooc"] = (_with(job, {"shared_fit": "fused", "cooc_params": params.__dict__,
+                                                "stopped_by_time": time_stops({"cooc": report})}),
+                                    time.perf_counter() - t)
 
-    def no_text() -> None:
-        nt = staged.fitted(len(staged.fits) - 1)
-        pending["fused-no-text"] = (pool.submit(no_text_job, nt, split, catalog, seed, progress, staged.budget_s,
-                                                staged.max_passes), time.perf_counter() - t)
+    def no_text() -> None:  # its attention training, the search and the sequence models done
+        if "fused-no-text" in names and "fused-no-text" not in pending:
+            nt = staged.fitted(len(staged.fits) - 1)
+            pending["fused-no-text"] = (pool.submit(no_text_job, nt, split, catalog, seed, progress, staged.budget_s,
+                                                    staged.max_passes, priority=THEN), time.perf_counter() - t)
 
-    if "fused-no-text" in names and (not others or staged.fits[-1].done()):
+    if not any(n in others for n in ("fused", "only:sequence")):
         no_text()
-    if not others:
         return
-    rec = staged.selected(0)
+    rec = staged.fitted(0)
+    if staged.fits[-1].done():
+        no_text()
+    if "only:sequence" in others and rec.sequence is not None:
+        extra = {"shared_fit": "fused", "sequence": _sequence_info(rec),
+                 "stopped_by_time": time_stops({"sequence": rec.sequence.info})}
+        pending["only:sequence"] = (_with(pool.submit(replay_job, rec.variant("only:sequence", "only:sequence"), split,
+                                                      catalog, seed, progress, False, priority=THEN), extra),
+                                    time.perf_counter() - t)
+    if "fused" not in others:
+        no_text()
+        return
+    rec.select(split, staged.budget_s, staged.max_passes)
+    no_text()
     fit_s = time.perf_counter() - t
     sel = rec.info["selection"]
     seq = sel.get("sequence") or {}
@@ -180,35 +215,51 @@ def _finish_fused(names, staged, split: Split, catalog, seed, progress, pool: Jo
           f"cooc {rec.cooc_params}, sequence {seq.get('kind')} {seq.get('weights', '')} "
           f"(holdout ndcg@10 {seq.get('candidates')}, mixes {seq.get('mix_grid')}) "
           f"{seq.get('train_seconds', 0)}s, blend {rec.blend}", flush=True)
-    for name in others:
-        v = rec.variant(name, name)
-        if name not in ("fused", "only:cooc"):
-            v._cooc = None  # not used by this variant: not sent to the job
-        extra = {"shared_fit": "fused"} if name != "fused" else {"blend_weights": rec.blend, "selection": _brief(sel)}
-        if name == "only:cooc" or name == "fused":
-            extra["cooc_params"] = rec.cooc_params.__dict__
-        if (name == "only:sequence" or name == "fused") and rec.sequence is not None:
-            extra["sequence"] = {k: rec.sequence.info.get(k) for k in ("kind", "weights", "candidates", "mix_grid",
-                                                                    "best_holdout_ndcg@10", "train_seconds",
-                                                                    "epochs_run", "stopped_by_time")}
-        if name == "fused" or name == "attention":
-            extra.update(best_holdout_ndcg=rec.info["best_holdout_ndcg@10"], epochs=len(rec.info["history"]))
-        if name in ("fused", "only:cooc", "only:sequence"):
-            extra["stopped_by_time"] = time_stops(sel)
-        job = pool.submit(replay_job, v, split, catalog, seed, progress, name == "fused")
-        pending[name] = (_with(job, extra), fit_s)
-    if "fused-no-text" in names and "fused-no-text" not in pending:
-        no_text()
+    extra = {"blend_weights": rec.blend, "selection": _brief(sel), "cooc_params": rec.cooc_params.__dict__,
+             "best_holdout_ndcg": rec.info["best_holdout_ndcg@10"], "epochs": len(rec.info["history"]),
+             "stopped_by_time": time_stops(sel)}
+    if rec.sequence is not None:
+        extra["sequence"] = _sequence_info(rec)
+    job = pool.submit(replay_job, rec.variant("fused", "fused"), split, catalog, seed, progress, True, priority=THEN)
+    pending["fused"] = (_with(job, extra), fit_s)
+
+
+def _attention_only(name: str) -> bool:
+    """A variant that scores the attention fusion alone (attention, only:<dimension>)."""
+    return name == "attention" or name.startswith("only:") and name not in ("only:cooc", "only:sequence")
+
+
+def _sequence_info(rec: FusedRecommender) -> dict:
+    return {k: rec.sequence.info.get(k) for k in ("kind", "weights", "candidates", "mix_grid", "best_holdout_ndcg@10",
+                                                  "train_seconds", "epochs_run", "stopped_by_time")}
+
+
+def shared_replay_job(rec: FusedRecommender, names: list[str], split: Split, catalog, seed: int,
+                      progress: bool) -> dict[str, tuple[dict, dict, float]]:
+    """Replay the attention-only variants ``names`` of ``rec`` over one shared user state (a job):
+    {name: (metrics, extra, seconds)}."""
+    t = time.perf_counter()
+    ms = replay_evaluate_shared(rec.sharing_state(names), split, catalog, k=10, progress=progress, seed=seed,
+                                max_prequential_events=MAX_PREQUENTIAL)
+    return {n: (m, {}, time.perf_counter() - t) for n, m in zip(names, ms)}
+
+
+def cooc_job(rec: FusedRecommender, params, split: Split, catalog, seed: int, progress: bool):
+    """only:cooc: the counts fitted with the searched parameters, then replayed (a job)."""
+    rec.fit_counts(params)
+    return replay_job(rec.variant("only:cooc", "only:cooc"), split, catalog, seed, progress, False)
 
 
 class _with:
-    """A job's future whose extra entries are completed with ``extra`` (``_collect``)."""
+    """A job's future whose extra entries are completed with ``extra`` (``_collect``); ``part``:
+    the entry of a job that returns several models' results."""
 
-    def __init__(self, job, extra: dict):
-        self.job, self.extra = job, extra
+    def __init__(self, job, extra: dict, part: str | None = None):
+        self.job, self.extra, self.part = job, extra, part
 
     def result(self):
-        m, extra, s = self.job.result()
+        done = self.job.result()
+        m, extra, s = done if self.part is None else done[self.part]
         return m, {**self.extra, **extra}, s
 
 

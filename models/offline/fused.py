@@ -212,7 +212,7 @@ class FusedRecommender(Recommender):
             self.cooc_params, report["cooc"] = tune_cooc(split, self._catalog, budget_s, max_passes=max_passes)
             self._cooc = None
         if self._cooc is None or self._cooc.params != self.cooc_params:
-            self._cooc = fit_cooc(self._train_events, self._catalog, self.cooc_params)
+            self.fit_counts(self.cooc_params)
         if self.sequence_configs and "sequence" not in self._given:
             self.sequence = train_best_sequence(self._train_events, split, self._catalog, self.sequence_configs,
                                                 init=self._sequence_init())
@@ -238,6 +238,11 @@ class FusedRecommender(Recommender):
         self.info["selection"] = report
         return report
 
+    def fit_counts(self, params: CoocParams) -> None:
+        """The co-engagement counts of the training events with ``params`` (as ``select`` fits them)."""
+        self.cooc_params = params
+        self._cooc = fit_cooc(self._train_events, self._catalog, params)
+
     def variant(self, name: str, mode: str) -> "FusedRecommender":
         """The same trained model, fresh user states and fresh copies of the fitted counts;
         ``mode``: fused | fused-fixed (the blend without its count gate) | attention | only:cooc |
@@ -252,6 +257,17 @@ class FusedRecommender(Recommender):
                                 domain=self.domain, sequence=seq)
         v._reset()
         return v
+
+    def sharing_state(self, modes: Sequence[str]) -> list["FusedRecommender"]:
+        """Variants (``variant``) in ``modes`` that score the attention fusion alone (attention,
+        only:<dimension>), over one user state: events are learned by the first
+        (``models.offline.protocol.replay_evaluate_shared``)."""
+        if any(m != "attention" and not m.startswith("only:") or m in ("only:cooc", "only:sequence") for m in modes):
+            raise ValueError(f"only attention-only modes share a state, not {list(modes)}")
+        vs = [self.variant(m, m) for m in modes]
+        for v in vs[1:]:
+            v._states = vs[0]._states
+        return vs
 
     def _reset(self) -> None:
         self._states: dict[str, UserState] = {}

@@ -201,6 +201,23 @@ def replay_evaluate(
     ``n_test_skipped_seen`` / ``n_valid_skipped_seen`` test / validation targets) and
     ``eval_seconds``. A metric with nothing to average is NaN.
     """
+    return replay_evaluate_shared([model], split, catalog, k, progress, max_prequential_events, seed, measure)[0]
+
+
+def replay_evaluate_shared(
+    models: Sequence[Recommender],
+    split: Split,
+    catalog: ItemCatalog,
+    k: int = 10,
+    progress: bool = True,
+    max_prequential_events: int | None = None,
+    seed: int = 0,
+    measure: Collection[str] = ("valid", "test", "prequential"),
+) -> list[dict[str, Any]]:
+    """``replay_evaluate`` of each of ``models``, which share their user state: each event is
+    learned once, by ``models[0]``, and every model scores the same targets from it (variants
+    of one trained model that differ only in how they score). Each model's metrics are what its
+    own replay gives; ``eval_seconds`` is the shared replay's."""
     events = split.events
     n_items = len(catalog)
     start_time = time.perf_counter()
@@ -209,14 +226,15 @@ def replay_evaluate(
     last = int(np.flatnonzero(needs_score).max()) + 1 if needs_score.any() else 0
 
     seen: dict[str, np.ndarray] = {}
-    hits = {"valid": [], "test": [], "preq": []}
-    ndcgs = {"valid": [], "test": []}
+    hits = [{"valid": [], "test": [], "preq": []} for _ in models]
+    ndcgs = [{"valid": [], "test": []} for _ in models]
     skipped = 0
     skipped_role = [0, 0, 0]  # by role: neither, valid, test
     checked_shape = False
     log2 = np.log2(np.arange(2, k + 2, dtype=np.float64))
 
-    bar = tqdm(total=last, disable=not progress, desc=f"replay {model.name}", mininterval=1.0, leave=False)
+    bar = tqdm(total=last, disable=not progress, desc=f"replay {'+'.join(m.name for m in models)}", mininterval=1.0,
+               leave=False)
     for pos in range(last):
         ev = events[pos]
         j = catalog.get(ev.item_id)
@@ -230,31 +248,32 @@ def replay_evaluate(
                 skipped += 1
                 skipped_role[role[pos]] += 1
             else:
-                s = np.array(model.score(ev.user_id), dtype=np.float64)
-                if not checked_shape:
-                    if s.shape != (n_items,):
+                for model, h, g in zip(models, hits, ndcgs):
+                    s = np.array(model.score(ev.user_id), dtype=np.float64)
+                    if not checked_shape and s.shape != (n_items,):
                         raise ValueError(f"{model.name}.score returned shape {s.shape}, expected ({n_items},)")
-                    checked_shape = True
-                s[mask] = -np.inf
-                rank = rank_of(s, j)
-                hit = rank < k
-                gain = 1.0 / log2[rank] if hit else 0.0
-                if preq[pos]:
-                    hits["preq"].append(hit)
-                r = role[pos]
-                if r == 1:
-                    hits["valid"].append(hit)
-                    ndcgs["valid"].append(gain)
-                elif r == 2:
-                    hits["test"].append(hit)
-                    ndcgs["test"].append(gain)
-        model.learn_one(ev)
+                    s[mask] = -np.inf
+                    rank = rank_of(s, j)
+                    hit = rank < k
+                    gain = 1.0 / log2[rank] if hit else 0.0
+                    if preq[pos]:
+                        h["preq"].append(hit)
+                    r = role[pos]
+                    if r == 1:
+                        h["valid"].append(hit)
+                        g["valid"].append(gain)
+                    elif r == 2:
+                        h["test"].append(hit)
+                        g["test"].append(gain)
+                checked_shape = True
+        models[0].learn_one(ev)
         mask[j] = True
         bar.update(1)
     bar.close()
 
-    return _metrics(hits, ndcgs, k, skipped, time.perf_counter() - start_time,
-                    skipped_test=skipped_role[2], skipped_valid=skipped_role[1])
+    seconds = time.perf_counter() - start_time
+    return [_metrics(h, g, k, skipped, seconds, skipped_test=skipped_role[2], skipped_valid=skipped_role[1])
+            for h, g in zip(hits, ndcgs)]
 
 
 @dataclass

@@ -18,6 +18,7 @@ from models.engine import Event, InterestModel
 from models.offline.base import ItemCatalog
 from models.offline import count_gate
 from models.offline.count_gate import GateValidation, choose_gate, record_gate_validation
+from models.offline.choose_blend import simplex_grid
 from models.offline.data import Interaction
 from models.offline.fused import FusedRecommender
 from models.offline.protocol import split_leave_one_out
@@ -195,3 +196,37 @@ def test_checkpoint_without_a_gate_loads_unchanged_and_a_gated_one_round_trips(f
         np.testing.assert_allclose(served.scores(st), ref.scores(st), rtol=1e-5, atol=1e-6)
         assert [r.item_id for r in served.recommend(st, 5).items] == [r.item_id for r in ref.recommend(st, 5).items]
     assert InterestModel.load(path2).blend.config() == gate.config()
+
+
+def test_a_bucket_searched_over_a_grid_scores_each_point_as_alone():
+    """``GateValidation.ndcg_grid`` (one bucket's weights or shift over a grid) equals ``ndcg`` of each point."""
+    rng = np.random.default_rng(4)
+    base = np.array([0.5, 0.3, 0.2, 0.0])
+    val = GateValidation(NAMES, base, float(np.log1p(6)))
+    for v in range(80):
+        N = 60
+        Z = rng.integers(-2, 3, size=(4, N)).astype(np.float32)  # small integers: exact ties
+        pop = np.log1p(rng.choice([0, 0, 1, 2, 5, 30, 100], size=N).astype(float))
+        out = rng.random(N) < 0.2
+        j = int(rng.integers(N))
+        out[j] = False
+        val.add(Z, pop, out, j, 1.0 + (v % 3))
+    val.arrays()
+    plain = dict(zip(NAMES, base))
+    gate = GatedBlend([0, 6], [{"attention": 1.0}, {"sequence": 0.5, "popularity": 0.5}, plain], [1.0, 0.5, 0.0])
+    grid = simplex_grid(len(NAMES), 0.25)
+    for b in (0, 1):
+        expected = []
+        for w in grid:
+            buckets = list(gate.buckets)
+            buckets[b] = dict(zip(NAMES, w.tolist()))
+            expected.append(val.ndcg(GatedBlend(gate.edges, buckets, gate.shifts)))
+        assert val.ndcg_grid(gate, b, grid) == pytest.approx(expected, abs=1e-12)
+        shifts = np.array([-1.0, 0.0, 0.5, 2.0])
+        expected = []
+        for x in shifts:
+            moved = list(gate.shifts)
+            moved[b] = x
+            expected.append(val.ndcg(GatedBlend(gate.edges, gate.buckets, moved)))
+        w = np.tile([gate.buckets[b].get(c, 0.0) for c in NAMES], (len(shifts), 1))
+        assert val.ndcg_grid(gate, b, w, shifts) == pytest.approx(expected, abs=1e-12)

@@ -9,11 +9,12 @@ import pytest
 from models.engine import Event, InterestModel
 from models.state import UserState
 from models.offline.base import ItemCatalog
-from models.offline.choose_blend import neighbourhood_mean, ndcg_of, record_validation, select_weights, simplex_grid
+from models.offline.choose_blend import (grid_ndcg, neighbourhood_mean, ndcg_of, record_validation, select_weights,
+                                         simplex_grid)
 from models.offline.tune_cooc import CoocRecommender, tune_cooc
 from models.offline.data import Dataset, Interaction, Item
 from models.offline.fused import FusedRecommender
-from models.offline.protocol import replay_evaluate, split_leave_one_out
+from models.offline.protocol import replay_evaluate, replay_evaluate_shared, split_leave_one_out
 from models.offline.train_sequence import SequenceConfig
 from models.offline.train_attention import TrainConfig
 from models.cooc import CoocParams
@@ -60,6 +61,22 @@ def test_simplex_grid_contains_every_single_component():
     assert len(g) == 231 and np.allclose(g.sum(1), 1.0)
     for c in range(3):
         assert (g == np.eye(3)[c]).all(1).any()
+
+
+def test_grid_scores_equal_point_by_point_scores_ties_included():
+    rng = np.random.default_rng(3)
+    V, C, N = 50, 4, 60
+    Z = rng.integers(-2, 3, size=(V, C, N)).astype(np.float32)  # small integers: many exact ties
+    T = rng.integers(N, size=V)
+    Z[:5] = Z[np.arange(5), :, T[:5]][:, :, None]  # every item equal to the target
+    M = rng.random((V, N)) < 0.2
+    M[np.arange(V), T] = False
+    M[5] = True  # all seen but the target
+    M[5, T[5]] = False
+    grid = simplex_grid(C, 0.25)
+    expected = np.array([ndcg_of(Z, M, T, w).mean() for w in grid])
+    assert np.allclose(grid_ndcg(Z, M, T, grid), expected, rtol=0, atol=1e-12)
+    assert grid_ndcg(Z[:0], M[:0], T[:0], grid).tolist() == [0.0] * len(grid)
 
 
 def test_blend_never_below_best_component_on_validation():
@@ -109,6 +126,19 @@ def test_recorded_validation_equals_the_replay(fitted):
     assert blend["valid_ndcg@10"] >= max(blend["single_valid_ndcg@10"].values())
     m = replay_evaluate(rec.variant("fused", "fused"), split, catalog, progress=False, measure=("valid",))
     assert m["valid_ndcg@10"] == pytest.approx(blend["valid_ndcg@10"], abs=1e-6)
+
+
+def test_variants_sharing_one_state_replay_as_each_alone(fitted):
+    ds, catalog, split, rec, _ = fitted
+    modes = ["attention", "only:content", "only:category"]
+    shared = replay_evaluate_shared(rec.sharing_state(modes), split, catalog, progress=False)
+    for mode, m in zip(modes, shared):
+        alone = replay_evaluate(rec.variant(mode, mode), split, catalog, progress=False)
+        assert {k: v for k, v in m.items() if k != "eval_seconds"} == \
+            pytest.approx({k: v for k, v in alone.items() if k != "eval_seconds"}, nan_ok=True)
+    assert shared[0]["ndcg@10"] != shared[1]["ndcg@10"]  # the modes do score differently
+    with pytest.raises(ValueError):
+        rec.sharing_state(["attention", "only:cooc"])
 
 
 def test_cooc_recommender_equals_the_engine_component(fitted):

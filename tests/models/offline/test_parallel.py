@@ -41,3 +41,53 @@ def test_parallel_jobs_give_the_serial_figures(folder, tmp_path, protocol):
     assert sorted(runs[1]["models"]) == sorted(models)
     assert _without_seconds(runs[1]) == _without_seconds(runs[2])
     assert runs[1]["models"]["fused"]["ndcg@10"] > 0
+
+
+def _hold(flag: str, log: str, name: str) -> str:
+    """A job that notes its start, then waits until ``flag`` exists."""
+    import time
+    from pathlib import Path
+
+    with open(log, "a") as f:
+        f.write(name + "\n")
+    deadline = time.monotonic() + 120
+    while not Path(flag).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(flag)
+        time.sleep(0.01)
+    return name
+
+
+def _note(log: str, name: str, value=None):
+    with open(log, "a") as f:
+        f.write(name + "\n")
+    return value
+
+
+@pytest.mark.timeout(300)
+def test_a_free_process_takes_the_waiting_job_of_lowest_priority_with_its_arguments_as_submitted(tmp_path):
+    from models.offline.parallel import Jobs
+
+    import time
+
+    log, first, second = (tmp_path / n for n in ("log", "first", "second"))
+    log.touch()
+    with Jobs(2) as pool:
+        try:
+            held = [pool.submit(_hold, str(first), str(log), "held-1"),
+                    pool.submit(_hold, str(second), str(log), "held-2")]
+            value = [1]
+            later = pool.submit(_note, str(log), "later", value, priority=2)
+            value.append(2)  # after submission: not seen by the job
+            soon = [pool.submit(_note, str(log), f"soon-{i}", priority=0) for i in range(2)]
+            deadline = time.monotonic() + 120
+            while log.read_text().count("held") < 2 and time.monotonic() < deadline:  # both processes busy
+                time.sleep(0.01)
+            first.touch()  # one process free: the waiting jobs run there one by one
+            assert later.result(timeout=120) == [1]
+        finally:
+            first.touch()
+            second.touch()
+        assert [f.result(timeout=120) for f in held] == ["held-1", "held-2"]
+        assert [s.result(timeout=120) for s in soon] == [None, None]
+    assert log.read_text().split()[2:] == ["soon-0", "soon-1", "later"]
