@@ -66,6 +66,11 @@ class SparseRows:
         if axis != 0:
             raise ValueError("SparseRows.take: rows only (axis=0)")
         rows = np.asarray(rows, dtype=np.intp)
+        if rows.size == 1:  # one event's item (an offline replay folds one at a time)
+            r = int(rows.reshape(-1)[0])
+            if not -self._n <= r < self._n:
+                raise IndexError("row out of range")
+            return self._items._category_dense_row(r + self._n if r < 0 else r).reshape(*rows.shape, -1)
         if rows.size and (rows.min() < -self._n or rows.max() >= self._n):
             raise IndexError("row out of range")
         return self._items._category_dense(np.where(rows < 0, rows + self._n, rows))
@@ -274,6 +279,15 @@ class ItemVectors:
             self._cat_n[row] = nz.size
             self._cat_idx[row, :nz.size] = nz
             self._cat_val[row, :nz.size] = v[nz]
+
+    def _category_dense_row(self, row: int) -> np.ndarray:
+        """(buckets,) float32: the category vector of one row (``_category_dense`` of one)."""
+        n = int(self._cat_n[row])
+        if n == _FULL:
+            return self._cat_full[row].astype(np.float32, copy=True)
+        out = np.zeros(self.dims["category"], dtype=np.float32)
+        out[self._cat_idx[row, :n]] = self._cat_val[row, :n]
+        return out
 
     def _category_dense(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), buckets) float32: the category vectors of ``rows``."""

@@ -2,6 +2,7 @@
 the category space is sparse but reads, slices and multiplies as the dense array would, to the
 bit; growth by ``GROWTH``."""
 import numpy as np
+import pytest
 
 from models.features import category_vector
 from models.items import CATEGORY_NNZ, GROWTH, ItemVectors
@@ -32,6 +33,11 @@ def test_spaces_read_back_what_was_written():
     np.testing.assert_array_equal(cat.take(rows, axis=0), K[rows])
     np.testing.assert_array_equal(cat[:3], K[:3])
     np.testing.assert_array_equal(cat[7], K[7])
+    for r in (5, 102, 999, -1, -995):  # one row at a time (a full row, sparse rows, from the end)
+        np.testing.assert_array_equal(cat.take([r], axis=0), K[[r]])
+        np.testing.assert_array_equal(cat.take(np.array(r), axis=0), K[r])
+    with pytest.raises(IndexError):
+        cat.take([1000], axis=0)
     for r in (5, 6):
         v = items.vectors(r)
         np.testing.assert_array_equal(v["category"], K[r])
