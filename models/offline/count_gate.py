@@ -12,9 +12,11 @@ time cut at ``fraction`` of the training events. The co-engagement counts are fi
 before it and then follow the log (as the worker's counts follow the stream); the items whose
 first event falls after it are *new* here, and the trained model is made to see them as a
 catalogue event would: no learned id embedding or bias (the median bias), no collaborative
-factors, not in the sequence model's vocabulary. Every consumption event after the inner cut (a
-seeded sample of the old-item ones, weighted back to their share; all new-item ones) is ranked
-just before it is folded in, over the items available at its time, the user's seen items excluded.
+factors, not in the sequence model's vocabulary. Every consumption event after the inner cut (at
+most ``max_targets``: a seeded sample of each kind, old-item targets at least half of them when
+there are that many, each kind weighted back to its share, so the search sees what a gate costs
+the old items too) is ranked just before it is folded in, over the items available at its time,
+the user's seen items excluded.
 
 Search (``choose_gate``): for each k of ``K_CHOICES``, the bucket-0 weights and then the 1..k
 weights, each over the simplex grid (step ``STEP``) and then its shift (``SHIFTS``: how far a
@@ -219,6 +221,28 @@ def _stream(split: Split, catalog: ItemCatalog, fraction: float):
     return fed, cut, new, [ev for ev in split.train if ev.ts < cut]
 
 
+def sample_targets(fresh: list[int], old: list[int], max_targets: int, seed: int = 0) -> dict[int, float]:
+    """Position -> weight of the targets recorded: at most ``max_targets``, old-item ones at least
+    half when there are that many, each kind a seeded sample weighted back to its share.
+
+    >>> w = sample_targets(list(range(10)), list(range(100, 130)), 8)
+    >>> sorted(w.values()) == [2.5] * 4 + [7.5] * 4
+    True
+    >>> sample_targets([1, 2], [5, 6, 7], 10)
+    {1: 1.0, 2: 1.0, 5: 1.0, 6: 1.0, 7: 1.0}
+    """
+    all_fresh, all_old = len(fresh), len(old)
+    n_fresh = min(all_fresh, max(max_targets // 2, max_targets - all_old))
+    n_old = max(0, max_targets - n_fresh)
+    rng = np.random.default_rng(seed)
+    if len(old) > n_old:
+        old = rng.choice(old, size=n_old, replace=False).tolist()
+    if len(fresh) > n_fresh:
+        fresh = sorted(rng.choice(fresh, size=n_fresh, replace=False).tolist())
+    return {**{int(p): all_fresh / max(len(fresh), 1) for p in fresh},
+            **{int(p): all_old / max(len(old), 1) for p in old}}
+
+
 def record_gate_validation(rec, split: Split, names: list[str], base: dict[str, float], fraction: float = 0.8,
                            max_targets: int = 1500, seed: int = 0) -> GateValidation:
     """Replay the training log past an inner cut and record the targets (module doc)."""
@@ -228,10 +252,7 @@ def record_gate_validation(rec, split: Split, names: list[str], base: dict[str, 
     cands = [p for p in fed if events[p].ts >= cut and events[p].type in TARGET_TYPES]
     fresh = [p for p in cands if events[p].item_id in new]
     old = [p for p in cands if events[p].item_id not in new]
-    n_old, all_old = max(0, max_targets - len(fresh)), len(old)
-    if len(old) > n_old:
-        old = np.random.default_rng(seed).choice(old, size=n_old, replace=False).tolist()
-    weight = {**{p: 1.0 for p in fresh}, **{int(p): all_old / max(len(old), 1) for p in old}}  # old: back to their share
+    weight = sample_targets(fresh, old, max_targets, seed)
     model = cold_view(rec, new, before)
     val = GateValidation(names, np.array([base.get(c, 0.0) for c in names]), float(np.log1p(max(K_CHOICES))))
     avail = {}

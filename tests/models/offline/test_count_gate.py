@@ -90,6 +90,19 @@ def test_gate_is_chosen_on_validation_only(fitted):
     assert refused == rec.blend and not isinstance(refused, GatedBlend) and rep["gate"] is None
 
 
+def test_the_gate_validation_samples_both_kinds_of_target_and_weights_each_back_to_its_share():
+    fresh, old = list(range(0, 4000, 2)), list(range(1, 4000, 2))[:1500]
+    w = count_gate.sample_targets(fresh, old, 1500)
+    assert len(w) == 1500 and sum(p % 2 == 0 for p in w) == 750  # half new, half old
+    assert sum(w.values()) == pytest.approx(len(fresh) + len(old))
+    assert sum(v for p, v in w.items() if p % 2 == 0) == pytest.approx(len(fresh))
+    few = count_gate.sample_targets(fresh, old[:100], 1500)  # few old ones: the new ones fill the rest
+    assert sum(p % 2 == 1 for p in few) == 100 and len(few) == 1500
+    assert count_gate.sample_targets(fresh[:190], old, 1500, seed=3) == {  # the rule before: every new one
+        **{p: 1.0 for p in fresh[:190]},
+        **{int(p): len(old) / 1310 for p in np.random.default_rng(3).choice(old, size=1310, replace=False)}}
+
+
 def test_fused_select_keeps_the_gate_only_where_the_fixed_validation_does_not_drop(fitted, monkeypatch):
     ds, catalog, split, rec = fitted
     gated = FusedRecommender("fused", item_vectors=rec.item_vectors, progress=False, cf_dim=4,
