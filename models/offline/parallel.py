@@ -18,7 +18,7 @@ import multiprocessing
 import os
 import pickle
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from typing import Any, Callable
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -100,14 +100,21 @@ class Jobs:
             if not done.set_running_or_notify_cancel():
                 self._ended(done, None)
                 continue
-            self._pool.submit(_call, payload).add_done_callback(functools.partial(self._ended, done))
+            try:
+                job = self._pool.submit(_call, payload)
+            except Exception as exc:  # a broken or closed pool: the caller's result() raises it
+                done.set_exception(exc)
+                with self._lock:
+                    self._running -= 1
+                continue
+            job.add_done_callback(functools.partial(self._ended, done))
 
     def _ended(self, done: Future, job: Future | None) -> None:
         with self._lock:
             self._running -= 1
         if job is not None:
-            if job.cancelled():
-                done.cancel()
+            if job.cancelled():  # the pool shut down before it ran
+                done.set_exception(CancelledError())
             elif job.exception() is not None:
                 done.set_exception(job.exception())
             else:

@@ -91,3 +91,24 @@ def test_a_free_process_takes_the_waiting_job_of_lowest_priority_with_its_argume
         assert [f.result(timeout=120) for f in held] == ["held-1", "held-2"]
         assert [s.result(timeout=120) for s in soon] == [None, None]
     assert log.read_text().split()[2:] == ["soon-0", "soon-1", "later"]
+
+
+def _die() -> None:
+    import os
+
+    os._exit(3)
+
+
+@pytest.mark.timeout(300)
+def test_a_job_whose_process_dies_fails_and_so_do_the_jobs_after_it_instead_of_waiting_forever():
+    from concurrent.futures.process import BrokenProcessPool
+
+    from models.offline.parallel import Jobs
+
+    with Jobs(2) as pool:
+        dead = pool.submit(_die)
+        with pytest.raises(BrokenProcessPool):
+            dead.result(timeout=120)
+        later = pool.submit(_note, "/dev/null", "later")
+        with pytest.raises(BrokenProcessPool):
+            later.result(timeout=120)
