@@ -191,24 +191,25 @@ def _finish_fused(names, staged, split: Split, catalog, seed, progress, pool: Jo
             pending["fused-no-text"] = (pool.submit(no_text_job, nt, split, catalog, seed, progress, staged.budget_s,
                                                     staged.max_passes, priority=THEN), time.perf_counter() - t)
 
-    if not any(n in others for n in ("fused", "only:sequence")):
-        no_text()
-        return
-    rec = staged.fitted(0)
-    if staged.fits[-1].done():
-        no_text()
-    if "only:sequence" in others and rec.sequence is not None:
-        extra = {"shared_fit": "fused", "sequence": _sequence_info(rec),
-                 "stopped_by_time": time_stops({"sequence": rec.sequence.info})}
-        pending["only:sequence"] = (_with(pool.submit(replay_job, rec.variant("only:sequence", "only:sequence"), split,
-                                                      catalog, seed, progress, False, priority=THEN), extra),
-                                    time.perf_counter() - t)
-    if "fused" not in others:
-        no_text()
-        return
-    rec.select(split, staged.budget_s, staged.max_passes)
+    if any(n in others for n in ("fused", "only:sequence")):
+        rec = staged.fitted(0)
+        if staged.fits[-1].done():
+            no_text()
+        if "only:sequence" in others and rec.sequence is not None:
+            extra = {"shared_fit": "fused", "sequence": _sequence_info(rec),
+                     "stopped_by_time": time_stops({"sequence": rec.sequence.info})}
+            job = pool.submit(replay_job, rec.variant("only:sequence", "only:sequence"), split, catalog, seed,
+                              progress, False, priority=THEN)
+            pending["only:sequence"] = (_with(job, extra), time.perf_counter() - t)
+        if "fused" in others:
+            rec.select(split, staged.budget_s, staged.max_passes)
+            _submit_fused(rec, split, catalog, seed, progress, pool, pending, time.perf_counter() - t)
     no_text()
-    fit_s = time.perf_counter() - t
+
+
+def _submit_fused(rec: FusedRecommender, split: Split, catalog, seed, progress, pool: Jobs, pending: dict,
+                  fit_s: float) -> None:
+    """fused's replay, its blend chosen."""
     sel = rec.info["selection"]
     seq = sel.get("sequence") or {}
     print(f"  fused: trained and selected in {fit_s:.0f}s (co-engagement search {sel.get('cooc', {}).get('seconds', 0)}s) "
