@@ -65,32 +65,41 @@ class RowTable:
         self.__init__()
 
     def codes(self, ids: Sequence[str]) -> np.ndarray:
-        """The codes of ``ids`` (new ids get the next codes), as int64."""
+        """The codes of ``ids`` (new ids get the next codes), as int64. O(len(ids)): only the new
+        ids' names are written."""
         code = self.code
         out = np.fromiter(map(code.get, ids, repeat(-1)), dtype=np.int64, count=len(ids))
         if (out < 0).any():
+            start, new = len(code), []
             for k in np.flatnonzero(out < 0).tolist():
                 c = code.get(ids[k])
                 if c is None:
                     c = code[ids[k]] = len(code)
+                    new.append(ids[k])
                 out[k] = c
             if len(code) > self.names.size:
                 grown = np.empty(max(len(code), 2 * self.names.size), dtype=object)
-                grown[: self.names.size] = self.names
+                grown[:start] = self.names[:start]
                 self.names = grown
-            self.names[: len(code)] = list(code)
+            self.names[start:len(code)] = new
         return out
 
     def restore(self, records: Iterable[tuple[str, bytes | None]]) -> None:
-        """Rows from their changelog records (``NeighbourRow.to_bytes``; None: no row yet)."""
-        for item, value in records:
-            if not value:
+        """Rows from their changelog records (``NeighbourRow.to_bytes``; None: no row yet), their
+        neighbour ids coded in one call."""
+        decoded = [(item, orjson.loads(value) if value else None) for item, value in records]
+        found = [d for _, d in decoded if d is not None]
+        codes = self.codes([i for d in found for i in d["ids"]])
+        bounds = np.cumsum([0] + [len(d["ids"]) for d in found]).tolist()
+        k = 0
+        for item, d in decoded:
+            if d is None:
                 self.rows[item] = Row()
                 continue
-            d = orjson.loads(value)
-            codes = self.codes(d["ids"])
-            order = np.argsort(codes)
-            self.rows[item] = Row(float(d["n"]), int(d["ts"]), int(d["offset"]), codes[order],
+            c = codes[bounds[k]:bounds[k + 1]]
+            k += 1
+            order = np.argsort(c)
+            self.rows[item] = Row(float(d["n"]), int(d["ts"]), int(d["offset"]), c[order],
                                   np.asarray(d["w"], dtype=np.float64)[order])
 
     def row(self, item: str) -> NeighbourRow:

@@ -152,6 +152,30 @@ def test_the_batch_fold_is_the_message_by_message_rule(half_life_ms):
             assert got.nb == pytest.approx(want.nb, rel=1e-9)
 
 
+def test_a_table_restored_from_records_folds_on_to_the_same_rows():
+    """A restarted aggregator restores the rows it lacks from their records, a batch at a time,
+    and its neighbour-id codes (one id -> code map per table, grown as ids arrive) stay right."""
+    m = fresh(n_items=90)
+    eng = engagements(n_items=90, n=600, seed=11)
+    times = (1_000_000 + 100 * np.arange(len(eng))).tolist()
+    msgs = split_messages(m, eng, times, 7, 0.0, 5)
+    half = len(msgs) // 2
+    whole, first = RowTable(), RowTable()
+    for a in range(0, len(msgs), 9):
+        fold_records(whole, msgs[a:a + 9], {})
+    for a in range(0, half, 9):
+        fold_records(first, msgs[a:min(a + 9, half)], {})
+    stored = dict(records(first))
+    restored = RowTable()
+    for a in range(half, len(msgs), 9):
+        batch = msgs[a:a + 9]
+        fold_records(restored, batch, {i: stored.get(i) for i, _, _ in batch if i not in restored})
+    assert len(restored.code) > 64  # the names array grew past its first size
+    assert all(restored.names[c] == i for i, c in restored.code.items())
+    for item in restored.rows:
+        assert restored.row(item) == whole.row(item)
+
+
 def test_rows_are_bounded_and_keep_their_largest_neighbours():
     table = RowTable()
     for k in range(100):  # one message per batch
