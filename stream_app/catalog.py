@@ -16,6 +16,10 @@ can only rank items every worker knows).
   worker's model, in changelog order, without re-encoding. The hot path applies what arrived
   (``sync``) before each batch, in the model thread, and starts only after the follower has read
   the changelog to its end once, so a restarted worker never sees its catalogue half-loaded.
+  Records read but not yet applied are bounded: past ``PENDING_MAX`` the follower hands them to
+  the model thread (``drain``) and reads on while they are applied, waiting for that apply
+  before it hands over the next ones, so a catalogue of 10^6 items is not held twice, as raw
+  records and as vectors, while a worker restores it.
 
 Order, per item: every worker (and a restarted one) ends in the state of the item's last
 changelog record, and its records are in the order the indexers handled the messages. For the
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Awaitable, Callable
 
 import mode
 import orjson
@@ -42,6 +47,8 @@ from stream_app.store import read_to_end
 from stream_app.topics import catalog_group
 
 log = logging.getLogger(__name__)
+
+PENDING_MAX = 16_384  # catalogue records read ahead of the model at most (about 40 MB at 384-d)
 
 
 def item_partition(item_id: str, partitions: int) -> int:
@@ -79,10 +86,13 @@ class CatalogIndexer(CheckpointedConsumer):
 class CatalogFollower(mode.Service):
     """Every worker's reader of the catalogue changelog."""
 
-    def __init__(self, bootstrap_servers: str, changelog: str, security: dict | None = None, **kwargs):
+    def __init__(self, bootstrap_servers: str, changelog: str, security: dict | None = None,
+                 drain: Callable[[], Awaitable] | None = None, **kwargs):
         self.bootstrap_servers, self.changelog = bootstrap_servers, changelog
         self.security = security or {}  # stream_app.kafka_clients.security_options
         self.pending: list = []  # (item_id bytes, record bytes | None), in changelog order
+        self.drain = drain  # applies ``pending`` in the model thread (the worker's ``sync``)
+        self._draining: asyncio.Future | None = None
         self.titles: dict[str, str] = {}  # item_id -> title, for the web views
         self.caught_up = asyncio.Event()
         self._reader = None
@@ -100,7 +110,8 @@ class CatalogFollower(mode.Service):
             parts = self._reader.partitions_for_topic(self.changelog) or set()
         tps = [TopicPartition(self.changelog, p) for p in sorted(parts)]
         self._reader.assign(tps)
-        await read_to_end(self._reader, tps, self._apply)
+        await read_to_end(self._reader, tps, self._apply, self._bound)
+        await self._drained()
         log.info("catalogue changelog read: %d items", len(self.titles))
         self.caught_up.set()
         self.add_future(self._follow())
@@ -118,10 +129,24 @@ class CatalogFollower(mode.Service):
         else:
             self.titles[item_id] = orjson.loads(r.value).get("title", item_id)
 
+    async def _bound(self) -> None:
+        """Past ``PENDING_MAX`` records: wait for the apply handed over last, hand over these."""
+        if self.drain is None or len(self.pending) < PENDING_MAX:
+            return
+        await self._drained()
+        self._draining = asyncio.ensure_future(self.drain())
+
+    async def _drained(self) -> None:
+        """The apply handed over last has ended (its error, if any, raised here once)."""
+        draining, self._draining = self._draining, None
+        if draining is not None:
+            await draining
+
     async def _read(self, timeout_ms: int) -> None:
         for batch in (await self._reader.getmany(timeout_ms=timeout_ms)).values():
             for r in batch:
                 self._apply(r)
+        await self._bound()
 
     async def _follow(self) -> None:
         while not self.should_stop and self._reader is not None:

@@ -42,7 +42,8 @@ def register(app: faust.App, ctx: Context) -> None:
     class FollowCatalog(CatalogFollower):
         def __init__(self, **kwargs):
             super().__init__(ctx.settings.bootstrap_servers, ctx.topics.catalog_items_changelog,
-                             security_options(ctx.settings), **kwargs)
+                             security_options(ctx.settings), lambda: self.sync(ctx.run_model, ctx.processor),
+                             **kwargs)
             ctx.catalog = self
 
     @app.service

@@ -189,11 +189,12 @@ class Restored:
             self.states[r.key] = r.value
 
 
-async def read_to_end(reader, tps: list, apply: Callable) -> int:
+async def read_to_end(reader, tps: list, apply: Callable, between: Callable[[], Awaitable] | None = None) -> int:
     """Read ``tps`` (assigned to ``reader``, a consumer without a group) from their first offset
     until each reaches the end offset it had when this started; ``apply(record)`` for every
-    record fetched on the way (the last fetch may reach past that end: nothing is dropped).
-    Returns the number of records."""
+    record fetched on the way (the last fetch may reach past that end: nothing is dropped), and
+    ``await between()`` after each fetch when given (where a reader can wait for what it keeps
+    to be used). Returns the number of records."""
     end = await reader.end_offsets(tps)
     await reader.seek_to_beginning(*tps)
     behind = {tp for tp in tps if await reader.position(tp) < end[tp]}
@@ -203,5 +204,7 @@ async def read_to_end(reader, tps: list, apply: Callable) -> int:
             records += len(batch)
             for r in batch:
                 apply(r)
+        if between is not None:
+            await between()
         behind = {tp for tp in behind if await reader.position(tp) < end[tp]}
     return records

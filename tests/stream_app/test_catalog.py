@@ -73,3 +73,65 @@ def test_records_go_to_the_items_partition_and_a_later_deletion_wins():
     row = proc.model.items.deleted.nonzero()[0].tolist()
     asyncio.run(ix.handle([record({"item_id": "new", "title": "New"}, partition=0)]))
     assert [proc.model.items.index["new"]] == row and not proc.model.items.deleted.any()
+
+
+class FakeChangelog:
+    """A consumer without a group over one partition of catalogue records, ``per_fetch`` at a time."""
+
+    def __init__(self, records: list, per_fetch: int):
+        self.records, self.per_fetch, self.at = records, per_fetch, 0
+
+    async def end_offsets(self, tps):
+        return {tp: len(self.records) for tp in tps}
+
+    async def seek_to_beginning(self, *tps):
+        self.at = 0
+
+    async def position(self, tp):
+        return self.at
+
+    async def getmany(self, *tps, timeout_ms=0):
+        await asyncio.sleep(0)
+        batch, self.at = self.records[self.at:self.at + self.per_fetch], min(len(self.records), self.at + self.per_fetch)
+        return {"tp": batch} if batch else {}
+
+
+def test_records_read_ahead_of_the_model_are_bounded_and_applied_in_order(monkeypatch):
+    import stream_app.catalog as catalog
+    from stream_app.catalog import CatalogFollower
+    from stream_app.store import read_to_end
+
+    monkeypatch.setattr(catalog, "PENDING_MAX", 50)
+    proc, applied, most = processor(), [], [0]
+    records = [SimpleNamespace(key=f"it{k % 170}".encode(), value=None if k % 97 == 96 else orjson.dumps(
+        {"item_id": f"it{k % 170}", "title": f"v{k}", "_vec": "AAAAAAAAAAAAAAAAAAAAAA=="})) for k in range(600)]
+
+    async def main():
+        async def run_model(fn, *args):  # the model thread: slower than the reader
+            for _ in range(3):
+                await asyncio.sleep(0)
+            return fn(*args)
+
+        async def drain():
+            most[0] = max(most[0], len(follower.pending))
+            applied.extend(follower.pending)
+            await follower.sync(run_model, proc)
+
+        follower = CatalogFollower("unused:9092", "items-changelog", drain=drain)
+        follower._reader = FakeChangelog(records[:400], per_fetch=7)
+        await read_to_end(follower._reader, ["tp"], follower._apply, follower._bound)  # a restore
+        await follower._drained()
+        follower._reader.records += records[400:]
+        while follower._reader.at < len(records):  # then followed, as ``_follow`` reads
+            await follower._read(0)
+        await follower._drained()
+        most[0] = max(most[0], len(follower.pending))
+        applied.extend(follower.pending)
+        await follower.sync(run_model, proc)
+
+    asyncio.run(main())
+    assert [(k, v) for k, v in applied] == [(r.key, r.value) for r in records]  # each once, in changelog order
+    assert most[0] < 50 + 7  # never more than one fetch past the bound
+    whole = processor()
+    apply_catalog_changes(whole, [(r.key, r.value) for r in records])
+    assert proc.model.items.index == whole.model.items.index
