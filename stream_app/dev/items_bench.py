@@ -202,7 +202,7 @@ def run_items(settings: Settings, n_items: int, n_events: int, seed: int = 0, en
                           "items_in_model_when_ready": items_after,
                           "items_when_answering": (w2.stats() or {}).get("items"), "probe_events": len(probe),
                           "probe_answered": answered.events_covered, "loadavg_1m": _load(),
-                          "session_timeout_s": s.session_timeout_s}
+                          "session_timeout_s": s.session_timeout_s, "worker_stats": w2.stats()}
 
         # 4. half rate on the restored worker, other users
         rate = max(1.0, full.events_per_s / 2)
