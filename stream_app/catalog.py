@@ -117,6 +117,11 @@ class CatalogFollower(mode.Service):
         self.add_future(self._follow())
 
     async def on_stop(self) -> None:
+        if self._draining is not None:  # an apply under way ends before the model is let go
+            try:
+                await self._drained()
+            except Exception as exc:
+                log.warning("catalogue changes not applied at stop: %r", exc)
         if self._reader is not None:
             await self._reader.stop()
             self._reader = None

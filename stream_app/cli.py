@@ -139,6 +139,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                          "catalogue changelog (0: encode all) (default: %(default)s)")
     be.add_argument("--item-vectors", default=None, help="with --items and --encode-max: item vectors (.npy, one row "
                                                          "per item) for the items not encoded")
+    be.add_argument("--half-rate", type=float, default=0.0,
+                    help="with --items: ask the restored worker for this many events/s (0: half the sustained rate) "
+                         "(default: %(default)s)")
     _distil_parser(sub, settings)
     return p
 
@@ -214,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         from stream_app.dev.items_bench import run_items_bench
 
         return run_items_bench(settings, args.items, n_events=args.events, out=args.out or None,
-                               encode_max=args.encode_max, item_vectors=args.item_vectors)
+                               encode_max=args.encode_max, item_vectors=args.item_vectors, half_rate=args.half_rate)
     if args.cmd == "bench":
         from stream_app.dev.bench import run_bench
 

@@ -58,7 +58,7 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 
 from models.cooc.counts import DENSE_MAX_ITEMS, CoocCounts
-from models.cooc.row_cache import RowCache
+from models.cooc.row_cache import FollowedCache, RowCache
 from models.cooc.rows import OnlineRows, decay_factor
 from models.seen import SeenItems, item_key
 
@@ -149,10 +149,7 @@ class CoocModel:
         self.params = params
         self.counts = counts if counts is not None else CoocCounts()
         self.online = OnlineRows()  # rows learned while serving (models.cooc.online), added to the counts
-        self._at: tuple | None = None  # (counts, version, online version, params, latest) the cache follows
-        self._cache = RowCache(ROW_CACHE_MAX)
-        self._seen: tuple = ()  # (counts version, online version) that ``_changed`` brings the cache to
-        self._changed: list[tuple[np.ndarray, np.ndarray]] = []  # since ``_at``: (rows, n) changed
+        self._follow = FollowedCache(ROW_CACHE_MAX)  # similarity rows, kept while the counts allow
         self._rule: tuple = (None,)  # (params, what ``additions`` takes from them)
         self._col_pow = self._popularity = self._n = np.zeros(0)
 
@@ -205,18 +202,12 @@ class CoocModel:
         """``set_online_row`` for several distinct items at once: item ``items[k]`` gets the next
         ``lengths[k]`` of ``cols`` (counts rows, ``rows_of``) and ``weights``
         (``OnlineRows.set_many``)."""
-        told, rows = self._telling(), self.rows_of(items)
+        told, rows = self._follow.telling(self._versions()), self.rows_of(items)
         self.online.set_many(rows.tolist(), n, ts, lengths, cols, weights)
-        self._told(told, rows, rows)
+        self._follow.told(told, rows, rows, self._versions())
 
-    def _telling(self) -> bool:  # the cache knows every change so far: the next one can be told
-        return self._at is not None and (self.counts.version, self.online.version) == self._seen
-
-    def _told(self, told: bool, rows: np.ndarray, n: np.ndarray) -> None:
-        """The ``rows`` (of M or online) and the ``n`` of rows ``n`` just changed, nothing else."""
-        if told:
-            self._changed.append((np.asarray(rows, dtype=np.int64), np.asarray(n, dtype=np.int64)))
-            self._seen = (self.counts.version, self.online.version)
+    def _versions(self) -> tuple[int, int]:
+        return self.counts.version, self.online.version
 
     def with_params(self, params: CoocParams, copy: bool = True) -> "CoocModel":
         """Same counts (copied), other parameters; only scoring parameters may differ."""
@@ -232,10 +223,10 @@ class CoocModel:
         (``CoocCounts.add``), so a batch gives the bits of its events one at a time."""
         for a in range(0, len(engagements), UPDATE_BLOCK):
             rows, cols, vals, engaged, _ = self.additions(engagements[a:a + UPDATE_BLOCK])
-            told = self._telling()
+            told = self._follow.telling(self._versions())
             self.counts.add(rows, cols, vals)
             self.counts.add_engaged(engaged)
-            self._told(told, rows, engaged)
+            self._follow.told(told, rows, engaged, self._versions())
 
     def deltas(self, engagements: Sequence[tuple[Sequence[int], int]], times: Sequence[int] | None = None,
                half_life_ms: float = 0.0) -> dict[int, "RowDelta"]:
@@ -308,10 +299,8 @@ class CoocModel:
         """The row cache, brought to the counts (module doc), with the per-column terms."""
         c, o = self.counts, self.online
         at = (c, c.version, o.version, self.params, o.latest if o.half_life_ms > 0 else 0)
-        if self._at is not None and all(a is b or a == b for a, b in zip(self._at, at)):
-            return self._cache
-        told = (self._at is not None and self._at[0] is c and self._at[3] == self.params
-                and self._at[4] == at[4] and (c.version, o.version) == self._seen)
+        if self._follow.follows(at):
+            return self._follow.rows
         cnt = c.n[: len(c)]
         if o.live:  # the checkpoint's counts plus the followed rows
             cnt = cnt + o.counts_n(len(c))
@@ -319,14 +308,7 @@ class CoocModel:
         self._col_pow = cnt ** (1.0 - self.params.alpha)
         self._popularity = np.log1p(cnt)
         self._popularity.flags.writeable = False
-        if told:
-            none = np.zeros(0, np.int64)
-            self._cache.evict(np.concatenate([r for r, _ in self._changed] + [none]),
-                              np.unique(np.concatenate([n for _, n in self._changed] + [none])))
-        else:
-            self._cache.clear()
-        self._at, self._seen, self._changed = at, (c.version, o.version), []
-        return self._cache
+        return self._follow.bring(at)
 
     def similarity_row(self, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Pruned row ``j`` of S as (columns, values) (read-only arrays). Computed on the non-zero

@@ -68,3 +68,44 @@ class RowCache:
         for k in keys[reached].tolist():
             del self.pruned[k]
         self.evicted += int(reached.sum())
+
+
+class FollowedCache:
+    """A ``RowCache`` and what it was computed from (``CoocModel``): ``at`` = (the counts, their
+    version, the online rows' version, the parameters, the decay reference time), and the changes
+    told since, each a (rows whose raw row changed, rows whose ``n`` changed). ``bring(at)``
+    evicts what those changes reach when they are every change since (the same counts object,
+    parameters and reference time, and the versions they were told at), else empties the cache."""
+
+    def __init__(self, limit: int):
+        self.rows = RowCache(limit)
+        self.at: tuple | None = None
+        self._seen: tuple = ()  # (counts version, online version) the changes told bring the cache to
+        self._changed: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def telling(self, versions: tuple) -> bool:
+        """Whether the cache knows every change up to ``versions``: the next one can be told."""
+        return self.at is not None and versions == self._seen
+
+    def told(self, telling: bool, rows: np.ndarray, n: np.ndarray, versions: tuple) -> None:
+        """``rows`` (raw rows) and the ``n`` of rows ``n`` just changed, nothing else, bringing
+        the counts to ``versions`` (``telling``: what ``telling`` said before the change)."""
+        if telling:
+            self._changed.append((np.asarray(rows, dtype=np.int64), np.asarray(n, dtype=np.int64)))
+            self._seen = versions
+
+    def follows(self, at: tuple) -> bool:
+        return self.at is not None and all(a is b or a == b for a, b in zip(self.at, at))
+
+    def bring(self, at: tuple) -> RowCache:
+        """The cache brought to ``at`` (class doc)."""
+        versions = (at[1], at[2])
+        old = self.at
+        if old is not None and old[0] is at[0] and old[3] == at[3] and old[4] == at[4] and versions == self._seen:
+            none = np.zeros(0, np.int64)
+            self.rows.evict(np.concatenate([r for r, _ in self._changed] + [none]),
+                            np.unique(np.concatenate([n for _, n in self._changed] + [none])))
+        else:
+            self.rows.clear()
+        self.at, self._seen, self._changed = at, versions, []
+        return self.rows

@@ -144,8 +144,11 @@ def first_answer(worker, events: Sequence[dict]) -> dict:
 
 
 def run_items(settings: Settings, n_items: int, n_events: int, seed: int = 0, encode_max: int = 0,
-              item_vectors: str | None = None, recall_users: int = 200, progress: bool = True) -> dict:
-    """Every measurement of the module doc for one catalogue size, on ``settings``' broker."""
+              item_vectors: str | None = None, recall_users: int = 200, progress: bool = True,
+              half_rate: float = 0.0) -> dict:
+    """Every measurement of the module doc for one catalogue size, on ``settings``' broker;
+    ``half_rate`` > 0: the restored worker is asked for that many events/s instead of half the
+    sustained rate (the same load for two settings or two versions)."""
     from stream_app.dev.local import LocalWorker
     from stream_app.dev.replay import replay_events
     from stream_app.dev.synth_catalog import synth_catalog, synth_events
@@ -205,7 +208,7 @@ def run_items(settings: Settings, n_items: int, n_events: int, seed: int = 0, en
                           "session_timeout_s": s.session_timeout_s, "worker_stats": w2.stats()}
 
         # 4. half rate on the restored worker, other users
-        rate = max(1.0, full.events_per_s / 2)
+        rate = half_rate if half_rate > 0 else max(1.0, full.events_per_s / 2)
         half = asyncio.run(replay_events(w2.settings, half_events, rate=rate, progress=progress, idle_timeout=60.0))
         rep["half"] = {**half.summary(), "loadavg_1m": _load(), "worker_stats": w2.stats()}
         rep["worker_2_memory"] = worker_memory(w2)
@@ -277,7 +280,7 @@ def encoder_rates(settings: Settings, n_texts: int = 1000, seed: int = 0,
 
 def run_items_bench(settings: Settings, sizes: Sequence[int], n_events: int = 100_000,
                     out: str | Path | None = None, seed: int = 0, encode_max: int = 0,
-                    item_vectors: str | None = None, progress: bool = True) -> int:
+                    item_vectors: str | None = None, progress: bool = True, half_rate: float = 0.0) -> int:
     """``stream-app bench --items N ...``: :func:`run_items` for each size on one broker (a local
     one unless ``KAFKA_BOOTSTRAP_SERVERS`` is set); prints the table, writes JSON to ``out``."""
     import subprocess
@@ -286,7 +289,7 @@ def run_items_bench(settings: Settings, sizes: Sequence[int], n_events: int = 10
     from stream_app.dev.broker import LocalKafka
 
     t_all = time.monotonic()
-    report: dict = {"sizes": list(sizes), "events": n_events, "seed": seed, "encode_max": encode_max,
+    report: dict = {"sizes": list(sizes), "events": n_events, "seed": seed, "encode_max": encode_max, "half_rate": half_rate,
                     "settings": {"batch_max": settings.batch_max, "batch_within_s": settings.batch_within_s,
                                  "partitions": settings.partitions, "encoder_batch": settings.encoder_batch,
                                  "torch_threads": settings.torch_threads, "top_k": settings.top_k},
@@ -311,7 +314,8 @@ def run_items_bench(settings: Settings, sizes: Sequence[int], n_events: int = 10
             _write(out, report)
         for n in sizes:
             print(f"## {n:,} items", flush=True)
-            report["runs"].append(run_items(settings, n, n_events, seed, encode_max, item_vectors, progress=progress))
+            report["runs"].append(run_items(settings, n, n_events, seed, encode_max, item_vectors, progress=progress,
+                                             half_rate=half_rate))
             if out:
                 _write(out, report)
     report["machine_after"] = _machine()

@@ -47,7 +47,7 @@ def test_rows_after_batches_of_changes_equal_fresh_rows_and_unreached_rows_stay(
         kept = [j for j in range(n) if m.similarity_row(j) is before[j]]
         kept_any |= bool(kept)
         assert len(kept) < n  # the change reached some rows
-    assert kept_any and m._cache.evicted > 0
+    assert kept_any and m._follow.rows.evicted > 0
 
 
 def test_a_change_made_around_the_model_empties_the_cache():
