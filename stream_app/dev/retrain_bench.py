@@ -220,9 +220,9 @@ async def one_step(at: str, lines: dict[str, Settings], workers: dict[str, Local
     moment ``current`` names a new version (or the retrain ended without one), so the worker
     switches while events flow."""
     load, before, was = load1(), version_names(models), registry.current_version(models)
+    cap = () if args.warm_sequence_budget_s is None else ("--warm-sequence-budget-s", str(args.warm_sequence_budget_s))
     retrain = asyncio.create_task(asyncio.to_thread(
-        cli, lines["retrained"], "train", "--from-kafka", "--warm-start", "--out", str(models),
-        "--warm-sequence-budget-s", str(args.warm_sequence_budget_s)))
+        cli, lines["retrained"], "train", "--from-kafka", "--warm-start", "--out", str(models), *cap))
     while not retrain.done() and registry.current_version(models) == was:
         await asyncio.sleep(0.1)
     t1, now = time.monotonic(), registry.current_version(models)
@@ -346,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=60.0, help="cold initial model: co-engagement search budget")
     p.add_argument("--sequence-kind", default="gru", help="cold initial model: sequence model kind")
     p.add_argument("--sequence-budget-s", type=float, default=60.0, help="cold initial model: sequence budget")
-    p.add_argument("--warm-sequence-budget-s", type=float, default=60.0, help="warm retrains: sequence budget")
+    p.add_argument("--warm-sequence-budget-s", type=float, default=None,
+                   help="warm retrains: a seconds cap on the sequence model beside its epoch limit (default: none)")
     args = p.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
