@@ -26,7 +26,10 @@ the points at least as good as where the search stands; the search moves only to
 scores better). The k with the best validation NDCG@10 wins. No gate is searched with fewer than
 ``MIN_NEW_TARGETS`` new-item targets (the validation could not judge it); a gate is kept only when
 it beats the fixed blend on this validation and does not score below it on the fixed blend's own
-validation (each user's last validation target, nearly all on items with behaviour).
+validation (each user's last validation target, nearly all on items with behaviour). That guard
+steers the search: each step moves to the best point it accepts (walking past at most
+``ACCEPT_TRIES`` refused ones), so a bucket whose best point would cost the usual targets settles
+on the best one that does not, instead of the whole gate being refused at the end.
 
 Only a target's top 10 matters, so each target keeps just the items that can reach it under some
 weights: an item scores between its smallest and largest component z-score (the weights are a
@@ -57,6 +60,7 @@ STEP = 0.1
 MIN_NEW_TARGETS = 30  # fewer new-item targets on validation: it cannot judge the gate, none is served
 SHIFTS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0)  # a bucket's shift, in z-score units
 TOP = 10
+ACCEPT_TRIES = 100  # refused points walked past per search step before the step stays where it stands
 
 
 class _Unknown:
@@ -280,9 +284,26 @@ def record_gate_validation(rec, split: Split, names: list[str], base: dict[str, 
     return val
 
 
-def _search(val: GateValidation, gate: GatedBlend, b: int, grid: np.ndarray) -> tuple[GatedBlend, float]:
+def _first(gate: GatedBlend, now: float, order, scores: np.ndarray, make, accept) -> tuple:
+    """Walk the points in ``order`` (best first): the first that scores above ``now`` and that
+    ``accept`` takes. A point that only ties ``now`` ends the walk (ties keep where the search
+    stands), as does ``ACCEPT_TRIES`` refused points. -> (gate, score)."""
+    tries = 0
+    for i in order:
+        if not scores[i] > now:
+            break
+        candidate = make(i)
+        if accept is None or accept(candidate):
+            return candidate, float(scores[i])
+        tries += 1
+        if tries >= ACCEPT_TRIES:
+            break
+    return gate, now
+
+
+def _search(val: GateValidation, gate: GatedBlend, b: int, grid: np.ndarray, accept=None) -> tuple[GatedBlend, float]:
     """Bucket ``b``'s weights over ``grid``, then its shift over ``SHIFTS``, the other buckets as
-    in ``gate``."""
+    in ``gate``; each move only to a point ``accept`` takes (None: any)."""
     def with_(w=None, shift=None) -> GatedBlend:
         buckets, shifts = list(gate.buckets), list(gate.shifts)
         if w is not None:
@@ -293,16 +314,12 @@ def _search(val: GateValidation, gate: GatedBlend, b: int, grid: np.ndarray) -> 
 
     now = val.ndcg(gate)
     scores = val.ndcg_grid(gate, b, grid)  # (G,) each point as ``val.ndcg(with_(w))``
-    smooth = neighbourhood_mean(grid, scores, STEP)
-    best = int(np.argmax(np.where(scores >= now, smooth, -np.inf)))
-    if scores[best] > now:  # else stay: ties keep where the search stands
-        gate, now = with_(grid[best]), float(scores[best])
+    smooth = np.where(scores >= now, neighbourhood_mean(grid, scores, STEP), -np.inf)
+    order = [i for i in np.argsort(-smooth, kind="stable") if np.isfinite(smooth[i])]
+    gate, now = _first(gate, now, order, scores, lambda i: with_(grid[i]), accept)
     shifted = val.ndcg_grid(gate, b, np.tile(np.array([gate.buckets[b].get(c, 0.0) for c in val.names]), (len(SHIFTS), 1)),
                             np.array(SHIFTS))  # (S,) each shift as ``val.ndcg(with_(shift=x))``
-    best = int(np.argmax(shifted))
-    if shifted[best] > now:
-        gate, now = with_(shift=SHIFTS[best]), float(shifted[best])
-    return gate, now
+    return _first(gate, now, np.argsort(-shifted, kind="stable"), shifted, lambda i: with_(shift=SHIFTS[i]), accept)
 
 
 def choose_gate(val: GateValidation, base: dict[str, float], accept=None) -> tuple[dict | GatedBlend, dict]:
@@ -316,12 +333,21 @@ def choose_gate(val: GateValidation, base: dict[str, float], accept=None) -> tup
     report = {"valid_ndcg@10_fixed": fixed, "n_valid": len(val.rows), "n_valid_new": val.n_new,
               "n_valid_ranked": int(len(val.w)), "by_k": {}}
     best, best_score = base, fixed
+    refused = [0]
+
+    def judged(g: GatedBlend) -> bool:
+        ok = accept(g)
+        refused[0] += not ok
+        return ok
+
     for k in K_CHOICES:
         gate, score = GatedBlend((0, k), [plain, plain, plain]), fixed
+        refused[0] = 0
         for b in (0, 1):
-            gate, score = _search(val, gate, b, grid)
+            gate, score = _search(val, gate, b, grid, None if accept is None else judged)
         ok = accept is None or score <= fixed or accept(gate)
-        report["by_k"][str(k)] = {"valid_ndcg@10": score, "accepted": ok, **gate.config()}
+        report["by_k"][str(k)] = {"valid_ndcg@10": score, "accepted": ok, "points_refused": refused[0],
+                                  **gate.config()}
         if score > best_score and ok:
             best, best_score = gate, score
     report.update({"valid_ndcg@10": best_score, "gate": best.config() if isinstance(best, GatedBlend) else None,

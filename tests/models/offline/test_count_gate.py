@@ -243,3 +243,26 @@ def test_a_bucket_searched_over_a_grid_scores_each_point_as_alone():
             expected.append(val.ndcg(GatedBlend(gate.edges, gate.buckets, moved)))
         w = np.tile([gate.buckets[b].get(c, 0.0) for c in NAMES], (len(shifts), 1))
         assert val.ndcg_grid(gate, b, w, shifts) == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_search_moves_only_to_gates_the_guard_accepts(fitted):
+    ds, catalog, split, rec = fitted
+    val = record_gate_validation(rec, split, NAMES, rec.blend)
+    free, free_report = choose_gate(val, rec.blend)
+    assert isinstance(free, GatedBlend) and free_report["valid_ndcg@10"] > free_report["valid_ndcg@10_fixed"]
+    refused_point = free.buckets[1]
+    seen = []
+
+    def accept(g: GatedBlend) -> bool:  # the guard refuses the point the free search moved to
+        seen.append(g.config())
+        return g.buckets[1] != refused_point
+
+    held, report = choose_gate(val, rec.blend, accept)
+    # the whole gate is not thrown away: the search settled on the best point the guard takes
+    assert isinstance(held, GatedBlend) and accept(held)
+    assert report["valid_ndcg@10_fixed"] < report["valid_ndcg@10"] < free_report["valid_ndcg@10"]
+    assert sum(r["points_refused"] for r in report["by_k"].values()) >= 1
+    for r in report["by_k"].values():
+        assert r["accepted"] and r["weights"][1] != refused_point
+    # each accepted move scores as the validation says
+    assert val.ndcg(held) == pytest.approx(report["valid_ndcg@10"], abs=1e-9)
