@@ -32,6 +32,7 @@ deletion produced after its upsert was indexed (the item is served) always wins.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Awaitable, Callable
 
@@ -49,6 +50,11 @@ from stream_app.topics import catalog_group
 log = logging.getLogger(__name__)
 
 PENDING_MAX = 16_384  # catalogue records read ahead of the model at most (about 40 MB at 384-d)
+# Set by the worker process (``stream_app.worker``): once the catalogue read at start is in the
+# model, every object alive then is moved out of the collector's sight (``gc.freeze``), as the
+# worker does with what it built before starting. A catalogue of 10^5 items leaves some 10^5
+# container objects that live as long as the worker, and each full collection walked them all.
+FREEZE_AFTER_READ = False
 
 
 def item_partition(item_id: str, partitions: int) -> int:
@@ -110,11 +116,22 @@ class CatalogFollower(mode.Service):
             parts = self._reader.partitions_for_topic(self.changelog) or set()
         tps = [TopicPartition(self.changelog, p) for p in sorted(parts)]
         self._reader.assign(tps)
-        await read_to_end(self._reader, tps, self._apply, self._bound)
-        await self._drained()
+        await self._restore(tps)
         log.info("catalogue changelog read: %d items", len(self.titles))
         self.caught_up.set()
         self.add_future(self._follow())
+
+    async def _restore(self, tps) -> None:
+        """The changelog read to its end once (applied up to the bound; with ``FREEZE_AFTER_READ``
+        all of it, then frozen)."""
+        await read_to_end(self._reader, tps, self._apply, self._bound)
+        await self._drained()
+        if FREEZE_AFTER_READ:
+            if self.drain is not None and self.pending:  # the rest too, so that it is frozen with it
+                self._draining = asyncio.ensure_future(self.drain())
+                await self._drained()
+            gc.collect()
+            gc.freeze()
 
     async def on_stop(self) -> None:
         if self._draining is not None:  # an apply under way ends before the model is let go

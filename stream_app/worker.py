@@ -53,6 +53,7 @@ def run_worker(settings: Settings) -> int:
     normal stop, non-zero when it stopped because something failed (the reason is printed)."""
     import asyncio
 
+    from stream_app import catalog
     from stream_app.app import create_app
     from stream_app.kafka_clients import security_options
     from stream_app.topics import ClusterWatch, ensure_topics
@@ -76,6 +77,7 @@ def run_worker(settings: Settings) -> int:
     # of the collector's sight, a full collection no longer walks millions of objects (it paused
     # the hot path for ~200 ms every few seconds under load).
     gc.freeze()
+    catalog.FREEZE_AFTER_READ = True  # and the catalogue, once read (stream_app.catalog)
     try:
         worker_class()(app, loglevel=settings.log_level).execute_from_commandline()
     except SystemExit as exc:

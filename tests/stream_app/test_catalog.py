@@ -135,3 +135,32 @@ def test_records_read_ahead_of_the_model_are_bounded_and_applied_in_order(monkey
     whole = processor()
     apply_catalog_changes(whole, [(r.key, r.value) for r in records])
     assert proc.model.items.index == whole.model.items.index
+
+
+def test_the_worker_freezes_the_catalogue_once_all_of_it_is_in_the_model(monkeypatch):
+    import gc
+
+    import stream_app.catalog as catalog
+    from stream_app.catalog import CatalogFollower
+
+    monkeypatch.setattr(catalog, "PENDING_MAX", 50)
+    monkeypatch.setattr(catalog, "FREEZE_AFTER_READ", True)
+    frozen = []  # what the model held when the worker's objects were frozen (not this test process's)
+    proc = processor()
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(dict(proc.model.items.index)))
+    records = [SimpleNamespace(key=f"it{k}".encode(), value=orjson.dumps(
+        {"item_id": f"it{k}", "title": f"v{k}", "_vec": "AAAAAAAAAAAAAAAAAAAAAA=="})) for k in range(120)]
+
+    async def main():
+        async def run_model(fn, *args):
+            await asyncio.sleep(0)
+            return fn(*args)
+
+        follower = CatalogFollower("unused:9092", "items-changelog", drain=lambda: follower.sync(run_model, proc))
+        follower._reader = FakeChangelog(records, per_fetch=7)
+        await follower._restore(["tp"])
+        return follower
+
+    follower = asyncio.run(main())
+    assert len(frozen) == 1 and sorted(frozen[0]) == sorted(f"it{k}" for k in range(120))  # the tail under the bound too
+    assert not follower.pending
