@@ -12,8 +12,8 @@ user's first engagement with an item into additions to the pair counts. Offline 
 2. **aggregates** them (``CoocAggregator``, group ``stream_app.topics.cooc_group``, a
    ``stream_app.checkpoint.CheckpointedConsumer``): the owner of a pairs partition folds the
    batch's messages into their items' bounded, event-time-decayed neighbour rows
-   (``models.cooc.table.RowTable``: all at once, in numpy, in a process of its own, ``stream_app.cooc_fold``,
-   so that the fold takes nothing from the worker's event loop and model thread) and writes every row a batch touched, once, to the compacted
+   (``models.cooc.table.RowTable``: all at once, in numpy, in the aggregator's own thread, off
+   the event loop) and writes every row a batch touched, once, to the compacted
    ``<app_id>-cooc-rows-changelog`` on the same partition number; then commits;
 3. **follows** the rows (``CoocFollower``, every worker): all partitions of the rows changelog,
    from the start, for as long as the worker runs; the hot path applies what arrived before a
@@ -54,13 +54,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import mode
 
 from stream_app import fencing
 from stream_app.catalog import item_partition
 from stream_app.checkpoint import CheckpointedConsumer
-from stream_app.cooc_fold import FoldProcess
 from stream_app.context import Context, RunModel
 from stream_app.kafka_clients import security_options
 from stream_app.processor import Processor
@@ -69,6 +69,7 @@ from stream_app.topics import cooc_group
 
 log = logging.getLogger(__name__)
 
+DECODED_MAX = 20_000  # decoded rows the aggregator keeps per partition between batches
 APPLY_EVERY_S = 0.2  # a follower applies rows at most this often (STREAM_RECO_COOC_APPLY_EVERY_S)
 
 
@@ -112,7 +113,8 @@ class CoocAggregator(CheckpointedConsumer):
         super().__init__(topic=ctx.topics.cooc_pairs, group_id=cooc_group(s), max_records=s.batch_max,
                          **ctx.consumer_options(), **kwargs)
         self.rows = UserStore(s.bootstrap_servers, ctx.topics.cooc_rows_changelog, security_options(s))
-        self.folder = FoldProcess()
+        self.decoded: dict[int, object] = {}  # partition -> RowTable, as in ``rows`` (a bounded cache)
+        self.fold_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cooc-fold")
 
     async def before_start(self) -> None:
         await super().before_start()
@@ -121,28 +123,48 @@ class CoocAggregator(CheckpointedConsumer):
     async def on_stop(self) -> None:
         await super().on_stop()
         await self.rows.stop()
-        self.folder.stop()
+        self.fold_thread.shutdown(wait=False)
 
     async def assigned(self, partitions: list[int]) -> None:
-        self.folder.drop(partitions)
+        for p in partitions:
+            self.decoded.pop(p, None)
         await self.rows.restore(partitions)  # read to the end (and fenced) before anything is folded
 
     async def revoked(self, partitions: list[int]) -> None:
         self.rows.drop(partitions)
-        self.folder.drop(partitions)
+        for p in partitions:
+            self.decoded.pop(p, None)
 
     async def handle(self, records: list) -> None:
+        from models.cooc.table import RowTable
+
         by_partition: dict[int, list] = {}
         for r in records:
             if r.key is None or r.value is None:
                 log.warning("%s: record at %d:%d without key or value skipped", self.topic, r.partition, r.offset)
                 continue
             by_partition.setdefault(r.partition, []).append((r.key.decode(), r.offset, r.value))
-        written = await self.folder.fold(by_partition, self.rows.get, self.half_life_ms, self.top_m)
+        work = []
+        for p, messages in by_partition.items():
+            table = self.decoded.setdefault(p, RowTable())
+            if len(table) > DECODED_MAX:
+                table.clear()
+            stored = {item: self.rows.get(p, item) for item in {m[0] for m in messages} if item not in table}
+            work.append((p, table, messages, stored))
+        # the fold off the event loop (which drives the hot path's Kafka I/O), in this
+        # aggregator's own thread: it touches only the tables, and rebalances wait for the batch
+        written = await asyncio.get_running_loop().run_in_executor(
+            self.fold_thread, _fold_all, work, self.half_life_ms, self.top_m)
         for p, out in written:
             for item, value in out:  # one record per touched row per batch
                 await self.rows.put(self.outbox.send, p, item, value)
-        self.ctx.sensor.on_rows_folded(sum(map(len, by_partition.values())), sum(len(out) for _, out in written))
+        self.ctx.sensor.on_rows_folded(sum(len(w[2]) for w in work), sum(len(out) for _, out in written))
+
+
+def _fold_all(work: list, half_life_ms: float, top_m: int) -> list:
+    from models.cooc.table import fold_records
+
+    return [(p, fold_records(table, messages, stored, half_life_ms, top_m)) for p, table, messages, stored in work]
 
 
 class CoocFollower(mode.Service):

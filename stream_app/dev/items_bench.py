@@ -22,8 +22,7 @@ items). Measured, in order:
    until it has answered new events of 10 users (the catalogue applied);
 4. **half rate**: half as many events of other users at half the sustained rate, on the restored
    worker: per-event latency;
-5. **RSS**: each worker's peak resident memory (``VmHWM``), read just before it stops, alone and
-   with its child (the co-engagement fold process, ``stream_app.cooc_fold``);
+5. **RSS**: each worker's peak resident memory (``VmHWM``), read just before it stops;
 6. **recall@10** of two-stage against exact ranking, in this process, on the worker's own item
    vectors (read back from the catalogue changelog) and the same events
    (``models.offline.two_stage.compare``), on a sample of users.
@@ -69,20 +68,12 @@ def write_stream_checkpoint(folder: str | Path) -> str:
 
 
 def worker_memory(worker) -> dict:
-    """Peak and current resident memory of a running worker process, and of it with its
-    children (the co-engagement fold process; the sum of their peaks, an upper bound)."""
-    pids = worker.pids()
+    """Peak and current resident memory of a running worker process."""
+    pid = worker.proc.pid
     try:
-        out = {"peak_rss_bytes": proc_status_bytes(pids[0], "VmHWM"), "rss_bytes": proc_status_bytes(pids[0], "VmRSS")}
-    except (OSError, KeyError, IndexError):
-        return {"peak_rss_bytes": None, "rss_bytes": None, "with_children_peak_rss_bytes": None}
-    peak = out["peak_rss_bytes"]
-    for pid in pids[1:]:
-        try:
-            peak += proc_status_bytes(pid, "VmHWM")
-        except (OSError, KeyError):
-            pass
-    return {**out, "with_children_peak_rss_bytes": peak, "children": len(pids) - 1}
+        return {"peak_rss_bytes": proc_status_bytes(pid, "VmHWM"), "rss_bytes": proc_status_bytes(pid, "VmRSS")}
+    except (OSError, KeyError):
+        return {"peak_rss_bytes": None, "rss_bytes": None}
 
 
 def recall_two_stage(settings: Settings, vectors: dict[str, np.ndarray], items, events: Sequence[dict],
@@ -247,9 +238,9 @@ def table(reports: Sequence[dict]) -> str:
         else:
             index_cell = (f"{ix['encoded_items']:,} encoded: {ix['encoded_s']:.1f} s ({ix['encoded_items_per_s']:,.0f}/s); "
                           f"all {r['items']:,}: {ix['projected_all_items_s']:,.0f} s PROJECTED")
-        peaks = [m.get("with_children_peak_rss_bytes") or m["peak_rss_bytes"]
-                 for m in (r["worker_1_memory"], r["worker_2_memory"])]
-        peak = max((v for v in peaks if v is not None), default=None)
+        peak = max(v for v in (r["worker_1_memory"]["peak_rss_bytes"], r["worker_2_memory"]["peak_rss_bytes"])
+                   if v is not None) if any((r["worker_1_memory"]["peak_rss_bytes"],
+                                             r["worker_2_memory"]["peak_rss_bytes"])) else None
         rec = r.get("recall", {})
         rows.append([r["items"], full["events_produced"], f"{full['events_covered']:,}", full["events_per_s"],
                      full["latency_p99_ms"], half["rate"], half["latency_p99_ms"], f"{half['events_covered']:,}",
@@ -258,7 +249,7 @@ def table(reports: Sequence[dict]) -> str:
                      f"{full['loadavg_1m']} / {half['loadavg_1m']}"])
     return markdown_table(
         ["items", "events", "answered", "1 worker ev/s", "p99 ms (full)", "half rate ev/s", "p99 ms (half)",
-         "answered (half)", "peak RSS MiB (with fold process)", "indexing", "restore: ready s", "restore: answers s",
+         "answered (half)", "peak RSS MiB", "indexing", "restore: ready s", "restore: answers s",
          "recall@10 two-stage vs exact", "load 1m (full / half)"], rows)
 
 

@@ -104,32 +104,15 @@ class LocalWorker:
         except FileNotFoundError:
             return ""
 
-    def pids(self) -> list[int]:
-        """The worker process and its children (the co-engagement fold process), Linux."""
-        if self.proc is None:
-            return []
-        out = [self.proc.pid]
-        for task in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
-            try:
-                out += [int(c) for c in task.read_text().split()]
-            except OSError:
-                pass
-        return out
-
     def cpu_seconds(self) -> float | None:
-        """User + system CPU time the worker process and its children have used so far (Linux),
-        else None."""
+        """User + system CPU time the worker process has used so far (Linux), else None."""
         if self.proc is None:
             return None
-        total = 0.0
-        for k, pid in enumerate(self.pids()):
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            except (OSError, ValueError, IndexError):
-                if k == 0:
-                    return None
-        return total
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
