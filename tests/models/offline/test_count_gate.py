@@ -251,10 +251,8 @@ def test_the_search_moves_only_to_gates_the_guard_accepts(fitted):
     free, free_report = choose_gate(val, rec.blend)
     assert isinstance(free, GatedBlend) and free_report["valid_ndcg@10"] > free_report["valid_ndcg@10_fixed"]
     refused_point = free.buckets[1]
-    seen = []
 
     def accept(g: GatedBlend) -> bool:  # the guard refuses the point the free search moved to
-        seen.append(g.config())
         return g.buckets[1] != refused_point
 
     held, report = choose_gate(val, rec.blend, accept)
