@@ -128,8 +128,7 @@ class CatalogFollower(mode.Service):
         await self._drained()
         if FREEZE_AFTER_READ:
             if self.drain is not None and self.pending:  # the rest too, so that it is frozen with it
-                self._draining = asyncio.ensure_future(self.drain())
-                await self._drained()
+                await self.drain()
             gc.collect()
             gc.freeze()
 

@@ -333,20 +333,21 @@ def choose_gate(val: GateValidation, base: dict[str, float], accept=None) -> tup
     report = {"valid_ndcg@10_fixed": fixed, "n_valid": len(val.rows), "n_valid_new": val.n_new,
               "n_valid_ranked": int(len(val.w)), "by_k": {}}
     best, best_score = base, fixed
-    refused = [0]
+    refused = 0
 
     def judged(g: GatedBlend) -> bool:
+        nonlocal refused
         ok = accept(g)
-        refused[0] += not ok
+        refused += not ok
         return ok
 
     for k in K_CHOICES:
         gate, score = GatedBlend((0, k), [plain, plain, plain]), fixed
-        refused[0] = 0
+        refused = 0
         for b in (0, 1):
             gate, score = _search(val, gate, b, grid, None if accept is None else judged)
         ok = accept is None or score <= fixed or accept(gate)
-        report["by_k"][str(k)] = {"valid_ndcg@10": score, "accepted": ok, "points_refused": refused[0],
+        report["by_k"][str(k)] = {"valid_ndcg@10": score, "accepted": ok, "points_refused": refused,
                                   **gate.config()}
         if score > best_score and ok:
             best, best_score = gate, score
