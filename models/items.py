@@ -87,9 +87,9 @@ class SparseRows:
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def __matmul__(self, W) -> np.ndarray:
-        """``dense @ W``, a block of rows at a time. Every block has at least 4096 rows (or is all
-        of them): the BLAS then computes each row as it does for the whole array (a block of a
-        few rows would take another kernel, and differ in rounding)."""
+        """``dense @ W``, a block of rows at a time, to float32 rounding. Every block has at least
+        4096 rows (or is all of them), so the BLAS runs its large-matrix kernel on each (bit-equal
+        to the whole array's with an AVX-512 kernel; a few rows would take another kernel)."""
         W = np.asarray(W)
         n = self._n
         if n <= 2 * MATMUL_ROWS:

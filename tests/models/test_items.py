@@ -49,11 +49,13 @@ def test_spaces_read_back_what_was_written():
     np.testing.assert_array_equal(items.space("category")[5], K[5])
 
 
-def test_the_category_product_is_the_dense_one_to_the_bit():
+def test_the_category_product_is_the_dense_one():
+    """To float32 rounding: which kernel the BLAS runs for a block of rows depends on the CPU it
+    detected (bit-equal on one with an AVX-512 kernel, not on one it serves with its Haswell one)."""
     for n in (300, 20_000, 41_000):
         items, _, _, K = filled(n, buckets=256, seed=n)
         W = np.random.default_rng(1).normal(size=(256, 48)).astype(np.float32)
-        np.testing.assert_array_equal(items.space("category") @ W, K @ W)
+        np.testing.assert_allclose(items.space("category") @ W, K @ W, rtol=1e-5, atol=1e-5)
 
 
 def test_rows_grow_by_the_growth_factor():
@@ -72,3 +74,4 @@ def test_changed_since_names_every_row_written_freed_or_taken():
     items.upsert("newer", text=T[2], category=K[2])  # a new row at the end
     assert items.changed_since(v).tolist() == [7, 9, 200]
     assert items.changed_since(0).tolist() == list(range(201))
+
