@@ -137,8 +137,8 @@ class AttentionFusion:
         else:
             rows = items.changed_since(c.version)
         c.reserve(len(items))
-        for a in range(0, rows.size, ITEM_BLOCK):
-            self._tower_rows(items, rows[a:a + ITEM_BLOCK], c)
+        for group in _by_place(rows):
+            self._tower_rows(items, group, c)
         c.version = items.version
         return c.E[: len(items)], c.bias[: len(items)]
 
@@ -153,14 +153,18 @@ class AttentionFusion:
         return self._direct or None
 
     def _tower_rows(self, items: ItemVectors, rows: np.ndarray, c: "_ItemCache") -> None:
-        """E and bias of up to ``ITEM_BLOCK`` catalogue ``rows``, into ``c``. Every product has
-        ``ITEM_BLOCK`` rows (the last row repeated to fill it), so a row's bits never depend on
-        which rows were computed beside it: an update gives what a fresh build gives."""
+        """E and bias of catalogue ``rows`` (each at another place, ``_by_place``), into ``c``.
+        Every product has ``ITEM_BLOCK`` rows, and row r sits at place r % ``ITEM_BLOCK`` of it
+        (the places no row takes hold the first row again). A BLAS may round a row by its place
+        in the product (its Haswell kernels do, by the row's place in a tile), so a row's bits
+        depend on nothing but its own vectors: an update gives what a fresh build gives."""
         w, n = self.w, rows.size
-        block = np.concatenate([rows, np.full(ITEM_BLOCK - n, rows[-1], dtype=rows.dtype)])
+        place = rows % ITEM_BLOCK
+        block = np.full(ITEM_BLOCK, rows[0], dtype=rows.dtype)
+        block[place] = rows
         spaces = items.row_spaces()
         E = sum(spaces[s].take(block, axis=0) @ w[f"item_proj.{s}.weight"].T for s in self.cfg.item_spaces)
-        E = np.asarray(E, dtype=np.float32)[:n]
+        E = np.asarray(E, dtype=np.float32)[place]
         bias = np.zeros(n, np.float32)
         if len(self._id_row):
             ids = items.ids
@@ -201,6 +205,27 @@ class AttentionFusion:
         with np.load(path / "fusion.npz") as z:
             weights = {k: z[k] for k in z.files}
         return cls(FusionConfig.from_dict(meta["config"]), weights, version=meta["version"])
+
+
+def _by_place(rows: np.ndarray) -> list[np.ndarray]:
+    """``rows`` (ascending) in groups, ascending each, no two of a group at the same place
+    r % ``ITEM_BLOCK``: the i-th row of a place goes to group i (consecutive rows: groups of
+    ``ITEM_BLOCK``, as aligned blocks of the catalogue).
+
+    >>> [g.tolist() for g in _by_place(np.array([1, 5, ITEM_BLOCK + 1, ITEM_BLOCK + 2]))]
+    [[1, 5, 1026], [1025]]
+    """
+    if not rows.size:
+        return []
+    place = rows % ITEM_BLOCK
+    order = np.lexsort((rows, place))  # by place, then row
+    sizes = np.bincount(place[order])
+    sizes = sizes[sizes > 0]
+    nth = np.arange(rows.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # i-th row of its place
+    group = np.empty(rows.size, dtype=np.int64)
+    group[order] = nth
+    by_group = np.lexsort((rows, group))  # by group, then row
+    return np.split(rows[by_group], np.flatnonzero(np.diff(group[by_group])) + 1)
 
 
 class _ItemCache:
