@@ -79,6 +79,32 @@ def test_a_large_change_is_computed_in_blocks_as_a_fresh_build():
     np.testing.assert_array_equal(b, b0)
 
 
+def test_every_row_sits_at_the_same_place_of_its_product_in_an_update_as_in_a_fresh_build(monkeypatch):
+    """Whatever the BLAS: row r is at place r % ITEM_BLOCK of every product that computes it (a
+    BLAS may round a row by its place in a tile), so no kernel can tell an update from a build."""
+    rng = np.random.default_rng(5)
+    model = trained_like(5, None)
+    fusion = model.attention
+    places = []
+    take = type(model.items.row_spaces()["text"]).take
+
+    def recorded(self, rows, axis=0):
+        places.append(np.asarray(rows).copy())
+        return take(self, rows, axis)
+
+    monkeypatch.setattr(type(model.items.row_spaces()["text"]), "take", recorded)
+    fusion.item_matrix(model.items)
+    add_items(model, [f"b{n}" for n in range(ITEM_BLOCK + 40)], rng)
+    version = model.items.version
+    churn(model, rng, 0)
+    changed = set(model.items.changed_since(version).tolist())
+    places.clear()
+    fusion.item_matrix(model.items)
+    assert places and all(len(block) == ITEM_BLOCK for block in places)
+    done = {int(r) for block in places for p, r in enumerate(block.tolist()) if r % ITEM_BLOCK == p}
+    assert changed <= done
+
+
 def test_an_identity_tower_reads_the_catalogue_vectors_without_a_copy():
     model = InterestModel.untrained(text_dim=8, cf_dim=2)
     rng = np.random.default_rng(0)

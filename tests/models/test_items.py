@@ -74,4 +74,3 @@ def test_changed_since_names_every_row_written_freed_or_taken():
     items.upsert("newer", text=T[2], category=K[2])  # a new row at the end
     assert items.changed_since(v).tolist() == [7, 9, 200]
     assert items.changed_since(0).tolist() == list(range(201))
-
