@@ -130,7 +130,8 @@ class TwoStage:
             scale, offset = {"attention": np.ones(len(S))}, {"attention": np.zeros(len(S))}
         else:
             moments = {c.name: p.moments() for c, p in zip(ranked, parts) if blend.get(c.name)}
-            S, scale, offset = combine_many(raw, blend, moments)
+            untrained = self.model.gated_untrained()
+            S, scale, offset = combine_many(raw, blend, moments, None if untrained is None else untrained[cols])
         S[~valid] = -np.inf
         tops = [top_k(s, k) for s in S]
         return ranked_lists(self.model, states, ranked, raw, S, scale, offset, tops, cols)

@@ -96,6 +96,7 @@ class InterestModel(EventFolding):
         self.cooc = cooc
         self.blend = as_blend(blend)  # a dict, a GatedBlend (by item engagement count) or None
         self._cooc_rows = CoocRows()  # catalogue row -> co-engagement row
+        self._untrained: tuple = (None, None)  # (what it was computed for, ``untrained_rows``)
         self._fixed: list[Component] = [AttentionScores(attention, items)]  # the components but the sequence's
         if cooc is not None:
             reads = max(cooc.params.span, cooc.params.hist_len)
@@ -197,6 +198,28 @@ class InterestModel(EventFolding):
             self.cooc.free_item(item_id)  # its online row too (models.cooc.rows)
         return self.items.delete(item_id)
 
+    def untrained_rows(self) -> np.ndarray:
+        """(N,) bool: the catalogue rows of items the trained model does not know (neither a learned
+        id of the attention fusion nor a word of the sequence model's vocabulary: items added by
+        a catalogue event after training), kept until a row gets another item. All False for a
+        model that learned no ids (nothing tells its items apart)."""
+        seq = self._sequence
+        key = (self.items.layout, id(self.attention), id(seq))
+        if self._untrained[0] != key:
+            known = self.attention._id_row
+            vocab = seq.index if seq is not None else {}
+            ids = self.items.ids
+            if known or vocab:
+                rows = np.fromiter((i not in known and i not in vocab for i in ids), dtype=bool, count=len(ids))
+            else:
+                rows = np.zeros(len(ids), dtype=bool)
+            self._untrained = (key, rows)
+        return self._untrained[1]
+
+    def gated_untrained(self) -> np.ndarray | None:
+        """``untrained_rows`` when the blend has a bucket for them, else None (nothing to look up)."""
+        return self.untrained_rows() if getattr(self.blend, "untrained", None) is not None else None
+
     # -- users -------------------------------------------------------------------------------
     def new_state(self) -> UserState:
         return UserState.empty(self.dims, self.items.dims)
@@ -227,7 +250,7 @@ class InterestModel(EventFolding):
         """(N,) scores over the catalogue in ``items.ids`` order (seen items not yet excluded)."""
         if self.blend is None:
             return self._fixed[0].scores(state)
-        return combine(self.component_scores(state), self.blend)[0]
+        return combine(self.component_scores(state), self.blend, untrained=self.gated_untrained())[0]
 
     def recommend(self, state: UserState, k: int = 10) -> Recommendation:
         """Top-k unseen items with reasons that sum to each score (``bias``: the item prior and
@@ -270,7 +293,7 @@ class InterestModel(EventFolding):
             att = raw["attention"]
             return att.astype(np.float64), {"attention": np.ones(len(att))}, {"attention": np.zeros(len(att))}
         moments = {c.name: m for c in ranked if (m := c.moments()) is not None}
-        return combine_many(raw, self.blend, moments)
+        return combine_many(raw, self.blend, moments, self.gated_untrained())
 
     def _top(self, s: np.ndarray, state: UserState, k: int) -> np.ndarray:
         """Rows of the k best of the user's scores ``s`` (N,), its seen and the retired items

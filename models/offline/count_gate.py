@@ -5,7 +5,11 @@ The fixed blend is tuned on targets where nearly every item is old, and z-scores
 which an item without behaviour has no signal (popularity 0, no co-engagement, outside the
 sequence model's vocabulary), so a new item known by its text is buried. The gate gives items with
 an engagement count of 0, of 1..k and of more than k their own weight vectors; the last bucket
-keeps the fixed blend's weights, so items with behaviour rank as before.
+keeps the fixed blend's weights, so items with behaviour rank as before. One more bucket takes the
+items the trained model does not know once they have behaviour (``GatedBlend.untrained``): their
+co-engagement and popularity follow the stream from the first event, but the sequence model still
+scores them neutrally, so the 1..k weights, chosen for the known items with few events (where the
+sequence model weighs most), would keep them out of the lists.
 
 Validation (``record_gate_validation``), training events only, the test never ranked: an inner
 time cut at ``fraction`` of the training events. The co-engagement counts are fitted on the events
@@ -18,8 +22,9 @@ there are that many, each kind weighted back to its share, so the search sees wh
 the old items too) is ranked just before it is folded in, over the items available at its time,
 the user's seen items excluded.
 
-Search (``choose_gate``): for each k of ``K_CHOICES``, the bucket-0 weights and then the 1..k
-weights, each over the simplex grid (step ``STEP``) and then its shift (``SHIFTS``: how far a
+Search (``choose_gate``): for each k of ``K_CHOICES``, the bucket-0 weights, then the 1..k
+weights, then (when the validation has untrained items with behaviour) the untrained bucket's, each
+over the simplex grid (step ``STEP``) and then its shift (``SHIFTS``: how far a
 bucket's items are moved as a whole, the prior that a fresh item is wanted), the other buckets
 fixed, judged as the fixed blend is (``models.offline.choose_blend``: the best neighbourhood among
 the points at least as good as where the search stands; the search moves only to a point that
@@ -98,31 +103,37 @@ class GateValidation:
     def __init__(self, names: list[str], base: np.ndarray, low_cut: float):
         self.names, self.base, self.low_cut = names, base, low_cut
         self._bk: dict[tuple, np.ndarray] = {}
-        self.rows: list[tuple] = []  # (weight, target z (C,), target popularity, top fixed scores, fixed count, Z, pop)
+        # (weight, target z (C,), target popularity, top fixed scores, fixed count, Z, pop, target untrained, untrained)
+        self.rows: list[tuple] = []
         self.n_new = 0
 
-    def add(self, Z: np.ndarray, pop: np.ndarray, out: np.ndarray, j: int, weight: float) -> None:
-        """One target: z-scores Z (C, N), popularity (N,), ``out`` (N,) not ranked, target ``j``."""
-        zt, pt = Z[:, j].copy(), float(pop[j])
+    def add(self, Z: np.ndarray, pop: np.ndarray, out: np.ndarray, j: int, weight: float,
+            untrained: np.ndarray | None = None) -> None:
+        """One target: z-scores Z (C, N), popularity (N,), ``out`` (N,) not ranked, target ``j``,
+        ``untrained`` (N,) the items the trained model does not know (None: none). An item whose
+        bucket a gate can move (few events, or untrained) is kept by its bounds; the others score
+        as the fixed blend."""
+        untr = np.zeros(len(pop), bool) if untrained is None else np.asarray(untrained, bool)
+        zt, pt, ut = Z[:, j].copy(), float(pop[j]), bool(untr[j])
         others = ~out
         others[j] = False
-        low = others & (pop <= self.low_cut)
+        low = others & ((pop <= self.low_cut) | untr)
         high = others & ~low
         s_high = self.base @ Z[:, high]
         lo = np.concatenate([s_high, Z[:, low].min(axis=0) + min(SHIFTS)])
         floor = np.partition(lo, -TOP)[-TOP] if lo.size >= TOP else -np.inf  # 10th best lower bound
-        if pt > self.low_cut:
+        if pt > self.low_cut and not ut:
             t, top_t = float(self.base @ zt), None
         else:
             t, top_t = None, float(zt.max()) + max(SHIFTS)
         if (top_t if t is None else t) < floor:  # never in the top 10, whatever the weights
-            self.rows.append((weight, None, 0.0, None, 0, None, None))
+            self.rows.append((weight, None, 0.0, None, 0, None, None, False, None))
             return
         keep = low.copy()
         keep[low] = Z[:, low].max(axis=0) + max(SHIFTS) >= floor
         top = np.sort(s_high)[::-1][:TOP]
         fixed = int((s_high > t).sum()) if t is not None else 0
-        self.rows.append((weight, zt, pt, top, fixed, Z[:, keep].copy(), pop[keep].copy()))
+        self.rows.append((weight, zt, pt, top, fixed, Z[:, keep].copy(), pop[keep].copy(), ut, untr[keep].copy()))
 
     def arrays(self) -> None:
         """Pad the kept rows into arrays for ``ndcg``."""
@@ -133,39 +144,51 @@ class GateValidation:
         self.w = np.array([r[0] for r in live])
         self.zt = np.array([r[1] for r in live]).reshape(V, C)
         self.pt = np.array([r[2] for r in live])
+        self.ut = np.array([r[7] for r in live], dtype=bool)
         self.top = np.full((V, TOP), -np.inf)
         self.fixed = np.array([r[4] for r in live])
         self.Z = np.zeros((V, C, L), np.float32)
         self.pop = np.full((V, L), np.inf)
+        self.untr = np.zeros((V, L), bool)
         self.pad = np.ones((V, L), bool)
         for v, r in enumerate(live):
             self.top[v, :len(r[3])] = r[3]
             n = r[5].shape[1]
-            self.Z[v, :, :n], self.pop[v, :n], self.pad[v, :n] = r[5], r[6], False
+            self.Z[v, :, :n], self.pop[v, :n], self.untr[v, :n], self.pad[v, :n] = r[5], r[6], r[8], False
+
+    def has_untrained(self) -> bool:
+        """Whether some kept item or target is untrained with behaviour (an untrained bucket matters)."""
+        some = 1e-9  # log(1 + n) > 0: n > 0, the search's first edge
+        return bool((self.untr & (self.pop > some) & ~self.pad).any() or (self.ut & (self.pt > some)).any())
+
+    def _target(self, gate: GatedBlend, W: np.ndarray, shift: np.ndarray) -> tuple:
+        """-> (high (V,): targets scored by the fixed blend, bt (V,): each target's bucket, t (V,): its score)."""
+        high = (self.pt > self.low_cut) & ~self.ut
+        bt = np.minimum(gate.bucket_of(self.pt, self.ut), len(W) - 1)
+        t = np.where(high, self.zt @ self.base, (self.zt * W[bt]).sum(1) + shift[bt])
+        return high, bt, t
 
     def ndcg(self, gate: GatedBlend) -> float:
         """Validation NDCG@10 (weighted mean over every recorded target) of ``gate``."""
         if not len(self.w):
             return 0.0
-        W = np.array([[b.get(c, 0.0) for c in self.names] for b in gate.buckets], np.float32)  # (nb, C)
+        weights, shifts = gate.table()
+        W = np.array([[b.get(c, 0.0) for c in self.names] for b in weights], np.float32)  # (nb, C)
         bk = self._buckets(gate, len(W))  # (V, L)
-        shift = np.asarray(gate.shifts, np.float32)
+        shift = np.asarray(shifts, np.float32)
         s = np.einsum("vcl,vlc->vl", self.Z, W[bk]) + shift[bk]
         s[self.pad] = -np.inf
-        high = self.pt > self.low_cut
-        bt = np.minimum(gate.bucket_of(self.pt), len(W) - 1)
-        t = np.where(high, self.zt @ self.base, (self.zt * W[bt]).sum(1) + shift[bt])
+        high, bt, t = self._target(gate, W, shift)
         above = np.where(high, self.fixed, (self.top > t[:, None]).sum(1))
         rank = above + (s > t[:, None]).sum(1)
         gain = np.where(rank < TOP, 1.0 / np.log2(rank + 2.0), 0.0)
         return float((self.w * gain).sum() / self.total)
 
-
     def _buckets(self, gate: GatedBlend, n: int) -> np.ndarray:
         """(V, L) each kept item's bucket under ``gate``'s edges (``n`` buckets), computed once per edges."""
-        key = (tuple(gate.edges), n)
+        key = (tuple(gate.edges), n, gate.untrained is not None)
         if key not in self._bk:
-            self._bk[key] = np.minimum(gate.bucket_of(self.pop), n - 1)
+            self._bk[key] = np.minimum(gate.bucket_of(self.pop, self.untr), n - 1)
         return self._bk[key]
 
     def ndcg_grid(self, gate: GatedBlend, b: int, weights: np.ndarray, shifts: np.ndarray | None = None) -> np.ndarray:
@@ -176,16 +199,15 @@ class GateValidation:
         without scoring it (against a target in bucket ``b``: by the signs of its component
         differences, the shift cancelling), the others are scored for every point (float64)."""
         G = np.asarray(weights, np.float64)
-        sh = np.full(len(G), float(gate.shifts[b])) if shifts is None else np.asarray(shifts, np.float64)
+        sh = np.full(len(G), float(gate.table()[1][b])) if shifts is None else np.asarray(shifts, np.float64)
         if not len(self.w):
             return np.zeros(len(G))
-        W = np.array([[x.get(c, 0.0) for c in self.names] for x in gate.buckets], np.float32)  # (nb, C)
-        shift = np.asarray(gate.shifts, np.float32)
+        weights, shifts = gate.table()
+        W = np.array([[x.get(c, 0.0) for c in self.names] for x in weights], np.float32)  # (nb, C)
+        shift = np.asarray(shifts, np.float32)
         bk = self._buckets(gate, len(W))  # (V, L)
         fixed_s = np.einsum("vcl,vlc->vl", self.Z, W[bk]) + shift[bk]
-        high = self.pt > self.low_cut
-        bt = np.minimum(gate.bucket_of(self.pt), len(W) - 1)
-        t = np.where(high, self.zt @ self.base, (self.zt * W[bt]).sum(1) + shift[bt])  # (V,)
+        high, bt, t = self._target(gate, W, shift)  # (V,) each
         tol = 1e-4
         gain = np.zeros(len(G))
         for v in range(len(self.w)):
@@ -275,7 +297,7 @@ def record_gate_validation(rec, split: Split, names: list[str], base: dict[str, 
             st = states.get(ev.user_id) or model.new_state()
             raw = model.component_scores(st)
             Z = np.stack([_z(raw[c]) for c in names])
-            val.add(Z, np.asarray(raw["popularity"]), mask | (t_avail > ev.ts), j, weight[p])
+            val.add(Z, np.asarray(raw["popularity"]), mask | (t_avail > ev.ts), j, weight[p], model.untrained_rows())
             val.n_new += ev.item_id in new
         learn = not guard.consume(ev)
         model.fold([ev.event(f"gate-{p}")], states, rec.text_features, learn=lambda e: learn)
@@ -305,19 +327,14 @@ def _search(val: GateValidation, gate: GatedBlend, b: int, grid: np.ndarray, acc
     """Bucket ``b``'s weights over ``grid``, then its shift over ``SHIFTS``, the other buckets as
     in ``gate``; each move only to a point ``accept`` takes (None: any)."""
     def with_(w=None, shift=None) -> GatedBlend:
-        buckets, shifts = list(gate.buckets), list(gate.shifts)
-        if w is not None:
-            buckets[b] = dict(zip(val.names, w.tolist()))
-        if shift is not None:
-            shifts[b] = shift
-        return GatedBlend(gate.edges, buckets, shifts)
+        return gate.replaced(b, None if w is None else dict(zip(val.names, w.tolist())), shift)
 
     now = val.ndcg(gate)
     scores = val.ndcg_grid(gate, b, grid)  # (G,) each point as ``val.ndcg(with_(w))``
     smooth = np.where(scores >= now, neighbourhood_mean(grid, scores, STEP), -np.inf)
     order = [i for i in np.argsort(-smooth, kind="stable") if np.isfinite(smooth[i])]
     gate, now = _first(gate, now, order, scores, lambda i: with_(grid[i]), accept)
-    shifted = val.ndcg_grid(gate, b, np.tile(np.array([gate.buckets[b].get(c, 0.0) for c in val.names]), (len(SHIFTS), 1)),
+    shifted = val.ndcg_grid(gate, b, np.tile(np.array([gate.table()[0][b].get(c, 0.0) for c in val.names]), (len(SHIFTS), 1)),
                             np.array(SHIFTS))  # (S,) each shift as ``val.ndcg(with_(shift=x))``
     return _first(gate, now, np.argsort(-shifted, kind="stable"), shifted, lambda i: with_(shift=SHIFTS[i]), accept)
 
@@ -341,10 +358,12 @@ def choose_gate(val: GateValidation, base: dict[str, float], accept=None) -> tup
         refused += not ok
         return ok
 
+    untrained = (plain, 0.0) if val.has_untrained() else None
+    report["untrained_bucket"] = untrained is not None
     for k in K_CHOICES:
-        gate, score = GatedBlend((0, k), [plain, plain, plain]), fixed
+        gate, score = GatedBlend((0, k), [plain, plain, plain], untrained=untrained), fixed
         refused = 0
-        for b in (0, 1):
+        for b in (0, 1, 3) if untrained is not None else (0, 1):
             gate, score = _search(val, gate, b, grid, None if accept is None else judged)
         ok = accept is None or score <= fixed or accept(gate)
         report["by_k"][str(k)] = {"valid_ndcg@10": score, "accepted": ok, "points_refused": refused,

@@ -15,8 +15,9 @@ What carries over from the checkpoint (``WarmStart.load``):
   the known items (``cf_factors``);
 * the co-engagement parameters (no search; the counts are refitted on the log, which is cheap);
 * the blend's gate by item engagement count (no search: its edges, and the weights and shifts of
-  its buckets for items with little behaviour; the blend for the rest is chosen again, as every
-  retrain chooses it). A checkpoint served without a gate gives a model without one;
+  its buckets for items with little behaviour and for items the model does not know; the blend
+  for the rest is chosen again, as every retrain chooses it). A checkpoint served without a gate
+  gives a model without one;
 * the sequence model: the same kind, trained on within the smaller budget from the served
   weights, items by id, unseen items from their text vectors (``models.offline.warm_sequence``).
 
@@ -160,4 +161,5 @@ def warm_gate(warm: WarmStart, blend: dict[str, float]) -> tuple:
     if not warm.gate:
         return blend, {"from": warm.version, "gate": None}
     g = warm.gate
-    return GatedBlend(g["edges"], list(g["weights"][:-1]) + [dict(blend)], g.get("shifts")), {"from": warm.version}
+    return GatedBlend(g["edges"], list(g["weights"][:-1]) + [dict(blend)], g.get("shifts"),
+                      g.get("untrained")), {"from": warm.version}

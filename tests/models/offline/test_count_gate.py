@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
-from models.blend import GatedBlend, as_blend, combine_many
+from models.blend import GatedBlend, as_blend, combine, combine_many
 from models.candidates import CandidateSizes
 from models.cooc import CoocModel, CoocParams
 from models.engine import Event, InterestModel
@@ -26,8 +26,8 @@ from models.offline.train_attention import TrainConfig
 from models.offline.train_sequence import SequenceConfig
 from tests.models.offline.test_fused_blend import small_dataset
 from tests.models.test_candidates import ranked
-from tests.models.test_fold import features, stream, trained_like
-from tests.models.test_recommend_many import assert_same_lists
+from tests.models.test_fold import TEXT, features, stream, trained_like
+from tests.models.test_recommend_many import assert_same_lists, with_sequence
 
 NAMES = ["attention", "co-engagement", "popularity", "sequence"]
 
@@ -131,19 +131,24 @@ def test_the_fast_validation_score_equals_a_full_ranking():
     gates = [GatedBlend([0, 4], [{"attention": 1.0}, {"attention": 0.6, "sequence": 0.4}, dict(zip(NAMES, base))]),
              GatedBlend([0, 20], [{"co-engagement": 0.7, "attention": 0.3}, {"popularity": 1.0},
                                   dict(zip(NAMES, base))], [3.0, -1.0, 0.0]),
-             GatedBlend([0, 2], [{"sequence": 1.0}, dict(zip(NAMES, base)), dict(zip(NAMES, base))], [1.5, 0.5, 0.0])]
+             GatedBlend([0, 2], [{"sequence": 1.0}, dict(zip(NAMES, base)), dict(zip(NAMES, base))], [1.5, 0.5, 0.0]),
+             GatedBlend([0, 4], [{"attention": 1.0}, {"attention": 0.6, "sequence": 0.4}, dict(zip(NAMES, base))],
+                        [0.5, 0.0, 0.0], untrained=({"co-engagement": 0.6, "popularity": 0.4}, 2.0))]
     full = {id(g): [] for g in gates}
     for v in range(60):
         N = 80
         Z = rng.normal(size=(4, N)).astype(np.float32)
         pop = np.log1p(rng.choice([0, 0, 1, 3, 10, 30, 100], size=N).astype(float))
+        untrained = rng.random(N) < 0.25  # also with many events: they move with the untrained bucket
         out = rng.random(N) < 0.2
         j = int(rng.integers(N))
         out[j] = False
-        val.add(Z, pop, out, j, 1.0)
+        val.add(Z, pop, out, j, 1.0, untrained)
         for g in gates:
-            W = np.array([[b.get(c, 0.0) for c in NAMES] for b in g.buckets])
-            s = (W[g.bucket_of(pop)] * Z.T).sum(1) + np.asarray(g.shifts)[g.bucket_of(pop)]
+            weights, shifts = g.table()
+            W = np.array([[b.get(c, 0.0) for c in NAMES] for b in weights])
+            bk = g.bucket_of(pop, untrained)
+            s = (W[bk] * Z.T).sum(1) + np.asarray(shifts)[bk]
             s[out] = -np.inf
             rank = int((s > s[j]).sum())
             full[id(g)].append(1 / np.log2(rank + 2) if rank < 10 else 0.0)
@@ -184,6 +189,41 @@ def test_a_new_item_enters_the_list_from_its_text_in_both_rankings():
     assert_same_lists(ranked(model, users, "two-stage"), ranked(model, users, "exact"))
 
 
+def test_an_untrained_item_with_behaviour_is_weighed_by_its_own_bucket_in_both_rankings():
+    rng = np.random.default_rng(6)
+    model = trained_like(3, CoocModel(CoocParams(window=4, trans_window=2, trans_decay=0.3)))
+    with_sequence(model, rng, [f"i{i}" for i in range(69)])
+    states: dict = {}
+    model.fold(stream(rng, 400), states, features(rng, 8), on_error=lambda ev, exc: None)
+    model.add_item("brand-new", rng.normal(size=TEXT).astype(np.float32), [], None)  # a catalogue event only
+    row = model.items.index["brand-new"]
+    assert np.flatnonzero(model.untrained_rows()).tolist() == [row]  # the one item the trained model lacks
+    fans = sorted(states)[:3]
+    model.fold([Event(u, "brand-new", "click", None, 10**13 + k, f"n{k}") for k, u in enumerate(fans)], states)
+    assert model.cooc.popularity()[model.cooc.index["brand-new"]] > 0  # behaviour: out of bucket 0
+    plain = {"attention": 0.3, "co-engagement": 0.3, "popularity": 0.1, "sequence": 0.3}
+    mine = {"co-engagement": 0.5, "popularity": 0.5}
+    known = GatedBlend([0, 3], [plain, plain, plain])
+    gate = GatedBlend([0, 3], [plain, plain, plain], untrained=(mine, 6.0))
+    st = states[next(u for u in sorted(states) if u not in fans)]
+    raw = model.component_scores(st)
+    model.blend = known
+    before = model.scores(st)
+    model.blend = gate
+    after = model.scores(st)
+    assert after[row] == pytest.approx(combine(raw, mine)[0][row] + 6.0)  # its own bucket's weights and shift
+    assert before[row] == pytest.approx(combine(raw, plain)[0][row])  # without it, the known items' weights
+    rest = np.arange(len(after)) != row
+    np.testing.assert_allclose(after[rest], before[rest], rtol=1e-12, atol=1e-12)  # every other item as before
+    out = ranked(model, [st], "exact", k=10)[0]
+    assert out.items[0].item_id == "brand-new"
+    for r in out.items:
+        assert sum(r.reasons.values()) == pytest.approx(r.score, abs=1e-4)
+    model.ranking.sizes = CandidateSizes(ann=1000, sequence=1000, popular=1000, fresh=1000)
+    users = [states[u] for u in sorted(states)]
+    assert_same_lists(ranked(model, users, "two-stage"), ranked(model, users, "exact"))
+
+
 def test_checkpoint_without_a_gate_loads_unchanged_and_a_gated_one_round_trips(fitted, tmp_path):
     ds, catalog, split, rec = fitted
     live = rec.variant("fused", "fused")
@@ -194,7 +234,8 @@ def test_checkpoint_without_a_gate_loads_unchanged_and_a_gated_one_round_trips(f
     meta = orjson.loads((path / "config.json").read_bytes())
     meta.pop("blend_gate")  # as a checkpoint written before the gate existed
     (path / "config.json").write_bytes(orjson.dumps(meta))
-    gate = GatedBlend([0, 2], [{"attention": 1.0}, dict(rec.blend), dict(rec.blend)], [1.0, 0.0, 0.0])
+    gate = GatedBlend([0, 2], [{"attention": 1.0}, dict(rec.blend), dict(rec.blend)], [1.0, 0.0, 0.0],
+                      untrained=({"co-engagement": 0.7, "attention": 0.3}, 0.5))
     live.blend = gate
     path2 = live.save(tmp_path / "gated")
     for p, blend in ((path, dict(rec.blend)), (path2, gate)):
@@ -223,26 +264,22 @@ def test_a_bucket_searched_over_a_grid_scores_each_point_as_alone():
         out = rng.random(N) < 0.2
         j = int(rng.integers(N))
         out[j] = False
-        val.add(Z, pop, out, j, 1.0 + (v % 3))
+        val.add(Z, pop, out, j, 1.0 + (v % 3), rng.random(N) < 0.2)
     val.arrays()
+    assert val.has_untrained()
     plain = dict(zip(NAMES, base))
-    gate = GatedBlend([0, 6], [{"attention": 1.0}, {"sequence": 0.5, "popularity": 0.5}, plain], [1.0, 0.5, 0.0])
     grid = simplex_grid(len(NAMES), 0.25)
-    for b in (0, 1):
-        expected = []
-        for w in grid:
-            buckets = list(gate.buckets)
-            buckets[b] = dict(zip(NAMES, w.tolist()))
-            expected.append(val.ndcg(GatedBlend(gate.edges, buckets, gate.shifts)))
-        assert val.ndcg_grid(gate, b, grid) == pytest.approx(expected, abs=1e-12)
-        shifts = np.array([-1.0, 0.0, 0.5, 2.0])
-        expected = []
-        for x in shifts:
-            moved = list(gate.shifts)
-            moved[b] = x
-            expected.append(val.ndcg(GatedBlend(gate.edges, gate.buckets, moved)))
-        w = np.tile([gate.buckets[b].get(c, 0.0) for c in NAMES], (len(shifts), 1))
-        assert val.ndcg_grid(gate, b, w, shifts) == pytest.approx(expected, abs=1e-12)
+    for gate, searched in ((GatedBlend([0, 6], [{"attention": 1.0}, {"sequence": 0.5, "popularity": 0.5}, plain],
+                                       [1.0, 0.5, 0.0]), (0, 1)),
+                           (GatedBlend([0, 6], [{"attention": 1.0}, {"sequence": 0.5, "popularity": 0.5}, plain],
+                                       [1.0, 0.5, 0.0], untrained=({"co-engagement": 1.0}, 1.5)), (0, 1, 3))):
+        for b in searched:
+            expected = [val.ndcg(gate.replaced(b, dict(zip(NAMES, w.tolist())))) for w in grid]
+            assert val.ndcg_grid(gate, b, grid) == pytest.approx(expected, abs=1e-12)
+            shifts = np.array([-1.0, 0.0, 0.5, 2.0])
+            expected = [val.ndcg(gate.replaced(b, shift=x)) for x in shifts]
+            w = np.tile([gate.table()[0][b].get(c, 0.0) for c in NAMES], (len(shifts), 1))
+            assert val.ndcg_grid(gate, b, w, shifts) == pytest.approx(expected, abs=1e-12)
 
 
 def test_the_search_moves_only_to_gates_the_guard_accepts(fitted):
