@@ -30,22 +30,23 @@ fixed, judged as the fixed blend is (``models.offline.choose_blend``: the best n
 the points at least as good as where the search stands; the search moves only to a point that
 scores better). The k with the best validation NDCG@10 wins. No gate is searched with fewer than
 ``MIN_NEW_TARGETS`` new-item targets (the validation could not judge it); a gate is kept only when
-it beats the fixed blend on this validation and does not score below it on the fixed blend's own
-validation (each user's last validation target, nearly all on items with behaviour). That guard
-steers the search: each step moves to the best point it accepts (walking past at most
+it beats the fixed blend on this validation, does not score below it on the fixed blend's own
+validation (each user's last validation target, nearly all on items with behaviour), and costs
+this validation's old-item targets at most ``OLD_LOSS`` (1%) of the fixed blend's NDCG on them (the
+fixed blend's own validation holds no item the trained model lacks, so it cannot see what the
+untrained bucket costs the old items; the whole-validation score trades them for new ones at their
+share). That guard steers the search: each step moves to the best point it accepts (walking past at most
 ``ACCEPT_TRIES`` refused ones), so a bucket whose best point would cost the usual targets settles
 on the best one that does not, instead of the whole gate being refused at the end.
 
-Only a target's top 10 matters, so each target keeps just the items that can reach it under some
-weights: an item scores between its smallest and largest component z-score (the weights are a
-convex combination) plus the smallest and largest shift, so items whose upper bound is below the
-10th best lower bound are dropped, exactly.
+The recorded targets and their fast scoring: ``models.offline.gate_validation``.
 """
 from __future__ import annotations
 
 import copy
 import logging
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -55,6 +56,7 @@ from models.items import ItemVectors
 from models.offline.base import ItemCatalog
 from models.offline.baselines import _TrainingEvents
 from models.offline.choose_blend import _z, gated_ndcg, neighbourhood_mean, simplex_grid
+from models.offline.gate_validation import SHIFTS, GateValidation
 from models.offline.protocol import TARGET_TYPES, Split
 from models.offline.tune_cooc import fit_cooc
 
@@ -63,9 +65,8 @@ log = logging.getLogger(__name__)
 K_CHOICES = (2, 6, 20)  # the 1..k bucket's upper count
 STEP = 0.1
 MIN_NEW_TARGETS = 30  # fewer new-item targets on validation: it cannot judge the gate, none is served
-SHIFTS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0)  # a bucket's shift, in z-score units
-TOP = 10
 ACCEPT_TRIES = 100  # refused points walked past per search step before the step stays where it stands
+OLD_LOSS = 0.01  # a gate may cost this validation's old-item targets at most this share of the fixed blend's NDCG
 
 
 class _Unknown:
@@ -95,143 +96,6 @@ def cold_view(rec, new: set[str], before) -> InterestModel:
         it = rec._catalog.item(j)
         model.add_item(item_id, rec._text_vecs[j], it.categories, it.attributes)
     return model
-
-
-class GateValidation:
-    """The recorded validation targets, each cut down to the items that can matter (module doc)."""
-
-    def __init__(self, names: list[str], base: np.ndarray, low_cut: float):
-        self.names, self.base, self.low_cut = names, base, low_cut
-        self._bk: dict[tuple, np.ndarray] = {}
-        # (weight, target z (C,), target popularity, top fixed scores, fixed count, Z, pop, target untrained, untrained)
-        self.rows: list[tuple] = []
-        self.n_new = 0
-
-    def add(self, Z: np.ndarray, pop: np.ndarray, out: np.ndarray, j: int, weight: float,
-            untrained: np.ndarray | None = None) -> None:
-        """One target: z-scores Z (C, N), popularity (N,), ``out`` (N,) not ranked, target ``j``,
-        ``untrained`` (N,) the items the trained model does not know (None: none). An item whose
-        bucket a gate can move (few events, or untrained) is kept by its bounds; the others score
-        as the fixed blend."""
-        untr = np.zeros(len(pop), bool) if untrained is None else np.asarray(untrained, bool)
-        zt, pt, ut = Z[:, j].copy(), float(pop[j]), bool(untr[j])
-        others = ~out
-        others[j] = False
-        low = others & ((pop <= self.low_cut) | untr)
-        high = others & ~low
-        s_high = self.base @ Z[:, high]
-        lo = np.concatenate([s_high, Z[:, low].min(axis=0) + min(SHIFTS)])
-        floor = np.partition(lo, -TOP)[-TOP] if lo.size >= TOP else -np.inf  # 10th best lower bound
-        if pt > self.low_cut and not ut:
-            t, top_t = float(self.base @ zt), None
-        else:
-            t, top_t = None, float(zt.max()) + max(SHIFTS)
-        if (top_t if t is None else t) < floor:  # never in the top 10, whatever the weights
-            self.rows.append((weight, None, 0.0, None, 0, None, None, False, None))
-            return
-        keep = low.copy()
-        keep[low] = Z[:, low].max(axis=0) + max(SHIFTS) >= floor
-        top = np.sort(s_high)[::-1][:TOP]
-        fixed = int((s_high > t).sum()) if t is not None else 0
-        self.rows.append((weight, zt, pt, top, fixed, Z[:, keep].copy(), pop[keep].copy(), ut, untr[keep].copy()))
-
-    def arrays(self) -> None:
-        """Pad the kept rows into arrays for ``ndcg``."""
-        live = [r for r in self.rows if r[1] is not None]
-        self.total = float(sum(r[0] for r in self.rows))
-        C, V = len(self.names), len(live)
-        L = max([r[5].shape[1] for r in live], default=0)
-        self.w = np.array([r[0] for r in live])
-        self.zt = np.array([r[1] for r in live]).reshape(V, C)
-        self.pt = np.array([r[2] for r in live])
-        self.ut = np.array([r[7] for r in live], dtype=bool)
-        self.top = np.full((V, TOP), -np.inf)
-        self.fixed = np.array([r[4] for r in live])
-        self.Z = np.zeros((V, C, L), np.float32)
-        self.pop = np.full((V, L), np.inf)
-        self.untr = np.zeros((V, L), bool)
-        self.pad = np.ones((V, L), bool)
-        for v, r in enumerate(live):
-            self.top[v, :len(r[3])] = r[3]
-            n = r[5].shape[1]
-            self.Z[v, :, :n], self.pop[v, :n], self.untr[v, :n], self.pad[v, :n] = r[5], r[6], r[8], False
-
-    def has_untrained(self) -> bool:
-        """Whether some kept item or target is untrained with behaviour (an untrained bucket matters)."""
-        some = 1e-9  # log(1 + n) > 0: n > 0, the search's first edge
-        return bool((self.untr & (self.pop > some) & ~self.pad).any() or (self.ut & (self.pt > some)).any())
-
-    def _target(self, gate: GatedBlend, W: np.ndarray, shift: np.ndarray) -> tuple:
-        """-> (high (V,): targets scored by the fixed blend, bt (V,): each target's bucket, t (V,): its score)."""
-        high = (self.pt > self.low_cut) & ~self.ut
-        bt = np.minimum(gate.bucket_of(self.pt, self.ut), len(W) - 1)
-        t = np.where(high, self.zt @ self.base, (self.zt * W[bt]).sum(1) + shift[bt])
-        return high, bt, t
-
-    def ndcg(self, gate: GatedBlend) -> float:
-        """Validation NDCG@10 (weighted mean over every recorded target) of ``gate``."""
-        if not len(self.w):
-            return 0.0
-        weights, shifts = gate.table()
-        W = np.array([[b.get(c, 0.0) for c in self.names] for b in weights], np.float32)  # (nb, C)
-        bk = self._buckets(gate, len(W))  # (V, L)
-        shift = np.asarray(shifts, np.float32)
-        s = np.einsum("vcl,vlc->vl", self.Z, W[bk]) + shift[bk]
-        s[self.pad] = -np.inf
-        high, bt, t = self._target(gate, W, shift)
-        above = np.where(high, self.fixed, (self.top > t[:, None]).sum(1))
-        rank = above + (s > t[:, None]).sum(1)
-        gain = np.where(rank < TOP, 1.0 / np.log2(rank + 2.0), 0.0)
-        return float((self.w * gain).sum() / self.total)
-
-    def _buckets(self, gate: GatedBlend, n: int) -> np.ndarray:
-        """(V, L) each kept item's bucket under ``gate``'s edges (``n`` buckets), computed once per edges."""
-        key = (tuple(gate.edges), n, gate.untrained is not None)
-        if key not in self._bk:
-            self._bk[key] = np.minimum(gate.bucket_of(self.pop, self.untr), n - 1)
-        return self._bk[key]
-
-    def ndcg_grid(self, gate: GatedBlend, b: int, weights: np.ndarray, shifts: np.ndarray | None = None) -> np.ndarray:
-        """(G,) ``ndcg`` of ``gate`` with bucket ``b``'s weights and shift replaced by each row of
-        ``weights`` (G, C) and of ``shifts`` (G,; default: the bucket's own), all points in one pass
-        over the targets. Per target, the other buckets' items score as in ``ndcg``; a bucket-``b``
-        item whose bounds over every point put it always or never above the target is counted
-        without scoring it (against a target in bucket ``b``: by the signs of its component
-        differences, the shift cancelling), the others are scored for every point (float64)."""
-        G = np.asarray(weights, np.float64)
-        sh = np.full(len(G), float(gate.table()[1][b])) if shifts is None else np.asarray(shifts, np.float64)
-        if not len(self.w):
-            return np.zeros(len(G))
-        weights, shifts = gate.table()
-        W = np.array([[x.get(c, 0.0) for c in self.names] for x in weights], np.float32)  # (nb, C)
-        shift = np.asarray(shifts, np.float32)
-        bk = self._buckets(gate, len(W))  # (V, L)
-        fixed_s = np.einsum("vcl,vlc->vl", self.Z, W[bk]) + shift[bk]
-        high, bt, t = self._target(gate, W, shift)  # (V,) each
-        tol = 1e-4
-        gain = np.zeros(len(G))
-        for v in range(len(self.w)):
-            mine = (bk[v] == b) & ~self.pad[v]
-            z = self.Z[v][:, mine].astype(np.float64)  # (C, n_b)
-            fixed = fixed_s[v][~mine & ~self.pad[v]]
-            if not high[v] and bt[v] == b:  # the target moves with the points
-                zt = self.zt[v].astype(np.float64)
-                tv = G @ zt + sh  # (G,)
-                D = z - zt[:, None]
-                always, never = D.min(0) > tol, D.max(0) < -tol
-                rank = always.sum() + (G @ D[:, ~always & ~never] > 0).sum(1)
-                F = np.concatenate([self.top[v], fixed])
-                sure, maybe = F > tv.max() + tol, F >= tv.min() - tol
-                rank = rank + sure.sum() + (F[maybe & ~sure][None, :] > tv[:, None]).sum(1)
-            else:
-                tv = float(t[v])
-                rank = (self.fixed[v] if high[v] else int((self.top[v] > tv).sum())) + int((fixed > tv).sum())
-                always = z.min(0) + sh.min() > tv + tol
-                never = z.max(0) + sh.max() < tv - tol
-                amb = ~always & ~never
-                rank = rank + always.sum() + ((G @ z[:, amb] + sh[:, None]) > tv).sum(1)
-            gain += self.w[v] * np.where(rank < TOP, 1.0 / np.log2(rank + 2.0), 0.0)
-        return gain / self.total
 
 
 def _stream(split: Split, catalog: ItemCatalog, fraction: float):
@@ -297,7 +161,8 @@ def record_gate_validation(rec, split: Split, names: list[str], base: dict[str, 
             st = states.get(ev.user_id) or model.new_state()
             raw = model.component_scores(st)
             Z = np.stack([_z(raw[c]) for c in names])
-            val.add(Z, np.asarray(raw["popularity"]), mask | (t_avail > ev.ts), j, weight[p], model.untrained_rows())
+            val.add(Z, np.asarray(raw["popularity"]), mask | (t_avail > ev.ts), j, weight[p], model.untrained_rows(),
+                    ev.item_id in new)
             val.n_new += ev.item_id in new
         learn = not guard.consume(ev)
         model.fold([ev.event(f"gate-{p}")], states, rec.text_features, learn=lambda e: learn)
@@ -375,11 +240,24 @@ def choose_gate(val: GateValidation, base: dict[str, float], accept=None) -> tup
     return best, report
 
 
+def as_gate(blend) -> GatedBlend:
+    """A served blend as a gate (a plain weights dict: one bucket for every item)."""
+    return blend if isinstance(blend, GatedBlend) else GatedBlend([0], [dict(blend)] * 2)
+
+
+def old_items_guard(val: GateValidation, blend) -> Callable[[GatedBlend], bool]:
+    """Accepts a gate that costs ``val``'s old-item targets at most ``OLD_LOSS`` of ``blend``'s
+    NDCG@10 on them."""
+    floor = val.ndcg(as_gate(blend), old=True) * (1.0 - OLD_LOSS)
+    return lambda g: val.ndcg(g, old=True) >= floor
+
+
 def select_gate(rec, split: Split, standard: tuple, fraction: float = 0.8) -> tuple[dict | GatedBlend, dict]:
     """``FusedRecommender.select``'s last step: the gate over its chosen blend ``rec.blend``.
     ``standard``: (Z, M, T, P, names), the fixed blend's own recorded validation
     (``models.offline.choose_blend.record_validation`` with ``raw``): a gate that scores lower
-    there than the fixed blend is not served (items with behaviour, the usual targets, first)."""
+    there than the fixed blend is not served (items with behaviour, the usual targets, first), nor
+    one that costs this validation's old-item targets more than ``OLD_LOSS`` of their NDCG."""
     if rec._cooc is None or not rec.blend:
         return rec.blend, {"gate": None}
     names = [c for c in COMPONENTS if c != "sequence" or rec.sequence is not None]
@@ -389,8 +267,11 @@ def select_gate(rec, split: Split, standard: tuple, fraction: float = 0.8) -> tu
         log.info("blend gate: none (%d new-item targets on validation, %d needed)", val.n_new, MIN_NEW_TARGETS)
         return rec.blend, {"gate": None, "n_valid": len(val.rows), "n_valid_new": val.n_new}
     floor = gated_ndcg(*standard, rec.blend)
-    blend, report = choose_gate(val, rec.blend, lambda g: gated_ndcg(*standard, g) >= floor)
+    keeps_old = old_items_guard(val, rec.blend)
+    blend, report = choose_gate(val, rec.blend, lambda g: keeps_old(g) and gated_ndcg(*standard, g) >= floor)
     report["standard_valid_ndcg@10"] = {"fixed": floor, "gate": gated_ndcg(*standard, blend)}
+    report["old_valid_ndcg@10"] = {"fixed": val.ndcg(as_gate(rec.blend), old=True),
+                                   "gate": val.ndcg(as_gate(blend), old=True)}
     report["record_seconds"] = round(time.perf_counter() - t0 - report["seconds"], 1)
     log.info("blend gate: %s (validation NDCG@10 %.4f, fixed blend %.4f; %d targets, %d on new items)",
              report["gate"], report["valid_ndcg@10"], report["valid_ndcg@10_fixed"], report["n_valid"],
