@@ -69,10 +69,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream-app", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    sub.add_parser("worker", help="run a worker: consume interactions and catalog, publish recommendations",
-                   description="Run a worker against KAFKA_BOOTSTRAP_SERVERS. Configured by environment "
-                               "variables only:", epilog=settings_help(),
-                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    _worker_parsers(sub)
     b = sub.add_parser("broker", help="run a local Apache Kafka broker (KRaft) until interrupted")
     b.add_argument("--port", type=int, default=9092, help="client port on 127.0.0.1 (default: %(default)s)")
     b.add_argument("--data-dir", default=None,
@@ -146,6 +143,17 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     return p
 
 
+def _worker_parsers(sub) -> None:
+    sub.add_parser("worker", help="run a worker: consume interactions and catalog, publish recommendations",
+                   description="Run a worker against KAFKA_BOOTSTRAP_SERVERS. Configured by environment "
+                               "variables only:", epilog=settings_help(),
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub.add_parser("aggregate", help="run the co-engagement aggregator alone (a worker starts one itself unless "
+                                     "STREAM_RECO_COOC_AGGREGATOR=none)",
+                   description="Fold the pair messages of KAFKA_BOOTSTRAP_SERVERS' workers into co-engagement rows "
+                               "(stream_app.aggregator). Configured by the workers' environment variables.")
+
+
 def _distil_parser(sub, settings: Settings) -> None:
     d = sub.add_parser("distil-encoder", help="make the static encoder from the shipped MiniLM weights (offline)")
     d.add_argument("--out", default=settings.static_encoder_path, help="folder to write (default: %(default)s)")
@@ -167,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         from stream_app.worker import run_worker
 
         return run_worker(settings)
+    if args.cmd == "aggregate":
+        from stream_app.aggregator import run_aggregator
+
+        return run_aggregator(settings)
     if args.cmd == "broker":
         from stream_app.dev.broker import serve_forever
 

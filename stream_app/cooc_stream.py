@@ -55,17 +55,19 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import mode
 
 from stream_app import fencing
-from stream_app.catalog import item_partition
 from stream_app.checkpoint import CheckpointedConsumer
-from stream_app.context import Context, RunModel
 from stream_app.kafka_clients import security_options
-from stream_app.processor import Processor
 from stream_app.store import UserStore, read_to_end
 from stream_app.topics import cooc_group
+
+if TYPE_CHECKING:  # the worker's parts; an aggregator process (stream_app.aggregator) loads none of them
+    from stream_app.context import Context, RunModel
+    from stream_app.processor import Processor
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,8 @@ def send_pairs(ctx: Context, hot, pairs: list[tuple[str, bytes]]) -> None:
     """The batch's pair messages (target item id, message), sent once every send the batch made
     so far (its user states and lists) is acknowledged; the batch's settling task waits for them
     (``stream_app.checkpoint``), so they are acknowledged before its offsets are committed."""
+    from stream_app.catalog import item_partition
+
     out, topic, partitions = hot.outbox, ctx.topics.cooc_pairs, ctx.settings.partitions
     before = list(out.pending)
 

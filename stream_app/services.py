@@ -6,7 +6,9 @@ in the order they must start.
 - ``CoocFollower`` (``stream_app.cooc_stream``): every worker's copy of the co-engagement rows
   learned online, read from their changelog to the end before the hot path starts.
 - ``CatalogIndexer`` (``stream_app.catalog``): catalog -> encoded item records -> changelog.
-- ``CoocAggregator`` (``stream_app.cooc_stream``): pair messages -> neighbour rows -> changelog.
+- ``CoocAggregator`` (``stream_app.cooc_stream``): pair messages -> neighbour rows -> changelog; by
+  default in a child process (``stream_app.aggregator``), so that it does not share the worker's
+  interpreter lock.
 - ``HotPath`` (``stream_app.hotpath``): interactions -> user states + recommendations.
 - timers: apply catalogue changes and followed co-engagement rows while no events arrive;
   notice a wiped or replaced cluster; with a models folder, take each newly published model
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import faust
 
+from stream_app.aggregator import AggregatorProcess
 from stream_app.catalog import CatalogFollower, CatalogIndexer
 from stream_app.context import Context
 from stream_app.cooc_stream import CoocAggregator, CoocFollower
@@ -58,10 +61,16 @@ def register(app: faust.App, ctx: Context) -> None:
         def __init__(self, **kwargs):
             super().__init__(ctx, **kwargs)
 
-    @app.service
-    class AggregateCooc(CoocAggregator):
-        def __init__(self, **kwargs):
-            super().__init__(ctx, **kwargs)
+    if ctx.settings.cooc_aggregator == "thread":
+        @app.service
+        class AggregateCooc(CoocAggregator):
+            def __init__(self, **kwargs):
+                super().__init__(ctx, **kwargs)
+    elif ctx.settings.cooc_aggregator == "process":
+        @app.service
+        class AggregateCoocApart(AggregatorProcess):
+            def __init__(self, **kwargs):
+                super().__init__(ctx.settings, ctx.sensor, ctx.crash, **kwargs)
 
     @app.service
     class ScoreInteractions(HotPath):

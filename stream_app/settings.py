@@ -56,6 +56,7 @@ _CHECKS: dict[str, tuple | frozenset] = {
     "web_port": (0, 65_535), "device": frozenset({"auto", "cpu", "cuda"}), "encoder": frozenset(ENCODERS),
     "log_level": frozenset({"debug", "info", "warning", "error", "critical"}),
     "domain": frozenset(DOMAINS), "state_store": frozenset({"memory", "rocksdb"}),
+    "cooc_aggregator": frozenset({"process", "thread", "none"}),
     "kafka_security_protocol": frozenset({"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}),
     "kafka_sasl_mechanism": frozenset({"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}),
 }
@@ -96,6 +97,7 @@ class Settings:
     cooc_top_m: int = 64  # co-engagement neighbours kept per item online (a row is cut back to them past twice as many)
     cooc_half_life_s: float = 0.0  # half-life by event time of the co-engagement counts learned online; 0: no decay
     cooc_apply_every_s: float = 0.2  # a worker applies the followed co-engagement rows to its model at most this often
+    cooc_aggregator: str = "process"  # where a worker runs the co-engagement aggregator: process (its child) | thread | none
     kafka_tmpfs: bool = True  # a throw-away local broker keeps its log in /dev/shm (>= 2 GiB free)
     check_output: bool = False  # validate every outgoing recommendation against its schema
     log_level: str = "info"  # debug | info | warning | error

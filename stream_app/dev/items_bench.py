@@ -68,12 +68,22 @@ def write_stream_checkpoint(folder: str | Path) -> str:
 
 
 def worker_memory(worker) -> dict:
-    """Peak and current resident memory of a running worker process."""
+    """Peak and current resident memory of a running worker process and its children (the
+    co-engagement aggregator, ``stream_app.aggregator``): the sum of their peaks (at least the
+    peak of the sum) and of their current sizes."""
     pid = worker.proc.pid
     try:
-        return {"peak_rss_bytes": proc_status_bytes(pid, "VmHWM"), "rss_bytes": proc_status_bytes(pid, "VmRSS")}
+        kids = [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        kids = []
+    peak = rss = 0
+    try:
+        for p in [pid, *kids]:
+            peak += proc_status_bytes(p, "VmHWM")
+            rss += proc_status_bytes(p, "VmRSS")
     except (OSError, KeyError):
         return {"peak_rss_bytes": None, "rss_bytes": None}
+    return {"peak_rss_bytes": peak, "rss_bytes": rss, "processes": 1 + len(kids)}
 
 
 def recall_two_stage(settings: Settings, vectors: dict[str, np.ndarray], items, events: Sequence[dict],
@@ -323,8 +333,9 @@ def run_items_bench(settings: Settings, sizes: Sequence[int], n_events: int = 10
     print("\n## synthetic catalogue: one worker, real broker\n")
     print("ev/s: sustained, first produce -> the list answering the last event; p99: per event, produced -> "
           "first list counting it; half rate: on the restored worker, other users; restore: SIGKILL -> a new "
-          "worker ready (catalogue + states read back) / answering a new event; peak RSS: VmHWM of the workers; "
-          "recall: in process, on the worker's item vectors and the same events\n")
+          "worker ready (catalogue + states read back) / answering a new event; peak RSS: VmHWM of the workers, "
+          "each with its aggregator process added; recall: in process, on the worker's item vectors and the same "
+          "events\n")
     print(table(report["runs"]), flush=True)
     print("\ntext encoder alone, synthetic item texts (projected = N / measured texts/s, not measured)\n")
     print(markdown_table(["device", "threads", "batch", "texts", "texts/s", "10^5 texts s (projected)",

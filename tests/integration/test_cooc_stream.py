@@ -7,6 +7,9 @@ again) keeps every count learned online, exactly once, in rows bounded at 2 * to
 Every wait polls a condition (``tests.support.cooc.wait_settled``) with a generous deadline."""
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
 import orjson
 import pytest
@@ -49,6 +52,25 @@ def events(items: list[str], users: range, per_user: int = 8, seed: int = 0) -> 
                 e["value"] = float(rng.integers(1, 6))
             out.append(e)
     return out
+
+
+def children(pid: int, word: str) -> list[int]:
+    """Child processes of ``pid`` whose command line holds ``word``."""
+    kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(k) for k in kids if word in Path(f"/proc/{k}/cmdline").read_bytes().decode(errors="replace")]
+
+
+def wait_gone(pid: int, deadline_s: float = 60.0) -> bool:
+    """Whether process ``pid`` ends (or is a zombie) within ``deadline_s``."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except OSError:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def to_event(e: dict) -> Event:
@@ -126,8 +148,11 @@ def test_kill_9_and_restart_keep_every_count_learned_online(trained, worker_fact
     rows = online_rows(w, items)
     users = sorted({e["user_id"] for e in before})
     lists = {u: top_items(w, u) for u in users}
+    aggregators = children(w.proc.pid, "aggregate")
+    assert len(aggregators) == 1  # the worker runs its aggregator in a child process (the default)
     w.proc.kill()
     w.proc.wait()
+    assert wait_gone(aggregators[0]), "the aggregator outlived its killed worker"
     names = TopicNames.from_settings(w.settings)  # the restarted aggregator reads every pair message again
     rewind(kafka_bootstrap, cooc_group(w.settings), names.cooc_pairs)
 
@@ -140,6 +165,7 @@ def test_kill_9_and_restart_keep_every_count_learned_online(trained, worker_fact
     produce(kafka_bootstrap, again.topic("interactions"), after)
     wait_settled(kafka_bootstrap, [again])
     final = online_rows(again, items)
+    assert again.stats()["cooc"]["rows_written"] > 0  # the child's counters reach the worker's /stats
     expected = offline_counts(ds, path, before + after)
     for item in items:  # each first engagement counted once: none lost, none doubled
         assert final[item]["n"] == expected.counts.n[expected.index[item]], item

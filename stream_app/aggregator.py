@@ -1,0 +1,176 @@
+"""The co-engagement aggregator (``stream_app.cooc_stream.CoocAggregator``) in a process of its own.
+
+A worker is one Python process: its event loop, its model thread and the aggregator's fold thread
+take turns on one interpreter lock, so at most about one core does Python work however many the
+machine has. The aggregator shares nothing with the hot path but Kafka (its own consumer group on
+the pairs topic, its own producer to the rows changelog, which every worker follows), so a worker
+runs it as a child process by default (``STREAM_RECO_COOC_AGGREGATOR``):
+
+* ``process``: ``AggregatorProcess``, a service of the worker, starts ``stream-app aggregate`` with
+  the worker's settings and watches it. The child dies with the worker (``PR_SET_PDEATHSIG``, and
+  it checks its parent every second), so a killed worker takes its aggregator along, as one
+  process did. A child that exits while the worker runs stops the worker (non-zero exit), as a
+  failure of any of its consumers does. The child's counters (pair messages folded, rows written,
+  the pairs topic's lag) reach the worker's ``/stats`` and ``/metrics`` as JSON lines on its stdout.
+* ``thread``: in the worker process, as one more service (one process, one lock).
+* ``none``: not in this worker: ``stream-app aggregate`` runs elsewhere (at least one must run,
+  or the co-engagement counts learned online stay empty).
+
+The guarantees are the aggregator's own (``stream_app.cooc_stream``): it folds each pair message
+exactly once by the offsets in its rows, whichever process it runs in.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import mode
+import orjson
+
+from stream_app.sensor import Sensor
+from stream_app.settings import Settings
+from stream_app.topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+PARENT_VAR = "STREAM_RECO_AGGREGATOR_PARENT"  # the worker's pid, set for its child
+FORWARDED = ("on_rows_folded", "on_lag")  # the sensor calls a child passes to its worker
+STOP_GRACE_S = 15.0  # a stopping worker waits this long for its child before it kills it
+
+
+class ForwardingSensor:
+    """The child's sensor: each of ``FORWARDED`` as one JSON line on stdout, for the worker's
+    sensor (``AggregatorProcess`` calls the same method there)."""
+
+    def __init__(self, out=None):
+        self.out = out or sys.stdout.buffer
+
+    def __getattr__(self, name: str):
+        if name not in FORWARDED:
+            raise AttributeError(name)
+
+        def forward(*args: Any) -> None:
+            self.out.write(orjson.dumps({"call": name, "args": list(args)}) + b"\n")
+            self.out.flush()
+        return forward
+
+
+@dataclass
+class AggregatorContext:
+    """What ``CoocAggregator`` reads of a worker's ``stream_app.context.Context``."""
+
+    settings: Settings
+    topics: TopicNames
+    sensor: Any = field(default_factory=Sensor)
+    failed: BaseException | None = None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def consumer_options(self) -> dict[str, Any]:
+        return dict(settings=self.settings, client_id=f"{self.settings.app_id} aggregator", crash=self.crash,
+                    sensor=self.sensor, warm_topics=(self.topics.cooc_pairs, self.topics.cooc_rows_changelog))
+
+    async def crash(self, exc: BaseException) -> None:
+        self.failed = self.failed or exc
+        self.stopping.set()
+
+
+def die_with_parent(parent: int) -> None:
+    """Ask the kernel to kill this process when its parent dies (Linux); exit now if it has."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the watch in ``run_aggregator`` notices within a second
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+async def _serve(settings: Settings, parent: int | None) -> int:
+    from stream_app.cooc_stream import CoocAggregator
+
+    ctx = AggregatorContext(settings, TopicNames.from_settings(settings),
+                            sensor=ForwardingSensor() if parent else Sensor())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, ctx.stopping.set)
+    service = CoocAggregator(ctx)
+    await service.start()
+    log.info("co-engagement aggregator started (group of %s)", ctx.topics.cooc_pairs)
+    while not ctx.stopping.is_set():
+        if parent and os.getppid() != parent:
+            log.warning("the worker that started this aggregator is gone: stopping")
+            break
+        try:
+            await asyncio.wait_for(ctx.stopping.wait(), timeout=1.0)
+        except asyncio.TimeoutError:
+            pass
+    await service.stop()
+    if ctx.failed is not None:
+        print(f"stream-app aggregate stopped: {ctx.failed!r}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def run_aggregator(settings: Settings) -> int:
+    """``stream-app aggregate``: the aggregator alone until SIGTERM / SIGINT (or, started by a
+    worker, until the worker is gone); the exit code is non-zero after a failure."""
+    parent = int(os.environ.get(PARENT_VAR, "0")) or None
+    if parent:
+        die_with_parent(parent)
+    if not settings.bootstrap_servers:
+        raise SystemExit("KAFKA_BOOTSTRAP_SERVERS is not set: point it at your Kafka cluster")
+    if not parent:  # a worker made the topics before it started this one
+        from stream_app.topics import ensure_topics
+        ensure_topics(settings, timeout_s=30.0)
+    return asyncio.run(_serve(settings, parent))
+
+
+class AggregatorProcess(mode.Service):
+    """The worker's child running ``stream-app aggregate`` (module doc)."""
+
+    def __init__(self, settings: Settings, sensor, crash, **kwargs):
+        self.settings, self.sensor, self.crash = settings, sensor, crash
+        self.proc: asyncio.subprocess.Process | None = None
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        env = {**os.environ, **self.settings.env(), PARENT_VAR: str(os.getpid())}
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "stream_app.cli", "aggregate", env=env, stdout=asyncio.subprocess.PIPE)
+        log.info("co-engagement aggregator: process %d", self.proc.pid)
+        self.add_future(self._watch())
+
+    async def _watch(self) -> None:
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                break
+            try:
+                msg = orjson.loads(line)
+                if msg.get("call") in FORWARDED:
+                    getattr(self.sensor, msg["call"])(*msg["args"])
+            except (orjson.JSONDecodeError, TypeError, AttributeError):
+                log.info("aggregator: %s", line.decode(errors="replace").rstrip())
+        code = await proc.wait()
+        if not self.should_stop:
+            await self.crash(RuntimeError(f"the co-engagement aggregator (process {proc.pid}) exited with code {code}"))
+
+    async def on_stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=STOP_GRACE_S)
+        except asyncio.TimeoutError:
+            log.warning("co-engagement aggregator (process %d) did not stop in %.0f s: killed", proc.pid,
+                        STOP_GRACE_S)
+            proc.kill()
+            await proc.wait()
