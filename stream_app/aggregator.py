@@ -96,8 +96,11 @@ async def _serve(settings: Settings, parent: int | None) -> int:
     ctx = AggregatorContext(settings, TopicNames.from_settings(settings),
                             sensor=ForwardingSensor() if parent else Sensor())
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, ctx.stopping.set)
+    loop.add_signal_handler(signal.SIGTERM, ctx.stopping.set)
+    if parent:  # Ctrl-C reaches the terminal's whole process group: the worker stops its child itself
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    else:
+        loop.add_signal_handler(signal.SIGINT, ctx.stopping.set)
     service = CoocAggregator(ctx)
     await service.start()
     log.info("co-engagement aggregator started (group of %s)", ctx.topics.cooc_pairs)

@@ -7,6 +7,8 @@ again) keeps every count learned online, exactly once, in rows bounded at 2 * to
 Every wait polls a condition (``tests.support.cooc.wait_settled``) with a generous deadline."""
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -182,3 +184,13 @@ def offline_counts(ds, path, evs: list[dict]) -> CoocModel:
         model.cooc.add_item(i)
     model.fold([to_event(e) for e in evs], {})
     return model.cooc
+
+
+def test_a_worker_whose_aggregator_dies_stops_with_an_error(trained, worker_factory, kafka_bootstrap):
+    """The aggregator is part of the worker: a child that dies (here SIGKILL) stops the worker
+    with a non-zero exit, as any failed consumer of it does, rather than serve without it."""
+    ds, path = trained
+    w = start(worker_factory, kafka_bootstrap, ds, {"STREAM_RECO_CHECKPOINT": str(path)})
+    (aggregator,) = children(w.proc.pid, "aggregate")
+    os.kill(aggregator, signal.SIGKILL)
+    assert w.proc.wait(timeout=120) != 0
