@@ -9,9 +9,10 @@ runs it as a child process by default (``STREAM_RECO_COOC_AGGREGATOR``):
 * ``process``: ``AggregatorProcess``, a service of the worker, starts ``stream-app aggregate`` with
   the worker's settings and watches it. The child dies with the worker (``PR_SET_PDEATHSIG``, and
   it checks its parent every second), so a killed worker takes its aggregator along, as one
-  process did. A child that exits while the worker runs stops the worker (non-zero exit), as a
-  failure of any of its consumers does. The child's counters (pair messages folded, rows written,
-  the pairs topic's lag) reach the worker's ``/stats`` and ``/metrics`` as JSON lines on its stdout.
+  process did. The worker is ready once its child runs; a child that exits while the worker runs
+  stops the worker (non-zero exit, with the child's reason), as a failure of any of its consumers
+  does. The child's counters (pair messages folded, rows written, the pairs topic's lag) reach the
+  worker's ``/stats`` and ``/metrics`` as JSON lines on its stdout (``Channel``).
 * ``thread``: in the worker process, as one more service (one process, one lock).
 * ``none``: not in this worker: ``stream-app aggregate`` runs elsewhere (at least one must run,
   or the co-engagement counts learned online stay empty).
@@ -44,21 +45,30 @@ FORWARDED = ("on_rows_folded", "on_lag")  # the sensor calls a child passes to i
 STOP_GRACE_S = 15.0  # a stopping worker waits this long for its child before it kills it
 
 
-class ForwardingSensor:
-    """The child's sensor: each of ``FORWARDED`` as one JSON line on stdout, for the worker's
-    sensor (``AggregatorProcess`` calls the same method there)."""
+class Channel:
+    """The child's side of its stdout, one JSON object a line: ``{"call": name, "args": [...]}``
+    for each sensor call of ``FORWARDED`` (``AggregatorProcess`` makes the same call on the
+    worker's sensor), ``{"started": true}`` once it runs, ``{"failed": reason}`` before it stops
+    after a failure."""
 
     def __init__(self, out=None):
         self.out = out or sys.stdout.buffer
 
+    def send(self, message: dict) -> None:
+        self.out.write(orjson.dumps(message) + b"\n")
+        self.out.flush()
+
+
+class ForwardingSensor:
+    """The child's sensor: each of ``FORWARDED`` through the ``Channel``."""
+
+    def __init__(self, channel: Channel):
+        self.channel = channel
+
     def __getattr__(self, name: str):
         if name not in FORWARDED:
             raise AttributeError(name)
-
-        def forward(*args: Any) -> None:
-            self.out.write(orjson.dumps({"call": name, "args": list(args)}) + b"\n")
-            self.out.flush()
-        return forward
+        return lambda *args: self.channel.send({"call": name, "args": list(args)})
 
 
 @dataclass
@@ -93,8 +103,9 @@ def die_with_parent(parent: int) -> None:
 async def _serve(settings: Settings, parent: int | None) -> int:
     from stream_app.cooc_stream import CoocAggregator
 
+    channel = Channel() if parent else None
     ctx = AggregatorContext(settings, TopicNames.from_settings(settings),
-                            sensor=ForwardingSensor() if parent else Sensor())
+                            sensor=ForwardingSensor(channel) if channel else Sensor())
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, ctx.stopping.set)
     if parent:  # Ctrl-C reaches the terminal's whole process group: the worker stops its child itself
@@ -102,9 +113,15 @@ async def _serve(settings: Settings, parent: int | None) -> int:
     else:
         loop.add_signal_handler(signal.SIGINT, ctx.stopping.set)
     service = CoocAggregator(ctx)
-    await service.start()
-    log.info("co-engagement aggregator started (group of %s)", ctx.topics.cooc_pairs)
-    while not ctx.stopping.is_set():
+    try:
+        await service.start()
+    except Exception as exc:  # no broker, a refused login: the worker stops with the reason
+        ctx.failed = exc
+    else:
+        log.info("co-engagement aggregator started (group of %s)", ctx.topics.cooc_pairs)
+        if channel:
+            channel.send({"started": True})
+    while not ctx.stopping.is_set() and ctx.failed is None:
         if parent and os.getppid() != parent:
             log.warning("the worker that started this aggregator is gone: stopping")
             break
@@ -112,8 +129,13 @@ async def _serve(settings: Settings, parent: int | None) -> int:
             await asyncio.wait_for(ctx.stopping.wait(), timeout=1.0)
         except asyncio.TimeoutError:
             pass
-    await service.stop()
+    try:
+        await service.stop()
+    except Exception as exc:  # stopping what failed to start: the first failure is the one told
+        log.warning("co-engagement aggregator: stop: %r", exc)
     if ctx.failed is not None:
+        if channel:
+            channel.send({"failed": repr(ctx.failed)})
         print(f"stream-app aggregate stopped: {ctx.failed!r}", file=sys.stderr, flush=True)
         return 1
     return 0
@@ -134,11 +156,15 @@ def run_aggregator(settings: Settings) -> int:
 
 
 class AggregatorProcess(mode.Service):
-    """The worker's child running ``stream-app aggregate`` (module doc)."""
+    """The worker's child running ``stream-app aggregate`` (module doc). Started once the child
+    runs (so a worker is ready only with its aggregator, as with it in process); a child that
+    stops while the worker runs stops the worker, with the child's reason."""
 
     def __init__(self, settings: Settings, sensor, crash, **kwargs):
         self.settings, self.sensor, self.crash = settings, sensor, crash
         self.proc: asyncio.subprocess.Process | None = None
+        self.running = asyncio.Event()
+        self.reason = ""  # the child's failure, as it told
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
@@ -146,24 +172,40 @@ class AggregatorProcess(mode.Service):
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "stream_app.cli", "aggregate", env=env, stdout=asyncio.subprocess.PIPE)
         log.info("co-engagement aggregator: process %d", self.proc.pid)
-        self.add_future(self._watch())
+        exited = asyncio.ensure_future(self._read())
+        started = asyncio.ensure_future(self.running.wait())
+        await asyncio.wait({exited, started}, return_when=asyncio.FIRST_COMPLETED)
+        if not self.running.is_set():
+            started.cancel()
+            raise RuntimeError(self._stopped(await exited))
+        self.add_future(self._watch(exited))
 
-    async def _watch(self) -> None:
+    def _stopped(self, code: int) -> str:
+        return (f"the co-engagement aggregator (process {self.proc.pid if self.proc else '?'}) stopped "
+                f"(exit code {code}){': ' + self.reason if self.reason else ''}")
+
+    async def _read(self) -> int:
+        """Every line of the child until it ends -> its exit code."""
         proc = self.proc
         assert proc is not None and proc.stdout is not None
-        while True:
-            line = await proc.stdout.readline()
-            if not line:
-                break
+        while line := await proc.stdout.readline():
             try:
                 msg = orjson.loads(line)
-                if msg.get("call") in FORWARDED:
-                    getattr(self.sensor, msg["call"])(*msg["args"])
-            except (orjson.JSONDecodeError, TypeError, AttributeError):
+            except orjson.JSONDecodeError:
                 log.info("aggregator: %s", line.decode(errors="replace").rstrip())
-        code = await proc.wait()
+                continue
+            if msg.get("call") in FORWARDED:
+                getattr(self.sensor, msg["call"])(*msg.get("args", ()))
+            elif msg.get("started"):
+                self.running.set()
+            elif "failed" in msg:
+                self.reason = str(msg["failed"])
+        return await proc.wait()
+
+    async def _watch(self, exited: asyncio.Future) -> None:
+        code = await exited
         if not self.should_stop:
-            await self.crash(RuntimeError(f"the co-engagement aggregator (process {proc.pid}) exited with code {code}"))
+            await self.crash(RuntimeError(self._stopped(code)))
 
     async def on_stop(self) -> None:
         proc = self.proc
