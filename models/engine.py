@@ -96,7 +96,7 @@ class InterestModel(EventFolding):
         self.cooc = cooc
         self.blend = as_blend(blend)  # a dict, a GatedBlend (by item engagement count) or None
         self._cooc_rows = CoocRows()  # catalogue row -> co-engagement row
-        self._untrained: tuple = (None, None)  # (what it was computed for, ``untrained_rows``)
+        self._untrained: tuple = (None, -1, np.zeros(0, dtype=bool))  # (model, catalogue version, ``untrained_rows``)
         self._fixed: list[Component] = [AttentionScores(attention, items)]  # the components but the sequence's
         if cooc is not None:
             reads = max(cooc.params.span, cooc.params.hist_len)
@@ -201,20 +201,25 @@ class InterestModel(EventFolding):
     def untrained_rows(self) -> np.ndarray:
         """(N,) bool: the catalogue rows of items the trained model does not know (neither a learned
         id of the attention fusion nor a word of the sequence model's vocabulary: items added by
-        a catalogue event after training), kept until a row gets another item. All False for a
-        model that learned no ids (nothing tells its items apart)."""
-        seq = self._sequence
-        key = (self.items.layout, id(self.attention), id(seq))
-        if self._untrained[0] != key:
-            known = self.attention._id_row
-            vocab = seq.index if seq is not None else {}
-            ids = self.items.ids
+        a catalogue event after training). Kept by catalogue version: a change looks up only the
+        rows it wrote (``ItemVectors.changed_since``). All False for a model that learned no ids
+        (nothing tells its items apart)."""
+        seq, items = self._sequence, self.items
+        key = (id(self.attention), id(seq), id(items))
+        cached, version, rows = self._untrained
+        if cached != key:
+            version, rows = -1, np.zeros(0, dtype=bool)
+        if version != items.version or rows.size != len(items.ids):
+            known, vocab = self.attention._id_row, (seq.index if seq is not None else {})
+            ids = items.ids
+            out = np.zeros(len(ids), dtype=bool)
             if known or vocab:
-                rows = np.fromiter((i not in known and i not in vocab for i in ids), dtype=bool, count=len(ids))
-            else:
-                rows = np.zeros(len(ids), dtype=bool)
-            self._untrained = (key, rows)
-        return self._untrained[1]
+                keep = min(rows.size, out.size)
+                out[:keep] = rows[:keep]
+                redo = items.changed_since(version)
+                out[redo] = [ids[r] not in known and ids[r] not in vocab for r in redo.tolist()]
+            self._untrained = (key, items.version, out)
+        return self._untrained[2]
 
     def gated_untrained(self) -> np.ndarray | None:
         """``untrained_rows`` when the blend has a bucket for them, else None (nothing to look up)."""

@@ -228,7 +228,7 @@ def choose_gate(val: GateValidation, base: dict[str, float], accept=None) -> tup
     for k in K_CHOICES:
         gate, score = GatedBlend((0, k), [plain, plain, plain], untrained=untrained), fixed
         refused = 0
-        for b in (0, 1, 3) if untrained is not None else (0, 1):
+        for b in (0, 1, len(gate.buckets)) if untrained is not None else (0, 1):  # the last: the untrained bucket
             gate, score = _search(val, gate, b, grid, None if accept is None else judged)
         ok = accept is None or score <= fixed or accept(gate)
         report["by_k"][str(k)] = {"valid_ndcg@10": score, "accepted": ok, "points_refused": refused,

@@ -334,3 +334,18 @@ def test_a_gate_that_would_cost_the_old_items_is_held_to_the_old_items_guard():
     assert val.ndcg(held if isinstance(held, GatedBlend) else count_gate.as_gate(held), old=True) \
         >= fixed_old * (1 - count_gate.OLD_LOSS)
     assert report["valid_ndcg@10"] < free_report["valid_ndcg@10"]
+
+
+def test_the_untrained_rows_follow_the_catalogue_row_by_row():
+    rng = np.random.default_rng(8)
+    model = trained_like(4, CoocModel(CoocParams(window=4, trans_window=2, trans_decay=0.3)))
+    with_sequence(model, rng, [f"i{i}" for i in range(60)])
+    before = model.untrained_rows().copy()
+    assert before.sum() == 10  # the rows of i60..i69, outside the vocabulary (i69 retired, its row free)
+    model.add_item("late", rng.normal(size=TEXT).astype(np.float32))  # appended
+    model.delete_item("i3")
+    model.add_item("reuses-a-row", rng.normal(size=TEXT).astype(np.float32))  # may take a freed row
+    rows = model.untrained_rows()
+    ids = model.items.ids
+    expected = [i not in model.sequence.index for i in ids]
+    assert rows.tolist() == expected
