@@ -43,6 +43,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from models.kernels import kernels_pinned
 from models.vector_cache import CachedEncoder, clean_texts
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -135,8 +136,11 @@ class TextEncoder:
 
     @property
     def cache_namespace(self) -> str:
-        """What vectors depend on besides the text: model, precision, truncation, width."""
-        return f"{self.version}|{self.dtype}|L{self.config.max_length}|d{self.dim}"
+        """What vectors depend on besides the text: model, precision, truncation, width, and
+        whether the math libraries run their AVX2 kernels (``models.kernels``: the vectors of
+        other kernels differ in their last bits, and an evaluation reads only its own)."""
+        pinned = "|avx2" if kernels_pinned() else ""
+        return f"{self.version}|{self.dtype}|L{self.config.max_length}|d{self.dim}{pinned}"
 
     # -- tokenization (runs in a background thread on cuda) -------------------------------------
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from models.domains import DOMAINS
 from models.encoder import ENCODERS
+from models.kernels import reexec_pinned
 from stream_app.retrain import add_options as add_retrain_options, parse_duration_ms
 from stream_app.settings import Settings, settings_help
 
@@ -163,6 +164,8 @@ def _distil_parser(sub, settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # a command line: training and evaluation on the same kernels on any CPU
+        reexec_pinned(sys.argv[1:])
     # One BLAS thread: the model work is many small matrix-vector products, and a second BLAS
     # thread fighting the broker and the event loop for 2 cores made them 3x slower (BENCHMARKS.md).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -242,3 +242,14 @@ def test_prefetch_thread_propagates_errors_and_stops():
     assert next(gen) == 0
     gen.close()  # the consumer stops early: the thread ends too
     assert not any(t.name == "encoder-tokenize" for t in threading.enumerate())
+
+
+def test_pinned_kernels_cache_their_vectors_apart(encoder, monkeypatch):
+    """A process on the pinned AVX2 kernels (``models.kernels``) reads and writes its own
+    vectors: another process's, from other kernels, differ in their last bits."""
+    from models.kernels import MARK
+
+    monkeypatch.delenv(MARK, raising=False)
+    own = encoder.cache_namespace
+    monkeypatch.setenv(MARK, "1")
+    assert encoder.cache_namespace == own + "|avx2"
