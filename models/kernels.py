@@ -13,7 +13,7 @@ So ``stream-app train``, ``retrain`` and ``evaluate`` run with each library held
 kernels, which every x86-64 server CPU since 2015 has (``PINNED``, and numpy's targets above AVX2
 turned off). The libraries read these variables when they load, so the command re-executes itself
 once with them set (``reexec_pinned``) before anything loads. A variable already set is kept;
-``STREAM_RECO_PIN_KERNELS=0`` runs on the CPU's own kernels (faster on AVX-512 machines, numbers
+``STREAM_RECO_PIN_KERNELS=0`` (a setting, ``stream_app.settings``) runs on the CPU's own kernels (faster on AVX-512 machines, numbers
 of that machine). Elsewhere (another architecture, a CPU without AVX2 and FMA) nothing is set.
 The encoder's vector cache keeps the vectors of pinned runs apart (``TextEncoder.cache_namespace``),
 so a worker's vectors never enter an evaluation.
@@ -77,7 +77,7 @@ def numpy_above_avx2() -> str:
 def pinned_env(environ: Mapping[str, str], machine: str | None = None, flags: set[str] | None = None) -> dict | None:
     """``environ`` with ``PINNED`` added (a variable set there kept) and ``MARK``, or None when
     nothing is to be done: already pinned, turned off, or not an x86-64 CPU with AVX2 and FMA."""
-    if environ.get(MARK) or environ.get("STREAM_RECO_PIN_KERNELS", "1") == "0":
+    if environ.get(MARK) or environ.get("STREAM_RECO_PIN_KERNELS", "1").strip().lower() in ("0", "false", "no"):
         return None
     machine = platform.machine() if machine is None else machine
     flags = cpu_flags() if flags is None else flags

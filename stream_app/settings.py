@@ -31,6 +31,7 @@ from typing import Mapping
 
 from models.domains import DOMAINS
 from models.encoder import ENCODERS
+from models.kernels import MARK
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,6 +84,7 @@ class Settings:
     device: str = "auto"  # encoder device: auto | cpu | cuda
     encoder_batch: int = 64  # texts per encoder forward pass
     torch_threads: int = 1  # intra-op threads of the encoder; the broker and event loop share the cores
+    pin_kernels: bool = True  # train, retrain, evaluate: every math library on its AVX2 kernels (models.kernels)
     session_timeout_s: float = 10.0  # consumer-group session timeout (failover speed)
     rebalance_timeout_s: float = 60.0  # how long the group waits for a member to finish its batch and re-join
     web_port: int = 6066  # worker web endpoint (/stats, /users/{id})
@@ -219,6 +221,7 @@ def unknown_variables(env: Mapping[str, str] | None = None) -> list[str]:
     env = os.environ if env is None else env
     known = known_variables()
     out = []
+    known.append(MARK)  # set by the offline commands for themselves (models.kernels)
     for name in sorted(n for n in env if n.startswith("STREAM_RECO_") and n not in known):
         close = difflib.get_close_matches(name, known, n=1)
         out.append(f"{name} (did you mean {close[0]}?)" if close else name)
