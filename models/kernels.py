@@ -4,10 +4,12 @@ kernels.
 The libraries under the models pick their kernels by CPU. Intel MKL (torch's BLAS) takes its
 AVX-512 and AMX paths on recent Intel CPUs and AVX2 on AMD ones; torch's own kernels and oneDNN
 the widest vector unit there is; OpenBLAS and numpy a kernel per CPU family. Each kernel sums in
-its own order. The text encoder's vectors are where this shows: on one CPU, holding MKL, torch or
-oneDNN to AVX2 each changes ~96% of the vector components in their last bits. A blend chosen
-on validation can then tip the other way (ml-latest-small, leave-one-out: fused 0.0836 on two AMD
-EPYCs and 0.0807 on a Sapphire Rapids Xeon, every other model equal; BENCHMARKS.md, "Other CPUs").
+its own order, so the last bits differ: on one CPU, holding MKL, torch or oneDNN to AVX2 each
+changes most components of the text encoder's vectors in their last bits, and the choices made
+among near-equal candidates on validation (co-engagement parameters, blend weights) can then tip
+the other way. ml-latest-small, leave-one-out: fused 0.0836 on two AMD EPYCs, 0.0807 on a Sapphire
+Rapids Xeon (every other model equal); on that Xeon with every library on AVX2, fused 0.0817 and
+co-engagement alone 0.0731 instead of 0.0743 (BENCHMARKS.md, "Other CPUs").
 
 So ``stream-app train``, ``retrain`` and ``evaluate`` run with each library held to its AVX2
 kernels, which every x86-64 server CPU since 2015 has (``PINNED``, and numpy's targets above AVX2
