@@ -15,10 +15,10 @@ So ``stream-app train``, ``retrain`` and ``evaluate`` run with each library held
 kernels, which every x86-64 server CPU since 2015 has (``PINNED``, and numpy's targets above AVX2
 turned off). The libraries read these variables when they load, so the command re-executes itself
 once with them set (``reexec_pinned``) before anything loads. A variable already set is kept;
-``STREAM_RECO_PIN_KERNELS=0`` (a setting, ``stream_app.settings``) runs on the CPU's own kernels (faster on AVX-512 machines, numbers
-of that machine). Elsewhere (another architecture, a CPU without AVX2 and FMA) nothing is set.
-The encoder's vector cache keeps the vectors of pinned runs apart (``TextEncoder.cache_namespace``),
-so a worker's vectors never enter an evaluation.
+``STREAM_RECO_PIN_KERNELS=0`` (a setting, ``stream_app.settings``) runs on the CPU's own kernels
+(faster on AVX-512 machines, numbers of that machine). Elsewhere (another architecture, a CPU
+without AVX2 and FMA) nothing is set. The encoder's vector cache keeps the vectors of pinned runs
+apart (``TextEncoder.cache_namespace``), so a worker's vectors never enter an evaluation.
 
 >>> env = pinned_env({"PATH": "/bin"}, machine="x86_64", flags={"avx2", "fma"})
 >>> env["MKL_CBWR"], env["OPENBLAS_CORETYPE"], env[MARK]

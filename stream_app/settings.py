@@ -84,7 +84,7 @@ class Settings:
     device: str = "auto"  # encoder device: auto | cpu | cuda
     encoder_batch: int = 64  # texts per encoder forward pass
     torch_threads: int = 1  # intra-op threads of the encoder; the broker and event loop share the cores
-    pin_kernels: bool = True  # train, retrain, evaluate: every math library on its AVX2 kernels (models.kernels)
+    pin_kernels: bool = True  # train, retrain, evaluate: every library on its AVX2 kernels (read by models.kernels before loading)
     session_timeout_s: float = 10.0  # consumer-group session timeout (failover speed)
     rebalance_timeout_s: float = 60.0  # how long the group waits for a member to finish its batch and re-join
     web_port: int = 6066  # worker web endpoint (/stats, /users/{id})
