@@ -71,6 +71,37 @@ def nprobe_for(cells: int) -> int:
     return min(cells, max(MIN_NPROBE, math.ceil(math.sqrt(cells))))
 
 
+def gathered_products(E: np.ndarray, U: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(B, K) float32: ``E[rows[b, j]] . U[b]`` for item vectors ``E`` (N, D) float32, user
+    vectors ``U`` (B, D) and catalogue rows ``rows`` (B, K), every row valid. One call for the
+    whole batch (faiss's ``fvec_inner_products_by_idx``, which runs outside the interpreter
+    lock) when ``E``'s rows lie in a C-contiguous float32 array (``E`` itself, or a column range
+    of one: the other columns then meet zeros in the padded user vectors), else a product per
+    user. The same inputs give the same bits; they differ from ``E[rows] @ u`` in the last bits.
+
+    >>> E = np.arange(12, dtype=np.float32).reshape(4, 3)
+    >>> gathered_products(E[:, 1:], np.float32([[1, 0], [0, 2]]), np.array([[3, 0], [1, 1]])).tolist()
+    [[10.0, 1.0], [10.0, 10.0]]
+    """
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    B, K = rows.shape
+    base, start = E, 0
+    if not E.flags.c_contiguous and isinstance(E.base, np.ndarray) and E.base.ndim == 2:
+        base = E.base
+        start = (E.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // 4
+    if not B or not K:
+        return np.zeros((B, K), dtype=np.float32)
+    if (base.dtype != np.float32 or not base.flags.c_contiguous or E.dtype != np.float32
+            or E.strides != (base.strides[0], 4) or not 0 <= start <= base.shape[1] - E.shape[1]):
+        return np.stack([E[r] @ U[b] for b, r in enumerate(rows)]).astype(np.float32, copy=False)
+    X = np.zeros((B, base.shape[1]), dtype=np.float32)
+    X[:, start:start + E.shape[1]] = U
+    out = np.empty((B, K), dtype=np.float32)
+    faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out), faiss.swig_ptr(X), faiss.swig_ptr(base),
+                                     faiss.swig_ptr(rows), base.shape[1], B, K)
+    return out
+
+
 class Rows:
     """The indexed vectors ``[E, bias]`` (N, D + 1), read a block of rows at a time, so that a
     caller with the bias apart need not build the joined array. ``bias`` None: ``E`` is all."""

@@ -7,7 +7,7 @@ stops scaling past a small catalogue. The two-stage path (``TwoStage``) instead 
   from an approximate inner-product index over ``[e_i, b_i]`` (``models.ann``), kept in step with
   the catalogue row by row (a deleted item's row leaves the index, a reused row is re-added);
 * **co-engagement neighbours**: every item with a non-zero co-engagement score, i.e. the pruned
-  similarity rows (``CoocModel.similarity_row``) of the user's recent items;
+  similarity rows (``CoocModel.similarity_rows``) of the user's recent items;
 * **sequence**: the sequence model's ``sequence`` best items (it scores its own vocabulary, a
   fixed size, so that is cheap);
 * **popular** (``popular`` most engaged-with) and **fresh** (``fresh`` most recently added) items;
@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from models.ann import ItemIndex
+from models.ann import ItemIndex, gathered_products
 from models.blend import combine_many, normalise_weights, rows_of
 from models.components import AttentionScores, CoEngagement, Popularity, SequenceScores
 from models.seen import HASH_BITS
@@ -213,26 +213,24 @@ class _AttentionPart:
         # the index ranks by its codes: twice the neighbours asked for, ranked again by the exact
         # scores (kept, by (user, row) key, for ``at``)
         k, n = stage.sizes.ann, max(1, len(self.b))
-        found = stage.index.search(self.Q, SHORTLIST * k)
-        self.candidates, keys, scores = [], [], []
-        for i, r in enumerate(found):
-            r = r[r >= 0]
-            s = self._exact(i, r)
-            best = np.sort(np.argpartition(-s, k - 1)[:k]) if r.size > k else slice(None)
-            self.candidates.append(r[best])
-            keys.append(i * n + r[best])
-            scores.append(s[best])
-        key = np.concatenate(keys + [np.zeros(0, np.int64)])
+        found = stage.index.search(self.Q, SHORTLIST * k)  # (B, SHORTLIST * k), -1 padded
+        valid = found >= 0
+        s = np.where(valid, self._exact(np.where(valid, found, 0)), -np.inf)  # the whole batch at once
+        if found.shape[1] > k:
+            best = np.sort(np.argpartition(-s, k - 1, axis=1)[:, :k], axis=1)  # (B, k) positions
+            found, valid, s = (np.take_along_axis(a, best, axis=1) for a in (found, valid, s))
+        self.candidates = [r[v] for r, v in zip(found, valid)]
+        key = (np.arange(len(found))[:, None] * n + found)[valid]
         order = np.argsort(key, kind="stable")
-        self._key, self._score, self._n = key[order], np.concatenate(scores + [np.zeros(0, np.float32)])[order], n
+        self._key, self._score, self._n = key[order], s[valid][order].astype(np.float32), n
 
-    def _exact(self, i: int, rows: np.ndarray) -> np.ndarray:
-        return self.E[rows] @ self.U[i] + self.b[rows]
+    def _exact(self, rows: np.ndarray) -> np.ndarray:
+        """(B, K) exact attention scores of each user's ``rows`` (B, K) (``gathered_products``)."""
+        return gathered_products(self.E, self.U, rows) + self.b[rows]
 
     def at(self, cols):
-        """(B, C) attention scores at ``cols``: those of the neighbours kept, the others by one
-        gather and product per user (a (B, C, D) gather of the whole batch would not stay in
-        cache)."""
+        """(B, C) attention scores at ``cols``: those of the neighbours kept, the others
+        computed (the whole batch in one call)."""
         out = np.empty(cols.shape, dtype=np.float32)
         key = np.arange(len(cols))[:, None] * self._n + cols
         hit = np.zeros(cols.shape, dtype=bool)
@@ -240,9 +238,8 @@ class _AttentionPart:
             pos = np.minimum(np.searchsorted(self._key, key), self._key.size - 1)
             hit = self._key[pos] == key
             out[hit] = self._score[pos[hit]]
-        for i, c in enumerate(cols):
-            miss = ~hit[i]
-            out[i, miss] = self._exact(i, c[miss])
+        if not hit.all():
+            out[~hit] = self._exact(cols)[~hit]
         return out
 
     def moments(self):
@@ -262,9 +259,11 @@ class _CoocPart:
         self.mult = stage._cached("cooc-mult", token, lambda: np.bincount(self.map, minlength=n))
         inv = stage._cached("cooc-inv", token, lambda: stage._live_rows_of(self.map, n))
         user, at, add = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
-        for b, st in enumerate(states):
-            for wd, j in zip(decay, component.recent(st, p.hist_len)):
-                idx, vals = cooc.similarity_row(j)
+        asked = [component.recent(st, p.hist_len) for st in states]
+        found = iter(cooc.similarity_rows([j for rows in asked for j in rows]))  # the batch's rows at once
+        for b, rows in enumerate(asked):
+            for wd, _ in zip(decay, rows):
+                idx, vals = next(found)
                 user.append(np.full(idx.size, b, dtype=np.int64))
                 at.append(idx)
                 add.append(wd * vals)

@@ -6,9 +6,12 @@ user's first engagement with an item into additions to the pair counts. Offline 
 ``evaluate``, ``train``) they are applied in place, event by event. A worker instead:
 
 1. **sends** them (``send_pairs``): the hot path's batch sums them per target item
-   (``CoocModel.deltas``) and sends one pair message per touched item to
-   ``<app_id>-cooc-pairs``, keyed by item id, on the item's partition (``item_partition``), once
-   the batch's user states and lists are acknowledged, and before its offsets are committed;
+   (``CoocModel.deltas``: one delta per touched item) and sends them to
+   ``<app_id>-cooc-pairs``, each on its item's partition (``item_partition``), once the batch's
+   user states and lists are acknowledged, and before its offsets are committed. The deltas of
+   one partition travel together (``bundle_pairs``: a message of up to ``BUNDLE_BYTES``, keyed
+   by its first item), so a batch sends a few messages instead of one per item; the aggregator
+   reads a message of one delta, keyed by its item, as well (``unbundle``);
 2. **aggregates** them (``CoocAggregator``, group ``stream_app.topics.cooc_group``, a
    ``stream_app.checkpoint.CheckpointedConsumer``): the owner of a pairs partition folds the
    batch's messages into their items' bounded, event-time-decayed neighbour rows
@@ -58,6 +61,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import mode
+import orjson
 
 from stream_app import fencing
 from stream_app.checkpoint import CheckpointedConsumer
@@ -73,6 +77,7 @@ log = logging.getLogger(__name__)
 
 DECODED_MAX = 20_000  # decoded rows the aggregator keeps per partition between batches
 APPLY_EVERY_S = 0.2  # a follower applies rows at most this often (STREAM_RECO_COOC_APPLY_EVERY_S)
+BUNDLE_BYTES = 256 * 1024  # a pair message carries the deltas of one partition's items up to about this size
 
 
 def apply_followed(processor: Processor, rows: list[tuple[str, bytes | None]]) -> None:
@@ -90,8 +95,9 @@ def send_pairs(ctx: Context, hot, pairs: list[tuple[str, bytes]]) -> None:
     (``stream_app.checkpoint``), so they are acknowledged before its offsets are committed."""
     from stream_app.catalog import item_partition
 
-    out, topic, partitions = hot.outbox, ctx.topics.cooc_pairs, ctx.settings.partitions
+    out, topic = hot.outbox, ctx.topics.cooc_pairs
     before = list(out.pending)
+    messages = bundle_pairs(pairs, ctx.settings.partitions, item_partition)
 
     async def after_states() -> None:
         for fut in before:
@@ -99,12 +105,58 @@ def send_pairs(ctx: Context, hot, pairs: list[tuple[str, bytes]]) -> None:
         if hot.fenced():  # cut off from the group: the next owner applies these events again
             log.warning("%s: this member lost its assignment; %d pair messages not sent", topic, len(pairs))
             return
-        sent = [await hot.producer.send(topic, key=item.encode(), value=value,
-                                        partition=item_partition(item, partitions)) for item, value in pairs]
+        sent = [await hot.producer.send(topic, key=key.encode(), value=value, partition=p)
+                for p, key, value in messages]
         for fut in sent:
             await fut
 
     out.pending.append(asyncio.ensure_future(after_states()))
+
+
+def bundle_pairs(pairs: list[tuple[str, bytes]], partitions: int, partition_of) -> list[tuple[int, str, bytes]]:
+    """A batch's (item id, delta) (``models.cooc.online.encode_delta``, one per item) as pair
+    messages (partition, key, value): per partition (``partition_of(item, partitions)``) the
+    object ``{"items": {item id: delta, ...}}``, cut at about ``BUNDLE_BYTES``, keyed by its
+    first item (a message keyed by an item id belongs on that item's partition).
+
+    >>> [(p, k, orjson.loads(v)) for p, k, v in bundle_pairs([("a", b'{"n":1}'), ("b", b'{"n":2}'), ("c", b'{"n":3}')],
+    ...                                                       2, lambda item, n: int(item == "b"))]
+    [(0, 'a', {'items': {'a': {'n': 1}, 'c': {'n': 3}}}), (1, 'b', {'items': {'b': {'n': 2}}})]
+    """
+    by_partition: dict[int, list[tuple[str, bytes]]] = {}
+    for item, value in pairs:
+        by_partition.setdefault(partition_of(item, partitions), []).append((item, value))
+    out = []
+    for p, entries in by_partition.items():
+        parts, size, first = [], 0, ""
+        for item, value in entries:
+            part = orjson.dumps(item) + b":" + value
+            if parts and size + len(part) > BUNDLE_BYTES:
+                out.append((p, first, b'{"items":{' + b",".join(parts) + b"}}"))
+                parts, size = [], 0
+            if not parts:
+                first = item
+            parts.append(part)
+            size += len(part) + 1
+        out.append((p, first, b'{"items":{' + b",".join(parts) + b"}}"))
+    return out
+
+
+def unbundle(key: str, value: bytes) -> list[tuple[str, dict]]:
+    """(item id, decoded delta) of a pair message: each item of a bundle (``bundle_pairs``), or
+    the one delta of a message keyed by its item. ValueError when the value is no JSON object.
+
+    >>> unbundle("x", b'{"items":{"a":{"n":1},"b":{"n":2}}}'), unbundle("x", b'{"n":1}')
+    ([('a', {'n': 1}), ('b', {'n': 2})], [('x', {'n': 1})])
+    """
+    d = orjson.loads(value)
+    if not isinstance(d, dict):
+        raise ValueError("a pair message is a JSON object")
+    items = d.get("items")
+    out = list(items.items()) if isinstance(items, dict) else [(key, d)]
+    if not all(isinstance(delta, dict) for _, delta in out):
+        raise ValueError("a delta is a JSON object")
+    return out
 
 
 class CoocAggregator(CheckpointedConsumer):
@@ -147,7 +199,12 @@ class CoocAggregator(CheckpointedConsumer):
             if r.key is None or r.value is None:
                 log.warning("%s: record at %d:%d without key or value skipped", self.topic, r.partition, r.offset)
                 continue
-            by_partition.setdefault(r.partition, []).append((r.key.decode(), r.offset, r.value))
+            try:
+                entries = unbundle(r.key.decode(), r.value)
+            except ValueError as exc:  # orjson's decode error is one too
+                log.warning("%s: record at %d:%d is no pair message (%s): skipped", self.topic, r.partition, r.offset, exc)
+                continue
+            by_partition.setdefault(r.partition, []).extend((item, r.offset, d) for item, d in entries)
         work = []
         for p, messages in by_partition.items():
             table = self.decoded.setdefault(p, RowTable())

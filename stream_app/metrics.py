@@ -159,11 +159,11 @@ class Metrics:
         for step in STEPS:
             self.hot_path_seconds.labels(step=step)
         self.cooc_pairs = Counter("stream_reco_cooc_pair_messages_total",
-                                  "Co-engagement pair messages sent (one per touched item per batch).", registry=r)
+                                  "Co-engagement deltas sent (one per touched item per batch; a pair message carries several).", registry=r)
         self.cooc_engagements = Counter("stream_reco_cooc_first_engagements_total",
                                         "First engagements turned into pair messages.", registry=r)
         self.cooc_folded = Counter("stream_reco_cooc_rows_folded_total",
-                                   "Pair messages folded into neighbour rows by the aggregator.", registry=r)
+                                   "Co-engagement deltas folded into neighbour rows by the aggregator.", registry=r)
         self.cooc_followed = Counter("stream_reco_cooc_rows_followed_total",
                                      "Neighbour row records applied from the rows changelog.", registry=r)
         self.cooc_follow_lag = Gauge("stream_reco_cooc_follow_lag",

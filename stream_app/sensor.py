@@ -154,7 +154,8 @@ class Sensor:
         self.metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
 
     def on_pairs_sent(self, messages: int, engagements: int) -> None:
-        """A batch's pair messages sent, made of ``engagements`` first engagements."""
+        """A batch's deltas sent (``messages``, one per touched item, bundled into pair messages
+        by partition), made of ``engagements`` first engagements."""
         self.cooc["pair_messages"] += messages
         self.cooc["first_engagements"] += engagements
         self.metrics.cooc_pairs.inc(messages)

@@ -138,6 +138,8 @@ class CoocCounts:
             idx = nz.nonzero()[0]
             return idx, r[idx]
         d = self._rows[j]
+        if not d:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
         cols = np.fromiter(d.keys(), np.int64, len(d))
         vals = np.fromiter(d.values(), np.float64, len(d))  # float32 values, held as Python floats
         keep = (vals != 0) & (cols != j)

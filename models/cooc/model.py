@@ -28,7 +28,7 @@ empty.
 Scores for a user whose recent distinct items are ``r_1`` (newest) .. ``r_H`` (``H = hist_len``)::
 
     S[j, i] = M[j, i] / (n[j] ** alpha * n[i] ** (1 - alpha) + shrink),  S[j, j] = 0,
-              only the k largest entries of row j kept
+              only the k largest non-zero entries of row j kept (ties: the smaller column)
     score(i) = sum_d decay ** (d - 1) * S[r_d, i]
 
 A score is a pure function of the counts and the user's recent items, so the worker and the
@@ -58,7 +58,7 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 
 from models.cooc.counts import DENSE_MAX_ITEMS, CoocCounts
-from models.cooc.row_cache import FollowedCache, RowCache
+from models.cooc.row_cache import FollowedCache, RowCache, prune_rows
 from models.cooc.rows import OnlineRows, decay_factor
 from models.seen import SeenItems, item_key
 
@@ -311,32 +311,33 @@ class CoocModel:
         return self._follow.bring(at)
 
     def similarity_row(self, j: int) -> tuple[np.ndarray, np.ndarray]:
-        """Pruned row ``j`` of S as (columns, values) (read-only arrays). Computed on the non-zero
-        entries of M's row only: each value is the same float operation as on the whole row."""
+        """Pruned row ``j`` of S as (columns ascending, values) (read-only arrays). Computed on
+        the non-zero entries of M's row only: each value is the same float operation as on the
+        whole row (``models.cooc.row_cache.prune_rows``)."""
+        return self.similarity_rows([j])[0]
+
+    def similarity_rows(self, rows: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``similarity_row`` of each of ``rows``: the kept ones from the cache, the others
+        computed together (one pass of array operations for all of them) and kept."""
         cache = self._current()
-        hit = cache.get(j)
-        if hit is not None:
-            return hit
-        raw = cache.raw.get(j) or self._raw_row(j)
-        (idx, num), p = raw, self.params
-        den = (self._n[j] ** p.alpha) * self._col_pow[idx] + p.shrink
-        den[den <= 0] = 1.0
-        vals = (num / den).astype(np.float32)
-        if not vals.all():  # a quotient that rounds to zero is no neighbour
-            keep = vals != 0
-            idx, vals = idx[keep], vals[keep]
-        if idx.size > p.k:
-            top = np.argpartition(-vals, p.k - 1)[: p.k]
-            idx, vals = idx[top], vals[top]
-        idx.flags.writeable = vals.flags.writeable = False
-        cache.put(j, raw, (idx, vals))
-        return idx, vals
+        out = [cache.get(j) for j in rows]
+        todo = list(dict.fromkeys(j for j, hit in zip(rows, out) if hit is None))
+        if not todo:
+            return out
+        p = self.params
+        raws = [cache.raw.get(j) or self._raw_row(j) for j in todo]
+        done = dict(zip(todo, prune_rows(raws, [self._n[j] ** p.alpha for j in todo], self._col_pow, p.shrink, p.k)))
+        for j, raw in zip(todo, raws):
+            cache.put(j, raw, done[j])
+        return [done[j] if hit is None else hit for j, hit in zip(rows, out)]
 
     def _raw_row(self, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Row ``j`` of M plus its online row: (columns ascending, numerators) but ``M[j, j]``."""
         idx, num = self.counts.off_diagonal(j)
         if j < len(self.online.rows) and self.online.rows[j].size:  # plus the followed row
             more, w = self.online.row(j)
+            if not idx.size and (more[1:] > more[:-1]).all():  # what the sum below gives then
+                return more, w
             idx, pos = np.unique(np.concatenate([idx, more]), return_inverse=True)
             num = np.bincount(pos.reshape(-1), np.concatenate([num.astype(np.float64), w]), minlength=idx.size)
         return idx, num
@@ -350,9 +351,11 @@ class CoocModel:
         """(B, N) ``scores`` of several users: each user's sum over its rows in order."""
         p, n = self.params, len(self.counts)
         at, add, decay = [np.zeros(0, np.intp)], [np.zeros(0)], p.decay ** np.arange(p.hist_len)
-        for b, rows in enumerate(recent_rows):
-            for wd, j in zip(decay, list(rows)[: p.hist_len]):
-                idx, vals = self.similarity_row(j)
+        asked = [list(rows)[: p.hist_len] for rows in recent_rows]
+        found = iter(self.similarity_rows([j for rows in asked for j in rows]))
+        for b, rows in enumerate(asked):
+            for wd, _ in zip(decay, rows):
+                idx, vals = next(found)
                 at.append(idx + b * n)
                 add.append(wd * vals)
         return np.bincount(np.concatenate(at), np.concatenate(add), minlength=len(recent_rows) * n).reshape(-1, n)

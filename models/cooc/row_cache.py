@@ -18,7 +18,44 @@ the older half is dropped (rows in the order they were computed).
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
+
+
+def prune_rows(raws: Sequence[tuple[np.ndarray, np.ndarray]], scale: Sequence[float], col_pow: np.ndarray,
+               shrink: float, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Pruned similarity rows from raw rows (columns ascending, numerators), all in one pass of
+    array operations: row ``r``'s values are ``num / (scale[r] * col_pow[col] + shrink)`` in
+    float32 (a denominator <= 0 counts as 1; ``scale[r]`` is ``n[j] ** alpha``), zeros dropped,
+    and of more than ``k`` the ``k`` largest kept, ties to the smaller column; columns ascending,
+    read-only. Each value is the same float operations as the row alone would get."""
+    sizes = np.fromiter((r[0].size for r in raws), np.int64, len(raws))
+    seg = np.repeat(np.arange(len(raws)), sizes)  # (T,) each entry's row
+    idx = np.concatenate([r[0] for r in raws] + [_NO_COLS]).astype(np.int64, copy=False)
+    num = np.concatenate([np.asarray(r[1], dtype=np.float64) for r in raws] + [_NO_NUMS])  # float32 ones exactly
+    den = np.asarray(scale, dtype=np.float64)[seg] * col_pow[idx] + shrink
+    den[den <= 0] = 1.0
+    vals = (num / den).astype(np.float32)
+    keep = vals != 0  # a quotient that rounds to zero is no neighbour
+    seg, idx, vals = seg[keep], idx[keep], vals[keep]
+    if np.bincount(seg, minlength=1).max() > k:  # rank within the row: by value, then column
+        order = np.lexsort((idx, -vals, seg))
+        first = np.searchsorted(seg, np.arange(len(raws)))  # seg is ascending
+        rank = np.empty(order.size, dtype=np.int64)
+        rank[order] = np.arange(order.size) - first[seg[order]]
+        top = rank < k
+        seg, idx, vals = seg[top], idx[top], vals[top]
+    bounds = np.searchsorted(seg, np.arange(len(raws) + 1)).tolist()
+    out = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        i, v = idx[a:b].copy(), vals[a:b].copy()  # copies: a kept row holds no batch-wide array
+        i.flags.writeable = v.flags.writeable = False
+        out.append((i, v))
+    return out
+
+
+_NO_COLS, _NO_NUMS = np.zeros(0, dtype=np.int64), np.zeros(0)
 
 
 class RowCache:

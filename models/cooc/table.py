@@ -124,10 +124,10 @@ class RowTable:
             a = b
         return out
 
-    def fold(self, messages: Sequence[tuple[str, int, bytes]], half_life_ms: float = 0.0,
+    def fold(self, messages: Sequence[tuple[str, int, bytes | dict]], half_life_ms: float = 0.0,
              top_m: int = 64) -> list[str]:
-        """Fold a batch of (item id, pairs offset, pair message) (module doc); the ids of the
-        rows that changed, sorted."""
+        """Fold a batch of (item id, pairs offset, pair message: its bytes or decoded) (module
+        doc); the ids of the rows that changed, sorted."""
         rows = self.rows
         last: dict[str, int] = {}
         slot: dict[str, int] = {}
@@ -142,7 +142,7 @@ class RowTable:
                 if offset <= done:
                     continue
                 last[item] = offset
-                d = orjson.loads(value)
+                d = value if isinstance(value, dict) else orjson.loads(value)
                 m_slot.append(slot.setdefault(item, len(slot)))
                 m_n.append(d["n"])
                 m_ts.append(d["ts"])

@@ -31,7 +31,8 @@ def plain_update(m: CoocModel, prev_rows: Sequence[int], row: int) -> None:
 
 
 def plain_row(m: CoocModel, j: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row ``j`` of the similarity matrix from the whole row of counts, pruned to the ``k`` best."""
+    """Row ``j`` of the similarity matrix from the whole row of counts, pruned to the ``k`` best
+    (ties: the smaller column)."""
     p, c = m.params, m.counts
     n = len(c)
     num = c.row(j)
@@ -41,8 +42,8 @@ def plain_row(m: CoocModel, j: int) -> tuple[np.ndarray, np.ndarray]:
     row = (num / den).astype(np.float32)
     row[j] = 0.0
     idx = np.flatnonzero(row)
-    if idx.size > p.k:
-        idx = idx[np.argpartition(-row[idx], p.k - 1)[: p.k]]
+    if idx.size > p.k:  # the k largest, ties to the smaller column
+        idx = np.sort(idx[np.lexsort((idx, -row[idx]))[: p.k]])
     return idx, row[idx]
 
 

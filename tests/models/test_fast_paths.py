@@ -121,3 +121,17 @@ def test_round6_is_pythons_round():
     want = np.array([round(x, 6) for x in v.tolist()])
     same = ((got == want) | (np.isnan(got) & np.isnan(want))) & (np.signbit(got) == np.signbit(want))
     assert same.all(), v[~same][:5]
+
+
+def test_rows_pruned_together_equal_each_row_alone_and_ties_go_to_the_smaller_column():
+    m = model(CoocParams(window=3, trans_window=0, shrink=0.0, alpha=0.5, k=2), 8, 10_000)
+    m.fit([[0, 1, 2, 3], [0, 4, 5], [6, 7]])  # row 0: five neighbours, every value tied
+    rows = [0, 6, 1, 0, 7]
+    together = m.with_params(m.params).similarity_rows(rows)
+    for j, (idx, vals) in zip(rows, together):
+        alone = m.with_params(m.params).similarity_row(j)
+        np.testing.assert_array_equal(idx, alone[0])
+        np.testing.assert_array_equal(vals, alone[1])
+        np.testing.assert_array_equal(idx, plain_row(m, j)[0])
+    assert together[0][0].tolist() == [1, 2]  # of 1 to 5 at the same value: the two smaller
+    assert together[0][0] is together[3][0]  # a row asked twice is computed once

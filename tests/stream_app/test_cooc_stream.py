@@ -7,6 +7,7 @@ import asyncio
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from models.cooc.online import NeighbourRow
 from models.cooc.table import RowTable
@@ -102,3 +103,32 @@ def test_the_follower_applies_rows_at_most_every_interval_and_says_where_the_mod
     assert len(calls) == 2 and f.applied == {0: 3} and sensor.stats()["cooc"]["applied_offsets"] == {"0": 3}
     assert cooc.online.snapshot(cooc.index["i0"], cooc.counts.ids)["n"] == 2.0  # the item's last record
     assert cooc.online.snapshot(cooc.index["i2"], cooc.counts.ids)["n"] == 3.0
+
+
+def test_bundled_deltas_fold_as_one_message_per_item_and_stay_on_their_partition(monkeypatch):
+    from stream_app import cooc_stream
+    from stream_app.catalog import item_partition
+
+    result = processor(0.0).apply_batch(batch(), {})
+    single, bundled = RowTable(), RowTable()
+    single.fold([(item, 7, value) for item, value in result.pairs])
+    monkeypatch.setattr(cooc_stream, "BUNDLE_BYTES", 120)  # a few deltas per message
+    messages = cooc_stream.bundle_pairs(result.pairs, 4, item_partition)
+    assert 4 < len(messages) < len(result.pairs)
+    entries = []
+    for p, key, value in messages:
+        assert item_partition(key, 4) == p and len(value) < 120 + 200
+        these = cooc_stream.unbundle(key, value)
+        assert {item_partition(item, 4) for item, _ in these} == {p}
+        entries += [(item, 7, d) for item, d in these]
+    assert sorted(i for i, _, _ in entries) == sorted(i for i, _ in result.pairs)  # each delta once
+    bundled.fold(entries)
+    assert {i: bundled.row(i) for i in bundled.rows} == {i: single.row(i) for i in single.rows}
+
+
+def test_a_record_that_is_no_pair_message_is_refused_by_unbundle():
+    from stream_app.cooc_stream import unbundle
+
+    for value in (b"not json", b"[1, 2]", b'{"items": {"a": 3}}', b"\xff"):
+        with pytest.raises(ValueError):
+            unbundle("a", value)
