@@ -72,7 +72,7 @@ class Settings:
     partitions: int = 4  # partitions of the topics and tables this app creates
     replication_factor: int = 1  # of the topics and changelogs this app creates
     top_k: int = 10  # recommendation list length
-    batch_max: int = 8000  # a batch: at most this many interaction records ...
+    batch_max: int = 16_000  # a batch: at most this many interaction records ...
     batch_within_s: float = 0.05  # ... and a fetch waits at most this long for more
     max_message_bytes: int = 65_536  # larger interaction/catalog messages go to the dead-letter topic
     checkpoint: str = ""  # trained fusion checkpoint folder (stream-app train); empty: untrained default
