@@ -59,7 +59,7 @@ class BatchResult:
     failed: list[tuple[int, str]] = field(default_factory=list)  # (event position, reason)
     applied: int = 0  # events folded in, of users whose list was made (the others' events failed)
     duplicates: int = 0  # events skipped as already applied (by their event id)
-    pairs: list[tuple[str, bytes]] = field(default_factory=list)  # (target item id, pair message), one per touched item
+    pairs: list[tuple[str, bytes]] = field(default_factory=list)  # (target item id, its delta), one per touched item
     engagements: int = 0  # first engagements the pair messages were made of
     consumed: list[tuple[str, str]] = field(default_factory=list)  # (user, item) of applied consumption events, in order
 
@@ -223,8 +223,9 @@ class Processor:
         return self._pairs_thread
 
     def pair_messages(self, pairs: Sequence[tuple[tuple[list[int], int], int]]) -> list[tuple[str, bytes]]:
-        """A batch's first engagements ((prev rows, row), event time) as one pair message per
-        target item (``CoocModel.deltas``, ``models.cooc.online.encode_delta``)."""
+        """A batch's first engagements ((prev rows, row), event time) as one delta per target
+        item (``CoocModel.deltas``, ``models.cooc.online.encode_delta``), sent in pair messages
+        by ``stream_app.cooc_stream.send_pairs``."""
         from models.cooc.online import encode_deltas
 
         cooc = self.model.cooc

@@ -7,7 +7,8 @@ Three forms of the same numbers, by item id (rows differ between processes):
   target item ``x``: ``n`` (its first engagements), ``ts`` (the event time the values are valued
   at) and the additions to row ``x`` of ``M`` by neighbour id. Made by ``CoocModel.deltas``, the
   same rule (``CoocModel.additions``) that ``update_many`` and ``fit`` apply offline, summed per
-  target per batch: one message per touched item per batch, not one per pair.
+  target per batch: one delta per touched item per batch, not one per pair (the deltas of one
+  pairs partition travel together: ``stream_app.cooc_stream.bundle_pairs``).
 * a **neighbour row** (``NeighbourRow``): the aggregator's sum of every pair message of one item,
   bounded and decayed by event time (``models.cooc.table.RowTable.fold``, a batch at a time;
   ``tests/models/reference_cooc_fold.py`` holds the same rule one message at a time):
