@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Sequence
@@ -93,7 +92,6 @@ class Processor:
         # a batch's first engagements become pair messages instead (stream_app.cooc_stream)
         self.pairs_half_life_ms: float | None = None
         self._names: tuple = (None, None)  # (counts, version) -> its ids as an object array
-        self._pairs_thread: ThreadPoolExecutor | None = None  # ``_beside``
 
     # -- catalog -----------------------------------------------------------------------------
     def parse_item(self, src: Source) -> dict | Rejected:
@@ -185,9 +183,8 @@ class Processor:
         learning = {} if pairs is None else {"pairs": pairs}  # the worker's pairs go to Kafka
         self.model.fold(evs, result.states, feats, on_error, positions=positions, applied=applied,
                         **learning)  # in one go
-        # the pair messages are made beside the ranking, which spends much of its time in
-        # calls that let go of the interpreter lock (the index scan, the re-rank products)
-        pair_job = self._beside().submit(self.pair_messages, pairs) if pairs else None
+        if pairs:
+            result.pairs, result.engagements = self.pair_messages(pairs), len(pairs)
         result.forgotten = {u for u, st in result.states.items() if st.generation > before[u][1]}
         meta: dict[str, dict] = {}
         for ev in evs:
@@ -203,24 +200,13 @@ class Processor:
         folded: list[Event | None] = [None] * len(evs)
         for i in applied:
             folded[i] = evs[i]
-        try:
-            self._rank(result, meta, folded, failed)
-        finally:
-            if pair_job is not None:
-                result.pairs, result.engagements = pair_job.result(), len(pairs)
+        self._rank(result, meta, folded, failed)
         result.consumed = [(e.user_id, e.item_id) for e in folded
                            if e is not None and e.type in CONSUMPTION and e.user_id in result.messages]
         result.failed = sorted(failed.items())
         count(result, evs, {u: 0 if u in result.forgotten else n for u, (n, _) in before.items()})
         result.states = {u: st for u, st in result.states.items() if u in meta or u in result.forgotten}
         return result
-
-    def _beside(self) -> ThreadPoolExecutor:
-        """The one thread that makes a batch's pair messages while the batch is ranked: they
-        read the counts, which nothing changes during a batch, and nothing the ranking writes."""
-        if self._pairs_thread is None:
-            self._pairs_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pairs")
-        return self._pairs_thread
 
     def pair_messages(self, pairs: Sequence[tuple[tuple[list[int], int], int]]) -> list[tuple[str, bytes]]:
         """A batch's first engagements ((prev rows, row), event time) as one delta per target
