@@ -20,7 +20,7 @@ user's first engagement with an item into additions to the pair counts. Offline 
    ``<app_id>-cooc-rows-changelog`` on the same partition number; then commits;
 3. **follows** the rows (``CoocFollower``, every worker): all partitions of the rows changelog,
    from the start, for as long as the worker runs; the hot path applies what arrived before a
-   batch (at most every ``STREAM_RECO_COOC_APPLY_EVERY_S``, 0.2 s: an item's last record stands
+   batch (at most every ``STREAM_RECO_COOC_APPLY_EVERY_S``, 1 s: an item's last record stands
    for the ones before it, so rows that change every batch are applied once per interval) and a
    timer while idle, in the model thread, and starts only after one read to the end.
    The served counts are the checkpoint's (fixed) plus the followed rows
@@ -76,7 +76,7 @@ if TYPE_CHECKING:  # the worker's parts; an aggregator process (stream_app.aggre
 log = logging.getLogger(__name__)
 
 DECODED_MAX = 20_000  # decoded rows the aggregator keeps per partition between batches
-APPLY_EVERY_S = 0.2  # a follower applies rows at most this often (STREAM_RECO_COOC_APPLY_EVERY_S)
+APPLY_EVERY_S = 1.0  # a follower applies rows at most this often (STREAM_RECO_COOC_APPLY_EVERY_S)
 BUNDLE_BYTES = 256 * 1024  # a pair message carries the deltas of one partition's items up to about this size
 
 

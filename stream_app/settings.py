@@ -98,7 +98,7 @@ class Settings:
     state_dir: str = ""  # folder of the rocksdb state store; empty: <cache dir>/state
     cooc_top_m: int = 64  # co-engagement neighbours kept per item online (a row is cut back to them past twice as many)
     cooc_half_life_s: float = 0.0  # half-life by event time of the co-engagement counts learned online; 0: no decay
-    cooc_apply_every_s: float = 0.2  # a worker applies the followed co-engagement rows to its model at most this often
+    cooc_apply_every_s: float = 1.0  # a worker applies the followed co-engagement rows to its model at most this often
     cooc_aggregator: str = "process"  # where a worker runs the co-engagement aggregator: process (its child) | thread | none
     kafka_tmpfs: bool = True  # a throw-away local broker keeps its log in /dev/shm (>= 2 GiB free)
     check_output: bool = False  # validate every outgoing recommendation against its schema
