@@ -78,6 +78,7 @@ def gathered_products(E: np.ndarray, U: np.ndarray, rows: np.ndarray) -> np.ndar
     lock) when ``E``'s rows lie in a C-contiguous float32 array (``E`` itself, or a column range
     of one: the other columns then meet zeros in the padded user vectors), else a product per
     user. The same inputs give the same bits; they differ from ``E[rows] @ u`` in the last bits.
+    A row outside ``E`` is an IndexError, as numpy's gather would raise.
 
     >>> E = np.arange(12, dtype=np.float32).reshape(4, 3)
     >>> gathered_products(E[:, 1:], np.float32([[1, 0], [0, 2]]), np.array([[3, 0], [1, 1]])).tolist()
@@ -85,6 +86,8 @@ def gathered_products(E: np.ndarray, U: np.ndarray, rows: np.ndarray) -> np.ndar
     """
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     B, K = rows.shape
+    if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= len(E)):  # faiss would read past E
+        raise IndexError(f"rows outside the {len(E)} item vectors")
     base, start = E, 0
     if not E.flags.c_contiguous and isinstance(E.base, np.ndarray) and E.base.ndim == 2:
         base = E.base

@@ -215,7 +215,9 @@ class _AttentionPart:
         k, n = stage.sizes.ann, max(1, len(self.b))
         found = stage.index.search(self.Q, SHORTLIST * k)  # (B, SHORTLIST * k), -1 padded
         valid = found >= 0
-        s = np.where(valid, self._exact(np.where(valid, found, 0)), -np.inf)  # the whole batch at once
+        s = np.full(found.shape, -np.inf, dtype=np.float32)
+        if valid.any():  # the whole batch at once (a padded place scores row 0, then -inf)
+            s = np.where(valid, self._exact(np.where(valid, found, 0)), s)
         if found.shape[1] > k:
             best = np.sort(np.argpartition(-s, k - 1, axis=1)[:, :k], axis=1)  # (B, k) positions
             found, valid, s = (np.take_along_axis(a, best, axis=1) for a in (found, valid, s))

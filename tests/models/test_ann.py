@@ -118,3 +118,17 @@ def test_the_exact_vectors_grow_in_blocks_without_moving_and_read_back_exactly(m
     Q = rng.normal(size=(3, 7)).astype(np.float32)
     for q, r in zip(Q, index.search(Q, 10, nprobe=10**6, keep=10**6)):
         assert set(r.tolist()) == brute(X, live, q, 10)
+
+
+def test_gathered_products_equal_the_per_user_products_and_refuse_rows_outside():
+    from models.ann import gathered_products
+
+    rng = np.random.default_rng(3)
+    wide = rng.normal(size=(50, 12)).astype(np.float32)
+    U = rng.normal(size=(4, 8)).astype(np.float32)
+    rows = rng.integers(0, 50, (4, 7))
+    for E in (wide[:, :8], np.ascontiguousarray(wide[:, 2:10]), wide[:, 2:10]):  # a column range, a copy
+        want = np.stack([E[r] @ U[b] for b, r in enumerate(rows)])
+        np.testing.assert_allclose(gathered_products(E, U, rows), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(IndexError):
+        gathered_products(wide[:, :8], U, np.full((4, 7), 50))
