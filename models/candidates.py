@@ -240,8 +240,11 @@ class _AttentionPart:
             pos = np.minimum(np.searchsorted(self._key, key), self._key.size - 1)
             hit = self._key[pos] == key
             out[hit] = self._score[pos[hit]]
-        if not hit.all():
-            out[~hit] = self._exact(cols)[~hit]
+        m = (~hit).sum(axis=1)  # each user's misses, put first by a stable sort, scored in one call
+        if m.any():
+            pos = np.argsort(hit, axis=1, kind="stable")[:, : m.max()]  # (B, M)
+            take = np.arange(pos.shape[1]) < m[:, None]
+            out[np.nonzero(take)[0], pos[take]] = self._exact(np.take_along_axis(cols, pos, axis=1))[take]
         return out
 
     def moments(self):
