@@ -42,6 +42,9 @@ from stream_app import fatal, fencing
 
 log = logging.getLogger(__name__)
 
+TOP_UP_MS = 5  # a batch also takes what the next fetches bring within this each (``BulkConsumer._top_up``)
+TOP_UPS = 3  # ... at most this many of them
+
 
 class Fetching(Protocol):
     """The settings the loop reads (``stream_app.settings.Settings`` has them)."""
@@ -208,6 +211,9 @@ class BulkConsumer(mode.Service):
             t0 = time.perf_counter()
             try:
                 fetched = await consumer.getmany(timeout_ms=wait_ms, max_records=self.max_records)
+                generation = self.generation  # no await since getmany returned
+                if fetched:
+                    fetched, generation = await self._top_up(consumer, fetched, generation)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # ConsumerStoppedError at shutdown, or a broker error
@@ -216,7 +222,6 @@ class BulkConsumer(mode.Service):
                 log.warning("%s: fetch failed: %r", self.topic, exc)
                 await asyncio.sleep(0.5)
                 continue
-            generation = self.generation  # no await since getmany returned
             self.spent("fetch", time.perf_counter() - t0)
             if not fetched:
                 continue
@@ -240,6 +245,27 @@ class BulkConsumer(mode.Service):
                 self.spent("handle", t2 - t1)
                 self.spent("deliver", time.perf_counter() - t2)
             self._measure_lag(fetched)
+
+    async def _top_up(self, consumer, fetched: dict, generation: int) -> tuple[dict, int]:
+        """``fetched`` (read under ``generation``) and what one more fetch brings within
+        ``TOP_UP_MS``, and their generation. ``getmany`` returns records buffered by a fetch that
+        completed early in the previous batch; the next fetch goes out only once they are taken,
+        so without this, what arrived later in the previous batch would wait for the batch after
+        this one. A rebalance meanwhile: only what came after it (from the committed offsets,
+        which ``fetched`` is read again from)."""
+        room = self.max_records - sum(len(rs) for rs in fetched.values())
+        for _ in range(TOP_UPS):  # a fetch may bring some partitions only: a few more
+            if room <= 0:
+                break
+            more = await consumer.getmany(timeout_ms=TOP_UP_MS, max_records=room)
+            if self.generation != generation:
+                return more, self.generation
+            if not more:
+                break
+            for tp, rs in more.items():
+                fetched[tp] = fetched[tp] + rs if tp in fetched else rs
+                room -= len(rs)
+        return fetched, generation
 
     def _measure_lag(self, fetched: dict) -> None:
         now = time.monotonic()

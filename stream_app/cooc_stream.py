@@ -19,10 +19,12 @@ user's first engagement with an item into additions to the pair counts. Offline 
    the event loop) and writes every row a batch touched, once, to the compacted
    ``<app_id>-cooc-rows-changelog`` on the same partition number; then commits;
 3. **follows** the rows (``CoocFollower``, every worker): all partitions of the rows changelog,
-   from the start, for as long as the worker runs; the hot path applies what arrived before a
-   batch (at most every ``STREAM_RECO_COOC_APPLY_EVERY_S``, 1 s: an item's last record stands
-   for the ones before it, so rows that change every batch are applied once per interval) and a
-   timer while idle, in the model thread, and starts only after one read to the end.
+   from the start, for as long as the worker runs; at most every
+   ``STREAM_RECO_COOC_APPLY_EVERY_S`` (1 s) what arrived becomes a round (an item's last record
+   stands for the ones before it, so rows that change every batch are applied once per
+   interval), applied in the model thread ``APPLY_SLICE`` rows before each batch (a batch never
+   waits for a whole round) and by a timer while idle; the worker starts only after one read to
+   the end, applied whole.
    The served counts are the checkpoint's (fixed) plus the followed rows
    (``models.cooc.rows.OnlineRows``).
 
@@ -77,6 +79,7 @@ log = logging.getLogger(__name__)
 
 DECODED_MAX = 20_000  # decoded rows the aggregator keeps per partition between batches
 APPLY_EVERY_S = 1.0  # a follower applies rows at most this often (STREAM_RECO_COOC_APPLY_EVERY_S)
+APPLY_SLICE = 1024  # rows a follower applies before one batch at most (the rest before the next ones)
 BUNDLE_BYTES = 256 * 1024  # a pair message carries the deltas of one partition's items up to about this size
 
 
@@ -243,6 +246,12 @@ class CoocFollower(mode.Service):
         self.pending: list = []  # (partition, offset, item id, record | None), in changelog order
         self.highest: dict[int, int] = {}  # partition -> highest writer epoch seen
         self.applied: dict[int, int] = {}  # partition -> next offset applied to the model
+        self._round: list = []  # (item id, record | None) of the round being applied, not applied yet
+        self._round_records = 0  # records the round stands for
+        self._reached: dict[int, int] = {}  # partition -> next offset once the round is applied
+        self._lock = asyncio.Lock()
+        self._batches = self._batches_seen = 0  # hot-path calls, and as many when the timer last called
+        self._restored = False  # the first round (the changelog read at start) is applied whole
         self.caught_up = asyncio.Event()
         self._tps: list = []
         self._reader = None
@@ -267,6 +276,7 @@ class CoocFollower(mode.Service):
                 self.applied[tp.partition] = await self._reader.position(tp)
         if self.sensor is not None:
             self.sensor.on_rows_followed(0, dict(self.applied), 0)
+        self._restored = not self.pending  # else the first round applies what was read, whole
         log.info("co-engagement rows changelog read: %d records", records)
         self.caught_up.set()
         self.add_future(self._follow())
@@ -308,25 +318,42 @@ class CoocFollower(mode.Service):
                 total += max(0, hw - self.applied.get(tp.partition, 0))
         return total
 
-    async def sync(self, run_model: RunModel, processor: Processor) -> None:
-        """Apply the rows read so far to the model, in order, in the model thread, at most once
-        every ``apply_every_s`` seconds (what arrives meanwhile waits for a later call: the hot
-        path calls before each batch, a timer every second). ``applied`` (and the sensor's
-        ``applied_offsets``) is where the model stands in each partition: every record below it
-        is in the model."""
-        now = time.monotonic()
-        if not self.pending or now - self._applied_at < self.apply_every_s:
+    async def sync(self, run_model: RunModel, processor: Processor, between_batches: bool = False) -> None:
+        """Apply the rows read so far to the model, in order, in the model thread, in rounds: at
+        most once every ``apply_every_s`` seconds the rows read so far become a round (an item's
+        last record in it stands for its earlier ones). ``between_batches`` (the hot path's call
+        before each batch): at most ``APPLY_SLICE`` rows of the round are applied, so a batch
+        never waits for a whole round; otherwise (the one-second timer) the rest of the round,
+        unless a batch ran since the timer's last call (then a slice too). The first round (what
+        was read at start) is applied whole. ``applied`` (and the
+        sensor's ``applied_offsets``) advances when a round is complete: every record below it is
+        in the model."""
+        async with self._lock:  # the timer's call and the hot path's never interleave their slices
+            now = time.monotonic()
+            if between_batches:
+                self._batches += 1
+            if not self._round and self.pending and now - self._applied_at >= self.apply_every_s:
+                self._applied_at = now
+                changes, self.pending = self.pending, []
+                self._round = list({item: value for _, _, item, value in changes if item is not None}.items())
+                self._round_records = sum(1 for c in changes if c[2] is not None)
+                for p, offset, _, _ in changes:
+                    self._reached[p] = offset + 1
+            if not self._reached:
+                if self.sensor is not None:
+                    self.sensor.on_follow_lag(self.lag())
+                return
+            whole = not self._restored or (not between_batches and self._batches == self._batches_seen)
+            if not between_batches:
+                self._batches_seen = self._batches
+            take = self._round if whole else self._round[:APPLY_SLICE]
+            self._round = self._round[len(take):]
+            if take and processor.model.cooc is not None:
+                await run_model(apply_followed, processor, take)
+            if self._round:
+                return
+            reached, self._reached = self._reached, {}
+            self.applied.update(reached)
+            self._restored = True
             if self.sensor is not None:
-                self.sensor.on_follow_lag(self.lag())
-            return
-        self._applied_at = now
-        changes, self.pending = self.pending, []
-        rows = [(item, value) for _, _, item, value in changes if item is not None]
-        if rows and processor.model.cooc is not None:
-            await run_model(apply_followed, processor, rows)
-        reached = {}
-        for p, offset, _, _ in changes:
-            reached[p] = offset + 1
-        self.applied.update(reached)
-        if self.sensor is not None:
-            self.sensor.on_rows_followed(len(rows), reached, self.lag())
+                self.sensor.on_rows_followed(self._round_records, reached, self.lag())

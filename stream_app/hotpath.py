@@ -99,7 +99,7 @@ async def handle_batch(ctx: Context, hot: HotPath, records: list) -> None:
     out, names = hot.outbox, ctx.topics
     await ctx.catalog.sync(ctx.run_model, ctx.processor)  # catalogue changes first, in order
     if ctx.cooc is not None:  # then the co-engagement rows followed so far
-        await ctx.cooc.sync(ctx.run_model, ctx.processor)
+        await ctx.cooc.sync(ctx.run_model, ctx.processor, between_batches=True)
     good, good_records, owners = [], [], []
     parse, partitions, route = ctx.processor.parse_event, ctx.settings.partitions, hot.routing
     for record in records:

@@ -132,3 +132,53 @@ def test_a_record_that_is_no_pair_message_is_refused_by_unbundle():
     for value in (b"not json", b"[1, 2]", b'{"items": {"a": 3}}', b"\xff"):
         with pytest.raises(ValueError):
             unbundle("a", value)
+
+
+def test_the_follower_applies_a_round_in_slices_between_batches(monkeypatch):
+    from stream_app import cooc_stream
+
+    monkeypatch.setattr(cooc_stream, "APPLY_SLICE", 2)
+    sensor = Sensor()
+    f = CoocFollower("unused:9092", "rows", sensor=sensor, apply_every_s=3600.0)
+    f._restored = True  # serving: the changelog read at start was applied
+    p = processor(0.0)
+    row = lambda n: NeighbourRow(n, 5, 1, {"i1": float(n)}).to_bytes()  # noqa: E731
+    applied = []
+
+    async def run_model(fn, processor, rows):
+        applied.append([item for item, _ in rows])
+        return fn(processor, rows)
+
+    for k, item in enumerate(["i0", "i2", "i0", "i3", "i4", "i5"]):  # i0 twice: its last record stands
+        f._take(record(0, k, item.encode(), row(float(k))))
+    asyncio.run(f.sync(run_model, p, between_batches=True))
+    f._take(record(0, 6, b"i6", row(6.0)))  # read meanwhile: a later round
+    asyncio.run(f.sync(run_model, p, between_batches=True))
+    assert applied == [["i0", "i2"], ["i3", "i4"]]
+    assert f.applied == {} and sensor.stats()["cooc"]["rows_followed"] == 0  # the round is not complete
+    asyncio.run(f.sync(run_model, p))  # the timer, after a batch: a slice too
+    assert applied[-1] == ["i5"] and f.applied == {0: 6} and sensor.stats()["cooc"]["rows_followed"] == 6
+    cooc = p.model.cooc
+    assert cooc.online.snapshot(cooc.index["i0"], cooc.counts.ids)["n"] == 2.0
+    f._applied_at -= 3600.0
+    for k, item in enumerate(["i7", "i8", "i9"], start=7):
+        f._take(record(0, k, item.encode(), row(float(k))))
+    asyncio.run(f.sync(run_model, p))  # the timer with no batch since its last call: the whole round
+    assert applied[-1] == ["i6", "i7", "i8", "i9"] and f.applied == {0: 10}
+
+
+def test_the_follower_applies_what_it_read_at_start_whole(monkeypatch):
+    from stream_app import cooc_stream
+
+    monkeypatch.setattr(cooc_stream, "APPLY_SLICE", 1)
+    f = CoocFollower("unused:9092", "rows", sensor=Sensor())
+    p = processor(0.0)
+    row = lambda n: NeighbourRow(n, 5, 1, {"i1": float(n)}).to_bytes()  # noqa: E731
+    for k in range(3):
+        f._take(record(0, k, f"i{k}".encode(), row(1.0)))
+
+    async def run_model(fn, *args):
+        return fn(*args)
+
+    asyncio.run(f.sync(run_model, p, between_batches=True))
+    assert f.applied == {0: 3} and f._restored
