@@ -20,11 +20,13 @@ user's first engagement with an item into additions to the pair counts. Offline 
    ``<app_id>-cooc-rows-changelog`` on the same partition number; then commits;
 3. **follows** the rows (``CoocFollower``, every worker): all partitions of the rows changelog,
    from the start, for as long as the worker runs; at most every
-   ``STREAM_RECO_COOC_APPLY_EVERY_S`` (1 s) what arrived becomes a round (an item's last record
-   stands for the ones before it, so rows that change every batch are applied once per
-   interval), applied in the model thread ``APPLY_SLICE`` rows before each batch (a batch never
-   waits for a whole round) and by a timer while idle; the worker starts only after one read to
-   the end, applied whole.
+   ``STREAM_RECO_COOC_APPLY_EVERY_S`` (1 s), and under load less often (``CoocFollower.sync``:
+   following every worker's rows takes at most a tenth of the model thread), what arrived
+   becomes a round (an item's last record stands for the ones before it, so rows that change
+   every batch are applied once per round), applied in the model thread ``APPLY_SLICE`` rows
+   before each batch (a batch never waits for a whole round) and by a timer while idle; the
+   worker starts only after one read to the end, applied whole. ``/stats`` ``cooc.apply_gap_s``:
+   the time between rounds now.
    The served counts are the checkpoint's (fixed) plus the followed rows
    (``models.cooc.rows.OnlineRows``).
 
@@ -80,6 +82,8 @@ log = logging.getLogger(__name__)
 DECODED_MAX = 20_000  # decoded rows the aggregator keeps per partition between batches
 APPLY_EVERY_S = 1.0  # a follower applies rows at most this often (STREAM_RECO_COOC_APPLY_EVERY_S)
 APPLY_SLICE = 1024  # rows a follower applies before one batch at most (the rest before the next ones)
+FOLLOW_SHARE = 0.1  # of the model thread's time, at most, applying followed rows (rounds spaced out past it) ...
+MAX_GAP_S = 30.0  # ... until rounds are this far apart
 BUNDLE_BYTES = 256 * 1024  # a pair message carries the deltas of one partition's items up to about this size
 
 
@@ -242,7 +246,9 @@ class CoocFollower(mode.Service):
         self.security = security or {}
         self.sensor = sensor
         self.apply_every_s = apply_every_s  # rows are applied to the model at most this often
-        self._applied_at = float("-inf")  # when ``sync`` last applied rows (time.monotonic)
+        self._applied_at = float("-inf")  # when ``sync`` last began a round (time.monotonic)
+        self.gap_s = apply_every_s  # between the starts of two rounds: ``apply_every_s``, longer when rounds cost more
+        self._round_s = 0.0  # model-thread seconds the round in progress took so far
         self.pending: list = []  # (partition, offset, item id, record | None), in changelog order
         self.highest: dict[int, int] = {}  # partition -> highest writer epoch seen
         self.applied: dict[int, int] = {}  # partition -> next offset applied to the model
@@ -275,7 +281,7 @@ class CoocFollower(mode.Service):
             if tp.partition not in read:
                 self.applied[tp.partition] = await self._reader.position(tp)
         if self.sensor is not None:
-            self.sensor.on_rows_followed(0, dict(self.applied), 0)
+            self.sensor.on_rows_followed(0, dict(self.applied), 0, self.gap_s)
         self._restored = not self.pending  # else the first round applies what was read, whole
         log.info("co-engagement rows changelog read: %d records", records)
         self.caught_up.set()
@@ -320,8 +326,11 @@ class CoocFollower(mode.Service):
 
     async def sync(self, run_model: RunModel, processor: Processor, between_batches: bool = False) -> None:
         """Apply the rows read so far to the model, in order, in the model thread, in rounds: at
-        most once every ``apply_every_s`` seconds the rows read so far become a round (an item's
-        last record in it stands for its earlier ones). ``between_batches`` (the hot path's call
+        most once every ``gap_s`` seconds the rows read so far become a round (an item's last
+        record in it stands for its earlier ones). ``gap_s`` is ``apply_every_s``, or ten times
+        the model-thread time the last round took (``FOLLOW_SHARE``; up to ``MAX_GAP_S``): under
+        load rounds come less often, so each item's many records are applied once, and following
+        the cluster's rows never takes more than a tenth of the model thread. ``between_batches`` (the hot path's call
         before each batch): at most ``APPLY_SLICE`` rows of the round are applied, so a batch
         never waits for a whole round; otherwise (the one-second timer) the rest of the round,
         unless a batch ran since the timer's last call (then a slice too). The first round (what
@@ -332,7 +341,7 @@ class CoocFollower(mode.Service):
             now = time.monotonic()
             if between_batches:
                 self._batches += 1
-            if not self._round and self.pending and now - self._applied_at >= self.apply_every_s:
+            if not self._round and self.pending and now - self._applied_at >= self.gap_s:
                 self._applied_at = now
                 changes, self.pending = self.pending, []
                 self._round = list({item: value for _, _, item, value in changes if item is not None}.items())
@@ -349,11 +358,15 @@ class CoocFollower(mode.Service):
             take = self._round if whole else self._round[:APPLY_SLICE]
             self._round = self._round[len(take):]
             if take and processor.model.cooc is not None:
+                t0 = time.perf_counter()
                 await run_model(apply_followed, processor, take)
+                self._round_s += time.perf_counter() - t0
             if self._round:
                 return
             reached, self._reached = self._reached, {}
             self.applied.update(reached)
-            self._restored = True
+            if self._restored:  # the next round waits until this one's cost is FOLLOW_SHARE of the time
+                self.gap_s = min(MAX_GAP_S, max(self.apply_every_s, self._round_s / FOLLOW_SHARE))
+            self._round_s, self._restored = 0.0, True
             if self.sensor is not None:
-                self.sensor.on_rows_followed(self._round_records, reached, self.lag())
+                self.sensor.on_rows_followed(self._round_records, reached, self.lag(), self.gap_s)

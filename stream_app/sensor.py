@@ -101,7 +101,7 @@ class Sensor:
         self.rate = Rate(window_s, clock)  # events with an outcome
         # co-engagement learned online (stream_app.cooc_stream)
         self.cooc = {"pair_messages": 0, "first_engagements": 0, "rows_folded": 0, "rows_written": 0,
-                     "rows_followed": 0, "follow_lag": 0}
+                     "rows_followed": 0, "follow_lag": 0, "apply_gap_s": 0.0}
         self.cooc_applied: dict[int, int] = {}  # rows changelog partition -> next offset applied to the model
 
     # -- what happened -----------------------------------------------------------------------
@@ -167,10 +167,13 @@ class Sensor:
         self.cooc["rows_written"] += rows
         self.metrics.cooc_folded.inc(messages)
 
-    def on_rows_followed(self, records: int, applied: dict[int, int], lag: int) -> None:
+    def on_rows_followed(self, records: int, applied: dict[int, int], lag: int, gap_s: float | None = None) -> None:
         """``records`` rows changelog records applied to the model, up to the offsets ``applied``
-        (partition -> next offset); ``lag``: records read but not applied, or not read yet."""
+        (partition -> next offset); ``lag``: records read but not applied, or not read yet;
+        ``gap_s``: seconds between two rounds of them now."""
         self.cooc["rows_followed"] += records
+        if gap_s is not None:
+            self.cooc["apply_gap_s"] = round(gap_s, 3)
         self.cooc_applied.update(applied)
         self.on_follow_lag(lag)
         if records:

@@ -182,3 +182,37 @@ def test_the_follower_applies_what_it_read_at_start_whole(monkeypatch):
 
     asyncio.run(f.sync(run_model, p, between_batches=True))
     assert f.applied == {0: 3} and f._restored
+
+
+def test_rounds_come_less_often_when_they_take_more_than_their_share_of_the_model_thread(monkeypatch):
+    import time
+
+    from stream_app import cooc_stream
+
+    sensor = Sensor()
+    f = CoocFollower("unused:9092", "rows", sensor=sensor, apply_every_s=0.0)
+    f._restored = True
+    p = processor(0.0)
+    row = lambda n: NeighbourRow(n, 5, 1, {"i1": float(n)}).to_bytes()  # noqa: E731
+    slow = [0.2]
+
+    async def run_model(fn, *args):
+        time.sleep(slow[0])  # the round's cost in the model thread
+        return fn(*args)
+
+    f._take(record(0, 0, b"i0", row(1.0)))
+    asyncio.run(f.sync(run_model, p, between_batches=True))
+    assert f.applied == {0: 1} and f.gap_s >= 0.2 / cooc_stream.FOLLOW_SHARE
+    assert sensor.stats()["cooc"]["apply_gap_s"] == round(f.gap_s, 3)
+    f._take(record(0, 1, b"i2", row(2.0)))
+    asyncio.run(f.sync(run_model, p, between_batches=True))  # within the gap: the record waits
+    assert f.applied == {0: 1} and f.pending
+    slow[0] = 0.0
+    f._applied_at -= f.gap_s
+    asyncio.run(f.sync(run_model, p, between_batches=True))
+    assert f.applied == {0: 2} and f.gap_s < 0.2 / cooc_stream.FOLLOW_SHARE  # a cheap round: back to short gaps
+    monkeypatch.setattr(cooc_stream, "FOLLOW_SHARE", 1e-12)
+    f._take(record(0, 2, b"i3", row(3.0)))
+    f._applied_at -= f.gap_s
+    asyncio.run(f.sync(run_model, p, between_batches=True))
+    assert f.applied == {0: 3} and f.gap_s == cooc_stream.MAX_GAP_S
