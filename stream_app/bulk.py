@@ -8,7 +8,7 @@ keeps the worker's lifecycle, the web views and the timers. This module knows no
 what a batch causes, and when its offsets are committed, belong to the subclasses.
 
 One batch (``BulkConsumer._consume``): ``getmany`` returns up to ``max_records`` records of the
-partitions this member owns; ``handle(records)`` (the subclass) does the work; ``checkpoint``
+partitions this member owns (after a long batch, with what the next fetches bring: ``_top_up``); ``handle(records)`` (the subclass) does the work; ``checkpoint``
 (the subclass) takes the batch's offsets. When offsets are committed, and why nothing is lost or
 applied twice: ``stream_app.checkpoint``.
 
@@ -43,7 +43,8 @@ from stream_app import fatal, fencing
 log = logging.getLogger(__name__)
 
 TOP_UP_MS = 5  # a batch also takes what the next fetches bring within this each (``BulkConsumer._top_up``)
-TOP_UPS = 3  # ... at most this many of them
+TOP_UPS = 3  # ... at most this many of them, when the batch before took at least TOP_UP_AFTER_S (a short
+TOP_UP_AFTER_S = 0.01  # one left little waiting, and a top-up would only add its wait to a trickle's latency)
 
 
 class Fetching(Protocol):
@@ -76,6 +77,7 @@ class BulkConsumer(mode.Service):
         self.ready = asyncio.Event()  # set once the first assignment is in place
         self.consumer = None
         self._lag_at = 0.0
+        self._handled_s = 0.0  # how long the last batch took to handle
         super().__init__(**kwargs)
 
     # -- to implement ------------------------------------------------------------------------
@@ -212,7 +214,7 @@ class BulkConsumer(mode.Service):
             try:
                 fetched = await consumer.getmany(timeout_ms=wait_ms, max_records=self.max_records)
                 generation = self.generation  # no await since getmany returned
-                if fetched:
+                if fetched and self._handled_s >= TOP_UP_AFTER_S:  # a long batch before: what it left waiting
                     fetched, generation = await self._top_up(consumer, fetched, generation)
             except asyncio.CancelledError:
                 raise
@@ -242,16 +244,17 @@ class BulkConsumer(mode.Service):
                     log.exception("%s: a batch could not be handled or delivered", self.topic)
                     await self.fail(exc)
                     return
+                self._handled_s = t2 - t1
                 self.spent("handle", t2 - t1)
                 self.spent("deliver", time.perf_counter() - t2)
             self._measure_lag(fetched)
 
     async def _top_up(self, consumer, fetched: dict, generation: int) -> tuple[dict, int]:
-        """``fetched`` (read under ``generation``) and what one more fetch brings within
-        ``TOP_UP_MS``, and their generation. ``getmany`` returns records buffered by a fetch that
-        completed early in the previous batch; the next fetch goes out only once they are taken,
-        so without this, what arrived later in the previous batch would wait for the batch after
-        this one. A rebalance meanwhile: only what came after it (from the committed offsets,
+        """``fetched`` (read under ``generation``) and what up to ``TOP_UPS`` more fetches bring
+        within ``TOP_UP_MS`` each, and their generation. ``getmany`` returns records buffered by
+        a fetch that completed early in the previous batch; the next fetch goes out only once they
+        are taken, so without this, what arrived later in a long previous batch would wait for
+        the batch after this one. A rebalance meanwhile: only what came after it (from the committed offsets,
         which ``fetched`` is read again from)."""
         room = self.max_records - sum(len(rs) for rs in fetched.values())
         for _ in range(TOP_UPS):  # a fetch may bring some partitions only: a few more
