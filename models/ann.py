@@ -44,10 +44,15 @@ True
 """
 from __future__ import annotations
 
+import logging
 import math
 
-import faiss
 import numpy as np
+
+# faiss's loader tries builds this wheel does not ship (AVX2, AVX-512) and logs each failure as
+# INFO before it loads the one it has: noise in every worker's log, not a fault
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+import faiss  # noqa: E402
 
 TRAIN_PER_CELL = 64  # k-means training points per cell (a sample of the catalogue)
 REBUILD_GROWTH = 4  # re-index once the catalogue has this many times the rows the cells were trained on
