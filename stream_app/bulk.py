@@ -260,7 +260,13 @@ class BulkConsumer(mode.Service):
         for _ in range(TOP_UPS):  # a fetch may bring some partitions only: a few more
             if room <= 0:
                 break
-            more = await consumer.getmany(timeout_ms=TOP_UP_MS, max_records=room)
+            try:
+                more = await consumer.getmany(timeout_ms=TOP_UP_MS, max_records=room)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # what was fetched is handled (its positions are past it); the loop sees this again
+                log.warning("%s: fetch failed while topping up a batch: %r", self.topic, exc)
+                break
             if self.generation != generation:
                 return more, self.generation
             if not more:

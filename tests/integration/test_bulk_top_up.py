@@ -1,6 +1,7 @@
 """``BulkConsumer._top_up`` against a real broker: a batch takes what the next fetches bring, every
 record once and in order per partition; after a rebalance during a top-up only what came after
-it is kept (what came before is read again from the committed offsets)."""
+it is kept (what came before is read again from the committed offsets); a fetch that fails
+during a top-up leaves what was fetched before it to be handled."""
 from __future__ import annotations
 
 import asyncio
@@ -44,7 +45,7 @@ def test_a_batch_takes_what_the_next_fetches_bring_every_record_once_in_order(ka
     async def go():
         topic = await _filled_topic(kafka_bootstrap)
         consumer = await _reader(kafka_bootstrap, topic)
-        owner = SimpleNamespace(max_records=300, generation=0)
+        owner = SimpleNamespace(max_records=300, generation=0, topic=topic)
         seen: dict[int, list[int]] = {p: [] for p in range(PARTITIONS)}
         sizes = []
         try:
@@ -69,7 +70,7 @@ def test_after_a_rebalance_during_a_top_up_only_what_came_after_it_is_kept(kafka
     async def go():
         topic = await _filled_topic(kafka_bootstrap)
         consumer = await _reader(kafka_bootstrap, topic)
-        owner = SimpleNamespace(max_records=300, generation=0)
+        owner = SimpleNamespace(max_records=300, generation=0, topic=topic)
 
         class Rebalancing:  # the real consumer; the group moves on while the top-up fetches
             async def getmany(self, **kwargs):
@@ -85,5 +86,27 @@ def test_after_a_rebalance_during_a_top_up_only_what_came_after_it_is_kept(kafka
         before = {(tp.partition, r.offset) for tp, rs in first.items() for r in rs}
         after = {(tp.partition, r.offset) for tp, rs in fetched.items() for r in rs}
         assert before and not before & after
+
+    asyncio.run(go())
+
+
+def test_a_fetch_that_fails_while_topping_up_keeps_what_was_fetched(kafka_bootstrap):
+    from aiokafka.errors import KafkaError
+
+    async def go():
+        topic = await _filled_topic(kafka_bootstrap)
+        consumer = await _reader(kafka_bootstrap, topic)
+        owner = SimpleNamespace(max_records=300, generation=0, topic=topic)
+
+        class Failing:  # the broker answers the first fetch, then fails
+            async def getmany(self, **kwargs):
+                raise KafkaError("the broker went away")
+
+        try:
+            first = await consumer.getmany(timeout_ms=1000, max_records=50)
+            fetched, generation = await BulkConsumer._top_up(owner, Failing(), dict(first), 0)
+        finally:
+            await consumer.stop()
+        assert first and fetched == first and generation == 0  # its positions are past them: handled, not dropped
 
     asyncio.run(go())
