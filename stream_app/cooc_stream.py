@@ -330,18 +330,23 @@ class CoocFollower(mode.Service):
         record in it stands for its earlier ones). ``gap_s`` is ``apply_every_s``, or ten times
         the model-thread time the last round took (``FOLLOW_SHARE``; up to ``MAX_GAP_S``): under
         load rounds come less often, so each item's many records are applied once, and following
-        the cluster's rows never takes more than a tenth of the model thread. ``between_batches`` (the hot path's call
-        before each batch): at most ``APPLY_SLICE`` rows of the round are applied, so a batch
-        never waits for a whole round; otherwise (the one-second timer) the rest of the round,
-        unless a batch ran since the timer's last call (then a slice too). The first round (what
-        was read at start) is applied whole. ``applied`` (and the
-        sensor's ``applied_offsets``) advances when a round is complete: every record below it is
-        in the model."""
+        the cluster's rows never takes more than a tenth of the model thread.
+        ``between_batches`` (the hot path's call before each batch): at most ``APPLY_SLICE`` rows
+        of the round are applied, so a batch never waits for a whole round. Otherwise (the
+        one-second timer): a slice too when a batch ran since the timer's last call; else the
+        worker is idle, and the rest of the round is applied, and a new one begun after
+        ``apply_every_s`` whatever ``gap_s``. The first round (what was read at start) is
+        applied whole. ``applied`` (and the sensor's ``applied_offsets``) advances when a round
+        is complete: every record below it is in the model."""
         async with self._lock:  # the timer's call and the hot path's never interleave their slices
             now = time.monotonic()
             if between_batches:
                 self._batches += 1
-            if not self._round and self.pending and now - self._applied_at >= self.gap_s:
+            idle = not between_batches and self._batches == self._batches_seen  # no batch since the timer's last call
+            if not between_batches:
+                self._batches_seen = self._batches
+            gap = self.apply_every_s if idle else self.gap_s
+            if not self._round and self.pending and now - self._applied_at >= gap:
                 self._applied_at = now
                 changes, self.pending = self.pending, []
                 self._round = list({item: value for _, _, item, value in changes if item is not None}.items())
@@ -352,10 +357,7 @@ class CoocFollower(mode.Service):
                 if self.sensor is not None:
                     self.sensor.on_follow_lag(self.lag())
                 return
-            whole = not self._restored or (not between_batches and self._batches == self._batches_seen)
-            if not between_batches:
-                self._batches_seen = self._batches
-            take = self._round if whole else self._round[:APPLY_SLICE]
+            take = self._round if idle or not self._restored else self._round[:APPLY_SLICE]
             self._round = self._round[len(take):]
             if take and processor.model.cooc is not None:
                 t0 = time.perf_counter()

@@ -216,3 +216,9 @@ def test_rounds_come_less_often_when_they_take_more_than_their_share_of_the_mode
     f._applied_at -= f.gap_s
     asyncio.run(f.sync(run_model, p, between_batches=True))
     assert f.applied == {0: 3} and f.gap_s == cooc_stream.MAX_GAP_S
+    f._take(record(0, 3, b"i4", row(4.0)))
+    asyncio.run(f.sync(run_model, p, between_batches=True))  # busy: the record waits for the gap
+    asyncio.run(f.sync(run_model, p))  # the timer, a batch since its last call: still busy
+    assert f.applied == {0: 3}
+    asyncio.run(f.sync(run_model, p))  # the timer again, no batch since: idle, the gap does not hold
+    assert f.applied == {0: 4}
