@@ -8,8 +8,9 @@ keeps the worker's lifecycle, the web views and the timers. This module knows no
 what a batch causes, and when its offsets are committed, belong to the subclasses.
 
 One batch (``BulkConsumer._consume``): ``getmany`` returns up to ``max_records`` records of the
-partitions this member owns (after a long batch, with what the next fetches bring: ``_top_up``); ``handle(records)`` (the subclass) does the work; ``checkpoint``
-(the subclass) takes the batch's offsets. When offsets are committed, and why nothing is lost or
+partitions this member owns (after a long batch, with what the next fetches bring: ``_top_up``);
+``handle(records)`` (the subclass) does the work; ``checkpoint`` (the subclass) takes the batch's
+offsets. When offsets are committed, and why nothing is lost or
 applied twice: ``stream_app.checkpoint``.
 
 Rebalances: the revocation callback takes the same lock as a batch, so the batch in flight
@@ -254,8 +255,9 @@ class BulkConsumer(mode.Service):
         within ``TOP_UP_MS`` each, and their generation. ``getmany`` returns records buffered by
         a fetch that completed early in the previous batch; the next fetch goes out only once they
         are taken, so without this, what arrived later in a long previous batch would wait for
-        the batch after this one. A rebalance meanwhile: only what came after it (from the committed offsets,
-        which ``fetched`` is read again from)."""
+        the batch after this one. A rebalance meanwhile: only what came after it (from the
+        committed offsets, which ``fetched`` is read again from). A failed fetch ends the top-up:
+        ``fetched`` is still handled."""
         room = self.max_records - sum(len(rs) for rs in fetched.values())
         for _ in range(TOP_UPS):  # a fetch may bring some partitions only: a few more
             if room <= 0:
@@ -264,7 +266,7 @@ class BulkConsumer(mode.Service):
                 more = await consumer.getmany(timeout_ms=TOP_UP_MS, max_records=room)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # what was fetched is handled (its positions are past it); the loop sees this again
+            except Exception as exc:  # the positions are past ``fetched``: handle it; the loop meets the error again
                 log.warning("%s: fetch failed while topping up a batch: %r", self.topic, exc)
                 break
             if self.generation != generation:
