@@ -44,12 +44,18 @@ def rss_bytes(field: str = "VmRSS") -> int:
     return proc_status_bytes(os.getpid(), field)
 
 
-def proc_status_bytes(pid: int, field: str) -> int:
+def proc_status_bytes(pid: int, field: str, *more: str) -> int | tuple[int, ...]:
+    """A ``/proc/<pid>/status`` field in bytes; with ``more``, each field's, all from one read
+    (so ``VmHWM`` >= ``VmRSS`` holds between them, as it would not across two reads of a
+    process that grows meanwhile)."""
+    fields = (field, *more)
     with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(field)
+        found = {line.split(":", 1)[0]: int(line.split()[1]) * 1024 for line in f
+                 if line.split(":", 1)[0] in fields}
+    missing = [k for k in fields if k not in found]
+    if missing:
+        raise KeyError(missing[0])
+    return found[field] if not more else tuple(found[k] for k in fields)
 
 
 def topic_vectors(topic: np.ndarray, dim: int = TEXT_DIM, seed: int = 0) -> np.ndarray:

@@ -79,8 +79,8 @@ def worker_memory(worker) -> dict:
     peak = rss = 0
     try:
         for p in [pid, *kids]:
-            peak += proc_status_bytes(p, "VmHWM")
-            rss += proc_status_bytes(p, "VmRSS")
+            hwm, now = proc_status_bytes(p, "VmHWM", "VmRSS")  # one read: the peak is at least the size
+            peak, rss = peak + hwm, rss + now
     except (OSError, KeyError):
         return {"peak_rss_bytes": None, "rss_bytes": None}
     return {"peak_rss_bytes": peak, "rss_bytes": rss, "processes": 1 + len(kids)}
