@@ -66,47 +66,45 @@ def test_a_batch_takes_what_the_next_fetches_bring_every_record_once_in_order(ka
     asyncio.run(go())
 
 
+async def _first_then_top_up(bootstrap: str, top_up_reader) -> tuple[dict, dict, int]:
+    """(what a first fetch of 50 brought, what ``_top_up`` made of it, its generation), the top-up
+    reading through ``top_up_reader(consumer, owner)``."""
+    topic = await _filled_topic(bootstrap)
+    consumer = await _reader(bootstrap, topic)
+    owner = SimpleNamespace(max_records=300, generation=0, topic=topic)
+    try:
+        first = await consumer.getmany(timeout_ms=1000, max_records=50)
+        fetched, generation = await BulkConsumer._top_up(owner, top_up_reader(consumer, owner), dict(first), 0)
+    finally:
+        await consumer.stop()
+    return first, fetched, generation
+
+
 def test_after_a_rebalance_during_a_top_up_only_what_came_after_it_is_kept(kafka_bootstrap):
-    async def go():
-        topic = await _filled_topic(kafka_bootstrap)
-        consumer = await _reader(kafka_bootstrap, topic)
-        owner = SimpleNamespace(max_records=300, generation=0, topic=topic)
+    class Rebalancing:  # the real consumer; the group moves on while the top-up fetches
+        def __init__(self, consumer, owner):
+            self.consumer, self.owner = consumer, owner
 
-        class Rebalancing:  # the real consumer; the group moves on while the top-up fetches
-            async def getmany(self, **kwargs):
-                owner.generation += 1
-                return await consumer.getmany(**kwargs)
+        async def getmany(self, **kwargs):
+            self.owner.generation += 1
+            return await self.consumer.getmany(**kwargs)
 
-        try:
-            first = await consumer.getmany(timeout_ms=1000, max_records=50)
-            fetched, generation = await BulkConsumer._top_up(owner, Rebalancing(), dict(first), 0)
-        finally:
-            await consumer.stop()
-        assert generation == 1
-        before = {(tp.partition, r.offset) for tp, rs in first.items() for r in rs}
-        after = {(tp.partition, r.offset) for tp, rs in fetched.items() for r in rs}
-        assert before and not before & after
-
-    asyncio.run(go())
+    first, fetched, generation = asyncio.run(_first_then_top_up(kafka_bootstrap, Rebalancing))
+    assert generation == 1
+    before = {(tp.partition, r.offset) for tp, rs in first.items() for r in rs}
+    after = {(tp.partition, r.offset) for tp, rs in fetched.items() for r in rs}
+    assert before and not before & after
 
 
 def test_a_fetch_that_fails_while_topping_up_keeps_what_was_fetched(kafka_bootstrap):
     from aiokafka.errors import KafkaError
 
-    async def go():
-        topic = await _filled_topic(kafka_bootstrap)
-        consumer = await _reader(kafka_bootstrap, topic)
-        owner = SimpleNamespace(max_records=300, generation=0, topic=topic)
+    class Failing:  # the broker answers the first fetch, then fails
+        def __init__(self, consumer, owner):
+            pass
 
-        class Failing:  # the broker answers the first fetch, then fails
-            async def getmany(self, **kwargs):
-                raise KafkaError("the broker went away")
+        async def getmany(self, **kwargs):
+            raise KafkaError("the broker went away")
 
-        try:
-            first = await consumer.getmany(timeout_ms=1000, max_records=50)
-            fetched, generation = await BulkConsumer._top_up(owner, Failing(), dict(first), 0)
-        finally:
-            await consumer.stop()
-        assert first and fetched == first and generation == 0  # its positions are past them: handled, not dropped
-
-    asyncio.run(go())
+    first, fetched, generation = asyncio.run(_first_then_top_up(kafka_bootstrap, Failing))
+    assert first and fetched == first and generation == 0  # its positions are past them: handled, not dropped
