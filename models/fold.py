@@ -100,25 +100,29 @@ def _slots(pending: Sequence[Pending]) -> tuple[np.ndarray, list[Any]]:
 
 
 def _scalars(dims: Sequence[Dimension], pending: Sequence[Pending]) -> tuple[np.ndarray, np.ndarray]:
-    """Each event's ``event_weight`` and ``decay`` of every dimension, (E, n) float64 each, the
-    dimensions' own functions called once per distinct argument (0.0 and -0.0 told apart)."""
+    """Each event's ``event_weight`` and ``decay`` of every dimension, (E, n) float64 each. The
+    dimensions' own functions are called once per distinct argument (0.0 and -0.0 told apart)
+    for the weights, and once per event for each distinct decay rule (dimensions with the same
+    half-life and per-event decay share their column: most dimensions decay alike)."""
+    n = len(dims)
     weights: dict[tuple, list[float]] = {}
-    decays: dict[tuple, list[float]] = {}
-    w, decay = [], []
+    w = []
     for p in pending:
-        s, v, dt = float(p.strength), float(p.valence), float(p.dt)
+        s, v = float(p.strength), float(p.valence)
         key = (s, v, copysign(1.0, s), copysign(1.0, v))
         row = weights.get(key)
         if row is None:
             row = weights[key] = [d.event_weight(s, v) for d in dims]
         w.append(row)
-        key = (dt, copysign(1.0, dt))
-        row = decays.get(key)
-        if row is None:
-            row = decays[key] = [d.decay(dt) for d in dims]
-        decay.append(row)
-    n = len(dims)
-    return np.array(w, dtype=np.float64).reshape(-1, n), np.array(decay, dtype=np.float64).reshape(-1, n)
+    rules: dict[tuple, list[int]] = {}  # a decay rule -> the dimensions that follow it
+    for j, d in enumerate(dims):
+        rules.setdefault((type(d).decay, d.half_life_ms, d.per_event_decay), []).append(j)
+    dts = [float(p.dt) for p in pending]
+    decay = np.empty((len(pending), n), dtype=np.float64)
+    for cols in rules.values():
+        rule = dims[cols[0]].decay
+        decay[:, cols] = np.array([rule(dt) for dt in dts], dtype=np.float64).reshape(-1, 1)
+    return np.array(w, dtype=np.float64).reshape(-1, n), decay
 
 
 def _item_table(dims: Sequence[Dimension], pending: Sequence[Pending],
