@@ -40,15 +40,17 @@ class CoocView(Protocol):
     """The co-engagement rows follower (``stream_app.cooc_stream.CoocFollower``) as the hot path
     and the timers use it."""
 
-    async def sync(self, run_model: RunModel, processor: Processor) -> None: ...
+    async def sync(self, run_model: RunModel, processor: Processor, between_batches: bool = False,
+                   batch_in_flight: bool = False) -> None: ...
 
 
 class PartitionsView(Protocol):
-    """The hot path (``stream_app.hotpath.HotPath``) as the views use it: the owned partitions
-    and the user states they hold."""
+    """The hot path (``stream_app.hotpath.HotPath``) as the views and the timers use it: the
+    owned partitions, the user states they hold, and the lock a batch in flight holds."""
 
     owned: set[int]
     store: UserStore
+    lock: asyncio.Lock
 
 
 @dataclass

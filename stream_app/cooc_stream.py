@@ -324,7 +324,8 @@ class CoocFollower(mode.Service):
                 total += max(0, hw - self.applied.get(tp.partition, 0))
         return total
 
-    async def sync(self, run_model: RunModel, processor: Processor, between_batches: bool = False) -> None:
+    async def sync(self, run_model: RunModel, processor: Processor, between_batches: bool = False,
+                   batch_in_flight: bool = False) -> None:
         """Apply the rows read so far to the model, in order, in the model thread, in rounds: at
         most once every ``gap_s`` seconds the rows read so far become a round (an item's last
         record in it stands for its earlier ones). ``gap_s`` is ``apply_every_s``, or ten times
@@ -333,7 +334,8 @@ class CoocFollower(mode.Service):
         the cluster's rows never takes more than a tenth of the model thread.
         ``between_batches`` (the hot path's call before each batch): at most ``APPLY_SLICE`` rows
         of the round are applied, so a batch never waits for a whole round. Otherwise (the
-        one-second timer): a slice too when a batch ran since the timer's last call; else the
+        one-second timer): a slice too when a batch ran since the timer's last call or one is in
+        flight (``batch_in_flight``: a batch of a backlog may take longer than a second); else the
         worker is idle, and the rest of the round is applied, and a new one begun after
         ``apply_every_s`` whatever ``gap_s``. The first round (what was read at start) is
         applied whole. ``applied`` (and the sensor's ``applied_offsets``) advances when a round
@@ -342,7 +344,8 @@ class CoocFollower(mode.Service):
             now = time.monotonic()
             if between_batches:
                 self._batches += 1
-            idle = not between_batches and self._batches == self._batches_seen  # no batch since the timer's last call
+            # idle: no batch in flight, and none began since the timer's last call
+            idle = not between_batches and not batch_in_flight and self._batches == self._batches_seen
             if not between_batches:
                 self._batches_seen = self._batches
             gap = self.apply_every_s if idle else self.gap_s

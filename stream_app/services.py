@@ -84,8 +84,9 @@ def register(app: faust.App, ctx: Context) -> None:
         even while no events arrive."""
         if ctx.catalog is not None:  # timers start just before the services
             await ctx.catalog.sync(ctx.run_model, ctx.processor)
-        if ctx.cooc is not None:
-            await ctx.cooc.sync(ctx.run_model, ctx.processor)
+        if ctx.cooc is not None:  # a batch in flight (the hot path holds its lock): the worker is busy
+            busy = ctx.hot is not None and ctx.hot.lock.locked()
+            await ctx.cooc.sync(ctx.run_model, ctx.processor, batch_in_flight=busy)
 
     watch = ClusterWatch(ctx.settings.bootstrap_servers, ctx.cluster_id, security_options(ctx.settings))
 

@@ -222,3 +222,26 @@ def test_rounds_come_less_often_when_they_take_more_than_their_share_of_the_mode
     assert f.applied == {0: 3}
     asyncio.run(f.sync(run_model, p))  # the timer again, no batch since: idle, the gap does not hold
     assert f.applied == {0: 4}
+
+
+def test_a_batch_in_flight_longer_than_the_timer_keeps_the_worker_busy(monkeypatch):
+    from stream_app import cooc_stream
+
+    monkeypatch.setattr(cooc_stream, "FOLLOW_SHARE", 1e-12)  # any round: the longest gap
+    f = CoocFollower("unused:9092", "rows", sensor=Sensor(), apply_every_s=0.0)
+    f._restored = True
+    p = processor(0.0)
+    row = lambda n: NeighbourRow(n, 5, 1, {"i1": float(n)}).to_bytes()  # noqa: E731
+
+    async def run_model(fn, *args):
+        return fn(*args)
+
+    f._take(record(0, 0, b"i0", row(1.0)))
+    asyncio.run(f.sync(run_model, p, between_batches=True))  # a batch of a backlog begins
+    assert f.applied == {0: 1} and f.gap_s == cooc_stream.MAX_GAP_S
+    f._take(record(0, 1, b"i2", row(2.0)))
+    for _ in range(3):  # timer calls while that batch runs on: no batch began since, but one is in flight
+        asyncio.run(f.sync(run_model, p, batch_in_flight=True))
+    assert f.applied == {0: 1} and f.pending  # busy: the record waits for the gap
+    asyncio.run(f.sync(run_model, p))  # the batch is done and no other began: idle
+    assert f.applied == {0: 2}
