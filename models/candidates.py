@@ -122,7 +122,7 @@ class TwoStage:
         ranked = self.model._ranked()
         parts = [self._part(c, states) for c in ranked]
         cols, valid = self._candidates(states, [p.candidates for p in parts])
-        raw = {c.name: p.at(cols) for c, p in zip(ranked, parts)}
+        raw = {c.name: p.at(cols, valid) for c, p in zip(ranked, parts)}
         blend = self.model.blend
         if blend is None:
             S = raw["attention"].astype(np.float64)
@@ -153,11 +153,11 @@ class TwoStage:
         items = self.model.items
         deleted, keys, index = items.deleted, items.keys(), items.index
         B, n = len(states), max(1, len(deleted))
-        per_user = [np.concatenate([f[b] for f in found]) for b in range(B)]
-        user = np.repeat(np.arange(B, dtype=np.int64), [len(r) for r in per_user])
-        rows = np.concatenate(per_user + [np.zeros(0, np.int64)]).astype(np.int64, copy=False)
+        users = np.arange(B, dtype=np.int64)
+        user = np.concatenate([np.repeat(users, [len(r) for r in f]) for f in found] + [np.zeros(0, np.int64)])
+        rows = np.concatenate([r for f in found for r in f] + [np.zeros(0, np.int64)]).astype(np.int64, copy=False)
         if self._fresh.size:
-            user = np.concatenate([user, np.repeat(np.arange(B, dtype=np.int64), self._fresh.size)])
+            user = np.concatenate([user, np.repeat(users, self._fresh.size)])
             rows = np.concatenate([rows, np.tile(self._fresh, B)])
         ok = (rows >= 0) & (rows < n)
         user, rows = user[ok], rows[ok]
@@ -166,9 +166,9 @@ class TwoStage:
         user, rows = pair // n, pair % n
         # seen: a recent item's row, or an older item's key (``SeenItems.hashed_mask``), per user
         space = 1 << HASH_BITS
-        hashed = [(b, g) for b, st in enumerate(states) for g in (st.seen.older, st.seen.newer) if g]
-        known = np.concatenate([np.zeros(0, np.int64)] + [b * space + np.fromiter(g, np.int64, len(g))
-                                                          for b, g in hashed])
+        hashed = [(b, g) for b, st in enumerate(states) if st.seen.older or st.seen.newer
+                  for g in st.seen.generations() if g.size]
+        known = np.concatenate([np.zeros(0, np.int64)] + [b * space + g for b, g in hashed])
         seen = np.isin(user * space + keys[rows], known)
         recent = [(b, index[i]) for b, st in enumerate(states) for i in st.seen.recent if i in index]
         if recent:
@@ -196,7 +196,7 @@ class _FullPart:
         self.full = np.asarray(component.scores_many(states), dtype=np.float64)
         self.candidates: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(states)
 
-    def at(self, cols):
+    def at(self, cols, valid=None):
         return np.take_along_axis(self.full, cols, axis=1)
 
     def moments(self):
@@ -227,19 +227,20 @@ class _AttentionPart:
         """(B, K) exact attention scores of each user's ``rows`` (B, K) (``gathered_products``)."""
         return gathered_products(self.E, self.U, rows) + self.b[rows]
 
-    def at(self, cols):
+    def at(self, cols, valid=None):
         """(B, C) attention scores at ``cols``: those of the neighbours kept, the others
-        computed (the whole batch in one call)."""
-        out = np.empty(cols.shape, dtype=np.float32)
+        computed (the whole batch in one call); 0 where ``valid`` (B, C) is False (padding)."""
+        out = np.zeros(cols.shape, dtype=np.float32)
         key = np.arange(len(cols))[:, None] * self._n + cols
         hit = np.zeros(cols.shape, dtype=bool)
         if self._key.size:
             pos = np.minimum(np.searchsorted(self._key, key), self._key.size - 1)
             hit = self._key[pos] == key
             out[hit] = self._score[pos[hit]]
-        m = (~hit).sum(axis=1)  # each user's misses, put first by a stable sort, scored in one call
+        done = hit if valid is None else hit | ~valid
+        m = (~done).sum(axis=1)  # each user's misses, put first by a stable sort, scored in one call
         if m.any():
-            pos = np.argsort(hit, axis=1, kind="stable")[:, : m.max()]  # (B, M)
+            pos = np.argsort(done, axis=1, kind="stable")[:, : m.max()]  # (B, M)
             take = np.arange(pos.shape[1]) < m[:, None]
             out[np.nonzero(take)[0], pos[take]] = self._exact(np.take_along_axis(cols, pos, axis=1))[take]
         return out
@@ -279,7 +280,7 @@ class _CoocPart:
         self.candidates = [found[bounds[b]:bounds[b + 1]] for b in range(len(states))]
         self.B, self.n = len(states), len(self.map)
 
-    def at(self, cols):
+    def at(self, cols, valid=None):
         if not self.key.size:
             return np.zeros(cols.shape)
         key = np.arange(len(cols))[:, None] * self.span + self.map[cols]
@@ -305,7 +306,7 @@ class _PopularPart:
         top = stage._cached("popular", (id(self.pop), stage.model.items.layout), best)
         self.candidates = [top] * len(states)
 
-    def at(self, cols):
+    def at(self, cols, valid=None):
         return self.pop[cols].astype(np.float64)
 
     def moments(self):
@@ -325,7 +326,7 @@ class _SequencePart:
         masked = np.where(inv >= 0, self.s, -np.inf)
         self.candidates = [inv[top_k(m, stage.sizes.sequence)] for m in masked]
 
-    def at(self, cols):
+    def at(self, cols, valid=None):
         v = self.rows[cols]
         out = np.take_along_axis(self.s, np.maximum(v, 0), axis=1)
         return np.where(v >= 0, out, self.mean_v[:, None])

@@ -235,8 +235,12 @@ class InterestModel(EventFolding):
 
     def recent_rows(self, state: UserState, n: int) -> list[int]:
         """Co-engagement rows of the user's last ``n`` distinct items, newest first."""
+        return self.cooc_rows(state.seen.newest(n))
+
+    def cooc_rows(self, item_ids: Sequence[str]) -> list[int]:
+        """Co-engagement rows of ``item_ids`` in order, those without one left out."""
         idx = self.cooc.index
-        return [r for r in map(idx.get, state.seen.newest(n)) if r is not None]
+        return [r for r in map(idx.get, item_ids) if r is not None]
 
     def seen_rows(self, state: UserState) -> np.ndarray:
         """Catalogue rows of the items the user has seen: exactly its recent items, by hash the

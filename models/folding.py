@@ -34,7 +34,7 @@ TextFeatures = Mapping[str, tuple[float, np.ndarray]]
 
 class EventFolding:
     """``fold``, ``replay`` and ``apply`` of ``InterestModel`` (which provides ``items``, ``dims``,
-    ``cooc``, ``event_weights``, ``new_state`` and ``recent_rows``)."""
+    ``cooc``, ``event_weights``, ``new_state`` and ``cooc_rows``)."""
 
     def apply(self, state: UserState, ev: Event, text_features: TextFeatures | None = None,
               learn: bool = True) -> bool:
@@ -64,7 +64,7 @@ class EventFolding:
             return None
         row = items.index[ev.item_id]
         x = row if text_vec is None else event_vectors(self.dims, items.vectors(row), text_vec)
-        prev = self.recent_rows(state, cooc.params.span) if learn and cooc is not None else None
+        prev = state.seen.newest(cooc.params.span) if learn and cooc is not None else None  # ids
         pending = Pending(state, x, s, v, state.since(ev.ts))
         state.advance(ev.ts, key)
         if window is not None:
@@ -73,8 +73,8 @@ class EventFolding:
         state.weights[ev.item_id] = (s, v)
         if len(state.weights) > 4 * RECENT_ITEMS:
             state.trim_weights()
-        if first and prev is not None:  # a first engagement
-            return pending, (prev, cooc.index[ev.item_id])
+        if first and prev is not None:  # a first engagement: its rows (only then, most events repeat)
+            return pending, (self.cooc_rows(prev), cooc.index[ev.item_id])
         return pending, None
 
     def replay(self, events: Iterable[Event], states: MutableMapping[str, UserState],

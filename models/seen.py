@@ -71,6 +71,8 @@ class SeenItems:
     recent: list[str] = field(default_factory=list)  # last RECENT_ITEMS distinct ids, newest last
     older: set[int] = field(default_factory=set)  # item_key of the older generation
     newer: set[int] = field(default_factory=set)  # item_key of the newer generation
+    # (older, newer) as sorted int64 arrays, while they stand (``generations``)
+    _sorted: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_ids(cls, item_ids: Iterable[str]) -> "SeenItems":
@@ -107,6 +109,7 @@ class SeenItems:
     def _retire(self, key: int) -> None:
         if key in self.newer:
             return
+        self._sorted = None
         if len(self.newer) >= GENERATION:
             self.older, self.newer = self.newer, set()
         self.newer.add(key)
@@ -120,13 +123,20 @@ class SeenItems:
         """Every cap reached: the recent list and both generations."""
         return len(self.recent) == RECENT_ITEMS and len(self.older) == len(self.newer) == GENERATION
 
+    def generations(self) -> tuple[np.ndarray, np.ndarray]:
+        """(older, newer) hashes as sorted int64 arrays, kept until the next change (as read
+        from bytes, ``unpack``, they cost nothing)."""
+        if self._sorted is None:
+            self._sorted = tuple(np.sort(np.fromiter(g, np.int64, len(g))) for g in (self.older, self.newer))
+        return self._sorted
+
     def hashed_mask(self, keys: np.ndarray) -> np.ndarray:
         """(N,) bool: which of ``keys`` (``item_key`` of N items) are among the older items."""
         if not self.older and not self.newer:
             return np.zeros(len(keys), dtype=bool)
         table = np.zeros(_UNIVERSE, dtype=bool)
-        table[np.fromiter(self.older, np.int64, len(self.older))] = True
-        table[np.fromiter(self.newer, np.int64, len(self.newer))] = True
+        for g in self.generations():
+            table[g] = True
         return table[keys]
 
     # -- wire form: ``counts()`` goes in the caller's header, ``pack()`` in its body
@@ -137,7 +147,7 @@ class SeenItems:
         """The recent ids (each utf-8 after its byte length as a varint), then both generations."""
         raw = [i.encode() for i in self.recent]
         ids = b"".join(_varint(len(r)) + r for r in raw)
-        return ids + b"".join(pack_keys(np.sort(np.fromiter(g, np.int64, len(g)))) for g in (self.older, self.newer))
+        return ids + b"".join(pack_keys(g) for g in self.generations())
 
     @classmethod
     def unpack(cls, counts: Sequence[int], data: bytes, offset: int) -> tuple["SeenItems", int]:
@@ -159,7 +169,7 @@ class SeenItems:
             offset += n
         older, offset = unpack_keys(data, offset, counts[1])
         newer, offset = unpack_keys(data, offset, counts[2])
-        return cls(recent, set(older.tolist()), set(newer.tolist())), offset
+        return cls(recent, set(older.tolist()), set(newer.tolist()), (older, newer)), offset
 
 
 def _varint(n: int) -> bytes:
