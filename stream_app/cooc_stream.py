@@ -9,9 +9,10 @@ user's first engagement with an item into additions to the pair counts. Offline 
    (``CoocModel.deltas``: one delta per touched item) and sends them to
    ``<app_id>-cooc-pairs``, each on its item's partition (``item_partition``), once the batch's
    user states and lists are acknowledged, and before its offsets are committed. The deltas of
-   one partition travel together (``bundle_pairs``: a message of up to ``BUNDLE_BYTES``, keyed
-   by its first item), so a batch sends a few messages instead of one per item; the aggregator
-   reads a message of one delta, keyed by its item, as well (``unbundle``);
+   one partition travel together, in columns (``bundle_pairs``: a message of up to
+   ``BUNDLE_BYTES``, keyed by its first item), so a batch sends a few messages instead of one
+   per item; the aggregator reads the earlier forms, a bundle of one JSON object per item and a
+   message of one delta keyed by its item, as well (``unbundle``);
 2. **aggregates** them (``CoocAggregator``, group ``stream_app.topics.cooc_group``, a
    ``stream_app.checkpoint.CheckpointedConsumer``): the owner of a pairs partition folds the
    batch's messages into their items' bounded, event-time-decayed neighbour rows
@@ -65,6 +66,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import mode
+import numpy as np
 import orjson
 
 from stream_app import fencing
@@ -74,6 +76,7 @@ from stream_app.store import UserStore, read_to_end
 from stream_app.topics import cooc_group
 
 if TYPE_CHECKING:  # the worker's parts; an aggregator process (stream_app.aggregator) loads none of them
+    from models.cooc.online import PairDeltas
     from stream_app.context import Context, RunModel
     from stream_app.processor import Processor
 
@@ -96,8 +99,8 @@ def apply_followed(processor: Processor, rows: list[tuple[str, bytes | None]]) -
         apply_rows(processor.model.cooc, rows)
 
 
-def send_pairs(ctx: Context, hot, pairs: list[tuple[str, bytes]]) -> None:
-    """The batch's pair messages (target item id, message), sent once every send the batch made
+def send_pairs(ctx: Context, hot, pairs: PairDeltas) -> None:
+    """The batch's deltas as pair messages (``bundle_pairs``), sent once every send the batch made
     so far (its user states and lists) is acknowledged; the batch's settling task waits for them
     (``stream_app.checkpoint``), so they are acknowledged before its offsets are committed."""
     from stream_app.catalog import item_partition
@@ -120,46 +123,48 @@ def send_pairs(ctx: Context, hot, pairs: list[tuple[str, bytes]]) -> None:
     out.pending.append(asyncio.ensure_future(after_states()))
 
 
-def bundle_pairs(pairs: list[tuple[str, bytes]], partitions: int, partition_of) -> list[tuple[int, str, bytes]]:
-    """A batch's (item id, delta) (``models.cooc.online.encode_delta``, one per item) as pair
-    messages (partition, key, value): per partition (``partition_of(item, partitions)``) the
-    object ``{"items": {item id: delta, ...}}``, cut at about ``BUNDLE_BYTES``, keyed by its
-    first item (a message keyed by an item id belongs on that item's partition).
-
-    >>> [(p, k, orjson.loads(v)) for p, k, v in bundle_pairs([("a", b'{"n":1}'), ("b", b'{"n":2}'), ("c", b'{"n":3}')],
-    ...                                                       2, lambda item, n: int(item == "b"))]
-    [(0, 'a', {'items': {'a': {'n': 1}, 'c': {'n': 3}}}), (1, 'b', {'items': {'b': {'n': 2}}})]
-    """
-    by_partition: dict[int, list[tuple[str, bytes]]] = {}
-    for item, value in pairs:
-        by_partition.setdefault(partition_of(item, partitions), []).append((item, value))
-    out = []
-    for p, entries in by_partition.items():
-        parts, size, first = [], 0, ""
-        for item, value in entries:
-            part = orjson.dumps(item) + b":" + value
-            if parts and size + len(part) > BUNDLE_BYTES:
-                out.append((p, first, b'{"items":{' + b",".join(parts) + b"}}"))
-                parts, size = [], 0
-            if not parts:
-                first = item
-            parts.append(part)
-            size += len(part) + 1
-        out.append((p, first, b'{"items":{' + b",".join(parts) + b"}}"))
+def bundle_pairs(deltas: "PairDeltas", partitions: int, partition_of) -> list[tuple[int, str, bytes]]:
+    """A batch's deltas (``models.cooc.online.PairDeltas``, one per item) as pair messages
+    (partition, key, value): per partition (``partition_of(item, partitions)``) the deltas of its
+    items in columns (``PairDeltas.message``), cut at about ``BUNDLE_BYTES``, each message keyed
+    by its first item (a message keyed by an item id belongs on that item's partition)."""
+    if not len(deltas):
+        return []
+    part = np.fromiter((partition_of(i, partitions) for i in deltas.items), np.int64, len(deltas))
+    order = np.argsort(part, kind="stable")
+    sizes, parts = deltas.sizes()[order].tolist(), part[order].tolist()
+    out, start, size = [], 0, 0.0
+    for k, (p, b) in enumerate(zip(parts, sizes)):
+        if k > start and (p != parts[start] or size + b > BUNDLE_BYTES):
+            out.append(_message(deltas, order[start:k], parts[start]))
+            start, size = k, 0.0
+        size += b
+    out.append(_message(deltas, order[start:], parts[start]))
     return out
 
 
+def _message(deltas: "PairDeltas", sel: np.ndarray, partition: int) -> tuple[int, str, bytes]:
+    return partition, deltas.items[int(sel[0])], deltas.message(sel)
+
+
 def unbundle(key: str, value: bytes) -> list[tuple[str, dict]]:
-    """(item id, decoded delta) of a pair message: each item of a bundle (``bundle_pairs``), or
-    the one delta of a message keyed by its item. ValueError when the value is no JSON object.
+    """(item id, decoded delta) of a pair message: each item of a message in columns
+    (``bundle_pairs``), of a bundle ``{"items": {item id: delta, ...}}``, or the one delta of a
+    message keyed by its item. ValueError when the value is no JSON object or does not fit.
 
     >>> unbundle("x", b'{"items":{"a":{"n":1},"b":{"n":2}}}'), unbundle("x", b'{"n":1}')
     ([('a', {'n': 1}), ('b', {'n': 2})], [('x', {'n': 1})])
+    >>> unbundle("a", b'{"items":["a","b"],"n":[1,2],"ts":[5,6],"len":[1,0],"ids":["b"],"w":[0.5]}')
+    [('a', {'n': 1, 'ts': 5, 'ids': ['b'], 'w': [0.5]}), ('b', {'n': 2, 'ts': 6, 'ids': [], 'w': []})]
     """
+    from models.cooc.online import decode_columns
+
     d = orjson.loads(value)
     if not isinstance(d, dict):
         raise ValueError("a pair message is a JSON object")
     items = d.get("items")
+    if isinstance(items, list):
+        return decode_columns(d)
     out = list(items.items()) if isinstance(items, dict) else [(key, d)]
     if not all(isinstance(delta, dict) for _, delta in out):
         raise ValueError("a delta is a JSON object")

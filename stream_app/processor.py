@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 from aiokafka.partitioner import murmur2
 
+from models.cooc.online import PairDeltas
 from models.encoder import MODEL_NAME
 from models.engine import Event, InterestModel, Ranked, Recommendation
 from models.features import item_text
@@ -58,7 +59,7 @@ class BatchResult:
     failed: list[tuple[int, str]] = field(default_factory=list)  # (event position, reason)
     applied: int = 0  # events folded in, of users whose list was made (the others' events failed)
     duplicates: int = 0  # events skipped as already applied (by their event id)
-    pairs: list[tuple[str, bytes]] = field(default_factory=list)  # (target item id, its delta), one per touched item
+    pairs: PairDeltas | None = None  # one delta per touched item (iterated: item id, delta)
     engagements: int = 0  # first engagements the pair messages were made of
     consumed: list[tuple[str, str]] = field(default_factory=list)  # (user, item) of applied consumption events, in order
 
@@ -208,18 +209,16 @@ class Processor:
         result.states = {u: st for u, st in result.states.items() if u in meta or u in result.forgotten}
         return result
 
-    def pair_messages(self, pairs: Sequence[tuple[tuple[list[int], int], int]]) -> list[tuple[str, bytes]]:
+    def pair_messages(self, pairs: Sequence[tuple[tuple[list[int], int], int]]) -> PairDeltas:
         """A batch's first engagements ((prev rows, row), event time) as one delta per target
-        item (``CoocModel.deltas``, ``models.cooc.online.encode_delta``), sent in pair messages
-        by ``stream_app.cooc_stream.send_pairs``."""
-        from models.cooc.online import encode_deltas
-
+        item, by item id (``CoocModel.delta_columns``), sent in pair messages by
+        ``stream_app.cooc_stream.send_pairs``."""
         cooc = self.model.cooc
-        deltas = cooc.deltas([e for e, _ in pairs], [t for _, t in pairs], self.pairs_half_life_ms)
+        deltas = cooc.delta_columns([e for e, _ in pairs], [t for _, t in pairs], self.pairs_half_life_ms)
         counts = cooc.counts
         if self._names[0] != (id(counts), counts.version):  # the ids as an array, while they stand
             self._names = ((id(counts), counts.version), np.asarray(counts.ids, dtype=object))
-        return encode_deltas(deltas, counts.ids, self._names[1])
+        return PairDeltas.of(deltas, self._names[1])
 
     def _rank(self, result: BatchResult, meta: dict[str, dict], applied: Sequence[Event | None],
               failed: dict[int, str]) -> None:

@@ -99,7 +99,29 @@ class RowDelta(NamedTuple):
     vals: np.ndarray
 
 
-def _sum_per_row(rows, cols, vals, at, engaged, when, half_life_ms: float, size: int) -> dict[int, RowDelta]:
+class Deltas(NamedTuple):
+    """``CoocModel.deltas`` in columns: the target ``rows`` (T,) ascending, their ``n`` (T,) and
+    ``ts`` (T,), and target t's cells ``cols[bounds[t]:bounds[t + 1]]`` (ascending) with their
+    float32 ``vals``."""
+
+    rows: np.ndarray
+    n: np.ndarray
+    ts: np.ndarray
+    bounds: np.ndarray
+    cols: np.ndarray
+    vals: np.ndarray
+
+    def by_row(self) -> dict[int, RowDelta]:
+        b = self.bounds.tolist()
+        return {t: RowDelta(nk, tk, self.cols[b[i]:b[i + 1]], self.vals[b[i]:b[i + 1]])
+                for i, (t, nk, tk) in enumerate(zip(self.rows.tolist(), self.n.tolist(), self.ts.tolist()))}
+
+
+_NO_DELTAS = Deltas(np.zeros(0, np.intp), np.zeros(0), np.zeros(0, np.int64), np.zeros(1, np.intp),
+                    np.zeros(0, np.intp), np.zeros(0, np.float32))
+
+
+def _sum_per_row(rows, cols, vals, at, engaged, when, half_life_ms: float, size: int) -> Deltas:
     """``CoocModel.deltas``' sums: additions (rows, cols, vals) made at event times ``at``, and
     engagements of ``engaged`` at ``when`` (rows below ``size``), summed per (row, col) in float32
     in the order given (``np.add.at``, as ``CoocCounts.add`` adds), each valued at its row's
@@ -124,10 +146,8 @@ def _sum_per_row(rows, cols, vals, at, engaged, when, half_life_ms: float, size:
     sums = np.zeros(int(new.sum()), dtype=np.float32)
     np.add.at(sums, inverse, vals.astype(np.float32))
     cell_rows, cell_cols = r[new], c[new]
-    starts = np.searchsorted(cell_rows, targets, "left").tolist()
-    ends = np.searchsorted(cell_rows, targets, "right").tolist()
-    return {t: RowDelta(nk, tk, cell_cols[a:b], sums[a:b])
-            for t, nk, tk, a, b in zip(targets.tolist(), n.tolist(), latest.tolist(), starts, ends)}
+    bounds = np.searchsorted(cell_rows, np.append(targets, size), "left")  # every target's cells
+    return Deltas(targets, n, latest, bounds, cell_cols, sums)
 
 
 def _cell_order(rows: np.ndarray, cols: np.ndarray, size: int) -> np.ndarray:
@@ -230,8 +250,13 @@ class CoocModel:
 
     def deltas(self, engagements: Sequence[tuple[Sequence[int], int]], times: Sequence[int] | None = None,
                half_life_ms: float = 0.0) -> dict[int, "RowDelta"]:
-        """The same additions as ``update_many``, summed per target row instead of applied:
-        row -> ``RowDelta`` (what row ``x`` of ``M`` and ``n[x]`` receive from the whole batch).
+        """``delta_columns`` by target row: row -> ``RowDelta``."""
+        return self.delta_columns(engagements, times, half_life_ms).by_row()
+
+    def delta_columns(self, engagements: Sequence[tuple[Sequence[int], int]], times: Sequence[int] | None = None,
+                      half_life_ms: float = 0.0) -> Deltas:
+        """The same additions as ``update_many``, summed per target row instead of applied: what
+        each row ``x`` of ``M`` and ``n[x]`` receive from the whole batch, in columns (``Deltas``).
         Without decay (``half_life_ms`` 0) each cell's sum is taken in float32 in event order,
         so adding a row's deltas to zero counts gives the bits ``update_many`` gives. With decay,
         ``times[e]`` is the event time (ms) of engagement e, and each row's deltas are valued at
@@ -244,7 +269,7 @@ class CoocModel:
                 np.asarray(times[a:a + UPDATE_BLOCK], dtype=np.int64)
             parts.append((rows, cols, vals, when[event], engaged, when))
         if not parts:
-            return {}
+            return _NO_DELTAS
         return _sum_per_row(*(np.concatenate(k) for k in zip(*parts)), half_life_ms, len(self.counts))
 
     def additions(self, engagements: Sequence[tuple[Sequence[int], int]]) -> tuple[np.ndarray, ...]:

@@ -7,8 +7,9 @@ Three forms of the same numbers, by item id (rows differ between processes):
   target item ``x``: ``n`` (its first engagements), ``ts`` (the event time the values are valued
   at) and the additions to row ``x`` of ``M`` by neighbour id. Made by ``CoocModel.deltas``, the
   same rule (``CoocModel.additions``) that ``update_many`` and ``fit`` apply offline, summed per
-  target per batch: one delta per touched item per batch, not one per pair (the deltas of one
-  pairs partition travel together: ``stream_app.cooc_stream.bundle_pairs``).
+  target per batch: one delta per touched item per batch, not one per pair. A worker sends the
+  deltas of one pairs partition together, in columns (``PairDeltas``,
+  ``stream_app.cooc_stream.bundle_pairs``); a message of one delta is read as well.
 * a **neighbour row** (``NeighbourRow``): the aggregator's sum of every pair message of one item,
   bounded and decayed by event time (``models.cooc.table.RowTable.fold``, a batch at a time;
   ``tests/models/reference_cooc_fold.py`` holds the same rule one message at a time):
@@ -38,7 +39,7 @@ from typing import Sequence
 import numpy as np
 import orjson
 
-from models.cooc.model import RowDelta
+from models.cooc.model import Deltas, RowDelta
 
 
 def encode_delta(delta: RowDelta, ids: Sequence[str]) -> bytes:
@@ -47,21 +48,67 @@ def encode_delta(delta: RowDelta, ids: Sequence[str]) -> bytes:
                          "w": delta.vals.tolist()})
 
 
-def encode_deltas(deltas: dict[int, RowDelta], ids: Sequence[str], names=None) -> list[tuple[str, bytes]]:
-    """(target item id, ``encode_delta``'s bytes) of a batch's deltas, with the neighbour ids and
-    weights converted in one pass; ``names``: ``ids`` as a numpy object array, when the caller
-    keeps one."""
-    if not deltas:
-        return []
-    names = np.asarray(ids, dtype=object) if names is None else names
-    every = list(deltas.values())
-    all_ids = names[np.concatenate([d.cols for d in every])].tolist()
-    all_w = np.concatenate([d.vals for d in every]).tolist()
+@dataclass
+class PairDeltas:
+    """A worker batch's deltas by item id, in columns (``CoocModel.delta_columns``): target
+    ``items`` (T), their ``n`` (T,) and ``ts`` (T,), and target t's neighbour ``ids`` and weights
+    ``w`` at ``bounds[t]:bounds[t + 1]``. Iterated: (item id, the delta as ``decode``d JSON);
+    sent as pair messages in columns (``message``; ``stream_app.cooc_stream.bundle_pairs``)."""
+
+    items: list[str]
+    n: np.ndarray  # (T,) float64
+    ts: np.ndarray  # (T,) int64
+    bounds: np.ndarray  # (T + 1,)
+    ids: np.ndarray  # (K,) object: neighbour ids
+    w: np.ndarray  # (K,) float64: the float32 sums, exactly
+
+    @classmethod
+    def of(cls, d: Deltas, names: np.ndarray) -> "PairDeltas":
+        """``d`` with its rows as item ids (``names``: row -> id, an object array)."""
+        return cls(names[d.rows].tolist(), d.n, d.ts, d.bounds, names[d.cols], d.vals.astype(np.float64))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        b, ids, w = self.bounds.tolist(), self.ids.tolist(), self.w.tolist()
+        for t, (item, n, ts) in enumerate(zip(self.items, self.n.tolist(), self.ts.tolist())):
+            yield item, {"n": n, "ts": ts, "ids": ids[b[t]:b[t + 1]], "w": w[b[t]:b[t + 1]]}
+
+    def sizes(self) -> np.ndarray:
+        """(T,) about how many bytes each target adds to a ``message`` (its neighbours' ids taken
+        at the mean length of a sample of them)."""
+        sample = self.ids[:: max(1, len(self.ids) // 256)].tolist()
+        each = 24.0 + (sum(map(len, sample)) / len(sample) if sample else 0.0)  # an id and a weight
+        own = np.fromiter(map(len, self.items), np.float64, len(self)) + 40.0
+        return own + each * np.diff(self.bounds)
+
+    def message(self, sel: np.ndarray) -> bytes:
+        """The pair message of the targets at positions ``sel``, in columns:
+        ``{"items": [id, ...], "n": [...], "ts": [...], "len": [...], "ids": [...], "w": [...]}``,
+        ``len`` the number of each target's neighbours, whose ids and weights follow in order."""
+        lens = self.bounds[sel + 1] - self.bounds[sel]
+        first = np.cumsum(lens) - lens  # each target's first place in the message
+        at = np.repeat(self.bounds[sel] - first, lens) + np.arange(int(lens.sum()))
+        return orjson.dumps({"items": [self.items[i] for i in sel.tolist()], "n": self.n[sel], "ts": self.ts[sel],
+                             "len": lens, "ids": self.ids[at].tolist(), "w": self.w[at]},
+                            option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def decode_columns(d: dict) -> list[tuple[str, dict]]:
+    """(item id, delta) of a pair message in columns (``PairDeltas.message``). ValueError when
+    its columns do not fit together."""
+    items, n, ts, lens, ids, w = (d.get(k) for k in ("items", "n", "ts", "len", "ids", "w"))
+    if not all(isinstance(c, list) for c in (items, n, ts, lens, ids, w)):
+        raise ValueError("a pair message in columns has the lists items, n, ts, len, ids and w")
+    if not len(items) == len(n) == len(ts) == len(lens) or len(ids) != len(w) \
+            or not all(isinstance(k, int) and k >= 0 for k in lens) or sum(lens) != len(ids) \
+            or not all(isinstance(i, str) for i in items):
+        raise ValueError("the columns of a pair message do not fit together")
     out, a = [], 0
-    for row, d in zip(deltas, every):
-        b = a + d.cols.size
-        out.append((ids[row], orjson.dumps({"n": d.n, "ts": d.ts, "ids": all_ids[a:b], "w": all_w[a:b]})))
-        a = b
+    for item, nk, tk, k in zip(items, n, ts, lens):
+        out.append((item, {"n": nk, "ts": tk, "ids": ids[a:a + k], "w": w[a:a + k]}))
+        a += k
     return out
 
 

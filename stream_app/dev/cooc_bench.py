@@ -4,11 +4,12 @@ Replays a data set (``--data``, default MovieLens 100k from ``../shared/data/ml-
 order, in batches of ``--batch`` events, through the three steps of ``stream_app.cooc_stream``
 in process, without a broker:
 
-* **build** (a worker's model thread): the batch's first engagements as one pair message per
-  touched item, as ``Processor.pair_messages`` makes them (``CoocModel.deltas``, then
-  ``models.cooc.online.encode_deltas``);
-* **fold** (the aggregator, one owner of every pairs partition): the messages grouped by pairs
-  partition and folded into the rows (``CoocAggregator.handle``'s work, Kafka aside), every
+* **build** (a worker): the batch's first engagements as one delta per touched item, as
+  ``Processor.pair_messages`` makes them (``CoocModel.delta_columns``,
+  ``models.cooc.online.PairDeltas``), and those as pair messages
+  (``stream_app.cooc_stream.bundle_pairs``);
+* **fold** (the aggregator, one owner of every pairs partition): the messages read
+  (``unbundle``) and folded into the rows (``CoocAggregator.handle``'s work, Kafka aside), every
   touched row's changelog record made;
 * **apply** (every worker's model thread): those records applied to a serving model's online
   rows (``models.cooc.online.apply_rows``), after every batch, and (a second model) every
@@ -64,8 +65,6 @@ class Steps:
 
     def __init__(self, ids: list[str], params: CoocParams, partitions: int, half_life_ms: float, top_m: int,
                  every: int = 3):
-        from stream_app.catalog import item_partition
-
         self.worker, self.serving = CoocModel(params), CoocModel(params)
         for i in ids:
             self.worker.add_item(i)
@@ -77,26 +76,27 @@ class Steps:
         self.sparse.online.half_life_ms = half_life_ms
         self.every, self.held, self.batches = every, [], 0
         self.names = np.asarray(self.worker.counts.ids, dtype=object)
-        self.partition = {i: item_partition(i, partitions) for i in ids}
         self.half_life_ms, self.top_m = half_life_ms, top_m
         self.store: dict[int, dict[str, bytes]] = {p: {} for p in range(partitions)}  # the changelog's latest records
         self.decoded: dict[int, dict] = {}
         self.offsets = [0] * partitions
 
-    def build(self, eng, times) -> list[tuple[str, bytes]]:
-        from models.cooc.online import encode_deltas
+    def build(self, eng, times) -> list[tuple[int, str, bytes]]:
+        from models.cooc.online import PairDeltas
+        from stream_app.catalog import item_partition
+        from stream_app.cooc_stream import bundle_pairs
 
         cooc = self.worker
-        deltas = cooc.deltas(eng, times, self.half_life_ms)
-        return encode_deltas(deltas, cooc.counts.ids, self.names)
+        deltas = PairDeltas.of(cooc.delta_columns(eng, times, self.half_life_ms), self.names)
+        return bundle_pairs(deltas, len(self.store), item_partition)
 
-    def fold(self, messages: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    def fold(self, messages: list[tuple[int, str, bytes]]) -> list[tuple[str, bytes]]:
         from models.cooc.table import RowTable, fold_records
+        from stream_app.cooc_stream import unbundle
 
         by_partition: dict[int, list] = {}
-        for item, value in messages:
-            p = self.partition[item]
-            by_partition.setdefault(p, []).append((item, self.offsets[p], value))
+        for p, key, value in messages:
+            by_partition.setdefault(p, []).extend((item, self.offsets[p], d) for item, d in unbundle(key, value))
             self.offsets[p] += 1
         out = []
         for p, msgs in by_partition.items():
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         records, fold = timed(steps.fold, messages)
         _, apply = timed(steps.apply, records)
         _, sparse = timed(steps.apply_every, records, k == len(work) - 1)
-        rows.append((build, fold, apply, sparse, len(messages), len(records), sum(len(v) for _, v in messages)))
+        rows.append((build, fold, apply, sparse, len(messages), len(records), sum(len(v) for _, _, v in messages)))
     t = np.asarray(rows)
     half = t[len(t) // 2:]
     print(f"{len(work)} batches of {args.batch} events ({args.data.name}), {args.partitions} pairs partitions, "

@@ -71,7 +71,7 @@ def measure_batches(model, states: dict, events: list[dict], size: int, profile:
         lists += len(res.states)
         if follow:
             a = time.thread_time()
-            messages = [(item, offset + k, value) for k, (item, value) in enumerate(res.pairs)]
+            messages = [(item, offset + k, value) for k, (item, value) in enumerate(res.pairs or ())]
             offset += len(messages)
             rows = fold_records(table, messages, {})
             aside += time.thread_time() - a
