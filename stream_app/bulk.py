@@ -11,7 +11,9 @@ One batch (``BulkConsumer._consume``): ``getmany`` returns up to ``max_records``
 partitions this member owns (after a long batch, with what the next fetches bring: ``_top_up``);
 ``handle(records)`` (the subclass) does the work; ``checkpoint`` (the subclass) takes the batch's
 offsets. When offsets are committed, and why nothing is lost or
-applied twice: ``stream_app.checkpoint``.
+applied twice: ``stream_app.checkpoint``. A member made with ``every_s`` begins a batch at most
+that often (``pause_s``), so what arrives meanwhile is handled as one batch (the co-engagement
+aggregator: a row touched many times within it is written once).
 
 Rebalances: the revocation callback takes the same lock as a batch, so the batch in flight
 finishes first, and ``settle`` (the subclass) runs before the partitions go; ``revoked``/``assigned``
@@ -63,6 +65,16 @@ def top_up_within_ms(handled_s: float) -> float:
     return min(TOP_UP_MAX_MS, max(TOP_UP_MS, TOP_UP_SHARE * 1000 * handled_s))
 
 
+def pause_s(began: float, every_s: float, now: float) -> float:
+    """How long a loop whose last batch began at ``began`` waits before it fetches the next, so
+    that a batch begins at most every ``every_s`` (0: never waits).
+
+    >>> pause_s(10.0, 1.0, 10.25), pause_s(10.0, 1.0, 11.5), pause_s(float("-inf"), 1.0, 3.0)
+    (0.75, 0.0, 0.0)
+    """
+    return max(0.0, began + every_s - now)
+
+
 class Fetching(Protocol):
     """The settings the loop reads (``stream_app.settings.Settings`` has them)."""
 
@@ -81,9 +93,12 @@ class BulkConsumer(mode.Service):
     ``before_start``/``spent`` are optional. ``crash(exc)`` stops the worker."""
 
     def __init__(self, settings: Fetching, client_id: str, topic: str, group_id: str, max_records: int,
-                 crash: Callable[[BaseException], Awaitable[None]], sensor: LagSensor, **kwargs):
+                 crash: Callable[[BaseException], Awaitable[None]], sensor: LagSensor, every_s: float = 0.0,
+                 **kwargs):
         self.settings, self.client_id, self.crash, self.sensor = settings, client_id, crash, sensor
         self.topic, self.group_id, self.max_records = topic, group_id, max_records
+        self.every_s = every_s  # a batch begins at most this often (what arrives meanwhile waits for it)
+        self._began = float("-inf")  # when the last batch was fetched (time.monotonic)
         self.lock = asyncio.Lock()
         self.generation = 0  # bumped by every revocation: records fetched before it are stale
         self.owned: set[int] = set()
@@ -226,6 +241,10 @@ class BulkConsumer(mode.Service):
             consumer = self.consumer
             if consumer is None:
                 return
+            rest = pause_s(self._began, self.every_s, time.monotonic())
+            if rest > 0:  # the records meanwhile come as one batch
+                await asyncio.sleep(rest)
+                continue
             t0 = time.perf_counter()
             try:
                 fetched = await consumer.getmany(timeout_ms=wait_ms, max_records=self.max_records)
@@ -244,6 +263,7 @@ class BulkConsumer(mode.Service):
             self.spent("fetch", time.perf_counter() - t0)
             if not fetched:
                 continue
+            self._began = time.monotonic()
             async with self.lock:
                 if generation != self.generation or self.consumer is None or fatal.began() or self.fenced():
                     continue  # fetched before a rebalance: read again from the committed offsets

@@ -18,7 +18,10 @@ user's first engagement with an item into additions to the pair counts. Offline 
    batch's messages into their items' bounded, event-time-decayed neighbour rows
    (``models.cooc.table.RowTable``: all at once, in numpy, in the aggregator's own thread, off
    the event loop) and writes every row a batch touched, once, to the compacted
-   ``<app_id>-cooc-rows-changelog`` on the same partition number; then commits;
+   ``<app_id>-cooc-rows-changelog`` on the same partition number; then commits. A batch begins
+   at most every ``STREAM_RECO_COOC_FOLD_EVERY_S`` (1 s; ``stream_app.bulk.pause_s``): a row
+   touched by many worker batches meanwhile is folded and written once, which spares the
+   aggregator, the broker and every follower most of the records;
 3. **follows** the rows (``CoocFollower``, every worker): all partitions of the rows changelog,
    from the start, for as long as the worker runs; at most every
    ``STREAM_RECO_COOC_APPLY_EVERY_S`` (1 s), and under load less often (``CoocFollower.sync``:
@@ -179,7 +182,7 @@ class CoocAggregator(CheckpointedConsumer):
         self.ctx = ctx
         self.half_life_ms, self.top_m = s.cooc_half_life_s * 1000.0, s.cooc_top_m
         super().__init__(topic=ctx.topics.cooc_pairs, group_id=cooc_group(s), max_records=s.batch_max,
-                         **ctx.consumer_options(), **kwargs)
+                         every_s=s.cooc_fold_every_s, **ctx.consumer_options(), **kwargs)
         self.rows = UserStore(s.bootstrap_servers, ctx.topics.cooc_rows_changelog, security_options(s))
         self.decoded: dict[int, object] = {}  # partition -> RowTable, as in ``rows`` (a bounded cache)
         self.fold_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cooc-fold")

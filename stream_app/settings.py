@@ -53,7 +53,7 @@ _CHECKS: dict[str, tuple | frozenset] = {
     "partitions": (1, 10_000), "replication_factor": (1, 100), "top_k": (1, 1000),
     "batch_max": (1, 100_000), "batch_within_s": (0.001, 60.0), "max_message_bytes": (256, 100 * 2**20),
     "encoder_batch": (1, 65_536), "torch_threads": (1, 1024), "session_timeout_s": (1.0, 3600.0),
-    "rebalance_timeout_s": (1.0, 3600.0), "model_poll_s": (0.05, 86_400.0), "cooc_top_m": (1, 100_000), "cooc_half_life_s": (0.0, 1e10), "cooc_apply_every_s": (0.0, 60.0),
+    "rebalance_timeout_s": (1.0, 3600.0), "model_poll_s": (0.05, 86_400.0), "cooc_top_m": (1, 100_000), "cooc_half_life_s": (0.0, 1e10), "cooc_apply_every_s": (0.0, 60.0), "cooc_fold_every_s": (0.0, 60.0),
     "web_port": (0, 65_535), "device": frozenset({"auto", "cpu", "cuda"}), "encoder": frozenset(ENCODERS),
     "log_level": frozenset({"debug", "info", "warning", "error", "critical"}),
     "domain": frozenset(DOMAINS), "state_store": frozenset({"memory", "rocksdb"}),
@@ -99,6 +99,7 @@ class Settings:
     cooc_top_m: int = 64  # co-engagement neighbours kept per item online (a row is cut back to them past twice as many)
     cooc_half_life_s: float = 0.0  # half-life by event time of the co-engagement counts learned online; 0: no decay
     cooc_apply_every_s: float = 1.0  # a worker applies the followed co-engagement rows to its model at most this often
+    cooc_fold_every_s: float = 1.0  # the aggregator folds pair messages at most this often (a row written once per fold)
     cooc_aggregator: str = "process"  # where a worker runs the co-engagement aggregator: process (its child) | thread | none
     kafka_tmpfs: bool = True  # a throw-away local broker keeps its log in /dev/shm (>= 2 GiB free)
     check_output: bool = False  # validate every outgoing recommendation against its schema
