@@ -39,7 +39,7 @@ from typing import Sequence
 import numpy as np
 import orjson
 
-from models.cooc.model import Deltas, RowDelta
+from models.cooc.deltas import Deltas, RowDelta
 
 
 def encode_delta(delta: RowDelta, ids: Sequence[str]) -> bytes:
