@@ -9,10 +9,9 @@ user's first engagement with an item into additions to the pair counts. Offline 
    (``CoocModel.deltas``: one delta per touched item) and sends them to
    ``<app_id>-cooc-pairs``, each on its item's partition (``item_partition``), once the batch's
    user states and lists are acknowledged, and before its offsets are committed. The deltas of
-   one partition travel together, in columns (``bundle_pairs``: a message of up to
+   one partition travel together, in columns (``stream_app.cooc_pairs``: a message of up to
    ``BUNDLE_BYTES``, keyed by its first item), so a batch sends a few messages instead of one
-   per item; the aggregator reads the earlier forms, a bundle of one JSON object per item and a
-   message of one delta keyed by its item, as well (``unbundle``);
+   per item; the aggregator reads the earlier forms of a pair message as well;
 2. **aggregates** them (``CoocAggregator``, group ``stream_app.topics.cooc_group``, a
    ``stream_app.checkpoint.CheckpointedConsumer``): the owner of a pairs partition folds the
    batch's messages into their items' bounded, event-time-decayed neighbour rows
@@ -69,11 +68,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import mode
-import numpy as np
-import orjson
 
 from stream_app import fencing
 from stream_app.checkpoint import CheckpointedConsumer
+from stream_app.cooc_pairs import bundle_pairs, entry_items, pair_entries
 from stream_app.kafka_clients import security_options
 from stream_app.store import UserStore, read_to_end
 from stream_app.topics import cooc_group
@@ -90,7 +88,6 @@ APPLY_EVERY_S = 1.0  # a follower applies rows at most this often (STREAM_RECO_C
 APPLY_SLICE = 1024  # rows a follower applies before one batch at most (the rest before the next ones)
 FOLLOW_SHARE = 0.1  # of the model thread's time, at most, applying followed rows (rounds spaced out past it) ...
 MAX_GAP_S = 30.0  # ... until rounds are this far apart
-BUNDLE_BYTES = 256 * 1024  # a pair message carries the deltas of one partition's items up to about this size
 
 
 def apply_followed(processor: Processor, rows: list[tuple[str, bytes | None]]) -> None:
@@ -124,54 +121,6 @@ def send_pairs(ctx: Context, hot, pairs: PairDeltas) -> None:
             await fut
 
     out.pending.append(asyncio.ensure_future(after_states()))
-
-
-def bundle_pairs(deltas: "PairDeltas", partitions: int, partition_of) -> list[tuple[int, str, bytes]]:
-    """A batch's deltas (``models.cooc.online.PairDeltas``, one per item) as pair messages
-    (partition, key, value): per partition (``partition_of(item, partitions)``) the deltas of its
-    items in columns (``PairDeltas.message``), cut at about ``BUNDLE_BYTES``, each message keyed
-    by its first item (a message keyed by an item id belongs on that item's partition)."""
-    if not len(deltas):
-        return []
-    part = np.fromiter((partition_of(i, partitions) for i in deltas.items), np.int64, len(deltas))
-    order = np.argsort(part, kind="stable")
-    sizes, parts = deltas.sizes()[order].tolist(), part[order].tolist()
-    out, start, size = [], 0, 0.0
-    for k, (p, b) in enumerate(zip(parts, sizes)):
-        if k > start and (p != parts[start] or size + b > BUNDLE_BYTES):
-            out.append(_message(deltas, order[start:k], parts[start]))
-            start, size = k, 0.0
-        size += b
-    out.append(_message(deltas, order[start:], parts[start]))
-    return out
-
-
-def _message(deltas: "PairDeltas", sel: np.ndarray, partition: int) -> tuple[int, str, bytes]:
-    return partition, deltas.items[int(sel[0])], deltas.message(sel)
-
-
-def unbundle(key: str, value: bytes) -> list[tuple[str, dict]]:
-    """(item id, decoded delta) of a pair message: each item of a message in columns
-    (``bundle_pairs``), of a bundle ``{"items": {item id: delta, ...}}``, or the one delta of a
-    message keyed by its item. ValueError when the value is no JSON object or does not fit.
-
-    >>> unbundle("x", b'{"items":{"a":{"n":1},"b":{"n":2}}}'), unbundle("x", b'{"n":1}')
-    ([('a', {'n': 1}), ('b', {'n': 2})], [('x', {'n': 1})])
-    >>> unbundle("a", b'{"items":["a","b"],"n":[1,2],"ts":[5,6],"len":[1,0],"ids":["b"],"w":[0.5]}')
-    [('a', {'n': 1, 'ts': 5, 'ids': ['b'], 'w': [0.5]}), ('b', {'n': 2, 'ts': 6, 'ids': [], 'w': []})]
-    """
-    from models.cooc.online import decode_columns
-
-    d = orjson.loads(value)
-    if not isinstance(d, dict):
-        raise ValueError("a pair message is a JSON object")
-    items = d.get("items")
-    if isinstance(items, list):
-        return decode_columns(d)
-    out = list(items.items()) if isinstance(items, dict) else [(key, d)]
-    if not all(isinstance(delta, dict) for _, delta in out):
-        raise ValueError("a delta is a JSON object")
-    return out
 
 
 class CoocAggregator(CheckpointedConsumer):
@@ -215,17 +164,17 @@ class CoocAggregator(CheckpointedConsumer):
                 log.warning("%s: record at %d:%d without key or value skipped", self.topic, r.partition, r.offset)
                 continue
             try:
-                entries = unbundle(r.key.decode(), r.value)
+                entries = pair_entries(r.key.decode(), r.offset, r.value)
             except ValueError as exc:  # orjson's decode error is one too
                 log.warning("%s: record at %d:%d is no pair message (%s): skipped", self.topic, r.partition, r.offset, exc)
                 continue
-            by_partition.setdefault(r.partition, []).extend((item, r.offset, d) for item, d in entries)
+            by_partition.setdefault(r.partition, []).extend(entries)
         work = []
         for p, messages in by_partition.items():
             table = self.decoded.setdefault(p, RowTable())
             if len(table) > DECODED_MAX:
                 table.clear()
-            stored = {item: self.rows.get(p, item) for item in {m[0] for m in messages} if item not in table}
+            stored = {item: self.rows.get(p, item) for item in entry_items(messages) if item not in table}
             work.append((p, table, messages, stored))
         # the fold off the event loop (which drives the hot path's Kafka I/O), in this
         # aggregator's own thread: it touches only the tables, and rebalances wait for the batch
@@ -234,7 +183,8 @@ class CoocAggregator(CheckpointedConsumer):
         for p, out in written:
             for item, value in out:  # one record per touched row per batch
                 await self.rows.put(self.outbox.send, p, item, value)
-        self.ctx.sensor.on_rows_folded(sum(len(w[2]) for w in work), sum(len(out) for _, out in written))
+        deltas = sum(1 if item is not None else len(d) for w in work for item, _, d in w[2])
+        self.ctx.sensor.on_rows_folded(deltas, sum(len(out) for _, out in written))
 
 
 def _fold_all(work: list, half_life_ms: float, top_m: int) -> list:

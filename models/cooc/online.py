@@ -9,7 +9,7 @@ Three forms of the same numbers, by item id (rows differ between processes):
   same rule (``CoocModel.additions``) that ``update_many`` and ``fit`` apply offline, summed per
   target per batch: one delta per touched item per batch, not one per pair. A worker sends the
   deltas of one pairs partition together, in columns (``PairDeltas``,
-  ``stream_app.cooc_stream.bundle_pairs``); a message of one delta is read as well.
+  ``stream_app.cooc_pairs.bundle_pairs``); a message of one delta is read as well.
 * a **neighbour row** (``NeighbourRow``): the aggregator's sum of every pair message of one item,
   bounded and decayed by event time (``models.cooc.table.RowTable.fold``, a batch at a time;
   ``tests/models/reference_cooc_fold.py`` holds the same rule one message at a time):
@@ -53,7 +53,7 @@ class PairDeltas:
     """A worker batch's deltas by item id, in columns (``CoocModel.delta_columns``): target
     ``items`` (T), their ``n`` (T,) and ``ts`` (T,), and target t's neighbour ``ids`` and weights
     ``w`` at ``bounds[t]:bounds[t + 1]``. Iterated: (item id, the delta as ``decode``d JSON);
-    sent as pair messages in columns (``message``; ``stream_app.cooc_stream.bundle_pairs``)."""
+    sent as pair messages in columns (``message``; ``stream_app.cooc_pairs.bundle_pairs``)."""
 
     items: list[str]
     n: np.ndarray  # (T,) float64
@@ -95,9 +95,30 @@ class PairDeltas:
                             option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def decode_columns(d: dict) -> list[tuple[str, dict]]:
-    """(item id, delta) of a pair message in columns (``PairDeltas.message``). ValueError when
-    its columns do not fit together."""
+class DeltaColumns:
+    """A pair message in columns as read (``decode_columns``): target ``items``, their ``n``,
+    ``ts`` and ``lens`` (neighbours each), then every target's neighbour ``ids`` and weights ``w``
+    in order, all lists. Iterated: (item id, its delta); ``models.cooc.table.RowTable.fold``
+    takes the columns as they are."""
+
+    __slots__ = ("items", "n", "ts", "lens", "ids", "w")
+
+    def __init__(self, items: list, n: list, ts: list, lens: list, ids: list, w: list):
+        self.items, self.n, self.ts, self.lens, self.ids, self.w = items, n, ts, lens, ids, w
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        a = 0
+        for item, n, ts, k in zip(self.items, self.n, self.ts, self.lens):
+            yield item, {"n": n, "ts": ts, "ids": self.ids[a:a + k], "w": self.w[a:a + k]}
+            a += k
+
+
+def decode_columns(d: dict) -> DeltaColumns:
+    """The columns of a pair message in columns (``PairDeltas.message``, decoded JSON).
+    ValueError when they do not fit together."""
     items, n, ts, lens, ids, w = (d.get(k) for k in ("items", "n", "ts", "len", "ids", "w"))
     if not all(isinstance(c, list) for c in (items, n, ts, lens, ids, w)):
         raise ValueError("a pair message in columns has the lists items, n, ts, len, ids and w")
@@ -105,11 +126,7 @@ def decode_columns(d: dict) -> list[tuple[str, dict]]:
             or not all(isinstance(k, int) and k >= 0 for k in lens) or sum(lens) != len(ids) \
             or not all(isinstance(i, str) for i in items):
         raise ValueError("the columns of a pair message do not fit together")
-    out, a = [], 0
-    for item, nk, tk, k in zip(items, n, ts, lens):
-        out.append((item, {"n": nk, "ts": tk, "ids": ids[a:a + k], "w": w[a:a + k]}))
-        a += k
-    return out
+    return DeltaColumns(items, n, ts, lens, ids, w)
 
 
 def decode_delta(value: bytes) -> tuple[float, int, list[str], list[float]]:

@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import orjson
 
-from models.cooc.online import NeighbourRow
+from models.cooc.online import DeltaColumns, NeighbourRow
 from models.cooc.rows import decay_factor
 
 CHUNK = 128  # pair messages decoded at once
@@ -124,31 +124,50 @@ class RowTable:
             a = b
         return out
 
-    def fold(self, messages: Sequence[tuple[str, int, bytes | dict]], half_life_ms: float = 0.0,
+    def fold(self, messages: Sequence[tuple[str | None, int, bytes | dict | DeltaColumns]], half_life_ms: float = 0.0,
              top_m: int = 64) -> list[str]:
-        """Fold a batch of (item id, pairs offset, pair message: its bytes or decoded) (module
-        doc); the ids of the rows that changed, sorted."""
+        """Fold a batch of (item id, pairs offset, pair message: its bytes or decoded), or (None,
+        pairs offset, a message in columns: the deltas of several items) (module doc); the ids
+        of the rows that changed, sorted."""
         rows = self.rows
         last: dict[str, int] = {}
         slot: dict[str, int] = {}
         m_slot, m_n, m_ts, m_len, codes, weights = [], [], [], [], [], []
+
+        def new(item: str, offset: int) -> bool:  # not folded yet (then it is, by the caller)
+            done = last.get(item)
+            if done is None:
+                row = rows.get(item)
+                done = -1 if row is None else row.offset
+            return offset > done
+
         for a in range(0, len(messages), CHUNK):  # decoded a chunk at a time: few objects alive at once
             ids, ws = [], []
             for item, offset, value in messages[a:a + CHUNK]:
-                done = last.get(item)
-                if done is None:
-                    row = rows.get(item)
-                    done = -1 if row is None else row.offset
-                if offset <= done:
-                    continue
-                last[item] = offset
-                d = value if isinstance(value, dict) else orjson.loads(value)
-                m_slot.append(slot.setdefault(item, len(slot)))
-                m_n.append(d["n"])
-                m_ts.append(d["ts"])
-                m_len.append(len(d["ids"]))
-                ids += d["ids"]
-                ws += d["w"]
+                if isinstance(value, DeltaColumns):
+                    if len(set(value.items)) == len(value.items) and all(new(i, offset) for i in value.items):
+                        last.update(zip(value.items, repeat(offset)))  # the whole message, as it is
+                        m_slot += [slot.setdefault(i, len(slot)) for i in value.items]
+                        m_n += value.n
+                        m_ts += value.ts
+                        m_len += value.lens
+                        ids += value.ids
+                        ws += value.w
+                        continue
+                    each = [(i, d) for i, d in value]  # some folded already (a re-read): item by item
+                else:
+                    each = [(item, value)]
+                for item, d in each:
+                    if not new(item, offset):
+                        continue
+                    last[item] = offset
+                    d = d if isinstance(d, dict) else orjson.loads(d)
+                    m_slot.append(slot.setdefault(item, len(slot)))
+                    m_n.append(d["n"])
+                    m_ts.append(d["ts"])
+                    m_len.append(len(d["ids"]))
+                    ids += d["ids"]
+                    ws += d["w"]
             codes.append(self.codes(ids))
             weights.append(np.fromiter(ws, dtype=np.float64, count=len(ws)))
         if not slot:

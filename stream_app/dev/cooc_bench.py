@@ -7,9 +7,9 @@ in process, without a broker:
 * **build** (a worker): the batch's first engagements as one delta per touched item, as
   ``Processor.pair_messages`` makes them (``CoocModel.delta_columns``,
   ``models.cooc.online.PairDeltas``), and those as pair messages
-  (``stream_app.cooc_stream.bundle_pairs``);
+  (``stream_app.cooc_pairs.bundle_pairs``);
 * **fold** (the aggregator, one owner of every pairs partition): the messages read
-  (``unbundle``) and folded into the rows (``CoocAggregator.handle``'s work, Kafka aside), every
+  (``stream_app.cooc_pairs.pair_entries``) and folded into the rows (``CoocAggregator.handle``'s work, Kafka aside), every
   touched row's changelog record made;
 * **apply** (every worker's model thread): those records applied to a serving model's online
   rows (``models.cooc.online.apply_rows``), after every batch, and (a second model) every
@@ -84,7 +84,7 @@ class Steps:
     def build(self, eng, times) -> list[tuple[int, str, bytes]]:
         from models.cooc.online import PairDeltas
         from stream_app.catalog import item_partition
-        from stream_app.cooc_stream import bundle_pairs
+        from stream_app.cooc_pairs import bundle_pairs
 
         cooc = self.worker
         deltas = PairDeltas.of(cooc.delta_columns(eng, times, self.half_life_ms), self.names)
@@ -92,16 +92,16 @@ class Steps:
 
     def fold(self, messages: list[tuple[int, str, bytes]]) -> list[tuple[str, bytes]]:
         from models.cooc.table import RowTable, fold_records
-        from stream_app.cooc_stream import unbundle
+        from stream_app.cooc_pairs import entry_items, pair_entries
 
         by_partition: dict[int, list] = {}
         for p, key, value in messages:
-            by_partition.setdefault(p, []).extend((item, self.offsets[p], d) for item, d in unbundle(key, value))
+            by_partition.setdefault(p, []).extend(pair_entries(key, self.offsets[p], value))
             self.offsets[p] += 1
         out = []
         for p, msgs in by_partition.items():
             table, stored = self.decoded.setdefault(p, RowTable()), self.store[p]
-            written = fold_records(table, msgs, {m[0]: stored.get(m[0]) for m in msgs if m[0] not in table},
+            written = fold_records(table, msgs, {i: stored.get(i) for i in entry_items(msgs) if i not in table},
                                    self.half_life_ms, self.top_m)
             stored.update(written)
             out += written

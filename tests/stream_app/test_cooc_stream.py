@@ -7,7 +7,6 @@ import asyncio
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 
 from models.cooc.online import NeighbourRow
 from models.cooc.table import RowTable
@@ -103,39 +102,6 @@ def test_the_follower_applies_rows_at_most_every_interval_and_says_where_the_mod
     assert len(calls) == 2 and f.applied == {0: 3} and sensor.stats()["cooc"]["applied_offsets"] == {"0": 3}
     assert cooc.online.snapshot(cooc.index["i0"], cooc.counts.ids)["n"] == 2.0  # the item's last record
     assert cooc.online.snapshot(cooc.index["i2"], cooc.counts.ids)["n"] == 3.0
-
-
-@pytest.mark.parametrize("half_life_ms", [0.0, 7.0])  # with decay, weights no float32 prints short
-def test_bundled_deltas_fold_as_one_message_per_item_and_stay_on_their_partition(monkeypatch, half_life_ms):
-    from stream_app import cooc_stream
-    from stream_app.catalog import item_partition
-
-    result = processor(half_life_ms).apply_batch(batch(), {})
-    single, bundled = RowTable(), RowTable()
-    single.fold([(item, 7, value) for item, value in result.pairs])
-    monkeypatch.setattr(cooc_stream, "BUNDLE_BYTES", 250)  # a few deltas per message
-    messages = cooc_stream.bundle_pairs(result.pairs, 4, item_partition)
-    assert 4 < len(messages) < len(result.pairs)
-    entries = []
-    for p, key, value in messages:
-        assert item_partition(key, 4) == p and len(value) < 250 + 200
-        these = cooc_stream.unbundle(key, value)
-        assert {item_partition(item, 4) for item, _ in these} == {p}
-        entries += [(item, 7, d) for item, d in these]
-    assert sorted(i for i, _, _ in entries) == sorted(i for i, _ in result.pairs)  # each delta once
-    bundled.fold(entries)
-    assert {i: bundled.row(i) for i in bundled.rows} == {i: single.row(i) for i in single.rows}
-
-
-def test_a_record_that_is_no_pair_message_is_refused_by_unbundle():
-    from stream_app.cooc_stream import unbundle
-
-    columns = b'"n":[1],"ts":[5],"ids":["b"],"w":[0.5]'
-    for value in (b"not json", b"[1, 2]", b'{"items": {"a": 3}}', b"\xff", b'{"items":["a"],"n":[1]}',
-                  b'{"items":["a"],"len":[2],' + columns + b"}", b'{"items":["a"],"len":[-1],' + columns + b"}",
-                  b'{"items":[7],"len":[1],' + columns + b"}", b'{"items":["a","c"],"len":[1,0],' + columns + b"}"):
-        with pytest.raises(ValueError):
-            unbundle("a", value)
 
 
 def test_the_follower_applies_a_round_in_slices_between_batches(monkeypatch):
