@@ -1,6 +1,7 @@
 """CPU cost of the co-engagement stream per worker batch: `python -m stream_app.dev.cooc_bench`.
 
-Replays a data set (``--data``, default MovieLens 100k from ``../shared/data/ml-100k``) in time
+Replays a data set (``--data``, default MovieLens 100k from ``../shared/data/ml-100k``; or with
+``--items N`` the synthetic catalogue and events of ``stream-app bench --items N``) in time
 order, in batches of ``--batch`` events, through the three steps of ``stream_app.cooc_stream``
 in process, without a broker:
 
@@ -35,28 +36,42 @@ from models.seen import SeenItems, item_key
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ml-100k"
 
 
-def batches(data: Path, size: int, params: CoocParams, limit: int | None = None):
-    """(item ids, [(first engagements, event times)] per batch of ``size`` events): each user's
-    recent distinct items kept as ``UserState.seen`` keeps them, as the worker's fold does."""
+def dataset_events(data: Path, limit: int | None = None) -> tuple[list[str], list[tuple[str, str, int]]]:
+    """(item ids, (user, item, time) in time order) of a data set."""
     from models.offline.loaders import load_dataset
 
     ds = load_dataset(data)
     ids = sorted(ds.items)
+    known = set(ids)
+    return ids, [(e.user_id, e.item_id, e.ts) for e in ds.interactions if e.item_id in known][: limit]
+
+
+def synthetic_events(n_items: int, n_events: int, seed: int = 0) -> tuple[list[str], list[tuple[str, str, int]]]:
+    """The catalogue and events of ``stream-app bench --items`` (``stream_app.dev.synth_catalog``)."""
+    from stream_app.dev.synth_catalog import synth_catalog, synth_events
+
+    items = synth_catalog(n_items, seed)
+    ids = [m["item_id"] for m in items.messages]
+    return ids, [(e["user_id"], e["item_id"], e["ts"]) for e in synth_events(items, n_events, seed)]
+
+
+def batches(ids: list[str], events: list[tuple[str, str, int]], size: int, params: CoocParams):
+    """[(first engagements, event times)] per batch of ``size`` events: each user's recent
+    distinct items kept as ``UserState.seen`` keeps them, as the worker's fold does."""
     index = {i: r for r, i in enumerate(ids)}
-    events = [e for e in ds.interactions if e.item_id in index][: limit]
     seen: dict[str, SeenItems] = {}
     out = []
     for a in range(0, len(events), size):
         eng, times = [], []
-        for e in events[a:a + size]:
-            s = seen.setdefault(e.user_id, SeenItems())
-            key = item_key(e.item_id)
-            if not s.has(e.item_id, key):
-                eng.append(([index[i] for i in s.newest(params.span)], index[e.item_id]))
-                times.append(e.ts)
-            s.add(e.item_id, key)
+        for user, item, ts in events[a:a + size]:
+            s = seen.setdefault(user, SeenItems())
+            key = item_key(item)
+            if not s.has(item, key):
+                eng.append(([index[i] for i in s.newest(params.span)], index[item]))
+                times.append(ts)
+            s.add(item, key)
         out.append((eng, times))
-    return ids, out
+    return out
 
 
 class Steps:
@@ -133,8 +148,10 @@ def timed(fn, *args):
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--items", type=int, default=0,
+                    help="instead of --data: the synthetic catalogue of `stream-app bench --items` with this many items")
     ap.add_argument("--batch", type=int, default=2000)
-    ap.add_argument("--events", type=int, default=None, help="only the first N events")
+    ap.add_argument("--events", type=int, default=None, help="only the first N events (--items: 50,000 unless given)")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--half-life-s", type=float, default=0.0)
     ap.add_argument("--top-m", type=int, default=64)
@@ -142,7 +159,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="batches between row applications (0.2 s at ~30,000 events/s in batches of 2,000: 3)")
     args = ap.parse_args(argv)
     params = CoocParams()
-    ids, work = batches(args.data, args.batch, params, args.events)
+    if args.items:
+        ids, events = synthetic_events(args.items, args.events or 50_000)
+        name = f"synthetic, {args.items:,} items"
+    else:
+        (ids, events), name = dataset_events(args.data, args.events), args.data.name
+    work = batches(ids, events, args.batch, params)
     steps = Steps(ids, params, args.partitions, args.half_life_s * 1000.0, args.top_m, args.apply_every)
     rows = []
     for k, (eng, times) in enumerate(work):
@@ -153,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append((build, fold, apply, sparse, len(messages), len(records), sum(len(v) for _, _, v in messages)))
     t = np.asarray(rows)
     half = t[len(t) // 2:]
-    print(f"{len(work)} batches of {args.batch} events ({args.data.name}), {args.partitions} pairs partitions, "
+    print(f"{len(work)} batches of {args.batch} events ({name}), {args.partitions} pairs partitions, "
           f"top_m {args.top_m}, half-life {args.half_life_s:g} s; CPU ms per batch (thread time)\n")
     print("| step | mean ms | mean ms, 2nd half |")
     print("|---|---:|---:|")
@@ -162,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     for k, name in enumerate(names):
         print(f"| {name} | {t[:, k].mean():.1f} | {half[:, k].mean():.1f} |")
     print(f"\npair messages per batch: {t[:, 4].mean():.0f} ({t[:, 6].sum() / max(1, t[:, 4].sum()):.0f} bytes each); "
-          f"row records per batch: {t[:, 5].mean():.0f}")
+          f"row records per batch: {t[:, 5].mean():.0f} ({t[:, 5].sum() / max(1, len(events)):.2f} per event)")
 
 
 if __name__ == "__main__":
