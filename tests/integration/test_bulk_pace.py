@@ -66,7 +66,9 @@ def test_a_batch_begins_at_most_every_every_s_and_bursts_meanwhile_come_together
         got = [v for _, values in consumer.batches for v in values]
         assert sorted(got) == sorted(sent)  # every record once
         starts = [t for t, _ in consumer.batches]
-        assert all(b - a >= EVERY_S * 0.95 for a, b in zip(starts, starts[1:]))  # never sooner (later under load)
+        # never sooner; the margin: a batch is handled a few µs after the fetch the pause counts
+        # from, later if the machine stalls the process in between (without the pause: ~0.1 s)
+        assert all(b - a >= EVERY_S * 0.75 for a, b in zip(starts, starts[1:]))
         assert len(consumer.batches) < BURSTS  # bursts 0.1 s apart came together
 
     asyncio.run(go())
