@@ -71,9 +71,8 @@ class PairDeltas:
         return len(self.items)
 
     def __iter__(self):
-        b, ids, w = self.bounds.tolist(), self.ids.tolist(), self.w.tolist()
-        for t, (item, n, ts) in enumerate(zip(self.items, self.n.tolist(), self.ts.tolist())):
-            yield item, {"n": n, "ts": ts, "ids": ids[b[t]:b[t + 1]], "w": w[b[t]:b[t + 1]]}
+        return iter(DeltaColumns(self.items, self.n.tolist(), self.ts.tolist(), np.diff(self.bounds).tolist(),
+                                 self.ids.tolist(), self.w.tolist()))
 
     def sizes(self) -> np.ndarray:
         """(T,) about how many bytes each target adds to a ``message`` (its neighbours' ids taken
