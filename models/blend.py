@@ -1,7 +1,8 @@
 """Fusion of component scores that cannot fall below its best component (numpy only).
 
 Each component c (the attention-fused vector score, the co-engagement score, popularity, the
-sequence model's score) gives a score vector s_c over the catalogue; the final score is
+item's freshness where items go stale (``models.freshness``), the sequence model's score) gives a
+score vector s_c over the catalogue; the final score is
 
     score_i = sum_c w_c * (s_c,i - mean(s_c)) / std(s_c)          (per user, over the catalogue)
 
@@ -38,7 +39,7 @@ from typing import Mapping
 
 import numpy as np
 
-COMPONENTS = ("attention", "co-engagement", "popularity", "sequence")
+COMPONENTS = ("attention", "co-engagement", "popularity", "freshness", "sequence")
 
 
 def combine(components: Mapping[str, np.ndarray], weights: Mapping[str, float],

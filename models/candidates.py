@@ -10,7 +10,9 @@ stops scaling past a small catalogue. The two-stage path (``TwoStage``) instead 
   similarity rows (``CoocModel.similarity_rows``) of the user's recent items;
 * **sequence**: the sequence model's ``sequence`` best items (it scores its own vocabulary, a
   fixed size, so that is cheap);
-* **popular** (``popular`` most engaged-with) and **fresh** (``fresh`` most recently added) items;
+* **popular** (``popular`` most engaged-with) and **fresh** (``fresh`` most recently added) items,
+  and, where the blend weighs freshness (``models.freshness``), the ``popular`` most recently
+  published;
 
 drops the user's seen items and deleted rows, and blends the components' scores at those items
 only. The z-scores use each component's **exact** per-user mean and std over the whole catalogue,
@@ -18,7 +20,7 @@ computed without the full row: the attention score's from the running sum and ou
 of the indexed vectors (``ItemIndex.score_moments``), the co-engagement score's from its sparse
 non-zeros (each weighted by how many catalogue rows map to its counts row), the sequence score's
 from its vocabulary scores (weighted the same way, unknown items at the user's mean), popularity's
-as before. So a candidate's score and reasons are the exact path's, to rounding, and two-stage
+and freshness's as the exact path takes them. So a candidate's score and reasons are the exact path's, to rounding, and two-stage
 top-k differs from exact only where an exact top item is not among the candidates.
 
 ``mode``: ``"exact"``, ``"two-stage"`` or ``"auto"`` (two-stage from ``exact_max`` live items on,
@@ -34,6 +36,7 @@ import numpy as np
 from models.ann import ItemIndex, gathered_products
 from models.blend import combine_many, normalise_weights, rows_of
 from models.components import AttentionScores, CoEngagement, Popularity, SequenceScores
+from models.freshness import Freshness
 from models.seen import HASH_BITS
 from models.topk import round6, top_k
 
@@ -140,8 +143,8 @@ class TwoStage:
             return _AttentionPart(self, component, states)
         if isinstance(component, CoEngagement):
             return _CoocPart(self, component, states)
-        if isinstance(component, Popularity):
-            return _PopularPart(self, component, states)
+        if isinstance(component, (Popularity, Freshness)):
+            return _SharedPart(self, component, states)
         if isinstance(component, SequenceScores):
             return _SequencePart(self, component, states)
         return _FullPart(component, states)
@@ -294,8 +297,11 @@ class _CoocPart:
         return mean, np.sqrt(np.maximum(ex2 - mean ** 2, 0.0))
 
 
-class _PopularPart:
-    def __init__(self, stage: TwoStage, component: Popularity, states):
+class _SharedPart:
+    """A component with one score vector for every user (popularity, freshness): its best
+    items are everyone's candidates."""
+
+    def __init__(self, stage: TwoStage, component: Popularity | Freshness, states):
         self.component = component
         self.pop = component.scores_many(states[:1])[0]  # (N,), the same for every user
         deleted = stage.model.items.deleted
@@ -303,7 +309,7 @@ class _PopularPart:
         def best():
             s = np.where(deleted, -np.inf, self.pop)
             return top_k(s, stage.sizes.popular)
-        top = stage._cached("popular", (id(self.pop), stage.model.items.layout), best)
+        top = stage._cached(component.name, (id(self.pop), stage.model.items.layout), best)
         self.candidates = [top] * len(states)
 
     def at(self, cols, valid=None):

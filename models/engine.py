@@ -35,6 +35,7 @@ from models.dimensions import Dimension
 from models.domains import DomainConfig, get_domain
 from models.encoder import MODEL_NAME
 from models.features import CATEGORY_BUCKETS, category_tokens, category_vector
+from models.freshness import DAY_MS, Freshness
 from models.folding import Event, EventFolding, TextFeatures  # noqa: F401 (re-exported)
 from models.items import FREE, ItemVectors
 from models.migration import migrate
@@ -104,6 +105,10 @@ class InterestModel(EventFolding):
                 raise ValueError(f"co-engagement reads a user's last {reads} items; a state keeps {RECENT_ITEMS}")
             self._cooc_rows = CoocRows(cooc.add_item(i) if i != FREE else cooc.counts.add_free() for i in items.ids)
             self._fixed += [CoEngagement(cooc, self._cooc_rows, self.recent_rows), Popularity(cooc, self._cooc_rows)]
+        half_life = self.domain.freshness_half_life_days
+        self.freshness = Freshness(items, half_life * DAY_MS) if half_life else None  # items go stale
+        if self.freshness is not None:
+            self._fixed.append(self.freshness)
         self.sequence = sequence
         self.encoder: str | None = None  # the encoder of the item text vectors (None: untrained, any)
         self.ranking = TwoStage(self)  # exact or two-stage ranking (mode "auto": by catalogue size)
@@ -167,7 +172,8 @@ class InterestModel(EventFolding):
     @property
     def components(self) -> list[Component]:
         """The blend's components in ``models.blend.COMPONENTS`` order: attention, co-engagement
-        and popularity (with counts), sequence (with a sequence model)."""
+        and popularity (with counts), freshness (in a domain whose items go stale), sequence (with
+        a sequence model)."""
         return self._fixed + ([self._sequence_scores] if self._sequence_scores is not None else [])
 
     @property
@@ -176,16 +182,18 @@ class InterestModel(EventFolding):
 
     # -- catalogue ---------------------------------------------------------------------------
     def add_item(self, item_id: str, text_vector: np.ndarray, categories: Sequence[str] = (),
-                 attributes: Mapping | None = None) -> int:
+                 attributes: Mapping | None = None, published_ts: float | None = None) -> int:
         """Add or update an item -> its row. A new one may take a deleted item's rows, catalogue
-        and co-engagement (``models.items``, ``models.cooc.counts``), and inherits nothing."""
+        and co-engagement (``models.items``, ``models.cooc.counts``), and inherits nothing.
+        ``published_ts``: its publishing time, ms (``models.freshness``)."""
         cat = category_vector(category_tokens(categories, attributes), self.items.dims["category"])
-        return self.put_item(item_id, text_vector, cat)
+        return self.put_item(item_id, text_vector, cat, published_ts)
 
-    def put_item(self, item_id: str, text_vector: np.ndarray, category: np.ndarray) -> int:
+    def put_item(self, item_id: str, text_vector: np.ndarray, category: np.ndarray,
+                 published_ts: float | None = None) -> int:
         """``add_item`` from the item's text and category vectors (``models.handover``) -> its row."""
         new = item_id not in self.items
-        row = self.items.upsert(item_id, text=text_vector, category=category)
+        row = self.items.upsert(item_id, text=text_vector, category=category, published_ts=published_ts)
         if self.cooc is not None and new:
             self._cooc_rows.set(row, self.cooc.add_item(item_id))
         return row
@@ -259,7 +267,13 @@ class InterestModel(EventFolding):
         """(N,) scores over the catalogue in ``items.ids`` order (seen items not yet excluded)."""
         if self.blend is None:
             return self._fixed[0].scores(state)
-        return combine(self.component_scores(state), self.blend, untrained=self.gated_untrained())[0]
+        return combine(self.component_scores(state), self.blend, self.own_moments(),
+                       untrained=self.gated_untrained())[0]
+
+    def own_moments(self) -> dict[str, tuple[float, float]]:
+        """The (mean, std) the blend z-scores a component with where they are not those of its
+        whole row (``models.freshness``: items not out yet do not count)."""
+        return {c.name: c.moments() for c in self.components if getattr(c, "own_moments", False)}
 
     def recommend(self, state: UserState, k: int = 10) -> Recommendation:
         """Top-k unseen items with reasons that sum to each score (``bias``: the item prior and

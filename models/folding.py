@@ -34,7 +34,7 @@ TextFeatures = Mapping[str, tuple[float, np.ndarray]]
 
 class EventFolding:
     """``fold``, ``replay`` and ``apply`` of ``InterestModel`` (which provides ``items``, ``dims``,
-    ``cooc``, ``event_weights``, ``new_state`` and ``cooc_rows``)."""
+    ``cooc``, ``event_weights``, ``new_state``, ``cooc_rows`` and ``freshness``)."""
 
     def apply(self, state: UserState, ev: Event, text_features: TextFeatures | None = None,
               learn: bool = True) -> bool:
@@ -67,6 +67,8 @@ class EventFolding:
         prev = state.seen.newest(cooc.params.span) if learn and cooc is not None else None  # ids
         pending = Pending(state, x, s, v, state.since(ev.ts))
         state.advance(ev.ts, key)
+        if self.freshness is not None:
+            self.freshness.observe(ev.ts)
         if window is not None:
             window.add(key)
         first = state.seen.add(ev.item_id)

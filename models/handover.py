@@ -45,6 +45,7 @@ class Catalogue:
     text: np.ndarray  # (n, text dim)
     category: np.ndarray  # (n, category dim)
     version: int
+    published: np.ndarray | None = None  # (n,) publishing times, ms (NaN: unknown)
 
 
 def snapshot(model) -> Catalogue:
@@ -52,7 +53,13 @@ def snapshot(model) -> Catalogue:
     items = model.items
     ids = list(items.index)
     rows = np.fromiter(items.index.values(), dtype=np.int64, count=len(ids))
-    return Catalogue(ids, items.space("text")[rows].copy(), items.space("category")[rows].copy(), items.version)
+    return Catalogue(ids, items.space("text")[rows].copy(), items.space("category")[rows].copy(), items.version,
+                     items.published[rows].copy())
+
+
+def _time(p: float) -> float | None:
+    """A publishing time as ``put_item`` takes it (NaN: None)."""
+    return None if np.isnan(p) else float(p)
 
 
 def check_fits(new, cat: Catalogue) -> None:
@@ -67,8 +74,9 @@ def check_fits(new, cat: Catalogue) -> None:
 def adopt(new, cat: Catalogue) -> int:
     """Every item of ``cat`` into ``new``; how many."""
     check_fits(new, cat)
+    published = cat.published if cat.published is not None else np.full(len(cat.ids), np.nan)
     for i, item_id in enumerate(cat.ids):
-        new.put_item(item_id, cat.text[i], cat.category[i])
+        new.put_item(item_id, cat.text[i], cat.category[i], _time(published[i]))
     return len(cat.ids)
 
 
@@ -85,12 +93,15 @@ def catch_up(old, new) -> int:
     if both:
         o = np.fromiter((live[i] for i in both), dtype=np.int64, count=len(both))
         n = np.fromiter((new.items.index[i] for i in both), dtype=np.int64, count=len(both))
+        po, pn = old.items.published[o], new.items.published[n]
         differ = (np.any(old.items.space("text")[o] != new.items.space("text")[n], axis=1)
-                  | np.any(old.items.space("category")[o] != new.items.space("category")[n], axis=1))
+                  | np.any(old.items.space("category")[o] != new.items.space("category")[n], axis=1)
+                  | ((po != pn) & ~(np.isnan(po) & np.isnan(pn))))
         changed += [both[j] for j in np.flatnonzero(differ).tolist()]
-    text, category = old.items.space("text"), old.items.space("category")
+    text, category, published = old.items.space("text"), old.items.space("category"), old.items.published
     for item_id in changed:
-        new.put_item(item_id, text[live[item_id]], category[live[item_id]])
+        r = live[item_id]
+        new.put_item(item_id, text[r], category[r], _time(published[r]))
     return len(gone) + len(changed)
 
 
@@ -110,7 +121,8 @@ def hand_over(old, new, snapshot_version: int | None = None, half_life_ms: float
     """At the switch, in the thread that owns ``old``: ``new`` brought up to ``old``'s catalogue
     (skipped when ``snapshot_version`` says it has not changed since ``adopt``), the ids deleted
     here freed, the online co-engagement rows carried over (``half_life_ms``: their decay when
-    ``old`` had no counts to take it from). Returns what was done."""
+    ``old`` had no counts to take it from), the event time reached (``models.freshness``). Returns
+    what was done."""
     from models.cooc.online import carry_rows
 
     changed = 0 if snapshot_version == old.items.version else catch_up(old, new)
@@ -121,4 +133,6 @@ def hand_over(old, new, snapshot_version: int | None = None, half_life_ms: float
             rows = carry_rows(old.cooc, new.cooc)
         elif half_life_ms is not None:
             new.cooc.online.half_life_ms = half_life_ms
+    if getattr(new, "freshness", None) is not None and getattr(old, "freshness", None) is not None:
+        new.freshness.observe(old.freshness.now)  # the event time reached so far
     return {"changed": changed, "freed": freed, "rows": rows}

@@ -133,6 +133,7 @@ class ItemVectors:
         self.index: dict[str, int] = {}  # live item id -> row
         self.cf_factors = dict(cf_factors or {})
         self._deleted = np.zeros(capacity, dtype=bool)
+        self._published = np.full(capacity, np.nan)  # row -> publishing time, ms (NaN: unknown)
         self._changed = np.zeros(capacity, dtype=np.int64)  # row -> ``version`` of its last change
         self._free: list[int] = []  # heap of free rows
         self._keys = np.zeros(0, dtype=np.int64)  # row -> item_key(ids[row]), filled on demand
@@ -149,9 +150,11 @@ class ItemVectors:
         array is held twice while it is copied). The new rows are zero pages that the system
         maps only once written, so unused capacity costs address space, not memory."""
         cap = max(self.capacity + 1, int(self.capacity * GROWTH))
-        for name in ("_hybrid", "_cat_n", "_cat_idx", "_cat_val", "_deleted", "_changed"):
+        for name in ("_hybrid", "_cat_n", "_cat_idx", "_cat_val", "_deleted", "_changed", "_published"):
             old = getattr(self, name)
             new = np.zeros((cap, *old.shape[1:]), dtype=old.dtype)
+            if name == "_published":
+                new[old.shape[0]:] = np.nan
             new[: old.shape[0]] = old
             setattr(self, name, new)
             del old, new
@@ -175,6 +178,7 @@ class ItemVectors:
         if row is None:
             return False
         self._deleted[row] = True
+        self._published[row] = np.nan
         self.ids[row] = FREE
         if row < self._keys.size:
             self._keys[row] = item_key(FREE)
@@ -188,6 +192,12 @@ class ItemVectors:
     def deleted(self) -> np.ndarray:
         """(N,) True for free rows (retired items)."""
         return self._deleted[: len(self.ids)]
+
+    @property
+    def published(self) -> np.ndarray:
+        """(N,) each row's publishing time in ms (the catalogue event's ``published_ts``), NaN
+        where unknown or free."""
+        return self._published[: len(self.ids)]
 
     def _take_row(self, item_id: str) -> int:
         """A row for a new item: the lowest free one, else a new one at the end."""
@@ -208,7 +218,7 @@ class ItemVectors:
         return row
 
     def upsert(self, item_id: str, text: np.ndarray, category: np.ndarray,
-               cf: np.ndarray | None = None) -> int:
+               cf: np.ndarray | None = None, published_ts: float | None = None) -> int:
         row = self.index.get(item_id)
         if row is None:
             row = self._take_row(item_id)
@@ -218,6 +228,7 @@ class ItemVectors:
         self._hybrid[row, :t] = text
         self._hybrid[row, t:] = 0.0 if cf is None else cf
         self._set_category(row, category)
+        self._published[row] = np.nan if published_ts is None else float(published_ts)
         self._deleted[row] = False
         self.version += 1
         self._changed[row] = self.version
@@ -306,4 +317,4 @@ class ItemVectors:
         """Bytes held by the per-row arrays (their capacity) and the side table."""
         return int(self._hybrid.nbytes + self._cat_n.nbytes + self._cat_idx.nbytes + self._cat_val.nbytes
                    + sum(v.nbytes for v in self._cat_full.values()) + self._deleted.nbytes + self._changed.nbytes
-                   + self._keys.nbytes)
+                   + self._published.nbytes + self._keys.nbytes)

@@ -62,18 +62,20 @@ def neighbourhood_mean(grid: np.ndarray, scores: np.ndarray, step: float) -> np.
     return out
 
 
-def _z(s: np.ndarray) -> np.ndarray:
-    """(N,) float32: one user's component z-scored as the blend does it (``models.blend.zscore``)."""
-    return zscore(np.array(s, dtype=np.float64)[None])[0][0].astype(np.float32)
+def _z(s: np.ndarray, moments: tuple[float, float] | None = None) -> np.ndarray:
+    """(N,) float32: one user's component z-scored as the blend does it (``models.blend.zscore``;
+    ``moments``: the component's own, ``InterestModel.own_moments``)."""
+    return zscore(np.array(s, dtype=np.float64)[None], 1.0, moments)[0][0].astype(np.float32)
 
 
 def record_validation(learn: Callable[[Interaction], None], components: Components, names: list[str],
                       split: Split, catalog: ItemCatalog, max_users: int = 3000, seed: int = 0,
-                      raw: list | None = None):
+                      raw: list | None = None, moments: Callable[[], Mapping] | None = None):
     """Replay with ``learn`` up to the last validation target; at each (recorded) validation
     target store the z-scored components. -> (Z (V, C, N) float32, seen (V, N) bool, targets (V,)).
     ``raw`` (a list): gets each recorded target's raw popularity scores (N,) float32 (what a
-    count-gated blend buckets by, ``gated_ndcg``)."""
+    count-gated blend buckets by, ``gated_ndcg``). ``moments()``: the components z-scored with
+    their own moments (``InterestModel.own_moments``)."""
     vpos = dict(zip(split.valid_pos.values(), split.valid_pos))
     if len(vpos) > max_users:
         keep = np.random.default_rng(seed).choice(sorted(vpos), size=max_users, replace=False)
@@ -89,8 +91,8 @@ def record_validation(learn: Callable[[Interaction], None], components: Componen
             continue
         mask = seen.setdefault(ev.user_id, np.zeros(n, dtype=bool))
         if pos in vpos and not mask[j]:
-            comps = components(ev.user_id)
-            Z.append(np.stack([_z(comps[c]) for c in names]))
+            comps, own = components(ev.user_id), moments() if moments is not None else {}
+            Z.append(np.stack([_z(comps[c], own.get(c)) for c in names]))
             if raw is not None:
                 raw.append(np.asarray(comps["popularity"], dtype=np.float32))
             M.append(mask.copy())

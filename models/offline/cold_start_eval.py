@@ -54,7 +54,7 @@ NEW_ITEM_HANDLING = {
     "attention": "text and category vectors, no collaborative factors, the median learned item bias",
     "fused-fixed": "the fused model's blend without its count gate (one weight vector for every item)",
     "fused": "attention as above; co-engagement and popularity from the online counts; sequence neutral; "
-             "blend weights by the item's engagement count (models.offline.count_gate), so at count 0 "
+             "freshness from its publishing time where the domain's items go stale; blend weights by the item's engagement count (models.offline.count_gate), so at count 0 "
              "the components that know the item weigh",
 }
 for _d in default_dimensions():
@@ -173,7 +173,7 @@ def _fused(names, cs: ColdStartSplit, catalog: ItemCatalog, vecs, progress, stag
     for j, item_id in enumerate(catalog.ids):
         if item_id in cs.new_items:
             it = catalog.item(j)
-            rec.model.add_item(item_id, vecs[j], it.categories, it.attributes)
+            rec.model.add_item(item_id, vecs[j], it.categories, it.attributes, it.published_ts)
     fit_s = time.perf_counter() - t
     print(f"  fused: trained and selected in {fit_s:.0f}s on {len(staged.catalog)} items, "
           f"{len(catalog) - len(staged.catalog)} added after; cooc {rec.cooc_params}, blend {rec.blend}", flush=True)

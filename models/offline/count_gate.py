@@ -50,7 +50,7 @@ from typing import Callable
 
 import numpy as np
 
-from models.blend import COMPONENTS, GatedBlend
+from models.blend import GatedBlend
 from models.engine import InterestModel
 from models.items import ItemVectors
 from models.offline.base import ItemCatalog
@@ -94,7 +94,7 @@ def cold_view(rec, new: set[str], before) -> InterestModel:
                           sequence=seq)
     for j, item_id in enumerate(rec._catalog.ids):
         it = rec._catalog.item(j)
-        model.add_item(item_id, rec._text_vecs[j], it.categories, it.attributes)
+        model.add_item(item_id, rec._text_vecs[j], it.categories, it.attributes, it.published_ts)
     return model
 
 
@@ -159,8 +159,8 @@ def record_gate_validation(rec, split: Split, names: list[str], base: dict[str, 
         mask = seen.setdefault(ev.user_id, np.zeros(len(catalog), bool))
         if p in weight and not mask[j]:
             st = states.get(ev.user_id) or model.new_state()
-            raw = model.component_scores(st)
-            Z = np.stack([_z(raw[c]) for c in names])
+            raw, own = model.component_scores(st), model.own_moments()
+            Z = np.stack([_z(raw[c], own.get(c)) for c in names])
             val.add(Z, np.asarray(raw["popularity"]), mask | (t_avail > ev.ts), j, weight[p], model.untrained_rows(),
                     ev.item_id in new)
             val.n_new += ev.item_id in new
@@ -260,7 +260,7 @@ def select_gate(rec, split: Split, standard: tuple, fraction: float = 0.8) -> tu
     one that costs this validation's old-item targets more than ``OLD_LOSS`` of their NDCG."""
     if rec._cooc is None or not rec.blend:
         return rec.blend, {"gate": None}
-    names = [c for c in COMPONENTS if c != "sequence" or rec.sequence is not None]
+    names = rec.blend_names()
     t0 = time.perf_counter()
     val = record_gate_validation(rec, split, names, rec.blend, fraction)
     if val.n_new < MIN_NEW_TARGETS:

@@ -152,7 +152,7 @@ class FusedRecommender(Recommender):
                               ItemVectors(space["text"], space["cf"], space["category"], cf_factors=cf), domain=self.domain)
         for i, item_id in enumerate(items.ids):  # catalogue order = score order
             it = items.item(i)
-            model.add_item(item_id, text_vecs[i], it.categories, it.attributes)
+            model.add_item(item_id, text_vecs[i], it.categories, it.attributes, it.published_ts)
         events = sorted(train, key=lambda e: e.ts)
         train_ex, holdout = build_examples(model, events, self.text_features, progress=self.progress)
         cfg = self.config
@@ -220,9 +220,10 @@ class FusedRecommender(Recommender):
                 report["sequence"] = {k: v for k, v in self.sequence.info.items() if k != "config"}
         probe = self.variant(self.name, "fused")
         probe.model.blend = None
-        names = [c for c in COMPONENTS if c != "sequence" or self.sequence is not None]
+        names = self.blend_names()
         P: list = []
-        Z, M, T = record_validation(probe.learn_one, probe.components, names, split, self._catalog, raw=P)
+        Z, M, T = record_validation(probe.learn_one, probe.components, names, split, self._catalog, raw=P,
+                                    moments=probe.model.own_moments)
         self.blend, report["blend"] = select_weights(Z, M, T, names)
         self.fixed_blend = self.blend
         if self.gate and self.warm is not None:  # warm: the served gate, around the blend just chosen
@@ -280,6 +281,14 @@ class FusedRecommender(Recommender):
         self._events += 1
         learn = not self._guard.consume(ev)
         self.model.fold([ev.event(f"live-{self._events}")], self._states, self.text_features, learn=lambda e: learn)
+
+    def blend_names(self) -> list[str]:
+        """The components a blend is chosen over: the sequence where one is trained, freshness
+        where the domain's items go stale and some item has a publishing time (else it is
+        constant)."""
+        fresh = bool(self.domain.freshness_half_life_days) and any(
+            it.published_ts is not None for it in self._catalog.items)
+        return [c for c in COMPONENTS if (c != "sequence" or self.sequence is not None) and (c != "freshness" or fresh)]
 
     def components(self, user_id: str) -> dict[str, np.ndarray]:
         return self.model.component_scores(self._states.get(user_id) or self.model.new_state())

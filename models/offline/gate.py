@@ -77,7 +77,7 @@ def serving_model(checkpoint: str | Path | None, catalog: ItemCatalog, item_vect
         model.check_encoder(encoder, item_vectors.shape[1])
     for i, item_id in enumerate(catalog.ids):
         it = catalog.item(i)
-        model.add_item(item_id, item_vectors[i], it.categories, it.attributes)
+        model.add_item(item_id, item_vectors[i], it.categories, it.attributes, it.published_ts)
     return model
 
 

@@ -61,7 +61,19 @@ def test_the_category_product_is_the_dense_one():
 def test_rows_grow_by_the_growth_factor():
     items, _, _, _ = filled(1000)
     assert 1000 <= items.capacity <= int(1000 * GROWTH) + 1
-    assert items.nbytes() < items.capacity * (4 * (6 + 3) + 6 * CATEGORY_NNZ + 2) + 2 * 64 * 4 * 11 + 8 * 1000
+    per_row = 4 * (6 + 3) + 6 * CATEGORY_NNZ + 2 + 8  # vectors, category pairs, flags, publishing time
+    assert items.nbytes() < items.capacity * per_row + 2 * 64 * 4 * 11 + 8 * 1000
+
+
+def test_a_publishing_time_is_kept_per_row_and_freed_with_it():
+    items = ItemVectors(2, 1, 4, capacity=2)
+    for i, p in zip("abc", (5, None, 7)):  # the third grows the arrays
+        items.upsert(i, text=np.ones(2), category=np.zeros(4), published_ts=p)
+    assert items.published[[0, 2]].tolist() == [5.0, 7.0] and np.isnan(items.published[1])
+    items.delete("a")
+    assert np.isnan(items.published[0])
+    items.upsert("d", text=np.ones(2), category=np.zeros(4))  # takes a's row, with no time of its own
+    assert items.index["d"] == 0 and np.isnan(items.published[0])
 
 
 def test_changed_since_names_every_row_written_freed_or_taken():

@@ -1,0 +1,90 @@
+"""Item freshness: how recently each item was published, a blend component for domains where
+items go stale (a domain with ``freshness_half_life_days``, e.g. news).
+
+An item published at ``p`` (the catalogue event's ``published_ts``, ``ItemVectors.published``)
+scores
+
+    f = 2 ** -((now - p) / half_life)        (0 for an item without a publishing time)
+
+where ``now`` is the latest event time the model has folded (event time, not the clock: the same
+events give the same scores wherever and whenever they are replayed). An item published after
+``now`` is not out yet: it scores 0 and is left out of the moments, so a catalogue announced ahead
+of its events (a replay of history) neither lifts unpublished items nor moves the scale of the
+others. The score is the same for every user, so the catalogue's copy and its moments are kept
+until the catalogue changes or ``now`` passes another publishing time; the blend z-scores it, and
+a later ``now`` scales every published item's score alike, which changes no z-score.
+
+>>> from models.items import ItemVectors
+>>> items = ItemVectors(2, 1, 4)
+>>> for i, p in zip("abc", (0, 10, 100)):
+...     _ = items.upsert(i, text=np.ones(2), category=np.zeros(4), published_ts=p)
+>>> f = Freshness(items, half_life_ms=10.0)
+>>> f.observe(20)
+>>> f.catalogue_scores().tolist()  # c is published after now = 20: not out yet
+[0.25, 0.5, 0.0]
+>>> f.moments()  # over a and b only
+(0.375, 0.125)
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from models.blend import component_moments
+from models.components import Component
+from models.items import ItemVectors
+from models.state import UserState
+
+DAY_MS = 86_400_000.0
+REBASE_HALF_LIVES = 64.0  # scores are taken against the ``now`` of their last rebuild; rebuilt this far on
+
+
+class Freshness(Component):
+    """``f`` of the module doc for every catalogue row (``items.ids`` order), (B, N) broadcast."""
+
+    name = "freshness"
+    skipped_unweighted = True  # a blend that does not weigh it does not compute it
+    own_moments = True  # its z-scores take ``moments()``, not those of the whole row
+
+    def __init__(self, items: ItemVectors, half_life_ms: float):
+        super().__init__()
+        if half_life_ms <= 0:
+            raise ValueError("freshness needs a half-life > 0")
+        self.items, self.half_life_ms = items, float(half_life_ms)
+        self.now = -np.inf  # the latest event time folded
+        self._cache: tuple = (None, -np.inf, None, None)  # (key, the now of the scores, scores, moments)
+
+    def observe(self, ts: float) -> None:
+        """An event of time ``ts`` was folded."""
+        if ts > self.now:
+            self.now = float(ts)
+
+    def known(self) -> bool:
+        """Whether any catalogue item has a publishing time (else the scores are all 0)."""
+        return bool(np.isfinite(self.items.published).any())
+
+    def _catalogue(self) -> tuple[np.ndarray, tuple[float, float]]:
+        p = self.items.published  # (N,)
+        out = p <= self.now  # NaN: False
+        key = (self.items.version, p.size, int(np.count_nonzero(out)))
+        cached, base, scores, moments = self._cache
+        if cached != key or self.now - base > REBASE_HALF_LIVES * self.half_life_ms:
+            scores = np.zeros(p.size)
+            scores[out] = np.exp2((p[out] - self.now) / self.half_life_ms)
+            counted = ~(p > self.now)  # the published ones and those without a time
+            moments = component_moments(scores[counted]) if counted.any() else (0.0, 0.0)
+            scores.flags.writeable = False
+            self._cache = (key, self.now, scores, moments)
+        return self._cache[2], self._cache[3]
+
+    def catalogue_scores(self) -> np.ndarray:
+        """(N,) every catalogue row's score (read-only; a new array when they change)."""
+        return self._catalogue()[0]
+
+    def scores_many(self, states: Sequence[UserState]) -> np.ndarray:
+        f = self._catalogue()[0]
+        return np.broadcast_to(f, (len(states), f.size))  # (B, N), read-only
+
+    def moments(self) -> tuple[float, float]:
+        return self._catalogue()[1]
