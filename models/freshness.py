@@ -7,7 +7,8 @@ scores
     f = 2 ** -((now - p) / half_life)        (0 for an item without a publishing time)
 
 where ``now`` is the latest event time the model has folded (event time, not the clock: the same
-events give the same scores wherever and whenever they are replayed). An item published after
+events give the same scores wherever and whenever they are replayed; only a time more than a day
+past the clock is ignored). An item published after
 ``now`` is not out yet: it scores 0 and is left out of the moments, so a catalogue announced ahead
 of its events (a replay of history) neither lifts unpublished items nor moves the scale of the
 others. The score is the same for every user, so the catalogue's copy and its moments are kept
@@ -27,6 +28,7 @@ a later ``now`` scales every published item's score alike, which changes no z-sc
 """
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import numpy as np
@@ -37,6 +39,7 @@ from models.items import ItemVectors
 from models.state import UserState
 
 DAY_MS = 86_400_000.0
+MAX_AHEAD_MS = DAY_MS  # an event time further past the clock does not move ``now``
 REBASE_HALF_LIVES = 64.0  # scores are taken against the ``now`` of their last rebuild; rebuilt this far on
 
 
@@ -56,8 +59,10 @@ class Freshness(Component):
         self._cache: tuple = (None, -np.inf, None, None)  # (key, the now of the scores, scores, moments)
 
     def observe(self, ts: float) -> None:
-        """An event of time ``ts`` was folded."""
-        if ts > self.now:
+        """An event of time ``ts`` was folded. A time more than ``MAX_AHEAD_MS`` past the clock
+        is a wrong one (a producer's bad clock, a forged event): it does not move ``now``, which
+        never goes back and would otherwise age every item out for the life of the process."""
+        if ts > self.now and ts <= time.time() * 1000.0 + MAX_AHEAD_MS:
             self.now = float(ts)
 
     def known(self) -> bool:

@@ -3,6 +3,8 @@ ranks the recently published first; an item not out yet is neither lifted nor co
 ranking gives the exact lists; a model hand-over and the worker's catalogue keep the times."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from models.attention import AttentionFusion
@@ -48,6 +50,17 @@ def test_the_recently_published_first_and_an_item_not_out_yet_not_lifted():
     assert top[:2] == ["i2", "i1"] and top[-1] in ("i3", "i4")
     model.fold([click(1, "u", "i1", T0 + 31 * DAY_MS)], states)  # now i4 is out, and the freshest
     assert [r.item_id for r in model.recommend(states["u"], k=1).items] == ["i4"]
+
+
+def test_an_event_dated_past_the_clock_does_not_age_every_item():
+    model = news_model(3, {"freshness": 1.0}, published=[T0, T0 + DAY_MS, T0 + 2 * DAY_MS])
+    states: dict = {}
+    model.fold([click(0, "u", "i0", T0 + 3 * DAY_MS)], states)
+    before = model.freshness.catalogue_scores().tolist()
+    far = int(time.time() * 1000 + 365 * DAY_MS)  # a forged or badly clocked event, a year ahead
+    model.fold([click(1, "v", "i1", far)], states)
+    assert model.freshness.now == T0 + 3 * DAY_MS and model.freshness.catalogue_scores().tolist() == before
+    assert states["v"].recent  # the event itself is applied to its user as any other
 
 
 def test_freshness_is_left_out_of_a_blend_that_does_not_weigh_it():
