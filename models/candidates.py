@@ -20,8 +20,9 @@ computed without the full row: the attention score's from the running sum and ou
 of the indexed vectors (``ItemIndex.score_moments``), the co-engagement score's from its sparse
 non-zeros (each weighted by how many catalogue rows map to its counts row), the sequence score's
 from its vocabulary scores (weighted the same way, unknown items at the user's mean), popularity's
-and freshness's as the exact path takes them. So a candidate's score and reasons are the exact path's, to rounding, and two-stage
-top-k differs from exact only where an exact top item is not among the candidates.
+and freshness's as the exact path takes them. So a candidate's score and reasons are the exact
+path's, to rounding, and two-stage top-k differs from exact only where an exact top item is not
+among the candidates.
 
 ``mode``: ``"exact"``, ``"two-stage"`` or ``"auto"`` (two-stage from ``exact_max`` live items on,
 where it is measured to be faster: ``models.offline.two_stage``).

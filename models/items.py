@@ -148,7 +148,8 @@ class ItemVectors:
     def _grow(self) -> None:
         """Room for more rows: the arrays by ``GROWTH`` each, one at a time (so at most one
         array is held twice while it is copied). The new rows are zero pages that the system
-        maps only once written, so unused capacity costs address space, not memory."""
+        maps only once written, so unused capacity costs address space, not memory (but for the
+        publishing times, whose new rows are written with NaN: 8 bytes a row)."""
         cap = max(self.capacity + 1, int(self.capacity * GROWTH))
         for name in ("_hybrid", "_cat_n", "_cat_idx", "_cat_val", "_deleted", "_changed", "_published"):
             old = getattr(self, name)

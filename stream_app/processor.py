@@ -121,7 +121,8 @@ class Processor:
                 out.append((item_id, None))
             else:
                 v = vecs[item_id]
-                self.model.add_item(item_id, v, it.get("categories", ()), it.get("attributes"), it.get("published_ts"))
+                self.model.add_item(item_id, v, it.get("categories", ()), it.get("attributes"),
+                                    it.get("published_ts"))
                 out.append((item_id, encode_item_record(it, v, self.encoder.version)))
         return out
 
@@ -133,7 +134,8 @@ class Processor:
         if item.pop("_enc", MODEL_NAME) != self.encoder.version:
             vec = self.encode([item_text(item["title"], item.get("text"), item.get("categories", ()))])[0]
             self.reencoded_items += 1
-        self.model.add_item(item["item_id"], vec, item.get("categories", ()), item.get("attributes"), item.get("published_ts"))
+        self.model.add_item(item["item_id"], vec, item.get("categories", ()), item.get("attributes"),
+                            item.get("published_ts"))
 
     # -- interactions ------------------------------------------------------------------------
     def parse_event(self, src: Source, partitions: int) -> dict | Rejected | Forward:
