@@ -39,6 +39,7 @@ class Component:
     reasons: tuple[str, ...] = ()
     shares: tuple[str, ...] = ()
     skipped_unweighted = False
+    own_moments = False  # True: the blend z-scores it with ``moments()``, not those of the whole row
 
     def __init__(self):
         self.reasons = self.shares = (self.name,)

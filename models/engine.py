@@ -273,7 +273,7 @@ class InterestModel(EventFolding):
     def own_moments(self) -> dict[str, tuple[float, float]]:
         """The (mean, std) the blend z-scores a component with where they are not those of its
         whole row (``models.freshness``: items not out yet do not count)."""
-        return {c.name: c.moments() for c in self.components if getattr(c, "own_moments", False)}
+        return {c.name: c.moments() for c in self.components if c.own_moments}
 
     def recommend(self, state: UserState, k: int = 10) -> Recommendation:
         """Top-k unseen items with reasons that sum to each score (``bias``: the item prior and

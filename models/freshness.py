@@ -48,7 +48,7 @@ class Freshness(Component):
 
     name = "freshness"
     skipped_unweighted = True  # a blend that does not weigh it does not compute it
-    own_moments = True  # its z-scores take ``moments()``, not those of the whole row
+    own_moments = True
 
     def __init__(self, items: ItemVectors, half_life_ms: float):
         super().__init__()
@@ -56,13 +56,20 @@ class Freshness(Component):
             raise ValueError("freshness needs a half-life > 0")
         self.items, self.half_life_ms = items, float(half_life_ms)
         self.now = -np.inf  # the latest event time folded
+        self._limit = -np.inf  # the clock plus ``MAX_AHEAD_MS`` when last read
+        self._checked: tuple = (None,)  # (catalogue version, rows, now) the cache was last checked at
         self._cache: tuple = (None, -np.inf, None, None)  # (key, the now of the scores, scores, moments)
 
     def observe(self, ts: float) -> None:
         """An event of time ``ts`` was folded. A time more than ``MAX_AHEAD_MS`` past the clock
         is a wrong one (a producer's bad clock, a forged event): it does not move ``now``, which
-        never goes back and would otherwise age every item out for the life of the process."""
-        if ts > self.now and ts <= time.time() * 1000.0 + MAX_AHEAD_MS:
+        never goes back and would otherwise age every item out for the life of the process. The
+        clock is read only when an event passes the limit last read."""
+        if ts > self.now:
+            if ts > self._limit:
+                self._limit = time.time() * 1000.0 + MAX_AHEAD_MS
+                if ts > self._limit:
+                    return
             self.now = float(ts)
 
     def known(self) -> bool:
@@ -71,6 +78,10 @@ class Freshness(Component):
 
     def _catalogue(self) -> tuple[np.ndarray, tuple[float, float]]:
         p = self.items.published  # (N,)
+        checked = (self.items.version, p.size, self.now)
+        if checked == self._checked:  # nothing moved since the last look (a ranking asks several times)
+            return self._cache[2], self._cache[3]
+        self._checked = checked
         out = p <= self.now  # NaN: False
         key = (self.items.version, p.size, int(np.count_nonzero(out)))
         cached, base, scores, moments = self._cache

@@ -133,6 +133,6 @@ def hand_over(old, new, snapshot_version: int | None = None, half_life_ms: float
             rows = carry_rows(old.cooc, new.cooc)
         elif half_life_ms is not None:
             new.cooc.online.half_life_ms = half_life_ms
-    if getattr(new, "freshness", None) is not None and getattr(old, "freshness", None) is not None:
+    if new.freshness is not None and old.freshness is not None:
         new.freshness.observe(old.freshness.now)  # the event time reached so far
     return {"changed": changed, "freed": freed, "rows": rows}
