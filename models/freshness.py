@@ -6,9 +6,10 @@ scores
 
     f = 2 ** -((now - p) / half_life)        (0 for an item without a publishing time)
 
-where ``now`` is the latest event time the model has folded (event time, not the clock: the same
-events give the same scores wherever and whenever they are replayed; only a time more than a day
-past the clock is ignored). An item published after
+where ``now`` is the latest event time the model has folded, or that the co-engagement rows it
+follows are valued at (``stream_app.cooc_stream.apply_followed``: every worker's events) (event
+time, not the clock: the same events give the same scores wherever and whenever they are
+replayed; only a time more than a day past the clock is ignored). An item published after
 ``now`` is not out yet: it scores 0 and is left out of the moments, so a catalogue announced ahead
 of its events (a replay of history) neither lifts unpublished items nor moves the scale of the
 others. The score is the same for every user, so the catalogue's copy and its moments are kept

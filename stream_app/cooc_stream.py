@@ -92,11 +92,18 @@ MAX_GAP_S = 30.0  # ... until rounds are this far apart
 
 def apply_followed(processor: Processor, rows: list[tuple[str, bytes | None]]) -> None:
     """In the model thread: followed row records into the model serving when the job runs (a
-    model switched in meanwhile, ``stream_app.model_watch``, gets them, not the one it replaced)."""
+    model switched in meanwhile, ``stream_app.model_watch``, gets them, not the one it replaced).
+    The latest event time the rows are valued at moves the item freshness clock
+    (``models.freshness``): the rows come from every worker's events, so each worker's clock
+    follows the whole cluster's, and a restarted worker has it from the rows read at start,
+    before its first event."""
     from models.cooc.online import apply_rows
 
-    if processor.model.cooc is not None:
-        apply_rows(processor.model.cooc, rows)
+    model = processor.model
+    if model.cooc is not None:
+        latest = apply_rows(model.cooc, rows)
+        if model.freshness is not None and latest > 0:
+            model.freshness.observe(latest)
 
 
 def send_pairs(ctx: Context, hot, pairs: PairDeltas) -> None:

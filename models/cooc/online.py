@@ -160,7 +160,8 @@ def apply_rows(model, records: Sequence[tuple[str, bytes | None]]) -> int:
     """Followed row records (item id, ``NeighbourRow`` bytes or None) into ``model``'s online rows
     (a ``CoocModel``), all at once (``CoocModel.set_online_rows``); neighbours unknown to the
     counts get a row (as ids known from training do). The records are decoded ``CHUNK`` at a time
-    into arrays, so few Python objects are alive at once. Returns how many were applied."""
+    into arrays, so few Python objects are alive at once. Returns the latest event time the rows
+    are valued at (ms; 0 for none): how far the whole cluster's events have come."""
     last = dict(records)  # an item's last record stands for its earlier ones
     if not last:
         return 0
@@ -178,7 +179,7 @@ def apply_rows(model, records: Sequence[tuple[str, bytes | None]]) -> int:
         cols.append(model.rows_of(ids))
         weights.append(np.fromiter(ws, dtype=np.float32, count=len(ws)))
     model.set_online_rows(list(last), n, ts, lengths, np.concatenate(cols), np.concatenate(weights))
-    return len(records)
+    return max(ts)
 
 
 CHUNK = 128  # records decoded at once

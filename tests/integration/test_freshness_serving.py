@@ -1,6 +1,7 @@
 """A news worker serves item freshness (``models.freshness``) as the offline model computes it: a
 checkpoint whose blend weighs freshness, the catalogue's publishing times through Kafka, the same
-events, the same top-K, scores and reasons; an item published after the events is not lifted."""
+events, the same top-K, scores and reasons; an item published after the events is not lifted; a
+worker restarted after a kill -9 serves the same freshness before its first event."""
 from __future__ import annotations
 
 import time
@@ -85,3 +86,14 @@ def test_a_news_worker_serves_freshness_as_the_offline_model(news_checkpoint, wo
                 assert fresh[a] <= fresh[b] + 1e-9
             elif published[b] <= now and published[a] > published[b]:
                 assert fresh[a] > fresh[b]
+
+    w.proc.kill()  # kill -9; the restarted worker answers before any new event, its freshness clock from
+    w.proc.wait()  # the co-engagement rows it reads at start (every worker's events are in them)
+    again = worker_factory(prefix=w.prefix, extra_env={"STREAM_RECO_CHECKPOINT": str(path),
+                                                       "STREAM_RECO_DOMAIN": "news"}).start()
+    wait_settled(kafka_bootstrap, [again])
+    restored = get(again, "/users/reader")
+    assert restored["events_applied"] == len(history)
+    assert [i["item_id"] for i in restored["items"]] == [i["item_id"] for i in served["items"]]
+    for got, want in zip(restored["items"], served["items"]):
+        assert got["reasons"]["freshness"] == pytest.approx(want["reasons"]["freshness"], abs=1e-3)

@@ -283,3 +283,12 @@ def test_online_row_memory_is_counted_as_rows_change():
     online.free(7)
     held = sum(sys.getsizeof(a) for a in online.rows if a.size)
     assert online.nbytes() == held + online.n.nbytes + online.ts.nbytes + 8 * len(online.rows)
+
+
+def test_applied_rows_tell_the_latest_event_time_they_are_valued_at():
+    served = CoocModel(PARAMS)
+    rows = [("a", NeighbourRow(1.0, 7_000, 0, {"b": 1.0}).to_bytes()), ("b", NeighbourRow(1.0, 9_000, 0, {}).to_bytes()),
+            ("a", NeighbourRow(2.0, 5_000, 1, {"b": 2.0}).to_bytes())]  # a's last record stands for its first
+    assert apply_rows(served, rows) == 9_000
+    assert apply_rows(served, [("b", None)]) == 0  # a tombstone has no time
+    assert apply_rows(served, []) == 0

@@ -215,3 +215,22 @@ def test_a_batch_in_flight_longer_than_the_timer_keeps_the_worker_busy(monkeypat
     assert f.applied == {0: 1} and f.pending  # busy: the record waits for the gap
     asyncio.run(f.sync(run_model, p))  # the batch is done and no other began: idle
     assert f.applied == {0: 2}
+
+
+def test_followed_rows_move_the_freshness_clock_to_the_clusters_event_time():
+    from models.engine import InterestModel
+
+    base = processor(0.0)
+    news = InterestModel(base.model.attention, base.model.items, base.model.cooc, domain="news")
+    p = Processor(news, TinyEncoder(), lambda text: 0.5, Codec.load(), top_k=3)
+    f = CoocFollower("unused:9092", "rows", sensor=Sensor())
+    f._take(record(0, 0, b"i0", NeighbourRow(1.0, 86_400_000, 1, {"i1": 1.0}).to_bytes()))
+    f._take(record(1, 0, b"i2", NeighbourRow(1.0, 2 * 86_400_000, 1, {"i1": 1.0}).to_bytes()))  # another worker's
+
+    async def run_model(fn, *args):
+        return fn(*args)
+
+    assert news.freshness.now == -np.inf  # no event folded yet: a restarted worker
+    asyncio.run(f.sync(run_model, p, between_batches=True))
+    assert news.freshness.now == 2 * 86_400_000
+    assert base.model.freshness is None  # the default domain has no freshness: rows apply as before
