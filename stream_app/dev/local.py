@@ -30,7 +30,7 @@ from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the repository: a worker runs this tree's code
 READY_MARK = b"Ready"
 
 

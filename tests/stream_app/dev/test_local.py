@@ -1,6 +1,7 @@
 """LocalWorker without a broker: environment, port choice and failure reporting."""
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -17,6 +18,14 @@ def test_child_environment_reproduces_the_settings(tmp_path):
     assert back == w.settings
     assert w.env["EXTRA"] == "1" and w.command[-2:] == ["stream_app.cli", "worker"]
     assert LocalWorker(s, web_port=7001).port == 7001
+
+
+def test_the_child_runs_in_the_repository_so_it_imports_this_trees_code(tmp_path):
+    w = LocalWorker(Settings(), log_path=tmp_path / "w.log")
+    assert (w.cwd / "pyproject.toml").is_file() and (w.cwd / "stream_app" / "cli.py").is_file()
+    code = "import stream_app, models; print(stream_app.__file__, models.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=w.cwd, capture_output=True, text=True, check=True).stdout
+    assert all(path.startswith(str(w.cwd)) for path in out.split())
 
 
 def test_a_worker_that_exits_is_reported_with_its_log(tmp_path):
