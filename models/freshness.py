@@ -34,7 +34,6 @@ from typing import Sequence
 
 import numpy as np
 
-from models.blend import component_moments
 from models.components import Component
 from models.items import ItemVectors
 from models.state import UserState
@@ -89,8 +88,7 @@ class Freshness(Component):
         if cached != key or self.now - base > REBASE_HALF_LIVES * self.half_life_ms:
             scores = np.zeros(p.size)
             scores[out] = np.exp2((p[out] - self.now) / self.half_life_ms)
-            counted = ~(p > self.now)  # the published ones and those without a time
-            moments = component_moments(scores[counted]) if counted.any() else (0.0, 0.0)
+            moments = _moments(scores, p.size - int(np.count_nonzero(p > self.now)))  # items not out: not counted
             scores.flags.writeable = False
             self._cache = (key, self.now, scores, moments)
         return self._cache[2], self._cache[3]
@@ -105,3 +103,22 @@ class Freshness(Component):
 
     def moments(self) -> tuple[float, float]:
         return self._catalogue()[1]
+
+
+def _moments(scores: np.ndarray, counted: int) -> tuple[float, float]:
+    """(mean, std) of ``scores`` (N,) over its ``counted`` entries, the others being 0 (the items
+    not out yet): ``component_moments`` of the counted ones without gathering them (a third of the cost
+    of a rebuild at 10^6 items, ``stream_app.dev.freshness_cost``). The squares about the mean
+    are summed over every entry and the uncounted zeros' share taken off.
+
+    >>> _moments(np.array([0.25, 0.5, 0.0]), 2)  # the 0 is an item not out yet
+    (0.375, 0.125)
+    >>> _moments(np.zeros(3), 0)
+    (0.0, 0.0)
+    """
+    if counted == 0:
+        return 0.0, 0.0
+    mean = float(scores.sum()) / counted
+    d = scores - mean
+    var = (float(np.dot(d, d)) - (scores.size - counted) * mean * mean) / counted
+    return mean, float(np.sqrt(max(var, 0.0)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from models.attention import AttentionFusion
 from models.candidates import CandidateSizes
@@ -112,3 +113,18 @@ def test_the_worker_takes_the_publishing_time_from_the_catalogue_event():
     p = Processor(model, TinyEncoder(), lambda text: 0.5, Codec.load(), top_k=3)
     p.index_items([{"item_id": "a", "title": "A", "published_ts": T0}, {"item_id": "b", "title": "B"}])
     assert model.items.published[model.items.index["a"]] == T0 and np.isnan(model.items.published[model.items.index["b"]])
+
+
+@pytest.mark.parametrize("not_out", [0.0, 0.5, 0.95])
+def test_moments_without_gathering_equal_those_of_the_counted_items(not_out):
+    from models.blend import component_moments
+    from models.freshness import _moments
+
+    rng = np.random.default_rng(3)
+    for half_life in (0.01, 1.0, 100.0):  # steep to nearly flat scores
+        scores = np.exp2(-rng.uniform(0, 3, 20_000) / half_life)
+        future = rng.random(scores.size) < not_out
+        scores[future] = 0.0
+        want = component_moments(scores[~future])
+        got = _moments(scores, int((~future).sum()))
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-15)
