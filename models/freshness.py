@@ -14,7 +14,10 @@ replayed; only a time more than a day past the clock is ignored). An item publis
 of its events (a replay of history) neither lifts unpublished items nor moves the scale of the
 others. The score is the same for every user, so the catalogue's copy and its moments are kept
 until the catalogue changes or ``now`` passes another publishing time; the blend z-scores it, and
-a later ``now`` scales every published item's score alike, which changes no z-score.
+a later ``now`` scales every published item's score alike, which changes no z-score. So the copy
+stays at the ``now`` it was made at and is updated row by row: the rows the catalogue changed
+and those that came out are scored again, and the moments summed again (``_moments``); it is
+made afresh only after ``REBASE_HALF_LIVES``.
 
 >>> from models.items import ItemVectors
 >>> items = ItemVectors(2, 1, 4)
@@ -58,7 +61,7 @@ class Freshness(Component):
         self.now = -np.inf  # the latest event time folded
         self._limit = -np.inf  # the clock plus ``MAX_AHEAD_MS`` when last read
         self._checked: tuple = (None,)  # (catalogue version, rows, now) the cache was last checked at
-        self._cache: tuple = (None, -np.inf, None, None)  # (key, the now of the scores, scores, moments)
+        self._cache: tuple = (None, -np.inf, None, None, None)  # (key, the now of the scores, scores, moments, out)
 
     def observe(self, ts: float) -> None:
         """An event of time ``ts`` was folded. A time more than ``MAX_AHEAD_MS`` past the clock
@@ -84,14 +87,19 @@ class Freshness(Component):
         self._checked = checked
         out = p <= self.now  # NaN: False
         key = (self.items.version, p.size, int(np.count_nonzero(out)))
-        cached, base, scores, moments = self._cache
-        if cached != key or self.now - base > REBASE_HALF_LIVES * self.half_life_ms:
-            scores = np.zeros(p.size)
-            scores[out] = np.exp2((p[out] - self.now) / self.half_life_ms)
-            moments = _moments(scores, p.size - int(np.count_nonzero(p > self.now)))  # items not out: not counted
-            scores.flags.writeable = False
-            self._cache = (key, self.now, scores, moments)
-        return self._cache[2], self._cache[3]
+        cached, base, scores, moments, was_out = self._cache
+        stale = self.now - base > REBASE_HALF_LIVES * self.half_life_ms
+        if cached == key and not stale:
+            return scores, moments
+        if cached is None or stale or p.size < scores.size:  # every row, at today's ``now``
+            base, redo = self.now, None
+        else:  # the rows the catalogue changed since, and those that came out since
+            redo = np.union1d(self.items.changed_since(cached[0]), np.flatnonzero(out[:was_out.size] & ~was_out))
+        scores = _scored(p, out, base, self.half_life_ms, scores, redo)
+        moments = _moments(scores, p.size - int(np.count_nonzero(p > self.now)))  # items not out: not counted
+        scores.flags.writeable = False
+        self._cache = (key, base, scores, moments, out)
+        return scores, moments
 
     def catalogue_scores(self) -> np.ndarray:
         """(N,) every catalogue row's score (read-only; a new array when they change)."""
@@ -103,6 +111,23 @@ class Freshness(Component):
 
     def moments(self) -> tuple[float, float]:
         return self._catalogue()[1]
+
+
+def _scored(published: np.ndarray, out: np.ndarray, base: float, half_life_ms: float, old: np.ndarray | None,
+            redo: np.ndarray | None) -> np.ndarray:
+    """(N,) ``2 ** ((p - base) / half_life)`` for the items ``out``, 0 for the others: every row
+    (``redo`` None), or ``old`` (the scores of fewer or as many rows at the same ``base``) with the
+    rows ``redo`` scored again; any rows past ``old`` are among them. Scores at an earlier
+    ``base`` than ``now`` differ from today's by one factor for every item, which no z-score sees."""
+    scores = np.zeros(published.size)
+    if redo is None:
+        scores[out] = np.exp2((published[out] - base) / half_life_ms)
+        return scores
+    scores[: old.size] = old
+    scores[redo] = 0.0
+    rows = redo[out[redo]]
+    scores[rows] = np.exp2((published[rows] - base) / half_life_ms)
+    return scores
 
 
 def _moments(scores: np.ndarray, counted: int) -> tuple[float, float]:

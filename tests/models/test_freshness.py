@@ -128,3 +128,36 @@ def test_moments_without_gathering_equal_those_of_the_counted_items(not_out):
         want = component_moments(scores[~future])
         got = _moments(scores, int((~future).sum()))
         assert got == pytest.approx(want, rel=1e-9, abs=1e-15)
+
+
+def test_scores_kept_up_to_date_give_the_z_scores_of_scores_made_afresh():
+    """The cache is updated row by row (changed rows, rows come out) at the ``now`` of its last
+    rebuild; its z-scores stay those of a component built from scratch at every step."""
+    from models.freshness import Freshness
+
+    rng = np.random.default_rng(5)
+    items = ItemVectors(2, 1, 4)
+
+    def put(item_id, published):
+        items.upsert(item_id, text=np.ones(2), category=np.zeros(4), published_ts=published)
+
+    for j in range(300):
+        put(f"i{j}", None if j % 7 == 0 else float(rng.uniform(0, 40) * DAY_MS))
+    kept, now, added = Freshness(items, DAY_MS), 10 * DAY_MS, 0
+    for step in range(80):  # now moves ~80 days: past the rebase too
+        op = step % 4
+        if op == 0:  # a new item, out now or soon
+            added += 1
+            put(f"new{added}", float(now + rng.uniform(-1, 2) * DAY_MS))
+        elif op == 1:
+            items.delete(str(rng.choice([i for i in items.ids if i in items])))
+        elif op == 2:  # an item's publishing time moved
+            put(str(rng.choice([i for i in items.ids if i in items])), float(now + rng.uniform(-5, 5) * DAY_MS))
+        now += float(rng.uniform(0, 2) * DAY_MS)
+        kept.observe(now)
+        afresh = Freshness(items, DAY_MS)
+        afresh.observe(now)
+        (m1, s1), (m2, s2) = kept.moments(), afresh.moments()
+        assert s1 > 0 and s2 > 0
+        np.testing.assert_allclose((kept.catalogue_scores() - m1) / s1, (afresh.catalogue_scores() - m2) / s2,
+                                   rtol=0, atol=1e-9)
