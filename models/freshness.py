@@ -96,7 +96,7 @@ class Freshness(Component):
         else:  # the rows the catalogue changed since, and those that came out since
             redo = np.union1d(self.items.changed_since(cached[0]), np.flatnonzero(out[:was_out.size] & ~was_out))
         scores = _scored(p, out, base, self.half_life_ms, scores, redo)
-        moments = _moments(scores, p.size - int(np.count_nonzero(p > self.now)))  # items not out: not counted
+        moments = _moments(scores, ~(p > self.now))  # the items out and those without a time
         scores.flags.writeable = False
         self._cache = (key, base, scores, moments, out)
         return scores, moments
@@ -130,20 +130,21 @@ def _scored(published: np.ndarray, out: np.ndarray, base: float, half_life_ms: f
     return scores
 
 
-def _moments(scores: np.ndarray, counted: int) -> tuple[float, float]:
-    """(mean, std) of ``scores`` (N,) over its ``counted`` entries, the others being 0 (the items
-    not out yet): ``component_moments`` of the counted ones without gathering them (a third of the cost
-    of a rebuild at 10^6 items, ``stream_app.dev.freshness_cost``). The squares about the mean
-    are summed over every entry and the uncounted zeros' share taken off.
+def _moments(scores: np.ndarray, counted: np.ndarray) -> tuple[float, float]:
+    """(mean, std) of ``scores`` (N,) over the entries ``counted`` (N,) bool, the others being 0
+    (the items not out yet): ``component_moments`` of the counted ones without gathering them (a
+    third of the cost of a rebuild at 10^6 items, ``stream_app.dev.freshness_cost``): the sum
+    over every entry, then the squares about the mean with the others' zeroed.
 
-    >>> _moments(np.array([0.25, 0.5, 0.0]), 2)  # the 0 is an item not out yet
+    >>> _moments(np.array([0.25, 0.5, 0.0]), np.array([True, True, False]))  # the 0: not out yet
     (0.375, 0.125)
-    >>> _moments(np.zeros(3), 0)
+    >>> _moments(np.zeros(3), np.zeros(3, bool))
     (0.0, 0.0)
     """
-    if counted == 0:
+    n = int(np.count_nonzero(counted))
+    if n == 0:
         return 0.0, 0.0
-    mean = float(scores.sum()) / counted
+    mean = float(scores.sum()) / n
     d = scores - mean
-    var = (float(np.dot(d, d)) - (scores.size - counted) * mean * mean) / counted
-    return mean, float(np.sqrt(max(var, 0.0)))
+    d *= counted
+    return mean, float(np.sqrt(np.dot(d, d) / n))
