@@ -176,6 +176,24 @@ def test_a_table_restored_from_records_folds_on_to_the_same_rows():
         assert restored.row(item) == whole.row(item)
 
 
+@pytest.mark.parametrize("half_life_ms", [0.0, 3_600_000.0], ids=["no decay", "decay"])
+def test_a_tables_records_are_the_bytes_of_its_rows_one_by_one(half_life_ms):
+    """The changelog records a table writes in one pass are byte for byte those of each row as a
+    ``NeighbourRow`` (the form followers and a restored aggregator read back)."""
+    m = fresh(n_items=40)
+    eng = engagements(n_items=40, n=400, seed=3)
+    times = (1_000_000 + 977 * np.arange(len(eng))).tolist()
+    msgs = split_messages(m, eng, times, 5, half_life_ms, 0)
+    table = RowTable()
+    for a in range(0, len(msgs), 13):
+        fold_records(table, msgs[a:a + 13], {}, half_life_ms, top_m=8)
+    got = records(table)
+    assert len(got) > 20 and any(len(orjson.loads(v)["w"]) > 1 for _, v in got)
+    for item, value in got:
+        assert value == table.row(item).to_bytes()
+        assert NeighbourRow.from_bytes(value) == table.row(item)
+
+
 def test_rows_are_bounded_and_keep_their_largest_neighbours():
     table = RowTable()
     for k in range(100):  # one message per batch
