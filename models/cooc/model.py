@@ -301,16 +301,30 @@ class CoocModel:
 
     def scores_many(self, recent_rows: Sequence[Sequence[int]]) -> np.ndarray:
         """(B, N) ``scores`` of several users: each user's sum over its rows in order."""
-        p, n = self.params, len(self.counts)
-        at, add, decay = [np.zeros(0, np.intp)], [np.zeros(0)], p.decay ** np.arange(p.hist_len)
-        asked = [list(rows)[: p.hist_len] for rows in recent_rows]
-        found = iter(self.similarity_rows([j for rows in asked for j in rows]))
-        for b, rows in enumerate(asked):
-            for wd, _ in zip(decay, rows):
-                idx, vals = next(found)
-                at.append(idx + b * n)
-                add.append(wd * vals)
-        return np.bincount(np.concatenate(at), np.concatenate(add), minlength=len(recent_rows) * n).reshape(-1, n)
+        asked = [list(rows)[: self.params.hist_len] for rows in recent_rows]
+        return _votes(asked, self.similarity_rows([j for rows in asked for j in rows]), self.params.decay,
+                      len(self.counts))
+
+    def scores_variants(self, recent_rows: Sequence[int], variants: Sequence[CoocParams]) -> list[np.ndarray]:
+        """``scores(recent_rows)`` of ``CoocModel(v, <these counts>)`` for each ``v`` of
+        ``variants`` (count parameters equal to this model's), the same bits, with each raw row
+        read once for all of them (a parameter search: ``models.offline.tune_cooc``). Nothing is
+        cached: rows are computed afresh."""
+        if any(v.count_key() != self.params.count_key() for v in variants):
+            raise ValueError("count parameters differ: refit instead")
+        self._current()
+        cache, cnt, n = self._follow.rows, self._n, len(self.counts)
+        rows = list(recent_rows)[: max(v.hist_len for v in variants)]
+        raws = [cache.raw.get(j) or self._raw_row(j) for j in rows]
+        pruned: dict[tuple, list] = {}
+        out = []
+        for v in variants:
+            key = (v.alpha, v.shrink, v.k)
+            if key not in pruned:
+                col_pow = cnt ** (1.0 - v.alpha)
+                pruned[key] = prune_rows(raws, [cnt[j] ** v.alpha for j in rows], col_pow, v.shrink, v.k)
+            out.append(_votes([rows[: v.hist_len]], pruned[key], v.decay, n)[0])
+        return out
 
     def popularity(self) -> np.ndarray:
         """(N,) log(1 + engagements), the counts' own popularity signal (read-only)."""
@@ -333,3 +347,16 @@ class CoocModel:
             counts = CoocCounts.restore(z["ids"].tolist(), z["n"], z["rows"].astype(np.int64),
                                         z["cols"].astype(np.int64), z["vals"], dense_max)
         return cls(params, counts)
+
+
+def _votes(asked: list[list[int]], found: Sequence[tuple[np.ndarray, np.ndarray]], decay: float, n: int) -> np.ndarray:
+    """(B, N) per user ``b``, the sum over its rows ``asked[b]`` (newest first) of
+    ``decay ** rank`` times the row's pruned similarity row (``found``: those rows in order)."""
+    at, add, weight = [np.zeros(0, np.intp)], [np.zeros(0)], decay ** np.arange(max(map(len, asked), default=0))
+    found = iter(found)
+    for b, rows in enumerate(asked):
+        for wd, _ in zip(weight, rows):
+            idx, vals = next(found)
+            at.append(idx + b * n)
+            add.append(wd * vals)
+    return np.bincount(np.concatenate(at), np.concatenate(add), minlength=len(asked) * n).reshape(-1, n)

@@ -39,12 +39,13 @@ def prune_rows(raws: Sequence[tuple[np.ndarray, np.ndarray]], scale: Sequence[fl
     vals = (num / den).astype(np.float32)
     keep = vals != 0  # a quotient that rounds to zero is no neighbour
     seg, idx, vals = seg[keep], idx[keep], vals[keep]
-    if np.bincount(seg, minlength=1).max() > k:  # rank within the row: by value, then column
-        order = np.lexsort((idx, -vals, seg))
-        first = np.searchsorted(seg, np.arange(len(raws)))  # seg is ascending
-        rank = np.empty(order.size, dtype=np.int64)
-        rank[order] = np.arange(order.size) - first[seg[order]]
-        top = rank < k
+    sizes = np.bincount(seg, minlength=len(raws))
+    if sizes.max(initial=0) > k:  # seg is ascending, and so are the columns within a row
+        ends = np.cumsum(sizes).tolist()
+        top = np.ones(seg.size, dtype=bool)
+        for r in np.flatnonzero(sizes > k).tolist():
+            a, b = ends[r] - int(sizes[r]), ends[r]
+            top[a:b] = top_k(vals[a:b], k)
         seg, idx, vals = seg[top], idx[top], vals[top]
     bounds = np.searchsorted(seg, np.arange(len(raws) + 1)).tolist()
     out = []
@@ -53,6 +54,24 @@ def prune_rows(raws: Sequence[tuple[np.ndarray, np.ndarray]], scale: Sequence[fl
         i.flags.writeable = v.flags.writeable = False
         out.append((i, v))
     return out
+
+
+def top_k(vals: np.ndarray, k: int) -> np.ndarray:
+    """(n,) bool: the ``k`` largest of ``vals`` (a row whose columns ascend), ties to the earlier
+    position (the smaller column), in linear time (a partition, not a sort).
+
+    >>> top_k(np.array([3.0, 1.0, 3.0, 2.0, 3.0]), 2).tolist()
+    [True, False, True, False, False]
+    """
+    if k <= 0:
+        return np.zeros(vals.size, dtype=bool)
+    if vals.size <= k:
+        return np.ones(vals.size, dtype=bool)
+    kth = np.partition(vals, vals.size - k)[vals.size - k]  # the k-th largest value
+    keep = vals > kth
+    ties = np.flatnonzero(vals == kth)
+    keep[ties[: k - int(np.count_nonzero(keep))]] = True
+    return keep
 
 
 _NO_COLS, _NO_NUMS = np.zeros(0, dtype=np.int64), np.zeros(0)

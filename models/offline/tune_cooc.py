@@ -1,7 +1,9 @@
 """Choosing the co-engagement parameters offline: a validation-only coordinate search of at most
 ``MAX_PASSES`` passes (a seconds cap is an opt-in safety, recorded as ``stopped_by_time``),
 over a light ``Recommender`` on ``models.cooc.CoocModel`` alone (no attention, no sequence
-model), so that each point tried costs one replay of the counts.
+model), so that a point costs at most one replay of the counts: the values of a scoring parameter
+(``hist_len``, ``decay``, ``k``, ``alpha``, ``shrink``) are scored together in one replay
+(``CoocRecommender.variants``), each value of a count parameter gets its own counts and replay.
 
 ``CoocRecommender`` keeps, per user, the items exactly as ``UserState.seen`` keeps them (a
 ``models.seen.SeenItems``), so its scores equal the engine's ``co-engagement`` component (a test
@@ -15,11 +17,13 @@ import time
 from dataclasses import replace
 from typing import Sequence
 
+import numpy as np
+
 from models.cooc import CoocModel, CoocParams
 from models.offline.base import ItemCatalog, Recommender
 from models.offline.baselines import _TrainingEvents
 from models.offline.data import Interaction
-from models.offline.protocol import Split, replay_evaluate
+from models.offline.protocol import Split, replay_evaluate_shared
 from models.seen import SeenItems
 
 log = logging.getLogger(__name__)
@@ -91,6 +95,39 @@ class CoocRecommender(Recommender):
         seen = self._seen.get(user_id)
         return self.model.scores(self._rows(seen, self.params.hist_len) if seen else [])
 
+    def variants(self, params: Sequence[CoocParams]) -> list[Recommender]:
+        """For ``replay_evaluate_shared`` after this one (which learns): one recommender per
+        ``params`` (scoring parameters only may differ from this one's), scoring from this one's
+        counts what a ``CoocRecommender`` of those parameters would; the scores of all of them
+        for a user are computed together (``CoocModel.scores_variants``) when the first asks."""
+        memo: dict = {}
+
+        def scores(user_id: str, k: int) -> np.ndarray:
+            at = (user_id, self.model.counts.version, self.model.online.version)
+            if memo.get("at") != at:
+                seen = self._seen.get(user_id)
+                rows = self._rows(seen, max(p.hist_len for p in params)) if seen else []
+                memo.update(at=at, scores=self.model.scores_variants(rows, params))
+            return memo["scores"][k]
+
+        return [_Variant(k, scores) for k in range(len(params))]
+
+
+class _Variant(Recommender):
+    """One of ``CoocRecommender.variants``: scores only."""
+
+    def __init__(self, k: int, scores):
+        self.name, self._k, self._scores = f"cooc#{k}", k, scores
+
+    def fit(self, train, items) -> None:
+        raise RuntimeError("a variant scores from the counts of the recommender that made it")
+
+    def learn_one(self, ev: Interaction) -> None:
+        raise RuntimeError("a variant learns nothing: the recommender that made it learns")
+
+    def score(self, user_id: str):
+        return self._scores(user_id, self._k)
+
 
 def tune_cooc(split: Split, catalog: ItemCatalog, budget_s: float | None = None,
               start: CoocParams = CoocParams(), grid: dict[str, list] | None = None,
@@ -104,34 +141,34 @@ def tune_cooc(split: Split, catalog: ItemCatalog, budget_s: float | None = None,
     t0 = time.perf_counter()
     fitted: dict[tuple, CoocModel] = {}
 
-    def valid_ndcg(p: CoocParams) -> float:
-        key = p.count_key()
+    def valid_ndcg(points: list[CoocParams]) -> list[float]:  # points: the same count parameters
+        key = points[0].count_key()
         if key not in fitted:
             fitted.clear()  # keep one set of counts in memory (380 MB at 10k items)
-            fitted[key] = fit_cooc(split.train, catalog, p)
-        rec = CoocRecommender(p, fitted[key])
+            fitted[key] = fit_cooc(split.train, catalog, points[0])
+        rec = CoocRecommender(points[0], fitted[key])
         rec.fit(split.train, catalog)
-        return replay_evaluate(rec, split, catalog, progress=False, measure=("valid",))["valid_ndcg@10"]
+        out = replay_evaluate_shared([rec, *rec.variants(points)], split, catalog, progress=False, measure=("valid",))
+        return [m["valid_ndcg@10"] for m in out[1:]]
 
-    best, best_score = start, valid_ndcg(start)
+    best, best_score = start, valid_ndcg([start])[0]
     history = [{"params": start.__dict__, "valid_ndcg@10": best_score}]
     improved, passes, out_of_time = True, 0, False
     while improved and not out_of_time and passes < max_passes:
         improved, passes = False, passes + 1
         for name, values in grid.items():
-            for v in values:
-                if budget_s is not None and time.perf_counter() - t0 > budget_s:
-                    out_of_time = True
-                    break
-                if getattr(best, name) == v:
-                    continue
-                cand = replace(best, **{name: v})
-                score = valid_ndcg(cand)
+            if budget_s is not None and time.perf_counter() - t0 > budget_s:
+                out_of_time = True
+                break
+            points = [replace(best, **{name: v}) for v in values if getattr(best, name) != v]
+            scores: dict[CoocParams, float] = {}
+            for group in _same_counts(points):  # the values that only change scoring: one replay
+                scores.update(zip(group, valid_ndcg(group)))
+            for cand in points:  # in grid order, so the first of equally good values wins
+                score = scores[cand]
                 history.append({"params": cand.__dict__, "valid_ndcg@10": score})
                 if score > best_score:
                     best, best_score, improved = cand, score, True
-            if out_of_time:
-                break
     report = {"best": best.__dict__, "valid_ndcg@10": best_score, "tried": len(history), "passes": passes,
               "max_passes": max_passes, "converged": not improved, "seconds": round(time.perf_counter() - t0, 1),
               "budget_s": budget_s, "stopped_by_time": out_of_time}
@@ -140,3 +177,11 @@ def tune_cooc(split: Split, catalog: ItemCatalog, budget_s: float | None = None,
                     len(history))
     log.info("cooc tuning: %s", report)
     return best, {**report, "history": history}
+
+
+def _same_counts(points: list[CoocParams]) -> list[list[CoocParams]]:
+    """``points`` in groups that share their count parameters (one replay each), in order."""
+    groups: dict[tuple, list[CoocParams]] = {}
+    for p in points:
+        groups.setdefault(p.count_key(), []).append(p)
+    return list(groups.values())

@@ -60,3 +60,55 @@ def test_a_change_made_around_the_model_empties_the_cache():
     m.update_many([([7], 8)])
     assert m.similarity_row(1) is not row
     assert _bits(m.similarity_row(1)) == fresh_rows(m)[1]
+
+
+def _lexsort_prune(raws, scale, col_pow, shrink, k):
+    """The ranking written as a sort: by value descending, then column ascending."""
+    out = []
+    for (idx, num), s in zip(raws, scale):
+        den = s * col_pow[idx] + shrink
+        den[den <= 0] = 1.0
+        vals = (num.astype(np.float64) / den).astype(np.float32)
+        idx, vals = idx[vals != 0], vals[vals != 0]
+        top = np.sort(np.lexsort((idx, -vals))[:k])
+        out.append((idx[top], vals[top]))
+    return out
+
+
+@pytest.mark.parametrize("k", [0, 1, 3, 7, 50])
+def test_pruned_rows_keep_the_k_largest_ties_to_the_smaller_column(k):
+    from models.cooc.row_cache import prune_rows
+
+    rng = np.random.default_rng(k)
+    col_pow = rng.integers(1, 4, 40).astype(np.float64)  # few distinct values: many ties
+    raws = []
+    for size in (0, 1, 5, 12, 40):
+        idx = np.sort(rng.choice(40, size, replace=False))
+        raws.append((idx, rng.integers(0, 3, size).astype(np.float32)))  # zeros among them
+    scale = [1.0, 2.0, 1.0, 3.0, 1.0]
+    got = prune_rows(raws, scale, col_pow, 0.0, k)
+    want = _lexsort_prune(raws, scale, col_pow, 0.0, k)
+    assert [(_bits(a), len(a[0])) for a in got] == [(_bits(b), len(b[0])) for b in want]
+    assert k in (0, 50) or any(len(r[0]) == k for r in got)  # the cut was made
+
+
+@pytest.mark.parametrize("dense_max", [10_000, 0])
+def test_scores_of_variants_equal_each_variant_scored_alone(dense_max):
+    from dataclasses import replace
+
+    from models.cooc.counts import CoocCounts
+
+    rng = np.random.default_rng(1)
+    m = CoocModel(PARAMS, CoocCounts(dense_max))
+    for i in range(30):
+        m.add_item(f"i{i}")
+    m.fit([rng.integers(0, 30, 25).tolist() for _ in range(40)])
+    variants = [PARAMS, replace(PARAMS, k=2), replace(PARAMS, alpha=0.3), replace(PARAMS, hist_len=1),
+                replace(PARAMS, decay=0.5, shrink=0.0), replace(PARAMS, hist_len=6, k=100)]
+    for recent in ([], [3], [5, 9, 1, 0, 17, 22, 4]):
+        got = m.scores_variants(recent, variants)
+        for v, g in zip(variants, got):
+            alone = CoocModel(v, m.counts).scores(recent)
+            assert g.tobytes() == alone.tobytes()
+    with pytest.raises(ValueError):
+        m.scores_variants([1], [replace(PARAMS, window=9)])
