@@ -5,7 +5,9 @@ rows, in a form whose memory stays bounded as the catalogue grows (numpy only; s
 380 MB at 9,742 items, 11 MB at 1,682); beyond that the counts move to one dict per row, whose
 size is bounded by the number of distinct pairs the windows produced (not by N^2). Both forms
 take additions in the order given (a cell repeated among them receives its additions in that
-order), so a batch of additions gives the bits of the same additions one at a time.
+order), so a batch of additions gives the bits of the same additions one at a time. A per-row
+dict that is read is also kept as sorted arrays, and the next read merges into them only the cells
+changed since (a row of thousands of partners is not read from its dict again at every read).
 
 A deleted item frees its row (``free``): its row and column of ``M`` and its ``n`` are zeroed,
 its id leaves ``index`` (``ids[row]`` becomes ``FREE``), and the next new item takes the lowest
@@ -18,6 +20,7 @@ methods only.
 from __future__ import annotations
 
 import heapq
+from itertools import repeat
 
 import numpy as np
 
@@ -35,6 +38,8 @@ class CoocCounts:
         self.n = np.zeros(0, dtype=np.float64)  # n[:len(self)]: engagements of each item row
         self._dense: np.ndarray | None = np.zeros((0, 0), dtype=np.float32)
         self._rows: list[dict[int, float]] | None = None
+        self._sorted: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per-row dicts read, as sorted arrays
+        self._changed: dict[int, set[int]] = {}  # for each row in ``_sorted``: its cells changed since
         self._free: list[int] = []  # heap of free rows
         self.version = 0  # bumped on every change of M, n or the item rows
 
@@ -83,8 +88,11 @@ class CoocCounts:
         else:
             partners = list(self._rows[row]) if symmetric else range(len(self._rows))
             for c in partners:
-                self._rows[c].pop(row, None)
+                if self._rows[c].pop(row, None) is not None and c in self._changed:
+                    self._changed[c].add(row)
             self._rows[row] = {}
+            self._sorted.pop(row, None)
+            self._changed.pop(row, None)
         self.n[row] = 0.0
         self.ids[row] = FREE
         heapq.heappush(self._free, row)
@@ -109,6 +117,7 @@ class CoocCounts:
     def _to_sparse(self) -> None:
         d = self._dense
         self._rows = [{int(c): float(d[r, c]) for c in np.flatnonzero(d[r])} for r in range(d.shape[0])]
+        self._sorted, self._changed = {}, {}
         self._dense = None
 
     def add(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> None:
@@ -119,9 +128,12 @@ class CoocCounts:
             flat = np.reshape(self._dense, -1, copy=False)
             np.add.at(flat, np.asarray(rows) * self._dense.shape[1] + np.asarray(cols), vals.astype(np.float32))
         else:
+            changed = self._changed
             for r, c, v in zip(rows.tolist(), cols.tolist(), vals.tolist()):
                 row = self._rows[r]
                 row[c] = float(np.float32(row.get(c, 0.0) + v))
+                if r in changed:
+                    changed[r].add(c)
         self.version += 1
 
     def add_engaged(self, rows: np.ndarray) -> None:
@@ -137,15 +149,37 @@ class CoocCounts:
             nz[j] = False
             idx = nz.nonzero()[0]
             return idx, r[idx]
-        d = self._rows[j]
-        if not d:
+        if not self._rows[j]:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        cols = np.fromiter(d.keys(), np.int64, len(d))
-        vals = np.fromiter(d.values(), np.float64, len(d))  # float32 values, held as Python floats
+        cols, vals = self._sorted_row(j)
         keep = (vals != 0) & (cols != j)
-        cols, vals = cols[keep], vals[keep]
-        order = np.argsort(cols, kind="stable")
-        return cols[order], vals[order].astype(np.float32)
+        return cols[keep], vals[keep]
+
+    def _sorted_row(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row ``j``'s dict as (columns ascending, float32 values), kept between reads: a read
+        after a few changes merges the changed cells into the kept arrays (linear in the row,
+        in numpy) instead of reading the whole dict again."""
+        d, got, changed = self._rows[j], self._sorted.get(j), self._changed.get(j)
+        if got is not None and not changed:
+            return got
+        if got is None or 4 * len(changed) > len(d):
+            cols = np.fromiter(d.keys(), np.int64, len(d))
+            vals = np.fromiter(d.values(), np.float64, len(d))  # float32 values, held as Python floats
+            order = np.argsort(cols)
+            got = cols[order], vals[order].astype(np.float32)
+        else:
+            cells = np.fromiter(changed, np.int64, len(changed))
+            cells.sort()
+            now = np.fromiter(map(d.get, cells.tolist(), repeat(0.0)), np.float64, cells.size).astype(np.float32)
+            cols, vals = got
+            at = np.searchsorted(cols, cells)
+            known = at < cols.size
+            known[known] = cols[at[known]] == cells[known]
+            vals = vals.copy()  # the kept arrays may be held by a caller
+            vals[at[known]] = now[known]
+            got = np.insert(cols, at[~known], cells[~known]), np.insert(vals, at[~known], now[~known])
+        self._sorted[j], self._changed[j] = got, set()
+        return got
 
     def row(self, j: int) -> np.ndarray:
         """Row ``j`` of M over all items, float32 (a copy)."""
@@ -187,6 +221,7 @@ class CoocCounts:
         out.ids, out.index, out.n = list(self.ids), dict(self.index), self.n.copy()
         out._dense = None if self._dense is None else self._dense.copy()
         out._rows = None if self._rows is None else [dict(r) for r in self._rows]
+        out._sorted, out._changed = dict(self._sorted), {r: set(c) for r, c in self._changed.items()}
         out._free = list(self._free)
         out.version = self.version
         return out
