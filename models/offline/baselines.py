@@ -19,7 +19,7 @@ Both treat every interaction as an implicit positive signal, whatever its type o
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -28,6 +28,9 @@ from models.offline.base import ItemCatalog, Recommender
 from models.offline.data import Interaction
 
 __all__ = ["ContentKNN", "ItemKNN", "Pop"]
+
+ACC_BYTES = 256 << 20  # ItemKNN: per-user score vectors kept (the users scored last)
+BLOCK_CELLS = 64 << 20  # ItemKNN fit: similarity cells computed at once (each row alone: any block, same bits)
 
 
 class _TrainingEvents:
@@ -94,7 +97,7 @@ class Pop(Recommender):
 class ItemKNN(Recommender):
     """Item-based k-nearest neighbours on the implicit user-item matrix.
 
-    ``fit`` builds the binary user-item matrix of the training log and the shrunk cosine
+    ``fit`` builds the binary user-item matrix of the training log (sparse) and the shrunk cosine
     similarity ``sim(i, j) = c_ij / (sqrt(n_i * n_j) + shrink)``, where ``c_ij`` counts
     users who interacted with both items and ``n_i`` users who interacted with ``i``.
     Each item keeps only its ``k`` most similar items as neighbours. A user's score for
@@ -137,18 +140,9 @@ class ItemKNN(Recommender):
     def fit(self, train: Sequence[Interaction], items: ItemCatalog) -> None:
         self.catalog = items
         n_items = len(items)
-        users: dict[str, int] = {}
-        rows, cols = [], []
-        for ev in train:
-            j = items.get(ev.item_id)
-            if j is None:
-                continue
-            rows.append(users.setdefault(ev.user_id, len(users)))
-            cols.append(j)
-        x = np.zeros((max(len(users), 1), n_items), dtype=np.float32)
-        if rows:
-            x[np.asarray(rows), np.asarray(cols)] = 1.0
-        n = x.sum(axis=0, dtype=np.float64)            # users per item
+        x = _user_item_matrix(train, items)             # (U, N) sparse, 1 where a user had an item
+        xt = x.T.tocsr()                                # (N, U)
+        n = np.asarray(x.sum(axis=0, dtype=np.float64)).ravel()  # users per item
         n_safe = np.where(n > 0, n, 1.0)                # c_ij = 0 whenever n_i = 0
         norm = np.sqrt(n_safe).astype(np.float32)
         k = min(self.k, max(n_items - 1, 1))
@@ -156,9 +150,10 @@ class ItemKNN(Recommender):
         # For each candidate item j (a row block), keep its k most similar items i.
         nbr_i = np.zeros((n_items, k), dtype=np.int64)
         nbr_v = np.zeros((n_items, k), dtype=np.float64)
-        for start in range(0, n_items, self.block_size):
-            stop = min(start + self.block_size, n_items)
-            co = x[:, start:stop].T @ x                    # (block, n_items) co-counts, exact
+        block = min(self.block_size, max(64, BLOCK_CELLS // max(n_items, 1)))  # rows at once, bounded memory
+        for start in range(0, n_items, block):
+            stop = min(start + block, n_items)
+            co = (xt[start:stop] @ x).toarray()           # (block, n_items) co-counts, exact
             sim = np.multiply.outer(norm[start:stop], norm)
             sim += np.float32(self.shrink)
             np.divide(co, sim, out=sim)
@@ -189,8 +184,9 @@ class ItemKNN(Recommender):
 
         top = n.max() if n.size and n.max() > 0 else 1.0
         self._prior = self.prior_weight * (n / top)
-        self._history: dict[str, set[int]] = {}
-        self._acc: dict[str, np.ndarray] = {}
+        self._history: dict[str, dict[int, None]] = {}  # per user, its items in the order learned
+        self._acc: OrderedDict[str, np.ndarray] = OrderedDict()  # recent users' scores, kept up to date
+        self._acc_max = max(16, ACC_BYTES // (8 * max(n_items, 1)))
 
     def neighbours(self, item_id: str) -> list[tuple[str, float]]:
         """Items whose neighbour list contains ``item_id``, with similarities, best first."""
@@ -205,19 +201,36 @@ class ItemKNN(Recommender):
         i = self.catalog.get(ev.item_id)
         if i is None:
             return
-        seen = self._history.setdefault(ev.user_id, set())
+        seen = self._history.setdefault(ev.user_id, {})
         if i in seen:
             return
-        seen.add(i)
+        seen[i] = None
         acc = self._acc.get(ev.user_id)
-        if acc is None:
-            acc = self._acc[ev.user_id] = self._prior.copy()
+        if acc is not None:
+            self._add(acc, i)
+
+    def _add(self, acc: np.ndarray, i: int) -> None:
         lo, hi = self._indptr[i], self._indptr[i + 1]
         acc[self._cand[lo:hi]] += self._vals[lo:hi]
 
     def score(self, user_id: str) -> np.ndarray:
+        """The prior plus, item by item in the order learned, the similarities of the user's
+        history: kept for the ``ACC_BYTES`` worth of users scored last, else summed again (the
+        same additions in the same order, so the same bits)."""
         acc = self._acc.get(user_id)
-        return self._prior if acc is None else acc
+        if acc is not None:
+            self._acc.move_to_end(user_id)
+            return acc
+        history = self._history.get(user_id)
+        if not history:
+            return self._prior
+        acc = self._prior.copy()
+        for i in history:
+            self._add(acc, i)
+        self._acc[user_id] = acc
+        if len(self._acc) > self._acc_max:
+            self._acc.popitem(last=False)
+        return acc
 
 
 class ContentKNN(Recommender):
@@ -273,3 +286,21 @@ class ContentKNN(Recommender):
             s = np.zeros(len(self.vectors)) if not hist else self.vectors @ self.vectors[hist].sum(axis=0)
             self._cache = {user_id: s}  # the replay asks for one user at a time
         return s
+
+
+def _user_item_matrix(train: Sequence[Interaction], items: ItemCatalog):
+    """(U, N) float32 scipy CSR: 1 where a user had an item in ``train`` (repeats count once)."""
+    from scipy.sparse import csr_matrix
+
+    users: dict[str, int] = {}
+    rows, cols = [], []
+    for ev in train:
+        j = items.get(ev.item_id)
+        if j is not None:
+            rows.append(users.setdefault(ev.user_id, len(users)))
+            cols.append(j)
+    x = csr_matrix((np.ones(len(rows), np.float32), (np.asarray(rows, np.int64), np.asarray(cols, np.int64))),
+                   shape=(max(len(users), 1), len(items)), dtype=np.float32)
+    x.sum_duplicates()
+    x.data[:] = 1.0
+    return x

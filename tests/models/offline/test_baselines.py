@@ -141,6 +141,21 @@ def test_itemknn_user_score_is_sum_over_history() -> None:
     assert np.array_equal(np.argsort(-cold, kind="stable"), np.argsort(-counts, kind="stable"))
 
 
+def test_itemknn_scores_summed_again_for_a_user_no_longer_kept_are_the_same_bits() -> None:
+    log = _random_log(5, n_users=60, per_user=10)
+    cat = _catalog(sorted({e.item_id for e in log}))
+    kept, evicting = ItemKNN(k=6, shrink=2.0), ItemKNN(k=6, shrink=2.0)
+    for m in (kept, evicting):
+        m.fit(log[:300], cat)
+    evicting._acc_max = 2  # keeps the last 2 users scored: most scores are summed again
+    for ev in log:
+        for m in (kept, evicting):
+            m.learn_one(ev)
+        for u in (ev.user_id, "u3", "u40", "nobody"):
+            assert kept.score(u).tobytes() == evicting.score(u).tobytes()
+    assert len(evicting._acc) == 2 and len(kept._acc) > 2
+
+
 def test_itemknn_beats_pop_on_co_occurrence() -> None:
     ds = _clustered_dataset()
     split = split_leave_one_out(ds)
