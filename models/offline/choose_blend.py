@@ -82,23 +82,25 @@ def record_validation(learn: Callable[[Interaction], None], components: Componen
         vpos = {int(p): vpos[int(p)] for p in keep}
     last = max(split.valid_pos.values()) + 1 if split.valid_pos else 0
     n = len(catalog)
-    seen: dict[str, np.ndarray] = {}
+    seen: dict[str, set[int]] = {}  # per user, the rows consumed
     Z, M, T = [], [], []
     for pos in range(last):
         ev = split.events[pos]
         j = catalog.get(ev.item_id)
         if j is None:
             continue
-        mask = seen.setdefault(ev.user_id, np.zeros(n, dtype=bool))
-        if pos in vpos and not mask[j]:
+        had = seen.setdefault(ev.user_id, set())
+        if pos in vpos and j not in had:
             comps, own = components(ev.user_id), moments() if moments is not None else {}
             Z.append(np.stack([_z(comps[c], own.get(c)) for c in names]))
             if raw is not None:
                 raw.append(np.asarray(comps["popularity"], dtype=np.float32))
-            M.append(mask.copy())
+            mask = np.zeros(n, dtype=bool)
+            mask[np.fromiter(had, np.intp, len(had))] = True
+            M.append(mask)
             T.append(j)
         learn(ev)
-        mask[j] = True
+        had.add(j)
     if not Z:
         return np.zeros((0, len(names), n), np.float32), np.zeros((0, n), bool), np.zeros(0, np.int64)
     return np.stack(Z), np.stack(M), np.asarray(T, dtype=np.int64)

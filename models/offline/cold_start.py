@@ -162,7 +162,7 @@ def replay_cold_start(model: Recommender, cs: ColdStartSplit, catalog: ItemCatal
     order, times = _availability(cs, catalog)
     unavailable = np.ones(n, dtype=bool)
     opened = 0
-    seen: dict[str, np.ndarray] = {}
+    seen: dict[str, set[int]] = {}  # per user, the rows consumed
     hits: dict[str, list] = {g: [] for g in ("valid", *GROUPS)}
     gains: dict[str, list] = {g: [] for g in ("valid", *GROUPS)}
     pcts: dict[str, list] = {g: [] for g in GROUPS}
@@ -177,16 +177,17 @@ def replay_cold_start(model: Recommender, cs: ColdStartSplit, catalog: ItemCatal
         while opened < n and times[opened] <= ev.ts:
             unavailable[order[opened]] = False
             opened += 1
-        mask = seen.get(ev.user_id)
-        if mask is None:
-            mask = seen[ev.user_id] = np.zeros(n, dtype=bool)
-        if role[pos] and mask[j]:
+        had = seen.get(ev.user_id)
+        if had is None:
+            had = seen[ev.user_id] = set()
+        if role[pos] and j in had:
             skipped += int(role[pos] == 2)
         elif role[pos]:
             s = np.array(model.score(ev.user_id), dtype=np.float64)
             if s.shape != (n,):
                 raise ValueError(f"{model.name}.score returned shape {s.shape}, expected ({n},)")
-            out = mask | unavailable
+            out = unavailable.copy()
+            out[np.fromiter(had, np.intp, len(had))] = True
             s[out] = -np.inf
             rank = rank_of(s, j)
             gain = 1.0 / log2[rank] if rank < k else 0.0
@@ -196,7 +197,7 @@ def replay_cold_start(model: Recommender, cs: ColdStartSplit, catalog: ItemCatal
                 if g != "valid":
                     pcts[g].append(rank / max(n - int(np.count_nonzero(out)) - 1, 1))
         model.learn_one(ev)
-        mask[j] = True
+        had.add(j)
     return _metrics(hits, gains, pcts, k, skipped, time.perf_counter() - t0)
 
 

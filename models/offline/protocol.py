@@ -225,7 +225,7 @@ def replay_evaluate_shared(
     needs_score = preq | (role > 0)
     last = int(np.flatnonzero(needs_score).max()) + 1 if needs_score.any() else 0
 
-    seen: dict[str, np.ndarray] = {}
+    seen: dict[str, set[int]] = {}  # per user, the rows consumed (memory by events, not users x items)
     hits = [{"valid": [], "test": [], "preq": []} for _ in models]
     ndcgs = [{"valid": [], "test": []} for _ in models]
     skipped = 0
@@ -240,14 +240,15 @@ def replay_evaluate_shared(
         j = catalog.get(ev.item_id)
         if j is None:
             continue
-        mask = seen.get(ev.user_id)
-        if mask is None:
-            mask = seen[ev.user_id] = np.zeros(n_items, dtype=bool)
+        had = seen.get(ev.user_id)
+        if had is None:
+            had = seen[ev.user_id] = set()
         if needs_score[pos]:
-            if mask[j]:
+            if j in had:
                 skipped += 1
                 skipped_role[role[pos]] += 1
             else:
+                mask = np.fromiter(had, np.intp, len(had))
                 for model, h, g in zip(models, hits, ndcgs):
                     s = np.array(model.score(ev.user_id), dtype=np.float64)
                     if not checked_shape and s.shape != (n_items,):
@@ -267,7 +268,7 @@ def replay_evaluate_shared(
                         g["test"].append(gain)
                 checked_shape = True
         models[0].learn_one(ev)
-        mask[j] = True
+        had.add(j)
         bar.update(1)
     bar.close()
 
