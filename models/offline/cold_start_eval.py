@@ -169,7 +169,7 @@ def _fused(names, cs: ColdStartSplit, catalog: ItemCatalog, vecs, progress, stag
     """The blend chosen here, then each new item added as a catalogue event; the variants share
     the grown catalogue and replay as jobs."""
     staged, t = staged
-    rec = staged.selected(0)
+    rec = staged.selected(0, pool)
     for j, item_id in enumerate(catalog.ids):
         if item_id in cs.new_items:
             it = catalog.item(j)

@@ -202,7 +202,8 @@ def _finish_fused(names, staged, split: Split, catalog, seed, progress, pool: Jo
                               progress, False, priority=THEN)
             pending["only:sequence"] = (_with(job, extra), time.perf_counter() - t)
         if "fused" in others:
-            rec.select(split, staged.budget_s, staged.max_passes)
+            with pool.working_here():  # the replays wait on it: no job beside it on its core
+                rec.select(split, staged.budget_s, staged.max_passes)
             _submit_fused(rec, split, catalog, seed, progress, pool, pending, time.perf_counter() - t)
     no_text()
 

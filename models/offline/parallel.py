@@ -10,6 +10,7 @@ depend on ``n`` (``tests/models/offline/test_parallel.py``).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import itertools
@@ -89,6 +90,18 @@ class Jobs:
             done.set_exception(exc)
         return done
 
+    @contextlib.contextmanager
+    def working_here(self):
+        """While this process itself computes (a selection the next jobs wait on): one process
+        fewer runs jobs, so the work here does not share a core with ``jobs`` others. Jobs
+        already running go on; no waiting one starts in the place taken."""
+        with self._lock:
+            self._running += 1
+        try:
+            yield
+        finally:
+            self._ended(None, None)
+
     def _start(self) -> None:
         """Hand waiting jobs to free processes."""
         with self._lock:
@@ -109,7 +122,7 @@ class Jobs:
                 continue
             job.add_done_callback(functools.partial(self._ended, done))
 
-    def _ended(self, done: Future, job: Future | None) -> None:
+    def _ended(self, done: Future | None, job: Future | None) -> None:
         with self._lock:
             self._running -= 1
         if job is not None:

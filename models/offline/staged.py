@@ -11,6 +11,8 @@ the sequence models of the first, as the evaluation has always done.
 """
 from __future__ import annotations
 
+import contextlib
+
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Sequence
@@ -49,10 +51,12 @@ class Staged:
         rec.provide(self.cooc.result() if self.cooc is not None else None, self.sequence())
         return rec
 
-    def selected(self, i: int) -> FusedRecommender:
-        """Model ``i`` as ``fit`` + ``select`` leave it."""
+    def selected(self, i: int, jobs: Jobs | None = None) -> FusedRecommender:
+        """Model ``i`` as ``fit`` + ``select`` leave it; ``jobs``: the pool whose place this
+        process takes while it selects (``Jobs.working_here``)."""
         rec = self.fitted(i)
-        rec.select(self.split, self.budget_s, self.max_passes)
+        with jobs.working_here() if jobs is not None else contextlib.nullcontext():
+            rec.select(self.split, self.budget_s, self.max_passes)
         return rec
 
     def sequence(self):

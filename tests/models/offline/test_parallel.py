@@ -112,3 +112,23 @@ def test_a_job_whose_process_dies_fails_and_so_do_the_jobs_after_it_instead_of_w
         later = pool.submit(_note, "/dev/null", "later")
         with pytest.raises(BrokenProcessPool):
             later.result(timeout=120)
+
+
+@pytest.mark.timeout(300)
+def test_while_this_process_works_one_process_fewer_runs_jobs(tmp_path):
+    from models.offline.parallel import Jobs
+
+    log, release = tmp_path / "log", tmp_path / "release"
+    log.touch()
+    with Jobs(2) as pool:
+        try:
+            with pool.working_here():
+                held = pool.submit(_hold, str(release), str(log), "held")
+                waiting = pool.submit(_note, str(log), "waiting", "ran")
+                assert not waiting.running() and not waiting.done()  # no free place: it waits
+                assert len(pool._waiting) == 1
+            assert waiting.result(timeout=120) == "ran"  # the place given back, it runs beside the held job
+            assert not held.done()
+        finally:
+            release.touch()
+        assert held.result(timeout=120) == "held"
