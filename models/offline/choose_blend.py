@@ -143,10 +143,39 @@ def grid_ndcg(Z: np.ndarray, M: np.ndarray, T: np.ndarray, grid: np.ndarray, k: 
         if above >= k:
             continue
         idx = np.flatnonzero(live & ~always & (D.max(0) >= -tol))
-        S = W @ D[:, idx]  # (G, L)
-        rank = above + (S > 0).sum(1) + ((S == 0) & (idx < j)).sum(1)
+        rank = _ranks(W, D, idx, j, above, k)
         total += np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
     return total / max(len(T), 1)
+
+
+FIRST_PER_KEY = 64  # _ranks: items taken first by each component's difference and by their sum
+CHUNK = 1024  # _ranks: items scored at once after those
+
+
+def _ranks(W: np.ndarray, D: np.ndarray, idx: np.ndarray, j: int, above: int, k: int) -> np.ndarray:
+    """(G,) the target's rank at each point of ``W``: ``above`` plus the items of ``idx`` above it
+    (``W @ D`` > 0, or == 0 at a lower index), exact where it is below ``k`` (elsewhere some
+    count >= ``k``). Items are scored in chunks, the most likely to be above somewhere first (the
+    largest differences on each component and in sum), and a point leaves once ``k`` items are
+    above the target there: a target out of every top k (most targets) costs a few hundred items
+    instead of the catalogue, and each further chunk is scored at the points still in."""
+    rank = np.full(len(W), above, dtype=np.int64)
+    parts = [idx]
+    if idx.size > 2 * FIRST_PER_KEY * (len(D) + 1):
+        Dl = D[:, idx]  # (C, L)
+        first = np.zeros(idx.size, dtype=bool)
+        for key in (*Dl, Dl.sum(0)):
+            first[np.argpartition(-key, FIRST_PER_KEY)[:FIRST_PER_KEY]] = True
+        rest = idx[~first]
+        parts = [idx[first], *(rest[a:a + CHUNK] for a in range(0, rest.size, CHUNK))]
+    alive = np.arange(len(W))
+    for part in parts:
+        S = W[alive] @ D[:, part]  # (A, L): each entry the same dot product as in W @ D
+        rank[alive] += (S > 0).sum(1) + ((S == 0) & (part < j)).sum(1)
+        alive = alive[rank[alive] < k]
+        if not alive.size:
+            break
+    return rank
 
 
 def gated_ndcg(Z: np.ndarray, M: np.ndarray, T: np.ndarray, P: np.ndarray, names: list[str], blend) -> float:

@@ -63,7 +63,13 @@ def test_simplex_grid_contains_every_single_component():
         assert (g == np.eye(3)[c]).all(1).any()
 
 
-def test_grid_scores_equal_point_by_point_scores_ties_included():
+@pytest.mark.parametrize("chunks", [False, True])
+def test_grid_scores_equal_point_by_point_scores_ties_included(chunks, monkeypatch):
+    if chunks:  # items scored a few at a time, points leaving as they reach k (the path of large catalogues)
+        from models.offline import choose_blend
+
+        monkeypatch.setattr(choose_blend, "FIRST_PER_KEY", 2)
+        monkeypatch.setattr(choose_blend, "CHUNK", 5)
     rng = np.random.default_rng(3)
     V, C, N = 50, 4, 60
     Z = rng.integers(-2, 3, size=(V, C, N)).astype(np.float32)  # small integers: many exact ties
