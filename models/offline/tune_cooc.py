@@ -96,10 +96,11 @@ class CoocRecommender(Recommender):
         return self.model.scores(self._rows(seen, self.params.hist_len) if seen else [])
 
     def variants(self, params: Sequence[CoocParams]) -> list[Recommender]:
-        """For ``replay_evaluate_shared`` after this one (which learns): one recommender per
-        ``params`` (scoring parameters only may differ from this one's), scoring from this one's
-        counts what a ``CoocRecommender`` of those parameters would; the scores of all of them
-        for a user are computed together (``CoocModel.scores_variants``) when the first asks."""
+        """For ``replay_evaluate_shared``: one recommender per ``params`` (scoring parameters only
+        may differ from this one's), scoring from this one's counts what a ``CoocRecommender`` of
+        those parameters would; the first learns through this one (which itself scores nothing).
+        The scores of all of them for a user are computed together (``CoocModel.scores_variants``)
+        when the first asks."""
         memo: dict = {}
 
         def scores(user_id: str, k: int) -> np.ndarray:
@@ -110,20 +111,22 @@ class CoocRecommender(Recommender):
                 memo.update(at=at, scores=self.model.scores_variants(rows, params))
             return memo["scores"][k]
 
-        return [_Variant(k, scores) for k in range(len(params))]
+        return [_Variant(k, scores, self.learn_one if k == 0 else None) for k in range(len(params))]
 
 
 class _Variant(Recommender):
-    """One of ``CoocRecommender.variants``: scores only."""
+    """One of ``CoocRecommender.variants``: its scores, and for the first, the learning."""
 
-    def __init__(self, k: int, scores):
-        self.name, self._k, self._scores = f"cooc#{k}", k, scores
+    def __init__(self, k: int, scores, learn=None):
+        self.name, self._k, self._scores, self._learn = f"cooc#{k}", k, scores, learn
 
     def fit(self, train, items) -> None:
         raise RuntimeError("a variant scores from the counts of the recommender that made it")
 
     def learn_one(self, ev: Interaction) -> None:
-        raise RuntimeError("a variant learns nothing: the recommender that made it learns")
+        if self._learn is None:
+            raise RuntimeError("only the first variant learns (replay_evaluate_shared's models[0])")
+        self._learn(ev)
 
     def score(self, user_id: str):
         return self._scores(user_id, self._k)
@@ -148,8 +151,8 @@ def tune_cooc(split: Split, catalog: ItemCatalog, budget_s: float | None = None,
             fitted[key] = fit_cooc(split.train, catalog, points[0])
         rec = CoocRecommender(points[0], fitted[key])
         rec.fit(split.train, catalog)
-        out = replay_evaluate_shared([rec, *rec.variants(points)], split, catalog, progress=False, measure=("valid",))
-        return [m["valid_ndcg@10"] for m in out[1:]]
+        out = replay_evaluate_shared(rec.variants(points), split, catalog, progress=False, measure=("valid",))
+        return [m["valid_ndcg@10"] for m in out]
 
     best, best_score = start, valid_ndcg([start])[0]
     history = [{"params": start.__dict__, "valid_ndcg@10": best_score}]
